@@ -1,0 +1,418 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
+	"k8s.io/utils/ptr"
+)
+
+// workDirPrefix names the per-cluster directories under os.TempDir. The
+// owning process ID follows it, so Start can remove directories whose owner
+// died without cleaning up.
+const workDirPrefix = "kubespawn-testcluster-"
+
+// Options configures Start. The zero value is ready to use.
+type Options struct {
+	// BinDir holds the etcd and kube-apiserver binaries. Default: the
+	// KUBESPAWN_BIN_DIR environment variable, else bin/ at the root of the
+	// kubespawn repository found by walking up from the working directory.
+	BinDir string
+	// StartTimeout bounds how long Start waits for /readyz. Default 90s.
+	StartTimeout time.Duration
+	// APIServerArgs are appended to kube-apiserver's arguments (e.g. to
+	// change --watch-cache or feature gates in one test package).
+	APIServerArgs []string
+}
+
+// Cluster is a running etcd and kube-apiserver pair.
+type Cluster struct {
+	binDir   string
+	dir      string
+	token    string
+	caData   []byte
+	apiPort  int
+	etcdURL  string
+	extraAPI []string
+
+	mu        sync.Mutex
+	etcd      *process
+	apiserver *process
+	stopped   bool
+}
+
+// Start launches etcd and kube-apiserver on free loopback ports and waits
+// until the apiserver reports ready. On error nothing is left running.
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	binDir, err := findBinDir(opts.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, bin := range []string{"etcd", "kube-apiserver"} {
+		if _, statErr := os.Stat(filepath.Join(binDir, bin)); statErr != nil {
+			return nil, fmt.Errorf("testcluster: %s not found in %s (run `make tools` to build it): %w", bin, binDir, statErr)
+		}
+	}
+	removeStaleWorkDirs()
+	dir, err := os.MkdirTemp("", workDirPrefix+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	c := &Cluster{binDir: binDir, dir: dir, extraAPI: opts.APIServerArgs}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, c.LogTail(40))
+			c.Stop()
+		}
+	}()
+	if err := c.writeCredentials(); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	c.apiPort = ports[2]
+	c.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+
+	timeout := opts.StartTimeout
+	if timeout == 0 {
+		timeout = 90 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	c.etcd, err = startProcess(filepath.Join(binDir, "etcd"), filepath.Join(dir, "etcd.log"),
+		"--name", "default",
+		"--data-dir", filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls", c.etcdURL,
+		"--advertise-client-urls", c.etcdURL,
+		"--listen-peer-urls", peerURL,
+		"--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "default="+peerURL,
+		"--unsafe-no-fsync", // test data; durability across machine crashes is irrelevant
+		"--log-level", "warn",
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.startAPIServer(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) writeCredentials() error {
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return err
+	}
+	c.token = hex.EncodeToString(tok)
+	tokens := fmt.Sprintf("%s,kubespawn-admin,kubespawn-admin,\"system:masters\"\n", c.token)
+	if err := os.WriteFile(filepath.Join(c.dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	// One self-signed serving certificate; its PEM is also the client's CA.
+	certPEM, keyPEM, err := cert.GenerateSelfSignedCertKey("127.0.0.1", []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
+	if err != nil {
+		return fmt.Errorf("testcluster: serving certificate: %w", err)
+	}
+	c.caData = certPEM
+	if err := os.WriteFile(filepath.Join(c.dir, "serving.crt"), certPEM, 0o600); err != nil {
+		return err
+	}
+	if err := keyutil.WriteKey(filepath.Join(c.dir, "serving.key"), keyPEM); err != nil {
+		return err
+	}
+	saKey, err := keyutil.MakeEllipticPrivateKeyPEM()
+	if err != nil {
+		return fmt.Errorf("testcluster: service account key: %w", err)
+	}
+	return keyutil.WriteKey(filepath.Join(c.dir, "sa.key"), saKey)
+}
+
+func (c *Cluster) startAPIServer(ctx context.Context) error {
+	args := []string{
+		"--etcd-servers", c.etcdURL,
+		"--bind-address", "127.0.0.1",
+		"--advertise-address", "127.0.0.1",
+		"--secure-port", strconv.Itoa(c.apiPort),
+		"--cert-dir", filepath.Join(c.dir, "certs"),
+		"--tls-cert-file", filepath.Join(c.dir, "serving.crt"),
+		"--tls-private-key-file", filepath.Join(c.dir, "serving.key"),
+		"--token-auth-file", filepath.Join(c.dir, "tokens.csv"),
+		"--service-account-key-file", filepath.Join(c.dir, "sa.key"),
+		"--service-account-signing-key-file", filepath.Join(c.dir, "sa.key"),
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--authorization-mode", "RBAC",
+		"--service-cluster-ip-range", "10.96.0.0/24",
+		// No controller-manager creates default ServiceAccounts; pods need none.
+		"--disable-admission-plugins", "ServiceAccount",
+		"--endpoint-reconciler-type", "none",
+		"--profiling=false",
+		"-v", "1",
+	}
+	args = append(args, c.extraAPI...)
+	p, err := startProcess(filepath.Join(c.binDir, "kube-apiserver"), filepath.Join(c.dir, "kube-apiserver.log"), args...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.apiserver = p
+	c.mu.Unlock()
+	return c.waitReady(ctx, p)
+}
+
+func (c *Cluster) waitReady(ctx context.Context, p *process) error {
+	client, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if exited, why := p.exited(); exited {
+			return false, fmt.Errorf("testcluster: kube-apiserver exited during start: %v", why)
+		}
+		if exited, why := c.etcd.exited(); exited {
+			return false, fmt.Errorf("testcluster: etcd exited during start: %v", why)
+		}
+		_, lastErr = client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return lastErr == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("testcluster: kube-apiserver not ready (last error: %v): %w", lastErr, err)
+	}
+	return nil
+}
+
+// Config returns a new admin configuration (group system:masters) that talks
+// to the apiserver directly over TLS.
+func (c *Cluster) Config() *rest.Config {
+	return &rest.Config{
+		Host:            c.URL(),
+		BearerToken:     c.token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: append([]byte(nil), c.caData...)},
+		QPS:             -1, // tests create hundreds of objects; client-side throttling only slows them
+	}
+}
+
+// URL is the apiserver's https address.
+func (c *Cluster) URL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.apiPort) }
+
+// Dir is the cluster's working directory (logs, credentials, etcd data).
+func (c *Cluster) Dir() string { return c.dir }
+
+// ServiceAccountConfig creates namespace and ServiceAccount name (if
+// missing) and returns a configuration that authenticates as that
+// ServiceAccount with a one-hour token from the TokenRequest API. It has no
+// permissions until a test binds a Role to
+// system:serviceaccount:<namespace>:<name>.
+func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name string) (*rest.Config, error) {
+	client, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		return nil, err
+	}
+	_, err = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	_, err = client.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	tr, err := client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: token for %s/%s: %w", namespace, name, err)
+	}
+	cfg := c.Config()
+	cfg.BearerToken = tr.Status.Token
+	return cfg, nil
+}
+
+// RestartAPIServer stops kube-apiserver and starts it again on the same port
+// against the same etcd, returning once it is ready. Clients see their
+// connections break and watches end, as in a rolling apiserver upgrade.
+func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+	c.mu.Lock()
+	old := c.apiserver
+	c.mu.Unlock()
+	if old != nil {
+		old.stop(2 * time.Second)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	return c.startAPIServer(ctx)
+}
+
+// Stop stops both processes and removes the working directory. The
+// apiserver goes first: with etcd gone it would wait for it for a long time.
+func (c *Cluster) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	if c.apiserver != nil {
+		c.apiserver.stop(2 * time.Second)
+	}
+	if c.etcd != nil {
+		c.etcd.stop(2 * time.Second)
+	}
+	_ = os.RemoveAll(c.dir)
+}
+
+// LogTail returns the last n lines of each process's log, for failure
+// reports.
+func (c *Cluster) LogTail(n int) string {
+	var b strings.Builder
+	for _, name := range []string{"etcd.log", "kube-apiserver.log"} {
+		data, err := os.ReadFile(filepath.Join(c.dir, name))
+		if err != nil {
+			continue
+		}
+		lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(&b, "--- last %d lines of %s ---\n%s\n", len(lines), name, bytes.Join(lines, []byte("\n")))
+	}
+	return b.String()
+}
+
+// process is one child process whose output goes to a log file.
+type process struct {
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+	err  error
+}
+
+func startProcess(path, logPath string, args ...string) (*process, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	// Children die with us, even if the test binary panics or is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("testcluster: start %s: %w", filepath.Base(path), err)
+	}
+	p := &process{cmd: cmd, log: logFile, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+func (p *process) stop(grace time.Duration) {
+	if exited, _ := p.exited(); exited {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("testcluster: free port: %w", err)
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// findBinDir resolves Options.BinDir.
+func findBinDir(dir string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	if env := os.Getenv("KUBESPAWN_BIN_DIR"); env != "" {
+		return env, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		data, err := os.ReadFile(filepath.Join(d, "go.mod"))
+		if err == nil && bytes.HasPrefix(data, []byte("module github.com/kubespawn/kubespawn\n")) {
+			return filepath.Join(d, "bin"), nil
+		}
+		if filepath.Dir(d) == d {
+			return "", errors.New("testcluster: cannot find the kubespawn repository root (no go.mod of module github.com/kubespawn/kubespawn above the working directory); set KUBESPAWN_BIN_DIR")
+		}
+	}
+}
+
+// removeStaleWorkDirs deletes working directories of test processes that
+// died without calling Stop (their children died with them).
+func removeStaleWorkDirs() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix+"*"))
+	for _, m := range matches {
+		rest := strings.TrimPrefix(filepath.Base(m), workDirPrefix)
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == nil {
+			continue // owner alive
+		}
+		_ = os.RemoveAll(m)
+	}
+}
