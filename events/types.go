@@ -1,0 +1,39 @@
+package events
+
+import (
+	"errors"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// PodRef identifies one pod: one incarnation of a name. Events of an
+// earlier pod with the same namespace and name have another UID and are
+// never part of this pod's stream.
+type PodRef struct {
+	Namespace string
+	Name      string
+	UID       types.UID
+}
+
+// Update is one step of a pod's progress, pushed to a Stream.
+type Update struct {
+	// Event is the Kubernetes Event behind this update (nil for a
+	// synthetic update, such as the stream saying it is degraded).
+	Event *corev1.Event
+	// Message is a one-line, human-readable description.
+	Message string
+	// Progress is an estimate from 0 to 100 of how far the pod is from
+	// running; it never decreases within a stream.
+	Progress int
+	// Warning is true for Warning events.
+	Warning bool
+	// Degraded is true while the event watch is unhealthy and the stream is
+	// fed by the slower fallback (a live list of the pod's events).
+	Degraded bool
+}
+
+var (
+	// ErrInvalidArgument is returned for an incomplete PodRef.
+	ErrInvalidArgument = errors.New("events: invalid argument")
+)
