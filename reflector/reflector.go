@@ -210,7 +210,8 @@ func (r *Reflector[T]) Stop() {
 // WaitForSync blocks until every namespace in scope has been listed, the
 // Reflector stops (ErrStopped) or ctx ends (ErrNotSynced).
 func (r *Reflector[T]) WaitForSync(ctx context.Context) error {
-	ticker := r.opts.Clock.NewTicker(50 * time.Millisecond)
+	// Polling, not timing: the real clock, so fake clocks need no stepping.
+	ticker := time.NewTicker(20 * time.Millisecond)
 	defer ticker.Stop()
 	for {
 		if r.isStopped() {
@@ -222,7 +223,7 @@ func (r *Reflector[T]) WaitForSync(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %v", ErrNotSynced, context.Cause(ctx))
-		case <-ticker.C():
+		case <-ticker.C:
 		}
 	}
 }
@@ -426,21 +427,29 @@ func (r *Reflector[T]) updateState() {
 		state, reason = StateStarting, "not started"
 	default:
 		for _, s := range r.shards {
-			if !s.informer.HasSynced() {
-				state, reason = StateStarting, fmt.Sprintf("waiting for the initial list of namespace %q", s.namespace)
-				break
-			}
 			s.mu.Lock()
 			if s.problem != "" && (earliest.IsZero() || s.problemSince.Before(earliest)) {
 				earliest, reason = s.problemSince, s.problem
 			}
 			s.mu.Unlock()
 		}
-		if state == StateSynced && !earliest.IsZero() {
-			state = StateDegraded
+		problem := reason
+		for _, s := range r.shards {
+			if !s.informer.HasSynced() {
+				state, reason = StateStarting, fmt.Sprintf("waiting for the initial list of namespace %q", s.namespace)
+				if problem != "" {
+					reason += ": " + problem
+				}
+				break
+			}
+		}
+		if !earliest.IsZero() {
+			if state == StateSynced {
+				state = StateDegraded
+			}
 			if now.Sub(earliest) >= r.opts.FailureTimeout {
 				state = StateFailed
-				reason = fmt.Sprintf("not recovered for %s: %s", now.Sub(earliest).Round(time.Second), reason)
+				reason = fmt.Sprintf("not recovered for %s: %s", now.Sub(earliest).Round(time.Second), problem)
 			}
 		}
 	}

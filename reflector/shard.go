@@ -192,6 +192,7 @@ func (s *shard[T]) monitor(ctx context.Context) {
 		}
 		s.checkWatchList()
 		if !s.informer.HasSynced() {
+			s.r.updateState()
 			continue
 		}
 		s.checkIdle()
