@@ -228,6 +228,14 @@ func (r *Reflector[T]) WaitForSync(ctx context.Context) error {
 	}
 }
 
+// healthy is Status().Healthy() without building a Status: the read path
+// is hot.
+func (r *Reflector[T]) healthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state == StateSynced
+}
+
 func (r *Reflector[T]) isStopped() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -270,7 +278,7 @@ func (r *Reflector[T]) Get(ctx context.Context, namespace, name string) (T, Sour
 		return zero, "", err
 	}
 	key := namespace + "/" + name
-	healthy := r.Status().Healthy()
+	healthy := r.healthy()
 	if healthy {
 		if obj, ok, _ := s.informer.GetIndexer().GetByKey(key); ok {
 			if t, ok := obj.(T); ok {
@@ -340,7 +348,7 @@ func (r *Reflector[T]) List(ctx context.Context, namespace string, selector labe
 		shards = []*shard[T]{s}
 	}
 	var out []T
-	if r.Status().Healthy() {
+	if r.healthy() {
 		for _, s := range shards {
 			var objs []any
 			if namespace != "" {
