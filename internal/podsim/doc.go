@@ -1,0 +1,92 @@
+// Package podsim is an in-process pod lifecycle simulator for tests and
+// demos that run against a real kube-apiserver and etcd but no scheduler,
+// kubelet or container runtime.
+//
+// A [Simulator] stands in for both the default scheduler and the kubelet of
+// exactly one fake Node. It watches every pod in the cluster through one
+// shared informer and drives each pod that is unbound, or bound to its node,
+// through the transitions a real scheduler and kubelet would write:
+//
+//   - scheduling: the pod is bound through the pods/binding subresource and a
+//     "Scheduled" event is recorded by "default-scheduler" (or, for the
+//     unschedulable scenario, the PodScheduled condition is set to False with
+//     reason Unschedulable and a "FailedScheduling" event is recorded);
+//   - start: the kubelet's first status update (startTime, hostIP, podIP, phase
+//     Pending, containers waiting in ContainerCreating), then the events
+//     Pulling, Pulled, Created and Started per container, then phase Running
+//     with all conditions True and all containers running and ready;
+//   - failure scenarios selected per pod by the [AnnotationScenario]
+//     annotation (see the Scenario constants), each writing the same
+//     container state reasons, pod reasons and events as a real kubelet;
+//   - graceful deletion: a "Killing" event per running container, containers
+//     terminated, then after min(grace period, [Options.MaxGracePeriod]) the
+//     final delete with grace period 0 and a UID precondition, as the kubelet
+//     does.
+//
+// Every write goes to the API server: the pods/binding and pods/status
+// subresources, DELETE, and core/v1 Events written through client-go's
+// tools/record broadcasters (so events are correlated, deduplicated and
+// spam-filtered exactly like a real component's), with one recorder per
+// source. A broadcaster writes one event at a time and silently drops events
+// beyond its queue of 1000, so pods are spread by UID over 4 broadcasters:
+// each pod's events keep their order, and bursts of a few hundred pods lose
+// none (300 pods at once were checked). Events reference the pod
+// with kind, namespace, name and UID, and kubelet events carry the
+// container's fieldPath (spec.containers{name}), so consumers can filter them
+// by involvedObject.uid.
+//
+// # Contract
+//
+//   - Work is driven by informer notifications and a rate-limited delaying
+//     workqueue keyed by namespace, name and UID; no goroutine sleeps per pod.
+//     A few workers (4) process keys; one key is never processed by two
+//     workers at once.
+//   - A pod that is deleted or replaced (same name, new UID) mid-lifecycle is
+//     never acted on with the old pod's plan: every key carries the UID, the
+//     cached pod must have that UID, status updates re-read the pod and check
+//     its UID, the binding and the final delete carry UID preconditions.
+//   - Status updates are read-modify-write with retry.RetryOnConflict,
+//     re-reading the latest pod from the API server on every attempt. The
+//     simulator owns the kubelet's status fields (phase, reason, message,
+//     IPs, startTime, container statuses and the PodScheduled,
+//     PodReadyToStartContainers, Initialized, ContainersReady, Ready and
+//     DisruptionTarget conditions); other conditions are preserved.
+//   - Pods bound to another node name are ignored. A pod created with
+//     spec.nodeName set to the simulator's node skips scheduling (no
+//     Scheduled event) and starts at once. A bound pod that already carries a
+//     kubelet status past Pending (startTime set, phase Running, Succeeded or
+//     Failed), as a restarted simulator reusing its node finds them, is
+//     adopted as it is: its status is not rewritten and its scenario is not
+//     resumed (a crash loop stops looping), but graceful deletion is still
+//     carried out. A bound Pending pod is started over, keeping its
+//     startTime and podIP.
+//   - A pod's annotations are read once, when the simulator first sees that
+//     pod incarnation; changing them later has no effect.
+//   - Scheduling gates are honoured: a gated pod is not bound until its
+//     gates are removed.
+//   - The simulator only ever uses the client it is given. That client should
+//     have direct admin access to the API server (never through a fault
+//     proxy: the simulator plays cluster components, not the code under
+//     test) and a client-side rate limit high enough for the pod count (for
+//     hundreds of pods, rest.Config.QPS = -1 or a few hundred), since every
+//     pod costs a handful of writes and events.
+//   - Pod IPs are allocated from 127.244.0.0/16 and the node's address is
+//     127.0.0.1: loopback addresses, so that code under test that dials a pod
+//     IP can never send traffic off the machine. The simulator itself opens
+//     no connection to them.
+//   - Timings are lower bounds: a normal pod reaches Running and Ready no
+//     sooner than StartDelay after it was bound (and no sooner than the
+//     lifecycle steps allow); nothing guarantees an upper bound on a loaded
+//     machine.
+//
+// # Why not kwok
+//
+// kwok (Kubernetes WithOut Kubelet) can also fake nodes and pods against a
+// real API server. We chose an in-process simulator instead because it gives
+// exact per-pod control of failure scenarios (an annotation on the pod picks
+// image pull failure, crash loop, eviction, slow start and so on, with the
+// exact reasons a kubelet writes) AND it emits the Kubernetes Events that
+// spawners show users as progress (kwok's fast stages emit none), with far
+// less code, no extra binary to build and no extra process to manage in
+// tests.
+package podsim
