@@ -19,9 +19,11 @@ type PodRef struct {
 // Update is one step of a pod's progress, pushed to a Stream.
 type Update struct {
 	// Event is the Kubernetes Event behind this update (nil for a
-	// synthetic update, such as the stream saying it is degraded).
+	// synthetic update, such as the stream saying it is degraded). It is
+	// the receiver's own copy, slimmed as described for Slim.
 	Event *corev1.Event
-	// Message is a one-line, human-readable description.
+	// Message is a one-line, human-readable description (see Message), or
+	// MessageDegraded / MessageRecovered for synthetic updates.
 	Message string
 	// Progress is an estimate from 0 to 100 of how far the pod is from
 	// running; it never decreases within a stream.

@@ -1,0 +1,567 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubespawn/kubespawn/internal/faultproxy"
+	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// The package's tests share one simulator: two would compete for the same
+// unbound pods.
+var (
+	simOnce sync.Once
+	simErr  error
+)
+
+func startSim(t *testing.T) {
+	t.Helper()
+	simOnce.Do(func() {
+		_, simErr = podsim.Start(context.Background(), newClient(t), podsim.Options{})
+	})
+	require.NoError(t, simErr, "starting the pod simulator")
+}
+
+// newClient is a direct admin client (QPS -1).
+func newClient(t *testing.T) *kubernetes.Clientset {
+	t.Helper()
+	require.NotNil(t, cluster, "testcluster did not start")
+	c, err := kubernetes.NewForConfig(cluster.Config())
+	require.NoError(t, err)
+	return c
+}
+
+// newNamespace creates a namespace for one test and, as no namespace
+// controller runs, deletes its pods and events afterwards.
+func newNamespace(t *testing.T, client kubernetes.Interface) string {
+	t.Helper()
+	return newNamespaceCleanup(t, client, true)
+}
+
+// newNamespaceCleanup is newNamespace, optionally leaving the events (a
+// flood's would take long to delete; they are in their own namespace and
+// go with the cluster).
+func newNamespaceCleanup(t *testing.T, client kubernetes.Interface, deleteEvents bool) string {
+	t.Helper()
+	ns, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "events-test-"},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = client.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{})
+		if deleteEvents {
+			_ = client.CoreV1().Events(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		}
+	})
+	return ns.Name
+}
+
+// startReflector starts an events Reflector on client scoped to ns.
+func startReflector(t *testing.T, client kubernetes.Interface, ns string, opts Options) *Reflector {
+	t.Helper()
+	opts.Scope.Namespaces = []string{ns}
+	r, err := New(client, opts)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(t.Context()))
+	t.Cleanup(r.Stop)
+	require.NoError(t, r.WaitForSync(t.Context()))
+	return r
+}
+
+func newPod(name, scenario string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{podsim.AnnotationScenario: scenario}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers:                    []corev1.Container{{Name: "notebook", Image: "quay.io/jupyter/base-notebook:2025-01-01"}},
+		},
+	}
+}
+
+func createPod(t *testing.T, client kubernetes.Interface, ns string, pod *corev1.Pod) PodRef {
+	t.Helper()
+	p, err := client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return PodRef{Namespace: ns, Name: p.Name, UID: p.UID}
+}
+
+// until reads updates until done returns true for one, and returns them
+// all. It fails the test if the stream closes or stays silent for a long
+// time (a guard against hanging, not a performance bound).
+func until(t *testing.T, ch <-chan Update, done func(Update) bool) []Update {
+	t.Helper()
+	var got []Update
+	for {
+		select {
+		case u, ok := <-ch:
+			require.True(t, ok, "stream closed; got so far: %v", messages(got))
+			got = append(got, u)
+			if done(u) {
+				return got
+			}
+		case <-time.After(2 * time.Minute):
+			require.FailNow(t, "no update for 2 minutes", "got so far: %v", messages(got))
+		}
+	}
+}
+
+func messages(us []Update) []string {
+	var out []string
+	for _, u := range us {
+		reason := ""
+		if u.Event != nil {
+			reason = u.Event.Reason + " "
+		}
+		out = append(out, fmt.Sprintf("%s%q p=%d w=%v d=%v", reason, u.Message, u.Progress, u.Warning, u.Degraded))
+	}
+	return out
+}
+
+func reasons(us []Update) []string {
+	var out []string
+	for _, u := range us {
+		if u.Event != nil {
+			out = append(out, u.Event.Reason)
+		}
+	}
+	return out
+}
+
+func hasReason(reason string) func(Update) bool {
+	return func(u Update) bool { return u.Event != nil && u.Event.Reason == reason }
+}
+
+func assertMonotonic(t *testing.T, us []Update) {
+	t.Helper()
+	for i := 1; i < len(us); i++ {
+		assert.GreaterOrEqual(t, us[i].Progress, us[i-1].Progress, "progress decreased: %v", messages(us))
+	}
+}
+
+func TestPodLifecycleProgress(t *testing.T) {
+	startSim(t)
+	client := newClient(t)
+	ns := newNamespace(t, client)
+	r := startReflector(t, client, ns, Options{})
+	pod := createPod(t, client, ns, newPod("lifecycle", podsim.ScenarioNormal))
+	ch, err := r.Stream(t.Context(), pod)
+	require.NoError(t, err)
+	got := until(t, ch, hasReason("Started"))
+	assert.Equal(t, []string{"Scheduled", "Pulling", "Pulled", "Created", "Started"}, reasons(got), messages(got))
+	assertMonotonic(t, got)
+	assert.Equal(t, 90, got[len(got)-1].Progress)
+	for _, u := range got {
+		assert.False(t, u.Degraded)
+		assert.False(t, u.Warning)
+		assert.Equal(t, pod.UID, u.Event.InvolvedObject.UID)
+		assert.NotEmpty(t, u.Message)
+	}
+	assert.Equal(t, `Pulling image "quay.io/jupyter/base-notebook:2025-01-01"`, got[1].Message)
+
+	// A second Stream opened afterwards replays the same history.
+	ctx, cancel := context.WithCancel(t.Context())
+	ch2, err := r.Stream(ctx, pod)
+	require.NoError(t, err)
+	replay := until(t, ch2, hasReason("Started"))
+	assert.Equal(t, reasons(got), reasons(replay))
+	cancel()
+	for range ch2 { //nolint:revive // closed when ctx ends
+	}
+	assert.Equal(t, reasons(got), reasons(updatesOf(r.For(pod))))
+}
+
+func updatesOf(evs []*corev1.Event) []Update {
+	var out []Update
+	for _, e := range evs {
+		out = append(out, Update{Event: e})
+	}
+	return out
+}
+
+func TestImagePullFailureWarnings(t *testing.T) {
+	startSim(t)
+	client := newClient(t)
+	ns := newNamespace(t, client)
+	r := startReflector(t, client, ns, Options{})
+	pod := createPod(t, client, ns, newPod("pullfail", podsim.ScenarioImagePullFailure))
+	ch, err := r.Stream(t.Context(), pod)
+	require.NoError(t, err)
+	// Pulling, Warning Failed (the pull error), Warning Failed
+	// (ErrImagePull), Normal BackOff, Warning Failed (ImagePullBackOff).
+	got := until(t, ch, func(u Update) bool { return u.Message == "[Warning] Failed: Error: ImagePullBackOff" })
+	assertMonotonic(t, got)
+	var warnings []string
+	for _, u := range got {
+		if u.Warning {
+			assert.Equal(t, corev1.EventTypeWarning, u.Event.Type)
+			warnings = append(warnings, u.Message)
+		}
+	}
+	require.Len(t, warnings, 3, messages(got))
+	assert.Regexp(t, `^\[Warning\] Failed: Failed to pull image "quay.io/jupyter/base-notebook:2025-01-01": `, warnings[0])
+	assert.Equal(t, "[Warning] Failed: Error: ErrImagePull", warnings[1])
+	assert.Contains(t, reasons(got), "BackOff")
+	assert.Equal(t, 40, got[len(got)-1].Progress, "warnings do not advance past Pulling")
+	assert.Contains(t, reasons(got), "Pulling")
+	assert.NotContains(t, reasons(got), "Started")
+
+	// For: the last Warning events are at the end.
+	evs := r.For(pod)
+	require.NotEmpty(t, evs)
+	assert.Equal(t, corev1.EventTypeWarning, evs[len(evs)-1].Type)
+}
+
+func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
+	startSim(t)
+	client := newClient(t)
+	ns := newNamespace(t, client)
+	r := startReflector(t, client, ns, Options{})
+	old := createPod(t, client, ns, newPod("same-name", podsim.ScenarioNormal))
+	ch, err := r.Stream(t.Context(), old)
+	require.NoError(t, err)
+	until(t, ch, hasReason("Started"))
+	require.NoError(t, client.CoreV1().Pods(ns).Delete(t.Context(), old.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
+	require.Eventually(t, func() bool {
+		_, err := client.CoreV1().Pods(ns).Get(t.Context(), old.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, 2*time.Minute, 50*time.Millisecond)
+
+	// The new pod fails to pull: its history differs from the old one's.
+	pod := createPod(t, client, ns, newPod("same-name", podsim.ScenarioImagePullFailure))
+	require.NotEqual(t, old.UID, pod.UID)
+	ch2, err := r.Stream(t.Context(), pod)
+	require.NoError(t, err)
+	got := until(t, ch2, func(u Update) bool { return u.Message == "[Warning] Failed: Error: ImagePullBackOff" })
+	for _, u := range got {
+		assert.Equal(t, pod.UID, u.Event.InvolvedObject.UID, messages(got))
+	}
+	assert.Equal(t, "Scheduled", got[0].Event.Reason, "the new pod's stream starts with its own scheduling")
+	assert.NotContains(t, reasons(got), "Started")
+	for _, e := range r.For(pod) {
+		assert.Equal(t, pod.UID, e.InvolvedObject.UID)
+	}
+	assert.NotEmpty(t, r.For(old), "the old pod's events stay under its own UID until TTL or ForgetPod")
+	r.ForgetPod(old.UID)
+	assert.Empty(t, r.For(old))
+}
+
+// podEvent is an Event about a pod (which need not exist) at time at.
+func podEvent(ns, pod string, uid types.UID, name, typ, reason, message string, at time.Time) *corev1.Event {
+	ts := metav1.NewTime(at)
+	return &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: ns, Name: name},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: ns, Name: pod, UID: uid},
+		Type:           typ, Reason: reason, Message: message,
+		Count: 1, FirstTimestamp: ts, LastTimestamp: ts,
+		Source: corev1.EventSource{Component: "events-test"},
+	}
+}
+
+func TestDuplicateAndCountUpdatedEventsArriveOnce(t *testing.T) {
+	client := newClient(t)
+	ns := newNamespace(t, client)
+	r := startReflector(t, client, ns, Options{})
+	pod := PodRef{Namespace: ns, Name: "dup", UID: "dup-uid-1"}
+	ctx := t.Context()
+	now := time.Now()
+	create := func(e *corev1.Event) *corev1.Event {
+		t.Helper()
+		out, err := client.CoreV1().Events(ns).Create(ctx, e, metav1.CreateOptions{})
+		require.NoError(t, err)
+		return out
+	}
+	ch, err := r.Stream(ctx, pod)
+	require.NoError(t, err)
+	backoff := create(podEvent(ns, pod.Name, pod.UID, "dup.1", corev1.EventTypeWarning, "BackOff", "Back-off pulling image", now))
+	u := until(t, ch, func(Update) bool { return true })[0]
+	assert.Equal(t, "BackOff", u.Event.Reason)
+	assert.EqualValues(t, 1, u.Event.Count)
+
+	// The same event, counted again twice, as a kubelet does.
+	for i := int32(2); i <= 3; i++ {
+		backoff.Count = i
+		backoff.LastTimestamp = metav1.NewTime(now.Add(time.Duration(i) * time.Second))
+		backoff, err = client.CoreV1().Events(ns).Update(ctx, backoff, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	// The same reason and message as another object is a duplicate too.
+	create(podEvent(ns, pod.Name, pod.UID, "dup.2", corev1.EventTypeWarning, "BackOff", "Back-off pulling image", now.Add(4*time.Second)))
+	// The watch delivers in resourceVersion order: the sentinel comes after
+	// all of the above, so nothing else may arrive before it.
+	create(podEvent(ns, pod.Name, pod.UID, "dup.3", corev1.EventTypeNormal, "Pulling", "sentinel", now.Add(5*time.Second)))
+	u = until(t, ch, func(Update) bool { return true })[0]
+	assert.Equal(t, "sentinel", u.Event.Message, "the count updates and the duplicate were suppressed")
+
+	require.Eventually(t, func() bool {
+		for _, e := range r.For(pod) {
+			if e.Name == "dup.1" {
+				return e.Count == 3
+			}
+		}
+		return false
+	}, time.Minute, 20*time.Millisecond, "the index holds the latest count")
+	assert.Len(t, r.For(pod), 3)
+}
+
+// offsetClock is the real clock (tickers included) with a settable offset
+// on Now, to make the TTL run out without waiting for it.
+type offsetClock struct {
+	clock.RealClock
+	off atomic.Int64
+}
+
+func (c *offsetClock) Now() time.Time                  { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+func (c *offsetClock) advance(d time.Duration)         { c.off.Add(int64(d)) }
+
+// Flood size: 500 pods × 100 events = 50,000 events, created by 16
+// goroutines through a client without rate limit.
+const (
+	floodPods       = 500
+	floodPerPod     = 100
+	floodWorkers    = 16
+	floodCap        = 20
+	floodTTL        = 10 * time.Minute
+	floodEventTotal = floodPods * floodPerPod
+)
+
+func TestFloodRespectsCapAndTTL(t *testing.T) {
+	client := newClient(t)
+	setupStart := time.Now()
+	ns := newNamespaceCleanup(t, client, false)
+	// The flood goes through its own protobuf client: cheaper to encode on
+	// both sides than JSON.
+	cfg := cluster.Config()
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	floodClient, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	clk := &offsetClock{}
+	r := startReflector(t, client, ns, Options{
+		Options: reflector.Options{Clock: clk, IdleTimeout: -1, AuditInterval: -1},
+		// The TTL is long: it must not run out during the flood.
+		PerPodLimit: floodCap, TTL: floodTTL,
+	})
+	// One pod is streamed during the flood.
+	watched := PodRef{Namespace: ns, Name: "flood-0", UID: "flood-uid-0"}
+	sctx, cancelStream := context.WithCancel(t.Context())
+	ch, err := r.Stream(sctx, watched)
+	require.NoError(t, err)
+	t.Logf("setup: %s", time.Since(setupStart).Round(time.Millisecond))
+	var streamed atomic.Int64
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		for range ch {
+			streamed.Add(1)
+		}
+	}()
+
+	var maxSeen atomic.Int64
+	sampleDone := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() { // the cap holds at all times, not only at the end
+		defer close(sampleDone)
+		for {
+			if m := int64(r.IndexStats().MaxPerPod); m > maxSeen.Load() {
+				maxSeen.Store(m)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+
+	start := time.Now()
+	base := time.Now().Add(-time.Hour)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range floodWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range work {
+				p, i := n%floodPods, n/floodPods // pods interleaved
+				e := podEvent(ns, fmt.Sprintf("flood-%d", p), types.UID(fmt.Sprintf("flood-uid-%d", p)),
+					fmt.Sprintf("flood-%d.%d", p, i), corev1.EventTypeNormal, "Pulling", fmt.Sprintf("step %d", i), base.Add(time.Duration(i)*time.Second))
+				if _, err := floodClient.CoreV1().Events(ns).Create(context.Background(), e, metav1.CreateOptions{}); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for n := range floodEventTotal {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	created := time.Since(start)
+	require.Zero(t, failed.Load(), "event creations failed")
+
+	require.Eventually(t, func() bool {
+		st := r.IndexStats()
+		return st.Pods == floodPods && st.EvictedEvents == floodEventTotal-floodPods*floodCap
+	}, 2*time.Minute, 50*time.Millisecond, "the index saw every event: %+v", r.IndexStats())
+	t.Logf("created %d events for %d pods in %s (%.0f/s); index caught up after %s: %+v",
+		floodEventTotal, floodPods, created.Round(time.Millisecond), float64(floodEventTotal)/created.Seconds(), time.Since(start).Round(time.Millisecond), r.IndexStats())
+	close(stopSampling)
+	<-sampleDone
+	st := r.IndexStats()
+	assert.Equal(t, floodPods*floodCap, st.Events)
+	assert.Equal(t, floodCap, st.MaxPerPod)
+	assert.LessOrEqual(t, maxSeen.Load(), int64(floodCap), "the per-pod cap held during the flood")
+	for _, pod := range []int{0, 250, 499} {
+		evs := r.For(PodRef{Namespace: ns, Name: fmt.Sprintf("flood-%d", pod), UID: types.UID(fmt.Sprintf("flood-uid-%d", pod))})
+		require.Len(t, evs, floodCap)
+		assert.Equal(t, fmt.Sprintf("step %d", floodPerPod-floodCap), evs[0].Message, "the newest are kept")
+		assert.Equal(t, fmt.Sprintf("step %d", floodPerPod-1), evs[floodCap-1].Message)
+	}
+	assert.Positive(t, streamed.Load())
+	assert.LessOrEqual(t, streamed.Load(), int64(floodPerPod))
+
+	// TTL: advance the clock past it. The streamed pod is kept while its
+	// Stream is open, and goes one TTL after it closes.
+	clk.advance(floodTTL + time.Second)
+	require.Eventually(t, func() bool { return r.IndexStats().Pods == 1 }, time.Minute, 50*time.Millisecond, "%+v", r.IndexStats())
+	assert.Len(t, r.For(watched), floodCap)
+	cancelStream()
+	<-streamDone
+	clk.advance(floodTTL + time.Second)
+	require.Eventually(t, func() bool { st := r.IndexStats(); return st.Pods == 0 && st.Events == 0 }, time.Minute, 50*time.Millisecond, "%+v", r.IndexStats())
+	assert.EqualValues(t, floodPods, r.IndexStats().EvictedPods)
+	t.Logf("whole test (without cleanup): %s", time.Since(start).Round(time.Millisecond))
+}
+
+func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
+	direct := newClient(t)
+	ns := newNamespace(t, direct)
+	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	proxied, err := kubernetes.NewForConfig(p.ClientConfig(cluster.Config()))
+	require.NoError(t, err)
+	r := startReflector(t, proxied, ns, Options{
+		Options:          reflector.Options{StallTimeout: 5 * time.Second},
+		FallbackInterval: 200 * time.Millisecond,
+	})
+	pod := PodRef{Namespace: ns, Name: "stall", UID: "stall-uid-1"}
+	ctx := t.Context()
+	create := func(name, reason, msg string) {
+		t.Helper()
+		_, err := direct.CoreV1().Events(ns).Create(ctx, podEvent(ns, pod.Name, pod.UID, name, corev1.EventTypeNormal, reason, msg, time.Now()), metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	ch, err := r.Stream(ctx, pod)
+	require.NoError(t, err)
+	create("stall.1", "Scheduled", "before the stall")
+	u := until(t, ch, hasReason("Scheduled"))
+	assert.False(t, u[len(u)-1].Degraded)
+
+	// A stalled watch looks idle until the server holds a change it does
+	// not deliver: the event created during the stall is that change.
+	p.Stall(faultproxy.Match{Verb: "watch", Resource: "events"})
+	create("stall.2", "Pulling", "during the stall")
+	require.Eventually(t, func() bool { return !r.Status().Healthy() }, 2*time.Minute, 50*time.Millisecond, "the stall is detected")
+	got := until(t, ch, hasReason("Pulling"))
+	require.Len(t, got, 2, "the degraded notice, then the event: %v", messages(got))
+	degraded := got[0]
+	assert.Nil(t, degraded.Event)
+	assert.True(t, degraded.Degraded)
+	assert.Equal(t, MessageDegraded, degraded.Message)
+	assert.Equal(t, 20, degraded.Progress)
+	// The new event still arrives, through the fallback list.
+	pulling := got[1]
+	assert.True(t, pulling.Degraded)
+	assert.Equal(t, "during the stall", pulling.Message)
+	assert.Equal(t, 40, pulling.Progress)
+	create("stall.3", "Pulled", "still stalled")
+	got = until(t, ch, hasReason("Pulled"))
+	assert.True(t, got[len(got)-1].Degraded, messages(got))
+	assert.False(t, r.Status().Healthy(), "still stalled: the updates came from the fallback")
+
+	p.UnstallAll()
+	got = until(t, ch, func(u Update) bool { return u.Event == nil })
+	recovered := got[len(got)-1]
+	assert.Equal(t, MessageRecovered, recovered.Message)
+	assert.False(t, recovered.Degraded)
+	assert.Empty(t, reasons(got), "the events seen by the fallback are not delivered again")
+	create("stall.4", "Created", "after recovery")
+	got = until(t, ch, hasReason("Created"))
+	assert.Len(t, got, 1, messages(got))
+	assert.False(t, got[0].Degraded)
+	assert.Equal(t, 70, got[0].Progress)
+	assert.True(t, r.Status().Healthy())
+	assert.Len(t, r.For(pod), 4)
+}
+
+func TestAcquireSharesOneWatch(t *testing.T) {
+	client := newClient(t)
+	ns := newNamespace(t, client)
+	reg := reflector.NewRegistry()
+	opts := Options{Options: reflector.Options{Scope: reflector.Scope{Namespaces: []string{ns}}}}
+	r1, release1, err := Acquire(t.Context(), reg, client, opts)
+	require.NoError(t, err)
+	r2, release2, err := Acquire(t.Context(), reg, client, opts)
+	require.NoError(t, err)
+	assert.Same(t, r1, r2)
+	assert.Equal(t, 1, reg.Len())
+	// Another field selector is another scope, hence another watch.
+	other := opts
+	other.Scope.FieldSelector = "type=Warning"
+	r3, release3, err := Acquire(t.Context(), reg, client, other)
+	require.NoError(t, err)
+	assert.NotSame(t, r1, r3)
+	assert.Equal(t, 2, reg.Len())
+	release3()
+	require.NoError(t, r1.WaitForSync(t.Context()))
+	assert.Equal(t, "involvedObject.kind=Pod", r1.Status().Scope.FieldSelector)
+	require.NoError(t, r1.Readyz(nil))
+	require.NoError(t, r1.Healthz(nil))
+
+	pod := PodRef{Namespace: ns, Name: "shared", UID: "shared-uid"}
+	ch, err := r1.Stream(t.Context(), pod)
+	require.NoError(t, err)
+	_, err = client.CoreV1().Events(ns).Create(t.Context(), podEvent(ns, pod.Name, pod.UID, "shared.1", corev1.EventTypeNormal, "Scheduled", "m", time.Now()), metav1.CreateOptions{})
+	require.NoError(t, err)
+	until(t, ch, hasReason("Scheduled"))
+
+	release1()
+	release1() // idempotent
+	assert.Equal(t, 1, reg.Len())
+	assert.True(t, r1.Status().Healthy(), "still in use")
+	release2()
+	assert.Equal(t, 0, reg.Len())
+	for range ch { //nolint:revive // the last release closes the stream
+	}
+	assert.Equal(t, reflector.StateStopped, r1.Status().State)
+	_, err = r1.Stream(t.Context(), pod)
+	assert.ErrorIs(t, err, reflector.ErrStopped)
+
+	// A fresh Acquire after the last release starts a new one.
+	r4, release4, err := Acquire(t.Context(), reg, client, opts)
+	require.NoError(t, err)
+	defer release4()
+	assert.NotSame(t, r1, r4)
+	require.NoError(t, r4.WaitForSync(t.Context()))
+	assert.True(t, slices.ContainsFunc(r4.For(pod), func(e *corev1.Event) bool { return e.Name == "shared.1" }), "the new index is filled from the watch's initial list")
+}

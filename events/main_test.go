@@ -1,0 +1,17 @@
+package events
+
+import (
+	"testing"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/internal/testcluster"
+)
+
+var cluster *testcluster.Cluster
+
+func TestMain(m *testing.M) {
+	// Lets `go test ./events/ -args -v=4` show the reflector's logs.
+	klog.InitFlags(nil)
+	testcluster.Main(m, &cluster)
+}

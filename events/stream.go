@@ -1,0 +1,232 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// Messages of the synthetic Updates a Stream sends when its source changes.
+const (
+	MessageDegraded  = "event watch degraded; polling"
+	MessageRecovered = "event watch recovered"
+)
+
+// streamBuffer is the capacity of a Stream's channel. A consumer that
+// falls behind only delays its own Stream's goroutine, never the index.
+const streamBuffer = 16
+
+// minPollTimeout bounds one fallback list.
+const minPollTimeout = 10 * time.Second
+
+// Stream returns the progress Updates of pod, and of that pod alone:
+// events whose involvedObject.uid is pod.UID, never those of an earlier pod
+// with the same name. It replays the events the index already holds for
+// the pod, then delivers new ones as they arrive. See the package
+// documentation for the order, the deduplication and the progress rule.
+//
+// The channel is closed when ctx ends or the Reflector stops. The caller
+// should drain it until then; a slow reader delays only its own Stream.
+// An incomplete PodRef gets ErrInvalidArgument, a namespace outside the
+// scope reflector.ErrOutOfScope, a stopped Reflector reflector.ErrStopped.
+func (r *Reflector) Stream(ctx context.Context, pod PodRef) (<-chan Update, error) {
+	if err := r.checkPod(pod); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return nil, reflector.ErrStopped
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	sig, unsubscribe := r.idx.subscribe(pod.UID)
+	ctx, cancel := context.WithCancel(ctx)
+	stopAfter := context.AfterFunc(r.ctx, cancel)
+	s := &stream{
+		r:         r,
+		pod:       pod,
+		out:       make(chan Update, streamBuffer),
+		sig:       sig,
+		delivered: newBoundedSet(max(4*r.opts.PerPodLimit, 256)),
+	}
+	go func() {
+		defer r.wg.Done()
+		defer close(s.out)
+		defer cancel()
+		defer stopAfter()
+		defer unsubscribe()
+		s.run(ctx)
+	}()
+	return s.out, nil
+}
+
+// stream is the state of one Stream's goroutine.
+type stream struct {
+	r   *Reflector
+	pod PodRef
+	out chan Update
+	sig <-chan struct{}
+
+	// version is the index version up to which events have been read.
+	version uint64
+	// delivered holds the (reason, message) pairs already delivered.
+	delivered *boundedSet
+	progress  int
+	// polling: the stream is fed by the fallback list; announced: the
+	// degraded Update was sent (only for degraded or failed, not while the
+	// watch is still starting).
+	polling   bool
+	announced bool
+}
+
+func (s *stream) run(ctx context.Context) {
+	var ticker clock.Ticker
+	var tick <-chan time.Time
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		if s.r.healthy() {
+			if s.polling {
+				s.polling = false
+				ticker.Stop()
+				ticker, tick = nil, nil
+				if s.announced {
+					s.announced = false
+					if !s.send(ctx, Update{Message: MessageRecovered, Progress: s.progress}) {
+						return
+					}
+				}
+			}
+			items, version := s.r.idx.since(s.pod.UID, s.version)
+			s.version = version
+			if !s.deliver(ctx, items, false) {
+				return
+			}
+		} else {
+			state := s.r.state.Load().(reflector.State)
+			if state == reflector.StateStopped {
+				return
+			}
+			if !s.polling {
+				s.polling = true
+				ticker = s.r.opts.Clock.NewTicker(s.r.opts.FallbackInterval)
+				tick = ticker.C()
+			}
+			if !s.announced && (state == reflector.StateDegraded || state == reflector.StateFailed) {
+				s.announced = true
+				if !s.send(ctx, Update{Message: MessageDegraded, Progress: s.progress, Degraded: true}) {
+					return
+				}
+			}
+			if !s.poll(ctx) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.sig:
+		case <-tick:
+		}
+	}
+}
+
+// poll lists the pod's events from the API server and delivers the new
+// ones as Degraded. A failed list is logged and retried at the next tick.
+// It returns false when the Stream must end.
+func (s *stream) poll(ctx context.Context) bool {
+	pctx, cancel := context.WithTimeout(ctx, max(2*s.r.opts.FallbackInterval, minPollTimeout))
+	items, err := s.r.listAPI(pctx, s.pod)
+	cancel()
+	s.r.metrics.polls.Add(1)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		s.r.metrics.pollErrors.Add(1)
+		s.r.log().V(2).Info("Fallback list of pod events failed", "pod", s.pod.Namespace+"/"+s.pod.Name, "err", err)
+		return true
+	}
+	sortByFirst(items)
+	return s.deliver(ctx, items, true)
+}
+
+// deliver sends an Update for each event whose (reason, message) this
+// Stream has not delivered yet.
+func (s *stream) deliver(ctx context.Context, items []*item, degraded bool) bool {
+	for _, it := range items {
+		if !s.delivered.add(dedupKey(it.ev)) {
+			continue
+		}
+		if p, ok := ProgressOf(it.ev); ok && p > s.progress {
+			s.progress = p
+		}
+		u := Update{
+			Event:    it.ev.DeepCopy(),
+			Message:  Message(it.ev),
+			Progress: s.progress,
+			Warning:  it.ev.Type == corev1.EventTypeWarning,
+			Degraded: degraded,
+		}
+		if !s.send(ctx, u) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *stream) send(ctx context.Context, u Update) bool {
+	select {
+	case s.out <- u:
+		if u.Degraded {
+			s.r.metrics.updatesFallback.Add(1)
+		} else {
+			s.r.metrics.updatesLive.Add(1)
+		}
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// dedupKey identifies what a Stream delivers once: the event's reason and
+// message. A count or lastTimestamp update of the same event keeps both,
+// and so does the same event reported again as another object.
+func dedupKey(e *corev1.Event) string {
+	return fmt.Sprintf("%s\x00%s", e.Reason, e.Message)
+}
+
+// boundedSet is a set that forgets its oldest members beyond a capacity,
+// so a long-lived Stream's memory stays bounded.
+type boundedSet struct {
+	cap   int
+	m     map[string]struct{}
+	order []string
+}
+
+func newBoundedSet(capacity int) *boundedSet {
+	return &boundedSet{cap: capacity, m: map[string]struct{}{}}
+}
+
+// add adds k and reports whether it was new.
+func (b *boundedSet) add(k string) bool {
+	if _, ok := b.m[k]; ok {
+		return false
+	}
+	b.m[k] = struct{}{}
+	b.order = append(b.order, k)
+	if len(b.order) > b.cap {
+		delete(b.m, b.order[0])
+		b.order = b.order[1:]
+	}
+	return true
+}
