@@ -1,0 +1,123 @@
+package spawner
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Sentinel errors. Every error the spawner returns wraps one of them, so
+// callers branch with errors.Is.
+var (
+	// ErrInvalidOptions: New was given unusable Options.
+	ErrInvalidOptions = errors.New("spawner: invalid options")
+	// ErrInvalidRequest: a Start, Stop, Poll or PodName argument is unusable.
+	// Nothing was sent to the API server.
+	ErrInvalidRequest = errors.New("spawner: invalid request")
+	// ErrInvalidPolicy: a SweepPolicy or SweeperOptions is unusable.
+	ErrInvalidPolicy = errors.New("spawner: invalid sweep policy")
+
+	// ErrRejected: the API server refused the create permanently (Invalid,
+	// BadRequest, Forbidden, ...). It was not retried.
+	ErrRejected = errors.New("spawner: pod rejected by the API server")
+	// ErrCreateFailed: the create kept failing with transient errors until
+	// the retry budget (CreateBackoff) ran out.
+	ErrCreateFailed = errors.New("spawner: pod create failed")
+	// ErrAlreadyRunning: a pod of ours with this name already runs and
+	// AdoptRunning is off.
+	ErrAlreadyRunning = errors.New("spawner: pod already running")
+	// ErrNameConflict: a pod with this name exists and is not ours.
+	ErrNameConflict = errors.New("spawner: pod name taken by a pod kubespawn does not manage")
+
+	// Fail-fast reasons of a start.
+	ErrImagePull             = errors.New("spawner: image pull failed")
+	ErrInvalidImage          = errors.New("spawner: invalid image name")
+	ErrCreateContainerConfig = errors.New("spawner: container config error")
+	ErrUnschedulable         = errors.New("spawner: pod unschedulable")
+	ErrCrashLoop             = errors.New("spawner: container crash loop")
+	ErrPodFailed             = errors.New("spawner: pod terminated before it was ready")
+	// ErrDeletedExternally: the pod was deleted or replaced (new UID) by
+	// someone else while starting, as proven by the API server.
+	ErrDeletedExternally = errors.New("spawner: pod deleted externally")
+	// ErrStartTimeout: the pod was not ready within the start timeout.
+	ErrStartTimeout = errors.New("spawner: start timed out")
+	// ErrStartCancelled: the caller's context ended before the pod was
+	// ready; errors.Is(err, context.Canceled) (or DeadlineExceeded) holds too.
+	ErrStartCancelled = errors.New("spawner: start cancelled")
+	// ErrStopRequested: Stop was called for the pod while it was starting.
+	ErrStopRequested = errors.New("spawner: stopped while starting")
+
+	// ErrStopTimeout: the pod was not confirmed gone within the stop timeout.
+	ErrStopTimeout = errors.New("spawner: pod not gone within the stop timeout")
+	// ErrCleanupFailed: a failed start could not delete (or confirm the
+	// deletion of) its pod. The pod is reported for the sweeper.
+	ErrCleanupFailed = errors.New("spawner: cleanup of the failed pod did not complete")
+)
+
+// StartError is the error of a failed Start. errors.Is matches its Reason
+// (one of the sentinel errors), the underlying Err (an API error or
+// context.Canceled, for instance) and, if cleanup failed, ErrCleanupFailed
+// and the cleanup's own error.
+type StartError struct {
+	Namespace string
+	Name      string
+	// UID of the pod this start created or inspected; empty if unknown.
+	UID types.UID
+	// Reason is the sentinel error describing what went wrong.
+	Reason error
+	// Message is a human-readable detail, e.g. the container's waiting
+	// message or the API server's answer.
+	Message string
+	// Err is the underlying error, if any.
+	Err error
+	// Events are the pod's last Warning events (oldest first) when an
+	// EventSource is configured.
+	Events []*corev1.Event
+	// Deleted is true when the start deleted the pod it created and the API
+	// server confirmed it gone.
+	Deleted bool
+	// Cleanup is non-nil when the pod could not be deleted or confirmed
+	// gone; it wraps ErrCleanupFailed.
+	Cleanup error
+}
+
+func (e *StartError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: pod %s/%s", e.Reason, e.Namespace, e.Name)
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	}
+	if e.Err != nil && (e.Message == "" || !strings.Contains(e.Message, e.Err.Error())) {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	if n := len(e.Events); n > 0 {
+		ev := e.Events[n-1]
+		fmt.Fprintf(&b, " (last warning: %s: %s)", ev.Reason, ev.Message)
+	}
+	if e.Deleted {
+		b.WriteString(" (pod deleted)")
+	}
+	if e.Cleanup != nil {
+		fmt.Fprintf(&b, "; %v", e.Cleanup)
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is and errors.As see the reason, the cause and the
+// cleanup error.
+func (e *StartError) Unwrap() []error {
+	errs := make([]error, 0, 3)
+	for _, err := range []error{e.Reason, e.Err, e.Cleanup} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+func invalidRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidRequest}, args...)...)
+}

@@ -1,0 +1,184 @@
+package spawner
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/events"
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// Spawner starts, stops and polls one pod per user/session key. It is safe
+// for concurrent use; calls for the same pod name are serialised.
+type Spawner struct {
+	opts    Options
+	metrics *metrics
+	locks   nameLocks
+}
+
+// New validates opts and returns a Spawner. It starts nothing: the pod cache
+// and event source are owned (started, stopped) by the caller.
+func New(opts Options) (*Spawner, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m := newMetrics()
+	if o.Registerer != nil {
+		if err := m.register(o.Registerer); err != nil {
+			return nil, fmt.Errorf("%w: registering metrics: %v", ErrInvalidOptions, err)
+		}
+	}
+	return &Spawner{opts: o, metrics: m, locks: nameLocks{m: map[string]*nameLock{}}}, nil
+}
+
+// logger prefers the caller's contextual logger.
+func (s *Spawner) logger(ctx context.Context) klog.Logger {
+	if l, err := logr.FromContext(ctx); err == nil {
+		return l
+	}
+	return *s.opts.Logger
+}
+
+// metrics are the spawner's Prometheus collectors.
+type metrics struct {
+	starts        *prometheus.CounterVec
+	stops         *prometheus.CounterVec
+	startDuration *prometheus.HistogramVec
+	deletedOnFail prometheus.Counter
+	cleanupFailed prometheus.Counter
+	swept         *prometheus.CounterVec
+	sweeps        *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	const ns, sub = "kubespawn", "spawner"
+	return &metrics{
+		starts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "starts_total",
+			Help: "Starts by result (running, adopted, or the failure reason)."}, []string{"result"}),
+		stops: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "stops_total",
+			Help: "Stops by result (deleted, already_gone, timeout, error)."}, []string{"result"}),
+		startDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "start_duration_seconds",
+			Help:    "Duration of Start calls by outcome (success, failure).",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12)}, []string{"outcome"}),
+		deletedOnFail: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pods_deleted_on_failure_total",
+			Help: "Pods a failed start deleted and confirmed gone."}),
+		cleanupFailed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "cleanup_failures_total",
+			Help: "Failed starts whose pod could not be deleted or confirmed gone: left for the sweeper."}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "swept_pods_total",
+			Help: "Pods deleted (and confirmed gone) by the sweeper, by reason (max_age, orphan)."}, []string{"reason"}),
+		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweeps_total",
+			Help: "Sweep runs by mode (dry_run, delete) and result (ok, error)."}, []string{"mode", "result"}),
+	}
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nameLocks serialises operations per pod (namespace/name) and lets Stop
+// cancel a Start in progress.
+type nameLocks struct {
+	mu sync.Mutex
+	m  map[string]*nameLock
+}
+
+type nameLock struct {
+	sem  chan struct{} // capacity 1: held while an operation runs
+	refs int           // holders and waiters; the entry is removed at 0
+	// cancelStart cancels the Start holding the lock, if any.
+	cancelStart context.CancelCauseFunc
+	// stopGen counts Stop requests, so that a Start that was already waiting
+	// (or acquiring) when a Stop came is cancelled as soon as it holds the
+	// lock: a Stop cancels every Start of the name that began before it.
+	stopGen int
+}
+
+// lock acquires the per-name lock, or returns ctx's cause. The returned
+// function releases it. startCancel, for a Start, is registered so that
+// Stop can cancel it (see stopGen).
+func (l *nameLocks) lock(ctx context.Context, key string, startCancel context.CancelCauseFunc) (func(), error) {
+	l.mu.Lock()
+	nl := l.m[key]
+	if nl == nil {
+		nl = &nameLock{sem: make(chan struct{}, 1)}
+		l.m[key] = nl
+	}
+	nl.refs++
+	gen := nl.stopGen
+	l.mu.Unlock()
+
+	release := func() {
+		l.mu.Lock()
+		nl.refs--
+		if nl.refs == 0 {
+			delete(l.m, key)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case nl.sem <- struct{}{}:
+	case <-ctx.Done():
+		release()
+		return nil, context.Cause(ctx)
+	}
+	if startCancel != nil {
+		l.mu.Lock()
+		nl.cancelStart = startCancel
+		stopped := nl.stopGen != gen
+		l.mu.Unlock()
+		if stopped {
+			startCancel(ErrStopRequested)
+		}
+	}
+	return func() {
+		l.mu.Lock()
+		nl.cancelStart = nil
+		l.mu.Unlock()
+		<-nl.sem
+		release()
+	}, nil
+}
+
+// cancelStart cancels the Start running for key and those waiting for it.
+// It reports whether there was one running.
+func (l *nameLocks) cancelStart(key string, cause error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	nl := l.m[key]
+	if nl == nil {
+		return false
+	}
+	nl.stopGen++
+	if nl.cancelStart != nil {
+		nl.cancelStart(cause)
+		return true
+	}
+	return false
+}
+
+// busy reports whether an operation holds or waits for key's lock.
+func (l *nameLocks) busy(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[key] != nil
+}
+
+func lockKey(namespace, name string) string { return namespace + "/" + name }
+
+// The shared caches satisfy the consumer interfaces.
+var (
+	_ PodCache    = (*reflector.Reflector[*corev1.Pod])(nil)
+	_ EventSource = (*events.Reflector)(nil)
+)

@@ -1,0 +1,435 @@
+package spawner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/events"
+)
+
+// maxWarningEvents is how many Warning events a StartError carries.
+const maxWarningEvents = 5
+
+// Start creates the pod for req and waits until it is running, has an IP
+// and all its containers are ready. On any failure after the create was
+// sent (fail-fast reason, timeout, cancellation, Stop) it deletes the pod it
+// created, with a UID precondition, and returns only once the API server
+// confirms it gone; if that cleanup fails the error says so (ErrCleanupFailed)
+// and the pod is counted and logged for the sweeper. Errors are *StartError
+// (or wrap ErrInvalidRequest) and match the sentinel errors with errors.Is.
+func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
+	begin := s.opts.Clock.Now()
+	pod, timeout, err := s.buildPod(req)
+	if err != nil {
+		s.metrics.starts.WithLabelValues("invalid_request").Inc()
+		return nil, err
+	}
+	logger := s.logger(ctx).WithValues("pod", klog.KObj(pod))
+	ctx = klog.NewContext(ctx, logger)
+
+	res, err := s.start(ctx, req, pod, timeout)
+	d := s.opts.Clock.Since(begin)
+	if err != nil {
+		var se *StartError
+		result := "error"
+		if errors.As(err, &se) {
+			result = reasonLabel(se.Reason)
+		}
+		s.metrics.starts.WithLabelValues(result).Inc()
+		s.metrics.startDuration.WithLabelValues("failure").Observe(d.Seconds())
+		logger.Info("Start failed", "err", err, "duration", d)
+		return nil, err
+	}
+	res.Duration = d
+	result := "running"
+	if res.Adopted {
+		result = "adopted"
+	}
+	s.metrics.starts.WithLabelValues(result).Inc()
+	s.metrics.startDuration.WithLabelValues("success").Observe(d.Seconds())
+	logger.V(2).Info("Pod ready", "uid", res.UID, "podIP", res.PodIP, "duration", d, "adopted", res.Adopted)
+	return res, nil
+}
+
+func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeout time.Duration) (*Result, error) {
+	a := &attempt{s: s, req: req, want: pod, startID: pod.Annotations[AnnotationStartID]}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The start timeout covers waiting for the name's lock too.
+	sctx, stopTimer := s.withTimeout(sctx, timeout, ErrStartTimeout)
+	defer stopTimer()
+
+	unlock, err := s.locks.lock(sctx, lockKey(pod.Namespace, pod.Name), cancel)
+	if err != nil {
+		return nil, a.startError(sctx, err) // nothing was created
+	}
+	defer unlock()
+	if sctx.Err() != nil {
+		return nil, a.startError(sctx, sctx.Err()) // a Stop came first
+	}
+
+	res, err := a.run(sctx)
+	if err == nil {
+		return res, nil
+	}
+	se := a.startError(sctx, err)
+	if a.uid != "" || a.ambiguous {
+		deleted, cerr := a.cleanup(ctx)
+		se.Deleted = deleted
+		if cerr != nil {
+			se.Cleanup = fmt.Errorf("%w: %w", ErrCleanupFailed, cerr)
+			s.metrics.cleanupFailed.Inc()
+			klog.FromContext(ctx).Error(cerr, "Could not delete the pod of a failed start: left for the sweeper", "uid", a.uid)
+		} else if deleted {
+			s.metrics.deletedOnFail.Inc()
+		}
+	}
+	if s.opts.Events != nil && se.UID != "" {
+		se.Events = lastWarnings(s.opts.Events.For(events.PodRef{Namespace: se.Namespace, Name: se.Name, UID: se.UID}))
+	}
+	return nil, se
+}
+
+// attempt is the state of one Start.
+type attempt struct {
+	s       *Spawner
+	req     Request
+	want    *corev1.Pod
+	startID string
+	// uid is the UID of the pod this start created or adopted: the one to
+	// delete if the start fails. Empty until known.
+	uid types.UID
+	// ambiguous: a create failed in a way that may hide a success; cleanup
+	// must look for a pod carrying our start ID.
+	ambiguous bool
+	adopted   bool
+}
+
+func (a *attempt) run(ctx context.Context) (*Result, error) {
+	pod, err := a.ensure(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pod, err = a.waitReady(ctx, pod)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, PodIP: pod.Status.PodIP, Pod: pod, Adopted: a.adopted}, nil
+}
+
+// startError turns err into a *StartError, attributing context errors to
+// their cause (timeout, Stop, or the caller).
+func (a *attempt) startError(ctx context.Context, err error) *StartError {
+	var se *StartError
+	if !errors.As(err, &se) {
+		se = &StartError{Reason: ErrCreateFailed, Err: err}
+	}
+	if ctx.Err() != nil && !isFailFast(se.Reason) {
+		cause := context.Cause(ctx)
+		switch {
+		case errors.Is(cause, ErrStartTimeout):
+			se.Reason, se.Err = ErrStartTimeout, nil
+		case errors.Is(cause, ErrStopRequested):
+			se.Reason, se.Err = ErrStopRequested, nil
+		default:
+			se.Reason, se.Err = ErrStartCancelled, cause
+		}
+	}
+	se.Namespace, se.Name = a.want.Namespace, a.want.Name
+	if se.UID == "" {
+		se.UID = a.uid
+	}
+	return se
+}
+
+func isFailFast(reason error) bool {
+	for _, r := range []error{ErrImagePull, ErrInvalidImage, ErrCreateContainerConfig, ErrUnschedulable, ErrCrashLoop, ErrPodFailed, ErrDeletedExternally, ErrRejected, ErrAlreadyRunning, ErrNameConflict} {
+		if reason == r {
+			return true
+		}
+	}
+	return false
+}
+
+// ensure creates the pod, retrying transient errors, and resolves
+// AlreadyExists. It returns the pod to wait for (created or adopted).
+func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
+	logger := klog.FromContext(ctx)
+	pods := a.s.opts.Client.CoreV1().Pods(a.want.Namespace)
+	b := a.s.opts.CreateBackoff()
+	b.Reset()
+	for {
+		created, err := pods.Create(ctx, a.want.DeepCopy(), metav1.CreateOptions{})
+		if err == nil {
+			a.uid = created.UID
+			logger.V(2).Info("Pod created", "uid", created.UID, "rv", created.ResourceVersion)
+			return created, nil
+		}
+		if ctx.Err() != nil {
+			a.ambiguous = a.ambiguous || maybeCreated(err)
+			return nil, err
+		}
+		if apierrors.IsAlreadyExists(err) {
+			var pod *corev1.Pod
+			pod, err = a.resolveExisting(ctx)
+			if pod != nil || (err != nil && !isTransient(err)) {
+				return pod, err
+			}
+			if err == nil {
+				continue // the old pod is gone: create again
+			}
+		} else if !isTransient(err) {
+			return nil, &StartError{Reason: ErrRejected, Err: err}
+		}
+		a.ambiguous = a.ambiguous || maybeCreated(err)
+		d := b.NextBackOff()
+		if d == backoff.Stop {
+			return nil, &StartError{Reason: ErrCreateFailed, Message: "retries exhausted", Err: err}
+		}
+		if secs, ok := apierrors.SuggestsClientDelay(err); ok && time.Duration(secs)*time.Second > d {
+			d = time.Duration(secs) * time.Second // honour Retry-After
+		}
+		logger.V(2).Info("Transient error creating the pod, retrying", "err", err, "delay", d)
+		if err := a.s.sleep(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// resolveExisting inspects, through the API server, the pod that made the
+// create fail with AlreadyExists. It returns the pod to wait for, or nil
+// and nil error to create again, or an error.
+func (a *attempt) resolveExisting(ctx context.Context) (*corev1.Pod, error) {
+	logger := klog.FromContext(ctx)
+	pods := a.s.opts.Client.CoreV1().Pods(a.want.Namespace)
+	pod, err := pods.Get(ctx, a.want.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil // gone in between
+	case err != nil:
+		return nil, err
+	case pod.Annotations[AnnotationStartID] == a.startID:
+		// An earlier create of this very start succeeded behind an error.
+		a.uid = pod.UID
+		return pod, nil
+	case !a.ours(pod):
+		return nil, &StartError{Reason: ErrNameConflict, UID: pod.UID,
+			Message: fmt.Sprintf("existing pod has labels %v", pod.Labels)}
+	case pod.DeletionTimestamp != nil:
+		logger.Info("Previous pod of this key is terminating; waiting for it to go", "oldUID", pod.UID)
+		if err := a.s.waitGone(ctx, pod.Namespace, pod.Name, pod.UID); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	case pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded:
+		// A stopped pod of ours (evicted, failed, completed) holds the name:
+		// remove exactly that pod, then create again.
+		logger.Info("Previous pod of this key has stopped; deleting it", "oldUID", pod.UID, "phase", pod.Status.Phase, "reason", pod.Status.Reason)
+		if _, err := a.s.deleteAndConfirm(ctx, pod.Namespace, pod.Name, pod.UID, a.s.opts.DeleteGracePeriod); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	case a.s.opts.AdoptRunning:
+		logger.Info("Adopting the existing pod", "uid", pod.UID)
+		a.uid, a.adopted = pod.UID, true
+		return pod, nil
+	default:
+		return nil, &StartError{Reason: ErrAlreadyRunning, UID: pod.UID, Message: fmt.Sprintf("phase %s", pod.Status.Phase)}
+	}
+}
+
+// ours: a pod of this spawner instance for this key.
+func (a *attempt) ours(pod *corev1.Pod) bool {
+	l := pod.Labels
+	return l[LabelManagedBy] == ManagedByValue && l[LabelInstance] == a.s.opts.Instance && l[LabelKeyHash] == a.want.Labels[LabelKeyHash]
+}
+
+// waitReady waits for the pod to be ready, driven by the cache's
+// notifications, with a live GET whenever none arrived for
+// FallbackInterval (a stalled watch cannot hide a ready pod).
+func (a *attempt) waitReady(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	s := a.s
+	notify, unsubscribe := s.opts.Pods.Notify(pod.Namespace, pod.Name)
+	defer unsubscribe()
+
+	if s.opts.Events != nil && a.req.Progress != nil {
+		stop := a.forwardProgress(ctx)
+		defer stop()
+	}
+
+	var pullSince time.Time
+	for {
+		v := classifyPod(pod, s.opts.Clock.Now(), &pullSince, s.opts.ImagePullGrace)
+		if v.ready {
+			return pod, nil
+		}
+		if v.reason != nil {
+			return nil, &StartError{Reason: v.reason, Message: v.message, UID: pod.UID}
+		}
+		wait := s.opts.FallbackInterval
+		if v.recheck > 0 && v.recheck < wait {
+			wait = v.recheck
+		}
+		t := s.opts.Clock.NewTimer(wait)
+		var next *corev1.Pod
+		var err error
+		select {
+		case <-notify:
+			next, err = a.observe(ctx, true)
+		case <-t.C():
+			next, err = a.observe(ctx, false)
+		case <-ctx.Done():
+			t.Stop()
+			return nil, context.Cause(ctx)
+		}
+		t.Stop()
+		if err != nil {
+			return nil, err
+		}
+		if next != nil {
+			pod = next
+		}
+	}
+}
+
+// observe reads the pod. The cache may only say "still there, this is its
+// state"; a miss, another UID or a deletion is confirmed by the API server.
+// A nil pod and nil error mean: nothing new could be learned (transient API
+// error), keep waiting.
+func (a *attempt) observe(ctx context.Context, useCache bool) (*corev1.Pod, error) {
+	ns, name := a.want.Namespace, a.want.Name
+	if useCache {
+		pod, _, err := a.s.opts.Pods.Get(ctx, ns, name)
+		if err == nil && pod.UID == a.uid && pod.DeletionTimestamp == nil {
+			return pod, nil
+		}
+	}
+	pod, err := a.s.opts.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, &StartError{Reason: ErrDeletedExternally, Message: "the API server has no such pod"}
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		klog.FromContext(ctx).V(2).Info("Live GET failed; will retry", "err", err)
+		return nil, nil
+	case pod.UID != a.uid:
+		return nil, &StartError{Reason: ErrDeletedExternally, Message: fmt.Sprintf("replaced by pod UID %s", pod.UID)}
+	case pod.DeletionTimestamp != nil:
+		return nil, &StartError{Reason: ErrDeletedExternally, Message: "pod is being deleted"}
+	}
+	return pod, nil
+}
+
+// forwardProgress streams this pod's progress to req.Progress. The returned
+// function ends the stream and waits until the callback has seen everything
+// delivered so far, so Progress is never called after Start returns.
+func (a *attempt) forwardProgress(ctx context.Context) func() {
+	pctx, cancel := context.WithCancel(ctx)
+	stream, err := a.s.opts.Events.Stream(pctx, events.PodRef{Namespace: a.want.Namespace, Name: a.want.Name, UID: a.uid})
+	if err != nil {
+		cancel()
+		klog.FromContext(ctx).Error(err, "Cannot stream pod events; no progress will be reported")
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for u := range stream {
+			a.req.Progress(u)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// cleanup deletes the pod this start created (or adopted) and waits until
+// the API server confirms it gone. It runs on a fresh context bounded by
+// StopTimeout, since the caller's may be cancelled already.
+func (a *attempt) cleanup(parent context.Context) (bool, error) {
+	s := a.s
+	ctx, cancel := s.withTimeout(context.WithoutCancel(parent), s.opts.StopTimeout, ErrStopTimeout)
+	defer cancel()
+	ns, name := a.want.Namespace, a.want.Name
+	uid := a.uid
+	if uid == "" {
+		// A create failed ambiguously: look for a pod carrying our start ID.
+		pod, err := s.liveGet(ctx, ns, name)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if pod.Annotations[AnnotationStartID] != a.startID {
+			return false, nil // not created by this start
+		}
+		uid = pod.UID
+		a.uid = uid
+	}
+	klog.FromContext(parent).V(2).Info("Deleting the pod of a failed start", "uid", uid)
+	if _, err := s.deleteAndConfirm(ctx, ns, name, uid, s.opts.DeleteGracePeriod); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func lastWarnings(evs []*corev1.Event) []*corev1.Event {
+	var out []*corev1.Event
+	for _, e := range evs {
+		if e != nil && e.Type == corev1.EventTypeWarning {
+			out = append(out, e)
+		}
+	}
+	if len(out) > maxWarningEvents {
+		out = out[len(out)-maxWarningEvents:]
+	}
+	return out
+}
+
+// reasonLabel is the metrics label of a start failure reason.
+func reasonLabel(reason error) string {
+	switch reason {
+	case ErrImagePull:
+		return "image_pull"
+	case ErrInvalidImage:
+		return "invalid_image"
+	case ErrCreateContainerConfig:
+		return "create_container_config"
+	case ErrUnschedulable:
+		return "unschedulable"
+	case ErrCrashLoop:
+		return "crash_loop"
+	case ErrPodFailed:
+		return "pod_failed"
+	case ErrDeletedExternally:
+		return "deleted_externally"
+	case ErrStartTimeout:
+		return "timeout"
+	case ErrStopRequested:
+		return "stopped"
+	case ErrStartCancelled:
+		return "cancelled"
+	case ErrRejected:
+		return "rejected"
+	case ErrCreateFailed:
+		return "create_failed"
+	case ErrAlreadyRunning:
+		return "already_running"
+	case ErrNameConflict:
+		return "name_conflict"
+	}
+	return "error"
+}

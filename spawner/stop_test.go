@@ -1,0 +1,197 @@
+package spawner
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+func TestStopAlwaysSendsDelete(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	f.cache.lie.Store(true) // the cache claims the pod does not exist
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{}))
+	assert.False(t, f.podExists(t, pod.Name))
+	assert.Contains(t, verbs(f.client), "delete pods")
+}
+
+func TestStopIsIdempotent(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	for range 3 {
+		require.NoError(t, f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{UID: pod.UID, GracePeriod: ptr.To(time.Duration(0))}))
+	}
+	deletes := 0
+	for _, a := range f.client.Actions() {
+		if d, ok := a.(k8stesting.DeleteAction); ok {
+			deletes++
+			assert.Equal(t, int64(0), *d.GetDeleteOptions().GracePeriodSeconds)
+		}
+	}
+	assert.Equal(t, 3, deletes, "every Stop reaches the API server")
+}
+
+func TestStopUIDPreconditionProtectsSuccessor(t *testing.T) {
+	successor := existing("alice", setReady)
+	f := newFixture(t, nil, successor)
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, successor.Name, StopOptions{UID: "uid-of-an-older-pod"}))
+	got, err := f.client.CoreV1().Pods(testNS).Get(t.Context(), successor.Name, metav1.GetOptions{})
+	require.NoError(t, err, "the successor survives")
+	assert.Equal(t, successor.UID, got.UID)
+}
+
+func TestStopTimesOutWhenPodStays(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	// The API server accepts the DELETE but the pod never goes (a stuck
+	// finalizer or kubelet).
+	f.client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, nil
+	})
+	err := f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{UID: pod.UID, Timeout: 200 * time.Millisecond})
+	require.ErrorIs(t, err, ErrStopTimeout)
+}
+
+func TestStopRetriesTransientDeleteErrors(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	n := 0
+	f.client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if n++; n <= 2 {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{}))
+	assert.False(t, f.podExists(t, pod.Name))
+}
+
+func TestStopPermanentDeleteErrorIsReturned(t *testing.T) {
+	f := newFixture(t, nil, existing("alice", nil))
+	f.client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("pods"), "x", errors.New("rbac"))
+	})
+	err := f.sp.Stop(t.Context(), testNS, existing("alice", nil).Name, StopOptions{})
+	assert.True(t, apierrors.IsForbidden(err), "%v", err)
+}
+
+// Stop during a Start cancels the Start, which deletes its pod; Stop then
+// returns with the pod gone.
+func TestStopCancelsStart(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.StartTimeout = time.Minute })
+	created := make(chan struct{})
+	f.client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		close(created)
+		return false, nil, nil
+	})
+	name, _ := PodName("kubespawn", "alice")
+	var startErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	})
+	<-created
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, name, StopOptions{}))
+	wg.Wait()
+	require.ErrorIs(t, startErr, ErrStopRequested)
+	assert.False(t, f.podExists(t, name))
+}
+
+func TestPoll(t *testing.T) {
+	running := existing("running", setReady)
+	pending := existing("pending", func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending })
+	evicted := existing("evicted", func(p *corev1.Pod) {
+		p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, "Evicted", "The node was low on resource: memory."
+	})
+	failed := existing("failed", func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodFailed
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "notebook", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}}}
+	})
+	completed := existing("completed", func(p *corev1.Pod) {
+		p.Status.Phase = corev1.PodSucceeded
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "notebook", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}}}
+	})
+	f := newFixture(t, nil)
+	// Created after the cache's watch started, which never sees them: every
+	// answer below comes from the API fallback. (The fake watch replays
+	// objects given to the constructor.)
+	for _, p := range []*corev1.Pod{running, pending, evicted, failed, completed} {
+		f.cache.stalled.Store(true)
+		require.NoError(t, f.client.Tracker().Add(p))
+	}
+	ctx := t.Context()
+	st, err := f.sp.Poll(ctx, testNS, running.Name)
+	require.NoError(t, err)
+	assert.Equal(t, StateRunning, st.State)
+	assert.True(t, st.Ready)
+	assert.Equal(t, reflector.SourceAPI, st.Source, "a cache miss falls back to the API")
+
+	st, _ = f.sp.Poll(ctx, testNS, pending.Name)
+	assert.Equal(t, StatePending, st.State)
+
+	st, _ = f.sp.Poll(ctx, testNS, evicted.Name)
+	assert.Equal(t, StateStopped, st.State)
+	assert.Equal(t, "Evicted", st.Reason)
+
+	st, _ = f.sp.Poll(ctx, testNS, failed.Name)
+	assert.Equal(t, StateStopped, st.State)
+	assert.Equal(t, "OOMKilled", st.Reason)
+	require.NotNil(t, st.ExitCode)
+	assert.Equal(t, int32(137), *st.ExitCode)
+
+	st, _ = f.sp.Poll(ctx, testNS, completed.Name)
+	assert.Equal(t, StateStopped, st.State)
+	assert.Equal(t, int32(0), *st.ExitCode)
+
+	st, err = f.sp.Poll(ctx, testNS, "kubespawn-nobody-aaaaaaaaaa")
+	require.NoError(t, err)
+	assert.Equal(t, StateStopped, st.State)
+	assert.Equal(t, "NotFound", st.Reason)
+
+	f.client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("down")
+	})
+	st, err = f.sp.Poll(ctx, testNS, "kubespawn-other-aaaaaaaaaa")
+	require.Error(t, err)
+	assert.Equal(t, StateUnknown, st.State, "an API error is not 'stopped'")
+}
+
+// A Start still waiting for the name's lock when Stop comes is cancelled
+// too, before it creates anything.
+func TestStopCancelsWaitingStart(t *testing.T) {
+	f := newFixture(t, nil)
+	name, _ := PodName("kubespawn", "alice")
+	key := lockKey(testNS, name)
+	unlock, err := f.sp.locks.lock(t.Context(), key, nil)
+	require.NoError(t, err)
+	var startErr, stopErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	})
+	waiters := func() int {
+		f.sp.locks.mu.Lock()
+		defer f.sp.locks.mu.Unlock()
+		return f.sp.locks.m[key].refs
+	}
+	require.Eventually(t, func() bool { return waiters() == 2 }, 5*time.Second, time.Millisecond)
+	wg.Go(func() { stopErr = f.sp.Stop(t.Context(), testNS, name, StopOptions{}) })
+	require.Eventually(t, func() bool { return waiters() == 3 }, 5*time.Second, time.Millisecond)
+	unlock()
+	wg.Wait()
+	require.NoError(t, stopErr)
+	require.ErrorIs(t, startErr, ErrStopRequested)
+	assert.NotContains(t, verbs(f.client), "create pods")
+}

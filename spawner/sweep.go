@@ -1,0 +1,392 @@
+package spawner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/pager"
+	"k8s.io/klog/v2"
+)
+
+// Sweep reasons, in SweptPod.Reason and the swept_pods_total metric.
+const (
+	SweepReasonMaxAge = "max_age"
+	SweepReasonOrphan = "orphan"
+)
+
+// SweepPolicy selects the spawner's pods to delete. A pod is selected when
+// it is older than MaxAge, or when IsKnown says the service does not know
+// it (an orphan), or both. At least one criterion is required. Nothing is
+// deleted unless Delete is true.
+type SweepPolicy struct {
+	// Namespace to sweep. Required.
+	Namespace string
+	// AllInstances sweeps the pods of every spawner instance; by default
+	// only those with this spawner's LabelInstance.
+	AllInstances bool
+	// MaxAge selects pods older than this. The age runs from
+	// status.startTime or, for pods never started (never scheduled, for
+	// instance), from metadata.creationTimestamp. Zero disables.
+	MaxAge time.Duration
+	// IsKnown, if set, is asked about each pod (not selected by MaxAge);
+	// pods it does not know are orphans. An error leaves the pod alone.
+	IsKnown func(ctx context.Context, pod *corev1.Pod) (bool, error)
+	// OrphanMinAge protects young pods from the orphan criterion: a pod
+	// being started may not be known to the service yet. Default: the
+	// spawner's StartTimeout.
+	OrphanMinAge time.Duration
+	// NameContains, if set, restricts the sweep to pods whose name contains
+	// it.
+	NameContains string
+	// Delete must be true to delete; otherwise the sweep is a dry run that
+	// reports what it would delete.
+	Delete bool
+	// PageSize of the paginated list. Default 500.
+	PageSize int64
+	// GracePeriod of the deletes; default Options.DeleteGracePeriod.
+	GracePeriod *time.Duration
+	// Concurrency of deletes. Default 8.
+	Concurrency int
+}
+
+// SweptPod is one pod considered by a sweep.
+type SweptPod struct {
+	Namespace string
+	Name      string
+	UID       types.UID
+	// Key is the pod's user/session key (AnnotationKey).
+	Key string
+	Age time.Duration
+	// Reason is SweepReasonMaxAge or SweepReasonOrphan for selected pods,
+	// or why a pod was skipped.
+	Reason string
+	// Err is set for pods whose deletion failed or that were skipped
+	// because of an error.
+	Err error
+}
+
+// SweepResult says what a sweep found and did.
+type SweepResult struct {
+	DryRun bool
+	// Scanned counts the spawner's pods listed.
+	Scanned int
+	// Selected are the pods the policy selects: deleted, or to be deleted
+	// in a dry run.
+	Selected []SweptPod
+	// Deleted are the selected pods deleted and confirmed gone.
+	Deleted []SweptPod
+	// Failed are selected pods that could not be deleted or confirmed gone.
+	Failed []SweptPod
+	// Skipped are pods left alone although they might match: terminating
+	// already, in use by an operation of this spawner, or IsKnown failed.
+	Skipped []SweptPod
+}
+
+const (
+	defaultPageSize         = 500
+	defaultSweepConcurrency = 8
+)
+
+func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
+	var problems []string
+	if p.Namespace == "" {
+		problems = append(problems, "Namespace is required")
+	}
+	if p.MaxAge < 0 || p.OrphanMinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
+		problems = append(problems, "MaxAge, OrphanMinAge, PageSize, Concurrency and GracePeriod must not be negative")
+	}
+	if p.MaxAge == 0 && p.IsKnown == nil {
+		problems = append(problems, "set MaxAge, IsKnown or both")
+	}
+	if len(problems) > 0 {
+		return p, fmt.Errorf("%w: %s", ErrInvalidPolicy, strings.Join(problems, "; "))
+	}
+	if p.OrphanMinAge == 0 {
+		p.OrphanMinAge = s.opts.StartTimeout
+	}
+	if p.PageSize == 0 {
+		p.PageSize = defaultPageSize
+	}
+	if p.Concurrency == 0 {
+		p.Concurrency = defaultSweepConcurrency
+	}
+	if p.GracePeriod == nil {
+		p.GracePeriod = s.opts.DeleteGracePeriod
+	}
+	return p, nil
+}
+
+// Sweep selects the spawner's pods by policy and, if policy.Delete, deletes
+// them with UID preconditions and waits for the API server to confirm each
+// one gone. The list is paginated. An empty match is not an error. The error
+// joins the failures of individual pods (also in SweepResult.Failed).
+func (s *Spawner) Sweep(ctx context.Context, policy SweepPolicy) (SweepResult, error) {
+	p, err := s.sweepDefaults(policy)
+	if err != nil {
+		return SweepResult{}, err
+	}
+	logger := s.logger(ctx).WithValues("namespace", p.Namespace, "dryRun", !p.Delete)
+	ctx = klog.NewContext(ctx, logger)
+	mode := "dry_run"
+	if p.Delete {
+		mode = "delete"
+	}
+	res, err := s.sweep(ctx, p)
+	if err != nil {
+		s.metrics.sweeps.WithLabelValues(mode, "error").Inc()
+	} else {
+		s.metrics.sweeps.WithLabelValues(mode, "ok").Inc()
+	}
+	logger.Info("Sweep done", "scanned", res.Scanned, "selected", len(res.Selected), "deleted", len(res.Deleted), "failed", len(res.Failed), "skipped", len(res.Skipped))
+	return res, err
+}
+
+func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error) {
+	res := SweepResult{DryRun: !p.Delete}
+	sel := labels.Set{LabelManagedBy: ManagedByValue}
+	if !p.AllInstances {
+		sel[LabelInstance] = s.opts.Instance
+	}
+	now := s.opts.Clock.Now()
+	pods := s.opts.Client.CoreV1().Pods(p.Namespace)
+	lp := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) {
+		return pods.List(ctx, opts)
+	}))
+	lp.PageSize = p.PageSize
+	err := lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: sel.String()}, func(obj runtime.Object) error {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return nil
+		}
+		res.Scanned++
+		if p.NameContains != "" && !strings.Contains(pod.Name, p.NameContains) {
+			return nil
+		}
+		sp := SweptPod{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Key: pod.Annotations[AnnotationKey], Age: podAge(pod, now)}
+		switch {
+		case pod.DeletionTimestamp != nil:
+			sp.Reason = "terminating"
+			res.Skipped = append(res.Skipped, sp)
+			return nil
+		case s.locks.busy(lockKey(pod.Namespace, pod.Name)):
+			sp.Reason = "busy"
+			res.Skipped = append(res.Skipped, sp)
+			return nil
+		case p.MaxAge > 0 && sp.Age > p.MaxAge:
+			sp.Reason = SweepReasonMaxAge
+		case p.IsKnown != nil && sp.Age >= p.OrphanMinAge:
+			known, err := p.IsKnown(ctx, pod)
+			if err != nil {
+				sp.Reason, sp.Err = "is_known_failed", err
+				res.Skipped = append(res.Skipped, sp)
+				return nil
+			}
+			if known {
+				return nil
+			}
+			sp.Reason = SweepReasonOrphan
+		default:
+			return nil
+		}
+		res.Selected = append(res.Selected, sp)
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("spawner: sweep: listing pods in %s: %w", p.Namespace, err)
+	}
+	if !p.Delete || len(res.Selected) == 0 {
+		return res, nil
+	}
+
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, p.Concurrency)
+	for _, sp := range res.Selected {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := s.sweepOne(ctx, sp, p.GracePeriod)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				sp.Err = err
+				res.Failed = append(res.Failed, sp)
+				return
+			}
+			res.Deleted = append(res.Deleted, sp)
+			s.metrics.swept.WithLabelValues(sp.Reason).Inc()
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, f := range res.Failed {
+		errs = append(errs, fmt.Errorf("%s/%s: %w", f.Namespace, f.Name, f.Err))
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("spawner: sweep: %d of %d deletions failed: %w", len(errs), len(res.Selected), errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// sweepOne deletes one selected pod under its name lock (so it never races
+// a Start or Stop of this process), with its UID as precondition.
+func (s *Spawner) sweepOne(ctx context.Context, sp SweptPod, grace *time.Duration) error {
+	unlock, err := s.locks.lock(ctx, lockKey(sp.Namespace, sp.Name), nil)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	tctx, cancel := s.withTimeout(ctx, s.opts.StopTimeout, ErrStopTimeout)
+	defer cancel()
+	if _, err := s.deleteAndConfirm(tctx, sp.Namespace, sp.Name, sp.UID, grace); err != nil {
+		return err
+	}
+	klog.FromContext(ctx).Info("Swept pod", "pod", klog.KRef(sp.Namespace, sp.Name), "uid", sp.UID, "reason", sp.Reason, "age", sp.Age.Round(time.Second), "key", sp.Key)
+	return nil
+}
+
+// podAge runs from status.startTime, else creationTimestamp (pods never
+// scheduled have no startTime).
+func podAge(pod *corev1.Pod, now time.Time) time.Duration {
+	start := pod.CreationTimestamp.Time
+	if pod.Status.StartTime != nil {
+		start = pod.Status.StartTime.Time
+	}
+	if start.IsZero() {
+		return 0
+	}
+	return now.Sub(start)
+}
+
+// SweeperOptions configures RunSweeper.
+type SweeperOptions struct {
+	// Policy of every sweep.
+	Policy SweepPolicy
+	// Interval between sweeps while leading. Default 10m.
+	Interval time.Duration
+	// LeaseName and LeaseNamespace name the coordination.k8s.io Lease.
+	// Defaults: "kubespawn-sweeper" and Policy.Namespace.
+	LeaseName      string
+	LeaseNamespace string
+	// Identity of this replica in the Lease. Default: hostname plus a
+	// random suffix.
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod are the leader election
+	// timings. Defaults 15s, 10s, 2s.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+	// OnSweep, if set, is called after each sweep with its result.
+	OnSweep func(SweepResult, error)
+}
+
+// RunSweeper sweeps every Interval while this replica holds the Lease, so
+// that several replicas never sweep at once. It returns when ctx ends (nil),
+// or at once for invalid options. Leadership lost is retried.
+func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
+	if _, err := s.sweepDefaults(opts.Policy); err != nil {
+		return err
+	}
+	if opts.Interval < 0 {
+		return fmt.Errorf("%w: negative Interval", ErrInvalidPolicy)
+	}
+	if opts.Interval == 0 {
+		opts.Interval = 10 * time.Minute
+	}
+	if opts.LeaseName == "" {
+		opts.LeaseName = "kubespawn-sweeper"
+	}
+	if opts.LeaseNamespace == "" {
+		opts.LeaseNamespace = opts.Policy.Namespace
+	}
+	if opts.Identity == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		opts.Identity = host + "-" + hex.EncodeToString(b[:])
+	}
+	if opts.LeaseDuration == 0 {
+		opts.LeaseDuration = 15 * time.Second
+	}
+	if opts.RenewDeadline == 0 {
+		opts.RenewDeadline = 10 * time.Second
+	}
+	if opts.RetryPeriod == 0 {
+		opts.RetryPeriod = 2 * time.Second
+	}
+	logger := s.logger(ctx).WithValues("lease", klog.KRef(opts.LeaseNamespace, opts.LeaseName), "identity", opts.Identity)
+	ctx = klog.NewContext(ctx, logger)
+
+	// term serialises sweeping across leadership terms: a sweep of a lost
+	// term ends (its context is cancelled) before the next term sweeps.
+	var term sync.Mutex
+	cfg := leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Name: opts.LeaseName, Namespace: opts.LeaseNamespace},
+			Client:     s.opts.Client.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: opts.Identity},
+		},
+		LeaseDuration:   opts.LeaseDuration,
+		RenewDeadline:   opts.RenewDeadline,
+		RetryPeriod:     opts.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            "kubespawn-sweeper",
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				term.Lock()
+				defer term.Unlock()
+				if lctx.Err() != nil {
+					return // the term ended before it began
+				}
+				logger.Info("Leading: sweeping", "interval", opts.Interval)
+				s.sweepLoop(lctx, opts)
+			},
+			OnStoppedLeading: func() { logger.Info("Not leading") },
+		},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(cfg)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
+		}
+		le.Run(ctx)
+	}
+	term.Lock() // wait for the last term's sweep to end
+	term.Unlock()
+	return nil
+}
+
+func (s *Spawner) sweepLoop(ctx context.Context, opts SweeperOptions) {
+	t := s.opts.Clock.NewTicker(opts.Interval)
+	defer t.Stop()
+	for {
+		res, err := s.Sweep(ctx, opts.Policy)
+		if err != nil && ctx.Err() == nil {
+			klog.FromContext(ctx).Error(err, "Sweep failed")
+		}
+		if opts.OnSweep != nil {
+			opts.OnSweep(res, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}

@@ -1,0 +1,150 @@
+package spawner
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func names(pods []SweptPod) []string {
+	var out []string
+	for _, p := range pods {
+		out = append(out, p.Key)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestSweep(t *testing.T) {
+	now := time.Date(2018, 7, 8, 18, 30, 0, 0, time.UTC)
+	clk := clocktesting.NewFakeClock(now)
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(-d)} }
+	pod := func(key string, mutate func(*corev1.Pod)) *corev1.Pod {
+		return existing(key, func(p *corev1.Pod) {
+			p.CreationTimestamp = *at(6 * time.Hour)
+			if mutate != nil {
+				mutate(p)
+			}
+		})
+	}
+	objs := []runtime.Object{
+		pod("old-running", func(p *corev1.Pod) { p.Status.StartTime = at(5 * time.Hour) }),
+		pod("young-running", func(p *corev1.Pod) { p.Status.StartTime = at(time.Hour) }),
+		// Never scheduled: no startTime; the creation time counts.
+		pod("old-unscheduled", nil),
+		pod("young-unscheduled", func(p *corev1.Pod) { p.CreationTimestamp = *at(time.Minute) }),
+		pod("other-instance", func(p *corev1.Pod) { p.Labels[LabelInstance] = "hub-2" }),
+		pod("not-ours", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "x"} }),
+		pod("old-terminating", func(p *corev1.Pod) { p.DeletionTimestamp = at(time.Second); p.Finalizers = []string{"x"} }),
+	}
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(o *Options) { o.Clock = clk; o.Registerer = reg }, objs...)
+	ctx := t.Context()
+
+	// Dry run by default: report, delete nothing.
+	res, err := f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, MaxAge: 4 * time.Hour})
+	require.NoError(t, err)
+	assert.True(t, res.DryRun)
+	assert.Equal(t, []string{"old-running", "old-unscheduled"}, names(res.Selected))
+	assert.Empty(t, res.Deleted)
+	assert.Equal(t, []string{"old-terminating"}, names(res.Skipped))
+	assert.Equal(t, 5, res.Scanned, "own instance only")
+	assert.NotContains(t, verbs(f.client), "delete pods")
+
+	// All instances.
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, MaxAge: 4 * time.Hour, AllInstances: true})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"old-running", "old-unscheduled", "other-instance"}, names(res.Selected))
+
+	// Name filter.
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, MaxAge: 4 * time.Hour, NameContains: "unscheduled"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"old-unscheduled"}, names(res.Selected))
+
+	// Orphans: IsKnown decides, young pods (maybe starting) are protected,
+	// errors leave the pod alone.
+	known := map[string]bool{"young-running": true}
+	isKnown := func(_ context.Context, p *corev1.Pod) (bool, error) {
+		if p.Annotations[AnnotationKey] == "old-unscheduled" {
+			return false, errors.New("database down")
+		}
+		return known[p.Annotations[AnnotationKey]], nil
+	}
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, IsKnown: isKnown, OrphanMinAge: 10 * time.Minute})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"old-running"}, names(res.Selected))
+	assert.Equal(t, SweepReasonOrphan, res.Selected[0].Reason)
+	assert.Equal(t, []string{"old-terminating", "old-unscheduled"}, names(res.Skipped))
+
+	// Delete: exactly the selected pods, each with its UID as precondition.
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, MaxAge: 4 * time.Hour, Delete: true})
+	require.NoError(t, err)
+	assert.False(t, res.DryRun)
+	assert.Equal(t, []string{"old-running", "old-unscheduled"}, names(res.Deleted))
+	for _, sp := range res.Deleted {
+		assert.False(t, f.podExists(t, sp.Name))
+	}
+	for _, a := range f.client.Actions() {
+		if d, ok := a.(k8stesting.DeleteAction); ok {
+			require.NotNil(t, d.GetDeleteOptions().Preconditions)
+		}
+	}
+	assert.True(t, f.podExists(t, existing("young-running", nil).Name))
+	assert.True(t, f.podExists(t, existing("other-instance", nil).Name))
+	assert.Equal(t, 2.0, testutil.ToFloat64(f.sp.metrics.swept.WithLabelValues(SweepReasonMaxAge)))
+
+	// Nothing left to match: fine.
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, MaxAge: 4 * time.Hour, Delete: true})
+	require.NoError(t, err)
+	assert.Empty(t, res.Selected)
+
+	// An empty namespace is fine too.
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: "empty", MaxAge: time.Hour, Delete: true})
+	require.NoError(t, err)
+	assert.Zero(t, res.Scanned)
+}
+
+func TestSweepSkipsPodsInUse(t *testing.T) {
+	now := time.Now()
+	clk := clocktesting.NewFakeClock(now)
+	old := existing("alice", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour)) })
+	f := newFixture(t, func(o *Options) { o.Clock = clk }, old)
+	unlock, err := f.sp.locks.lock(t.Context(), lockKey(testNS, old.Name), nil)
+	require.NoError(t, err)
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: time.Minute, Delete: true})
+	unlock()
+	require.NoError(t, err)
+	assert.Empty(t, res.Selected)
+	assert.Equal(t, "busy", res.Skipped[0].Reason)
+	assert.True(t, f.podExists(t, old.Name))
+}
+
+func TestSweepPolicyValidation(t *testing.T) {
+	f := newFixture(t, nil)
+	for name, p := range map[string]SweepPolicy{
+		"no namespace":  {MaxAge: time.Hour},
+		"no criterion":  {Namespace: testNS},
+		"negative age":  {Namespace: testNS, MaxAge: -time.Hour},
+		"negative page": {Namespace: testNS, MaxAge: time.Hour, PageSize: -1},
+	} {
+		_, err := f.sp.Sweep(t.Context(), p)
+		assert.ErrorIs(t, err, ErrInvalidPolicy, name)
+	}
+	err := f.sp.RunSweeper(t.Context(), SweeperOptions{Policy: SweepPolicy{Namespace: testNS}})
+	assert.ErrorIs(t, err, ErrInvalidPolicy)
+	err = f.sp.RunSweeper(t.Context(), SweeperOptions{Policy: SweepPolicy{Namespace: testNS, MaxAge: time.Hour}, LeaseDuration: time.Second, RenewDeadline: 2 * time.Second})
+	assert.ErrorIs(t, err, ErrInvalidPolicy, "leader election timings")
+	assert.Empty(t, verbs(f.client))
+}
