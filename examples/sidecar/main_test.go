@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/internal/testcluster"
+)
+
+var cluster *testcluster.Cluster
+
+// childEnv makes the test binary run main() instead of the tests, so that
+// tests can check the real process's exit status.
+const childEnv = "KUBESPAWN_SIDECAR_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	testcluster.Main(m, &cluster)
+}
+
+var nsCounter atomic.Int64
+
+// env is one test's namespace and a direct admin client (the rest of the
+// world).
+type env struct {
+	t      *testing.T
+	ns     string
+	direct kubernetes.Interface
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	direct := kubernetes.NewForConfigOrDie(cluster.Config())
+	ns := fmt.Sprintf("sidecar-%d-%d", time.Now().UnixNano()%100000, nsCounter.Add(1))
+	_, err := direct.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = direct.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	return &env{t: t, ns: ns, direct: direct}
+}
+
+func (e *env) pod(name string, labels map[string]string) *corev1.Pod {
+	e.t.Helper()
+	p, err := e.direct.CoreV1().Pods(e.ns).Create(e.t.Context(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "example.invalid/notebook:1"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	return p
+}
+
+// logBuffer collects a Server's logs, to check what they never contain.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// sidecar is a Server under test behind an httptest server.
+type sidecar struct {
+	t    *testing.T
+	srv  *Server
+	url  string
+	logs *logBuffer
+}
+
+// startSidecar runs a Server for cfg (REST defaults to the admin config,
+// StallTimeout to 5s) until the test ends.
+func startSidecar(t *testing.T, cfg Config) *sidecar {
+	t.Helper()
+	if cfg.REST == nil {
+		cfg.REST = cluster.Config()
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = 5 * time.Second
+	}
+	logs := &logBuffer{}
+	logger := funcr.New(func(prefix, args string) {
+		logs.mu.Lock()
+		fmt.Fprintf(&logs.b, "%s %s\n", prefix, args)
+		logs.mu.Unlock()
+	}, funcr.Options{Verbosity: 10})
+	cfg.Logger = &logger
+	srv, err := newServer(cfg)
+	require.NoError(t, err)
+	require.NoError(t, srv.Start(klog.NewContext(context.Background(), logger)))
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		srv.CloseStreams() // SSE streams end, so Close does not wait for them
+		ts.Close()
+		srv.Stop()
+		if t.Failed() {
+			t.Logf("sidecar logs:\n%s", logs.String())
+		}
+	})
+	return &sidecar{t: t, srv: srv, url: ts.URL, logs: logs}
+}
+
+type response struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	require.Equal(t, "application/json", r.header.Get("Content-Type"), "body: %s", r.body)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &m), "body: %s", r.body)
+	return m
+}
+
+func (s *sidecar) do(method, path string, header http.Header) response {
+	s.t.Helper()
+	req, err := http.NewRequestWithContext(s.t.Context(), method, s.url+path, nil)
+	require.NoError(s.t, err)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	return response{code: resp.StatusCode, header: resp.Header, body: body}
+}
+
+func (s *sidecar) get(path string) response {
+	s.t.Helper()
+	return s.do(http.MethodGet, path, nil)
+}
+
+// waitReady waits until /readyz answers 200.
+func (s *sidecar) waitReady() {
+	s.t.Helper()
+	var last response
+	require.Eventually(s.t, func() bool {
+		last = s.get("/readyz")
+		return last.code == http.StatusOK
+	}, 60*time.Second, 50*time.Millisecond, "sidecar ready (last answer %d %s)", last.code, last.body)
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	name string
+	data string
+}
+
+// sseStream reads a Server-Sent Events response.
+type sseStream struct {
+	t      *testing.T
+	resp   *http.Response
+	cancel context.CancelFunc
+	events chan sseEvent
+}
+
+// openSSE opens path and checks it is an event stream.
+func (s *sidecar) openSSE(path string) *sseStream {
+	s.t.Helper()
+	ctx, cancel := context.WithCancel(s.t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+path, nil)
+	require.NoError(s.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(s.t, err)
+	require.Equal(s.t, http.StatusOK, resp.StatusCode)
+	require.Equal(s.t, "text/event-stream", resp.Header.Get("Content-Type"))
+	st := &sseStream{t: s.t, resp: resp, cancel: cancel, events: make(chan sseEvent, 100)}
+	go func() {
+		defer close(st.events)
+		sc := bufio.NewScanner(resp.Body)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.name != "" || ev.data != "" {
+					st.events <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "event: "):
+				ev.name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				ev.data += strings.TrimPrefix(line, "data: ")
+			}
+		}
+	}()
+	s.t.Cleanup(st.close)
+	return st
+}
+
+func (st *sseStream) close() {
+	st.cancel()
+	st.resp.Body.Close()
+}
+
+// next returns the next event, failing the test if the stream ends or
+// nothing comes for a long time.
+func (st *sseStream) next() (sseEvent, bool) {
+	st.t.Helper()
+	select {
+	case ev, ok := <-st.events:
+		return ev, ok
+	case <-time.After(60 * time.Second):
+		st.t.Fatal("no server-sent event for 60s")
+		return sseEvent{}, false
+	}
+}
+
+// writeKubeconfig writes a kubeconfig file for cfg (host, CA, bearer
+// token) and returns its path.
+func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
+	kc.CurrentContext = "test"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	require.NoError(t, clientcmd.WriteToFile(*kc, path))
+	return path
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// readManifests decodes every document of a deploy YAML file.
+func readManifests(t *testing.T, path string) []runtime.Object {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	var objs []runtime.Object
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		require.NoError(t, err, "%s: %s", path, doc)
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+type rbacManifests struct {
+	sa       *corev1.ServiceAccount
+	roles    []*rbacv1.Role
+	bindings []*rbacv1.RoleBinding
+}
+
+func readRBAC(t *testing.T, path string) rbacManifests {
+	t.Helper()
+	var m rbacManifests
+	for _, obj := range readManifests(t, path) {
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			m.sa = o
+		case *rbacv1.Role:
+			m.roles = append(m.roles, o)
+		case *rbacv1.RoleBinding:
+			m.bindings = append(m.bindings, o)
+		default:
+			t.Fatalf("%s: unexpected %T", path, obj)
+		}
+	}
+	return m
+}
+
+// TestDeployRBAC applies the Roles of deploy/ to the real control plane and
+// runs the sidecar with a ServiceAccount bound to exactly them: everything
+// works. Taking one permission away (watch) makes the sidecar say so:
+// not ready, with a reason that names the forbidden request.
+func TestDeployRBAC(t *testing.T) {
+	read := readRBAC(t, "deploy/rbac.yaml")
+	del := readRBAC(t, "deploy/rbac-delete.yaml")
+	require.NotNil(t, read.sa)
+	require.Len(t, read.roles, 1)
+	require.Len(t, read.bindings, 1)
+	require.Len(t, del.roles, 1)
+	require.Len(t, del.bindings, 1)
+
+	// Least privilege, as written in the files.
+	verbs := map[string][]string{}
+	for _, r := range read.roles[0].Rules {
+		require.Equal(t, []string{""}, r.APIGroups)
+		for _, res := range r.Resources {
+			verbs[res] = append(verbs[res], r.Verbs...)
+		}
+	}
+	for res := range verbs {
+		slices.Sort(verbs[res])
+	}
+	assert.Equal(t, map[string][]string{"pods": {"get", "list", "watch"}, "events": {"get", "list", "watch"}}, verbs)
+	require.Len(t, del.roles[0].Rules, 1)
+	assert.Equal(t, []string{"pods"}, del.roles[0].Rules[0].Resources)
+	assert.Equal(t, []string{"delete"}, del.roles[0].Rules[0].Verbs)
+	for _, b := range append(read.bindings, del.bindings...) {
+		require.Len(t, b.Subjects, 1)
+		assert.Equal(t, "ServiceAccount", b.Subjects[0].Kind)
+		assert.Equal(t, read.sa.Name, b.Subjects[0].Name)
+	}
+	assert.Equal(t, read.roles[0].Name, read.bindings[0].RoleRef.Name)
+	assert.Equal(t, del.roles[0].Name, del.bindings[0].RoleRef.Name)
+
+	// A namespace of our own, the ServiceAccount of the file, the Role and
+	// RoleBinding moved into it.
+	e := newEnv(t)
+	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, read.sa.Name)
+	require.NoError(t, err)
+	apply := func(m rbacManifests) {
+		for _, r := range m.roles {
+			r = r.DeepCopy()
+			r.Namespace = e.ns
+			_, err := e.direct.RbacV1().Roles(e.ns).Create(t.Context(), r, metav1.CreateOptions{})
+			require.NoError(t, err)
+		}
+		for _, b := range m.bindings {
+			b = b.DeepCopy()
+			b.Namespace = e.ns
+			for i := range b.Subjects {
+				b.Subjects[i].Namespace = e.ns
+			}
+			_, err := e.direct.RbacV1().RoleBindings(e.ns).Create(t.Context(), b, metav1.CreateOptions{})
+			require.NoError(t, err)
+		}
+	}
+	apply(read)
+	pod := e.pod("jupyter-alice", userLabels)
+
+	const token = "rbac-test-token"
+	s := startSidecar(t, Config{REST: saCfg, Namespaces: []string{e.ns}, Selector: "component=singleuser-server", StallTimeout: 5 * time.Second, Token: token})
+	s.waitReady()
+
+	// Everything a read-only sidecar does works.
+	r := s.get("/pods/" + e.ns + "/jupyter-alice")
+	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	r = s.get("/pods/" + e.ns + "/jupyter-nobody")
+	require.Equal(t, http.StatusNotFound, r.code, "%s", r.body)
+	r = s.get("/pods")
+	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	assert.Equal(t, []string{"jupyter-alice"}, names(decode[listBody](t, r).Items))
+	_, err = e.direct.CoreV1().Events(e.ns).Create(t.Context(), &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "alice-scheduled"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: e.ns, Name: pod.Name, UID: pod.UID, APIVersion: "v1"},
+		Reason:         "Scheduled", Message: "Successfully assigned", Type: corev1.EventTypeNormal,
+		FirstTimestamp: metav1.Now(), LastTimestamp: metav1.Now(), Count: 1,
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	st := s.openSSE("/pods/" + e.ns + "/jupyter-alice/events")
+	ev, ok := st.next()
+	require.True(t, ok)
+	assert.Equal(t, "progress", ev.name)
+	assert.Contains(t, ev.data, `"reason":"Scheduled"`)
+	st.close()
+
+	// DELETE without the delete Role: the API server's refusal is reported,
+	// never taken for success.
+	bearer := http.Header{"Authorization": {"Bearer " + token}}
+	r = s.do(http.MethodDelete, "/pods/"+e.ns+"/jupyter-alice", bearer)
+	require.Equal(t, http.StatusServiceUnavailable, r.code, "%s", r.body)
+	assert.Contains(t, r.json(t)["error"], "forbidden")
+	// With it, DELETE works.
+	apply(del)
+	require.Eventually(t, func() bool {
+		return s.do(http.MethodDelete, "/pods/"+e.ns+"/jupyter-alice?uid="+string(pod.UID), bearer).code == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "DELETE allowed by rbac-delete.yaml")
+
+	// Take "watch" away: the sidecar must notice and say why.
+	role, err := e.direct.RbacV1().Roles(e.ns).Get(t.Context(), read.roles[0].Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	for i, rule := range role.Rules {
+		if slices.Contains(rule.Resources, "pods") {
+			role.Rules[i].Verbs = []string{"get", "list"}
+		}
+	}
+	_, err = e.direct.RbacV1().Roles(e.ns).Update(t.Context(), role, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	e.pod("jupyter-bob", userLabels) // a change for the probes to look for
+
+	var ready response
+	require.Eventually(t, func() bool {
+		ready = s.get("/readyz")
+		return ready.code == http.StatusServiceUnavailable
+	}, 60*time.Second, 50*time.Millisecond, "not ready without watch permission")
+	assert.Contains(t, string(ready.body), "forbidden", "readyz says why: %s", ready.body)
+	status := s.get("/status").json(t)
+	assert.NotEqual(t, "synced", status["state"])
+	assert.Contains(t, status["reason"], "forbidden")
+	// Reads fall back to the API server, which still allows get and list.
+	r = s.get("/pods/" + e.ns + "/jupyter-bob")
+	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	assert.Equal(t, "api", decode[podBody](t, r).Source)
+}
+
+// TestDeployManifests checks deployment.yaml and alerts.yaml: they decode,
+// the sidecar's args are valid flags, the probes and the token volume are
+// wired, and the alerts use the metric names the code exports.
+func TestDeployManifests(t *testing.T) {
+	objs := readManifests(t, "deploy/deployment.yaml")
+	require.Len(t, objs, 1)
+	dep, ok := objs[0].(*appsv1.Deployment)
+	require.True(t, ok, "%T", objs[0])
+	spec := dep.Spec.Template.Spec
+	assert.Equal(t, "kubespawn-sidecar", spec.ServiceAccountName)
+	var sidecarC *corev1.Container
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == "kubespawn-sidecar" {
+			sidecarC = &spec.Containers[i]
+		}
+	}
+	require.NotNil(t, sidecarC)
+	o, err := parseFlags(sidecarC.Args, io.Discard)
+	require.NoError(t, err, "the Deployment's args are valid flags")
+	require.NotEmpty(t, o.tokenFile)
+	require.NotNil(t, sidecarC.LivenessProbe)
+	require.NotNil(t, sidecarC.ReadinessProbe)
+	assert.Equal(t, "/livez", sidecarC.LivenessProbe.HTTPGet.Path)
+	assert.Equal(t, "/readyz", sidecarC.ReadinessProbe.HTTPGet.Path)
+	_, port, err := net.SplitHostPort(o.listen)
+	require.NoError(t, err)
+	assert.Equal(t, port, strconv.Itoa(int(sidecarC.Ports[0].ContainerPort)))
+	mounted := false
+	for _, m := range sidecarC.VolumeMounts {
+		if strings.HasPrefix(o.tokenFile, m.MountPath+"/") {
+			mounted = true
+			for _, v := range spec.Volumes {
+				if v.Name == m.Name {
+					require.NotNil(t, v.Secret, "the token comes from a Secret")
+				}
+			}
+		}
+	}
+	assert.True(t, mounted, "--token-file is on a mounted volume")
+
+	b, err := os.ReadFile("deploy/alerts.yaml")
+	require.NoError(t, err)
+	var rules map[string]any
+	require.NoError(t, utilyaml.Unmarshal(b, &rules))
+	alerts := string(b)
+	for _, metric := range []string{
+		`kubespawn_reflector_state{state!="synced"}`,
+		"kubespawn_reflector_gaps_detected_total",
+		"kubespawn_reflector_lag_seconds",
+		"kubespawn_spawner_swept_pods_total",
+		"kubespawn_spawner_starts_total",
+		"kubespawn_spawner_cleanup_failures_total",
+	} {
+		assert.Contains(t, alerts, metric)
+	}
+	// The spawner's success results are "running" and "adopted".
+	assert.Contains(t, alerts, `result!~"running|adopted`)
+}

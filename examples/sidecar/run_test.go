@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"default"}, o.namespaces.values)
+	assert.Equal(t, "127.0.0.1:8081", o.listen, "loopback unless told otherwise")
+	assert.Equal(t, 30*time.Second, o.stallTimeout)
+	assert.Equal(t, 2*time.Minute, o.failureTimeout)
+	assert.Empty(t, o.kubeconfig)
+	assert.Empty(t, o.tokenFile)
+	assert.Empty(t, o.selector)
+
+	o, err = parseFlags([]string{"--namespace=a", "--namespace", "b,c", "--selector=component=singleuser-server",
+		"--listen=0.0.0.0:9000", "--stall-timeout=5s", "--kubeconfig=/k", "--token-file=/t"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b", "c"}, o.namespaces.values)
+	assert.Equal(t, "component=singleuser-server", o.selector)
+	assert.Equal(t, "0.0.0.0:9000", o.listen)
+	assert.Equal(t, 5*time.Second, o.stallTimeout)
+	assert.Equal(t, "/k", o.kubeconfig)
+	assert.Equal(t, "/t", o.tokenFile)
+
+	for _, args := range [][]string{
+		{"--stall-timeout=soon"},
+		{"--stall-timeout=500ms"},
+		{"--namespace="},
+		{"--no-such-flag"},
+		{"extra"},
+		{"--failure-timeout=0s"},
+	} {
+		_, err := parseFlags(args, io.Discard)
+		assert.Error(t, err, "%v", args)
+	}
+	_, err = parseFlags([]string{"-h"}, io.Discard)
+	assert.ErrorIs(t, err, flag.ErrHelp)
+}
+
+func TestReadToken(t *testing.T) {
+	dir := t.TempDir()
+	tok, err := readToken("")
+	require.NoError(t, err)
+	assert.Empty(t, tok, "no file: DELETE disabled")
+
+	path := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(path, []byte("  abc123\n"), 0o600))
+	tok, err = readToken(path)
+	require.NoError(t, err)
+	assert.Equal(t, "abc123", tok)
+
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, []byte("\n"), 0o600))
+	_, err = readToken(empty)
+	assert.ErrorContains(t, err, "empty", "a token file that enables nothing is an error")
+	_, err = readToken(filepath.Join(dir, "missing"))
+	assert.Error(t, err)
+
+	// run refuses to start on a bad token file.
+	err = run(t.Context(), []string{"--kubeconfig=" + writeKubeconfig(t, cluster.Config()), "--token-file=" + empty, "--listen=127.0.0.1:0"}, io.Discard)
+	assert.ErrorContains(t, err, "empty")
+}
+
+// TestRunReturnsErrorOnReflectorFailure: a sidecar whose credentials are
+// refused never gets healthy; once recovery has failed for
+// --failure-timeout, run returns an error (which main turns into exit
+// status 1) naming the cause.
+func TestRunReturnsErrorOnReflectorFailure(t *testing.T) {
+	e := newEnv(t)
+	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), []string{
+			"--kubeconfig=" + writeKubeconfig(t, saCfg), "--namespace=" + e.ns,
+			"--listen=127.0.0.1:0", "--stall-timeout=1s", "--failure-timeout=2s",
+		}, io.Discard)
+	}()
+	var runErr error
+	require.Eventually(t, func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	}, 120*time.Second, 50*time.Millisecond, "run returns")
+	require.Error(t, runErr)
+	assert.ErrorContains(t, runErr, "failed")
+	assert.ErrorContains(t, runErr, "forbidden")
+	assert.ErrorContains(t, runErr, "restarted")
+}
+
+// TestRunGracefulShutdown: when its context ends (SIGTERM), run shuts the
+// HTTP server down, closing open event streams, and returns nil.
+func TestRunGracefulShutdown(t *testing.T) {
+	e := newEnv(t)
+	pod := e.pod("jupyter-alice", nil)
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--kubeconfig=" + writeKubeconfig(t, cluster.Config()), "--namespace=" + e.ns, "--listen=" + addr}, io.Discard)
+	}()
+	base := "http://" + addr
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 60*time.Second, 50*time.Millisecond)
+
+	// An open event stream must not hold the shutdown up.
+	resp, err := http.Get(base + "/pods/" + e.ns + "/" + pod.Name + "/events")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	cancel()
+	var runErr error
+	require.Eventually(t, func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	}, 60*time.Second, 20*time.Millisecond, "run returns")
+	require.NoError(t, runErr)
+	_, err = io.ReadAll(resp.Body) // the stream was ended by the server
+	require.NoError(t, err)
+	_, err = http.Get(base + "/livez")
+	require.Error(t, err, "no longer listening")
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// runChild runs main() in a child process (the test binary, see TestMain).
+func runChild(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	cmd.Stdout = stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return cmd, stderr
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec copier and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestProcessExitsNonZeroOnFailure: the real process exits with status 1
+// when its reflectors fail, so that Kubernetes restarts it.
+func TestProcessExitsNonZeroOnFailure(t *testing.T) {
+	e := newEnv(t)
+	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
+	require.NoError(t, err)
+	cmd, out := runChild(t, "--kubeconfig="+writeKubeconfig(t, saCfg), "--namespace="+e.ns,
+		"--listen="+freeAddr(t), "--stall-timeout=1s", "--failure-timeout=2s")
+	err = cmd.Wait()
+	var exitErr *exec.ExitError
+	require.True(t, errors.As(err, &exitErr), "exit error, got %v; output:\n%s", err, out)
+	assert.Equal(t, 1, exitErr.ExitCode(), "output:\n%s", out)
+	assert.Contains(t, out.String(), "forbidden")
+}
+
+// TestProcessExitsZeroOnSIGTERM: SIGTERM is a graceful shutdown, exit 0.
+func TestProcessExitsZeroOnSIGTERM(t *testing.T) {
+	e := newEnv(t)
+	addr := freeAddr(t)
+	cmd, out := runChild(t, "--kubeconfig="+writeKubeconfig(t, cluster.Config()), "--namespace="+e.ns, "--listen="+addr)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/livez")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 60*time.Second, 50*time.Millisecond, "child serving; output:\n%s", out)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), "output:\n%s", out)
+	assert.Contains(t, out.String(), "Shutting down")
+}

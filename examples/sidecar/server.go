@@ -1,0 +1,613 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/connrotation"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/events"
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// Config configures a Server.
+type Config struct {
+	// REST is how to reach the API server, with the sidecar's identity.
+	REST *rest.Config
+	// Namespaces to watch (at least one).
+	Namespaces []string
+	// Selector is the label selector of the pods to watch ("" for all).
+	Selector string
+	// StallTimeout bounds how long a stalled watch goes unnoticed.
+	StallTimeout time.Duration
+	// FailureTimeout is how long recovery may fail before the reflectors
+	// report failure (0: the reflector default, 2m).
+	FailureTimeout time.Duration
+	// Token, if not empty, enables DELETE /pods/{namespace}/{name} for
+	// requests carrying "Authorization: Bearer <Token>".
+	Token string
+	// APITimeout bounds each request this server makes to the API server
+	// on behalf of an HTTP client (0: 30s).
+	APITimeout time.Duration
+	// KeepAlive is the interval of SSE keep-alive comments (0: 15s).
+	KeepAlive time.Duration
+	// OnFailure is called (once) when a reflector enters the failed state.
+	OnFailure func(error)
+	// Logger; default klog.Background().
+	Logger *klog.Logger
+}
+
+// eventStreamer is what the SSE handler needs from package events.
+type eventStreamer interface {
+	Stream(ctx context.Context, pod events.PodRef) (<-chan events.Update, error)
+}
+
+// checker is a reflector's health as the probes see it.
+type checker interface {
+	Status() reflector.Status
+	Readyz(*http.Request) error
+	Healthz(*http.Request) error
+}
+
+// Server is the sidecar: a pod reflector and an event reflector, served
+// over HTTP/JSON. Create it with newServer, then Start it and serve
+// Handler.
+type Server struct {
+	cfg     Config
+	logger  klog.Logger
+	pods    *reflector.Reflector[*corev1.Pod]
+	events  *events.Reflector
+	stream  eventStreamer
+	client  kubernetes.Interface // for DELETE, never cached
+	metrics *prometheus.Registry
+	handler http.Handler
+	// tokenSum is the SHA-256 of the token; nil when DELETE is disabled.
+	tokenSum []byte
+
+	// done is closed by Stop or CloseStreams: it ends every SSE stream so
+	// that http.Server.Shutdown does not wait for them.
+	done      chan struct{}
+	closeOnce sync.Once
+	failOnce  sync.Once
+}
+
+const (
+	defaultAPITimeout = 30 * time.Second
+	defaultKeepAlive  = 15 * time.Second
+	userAgent         = "kubespawn-sidecar"
+)
+
+// newServer builds the reflectors, the clients and the HTTP handler. It
+// starts nothing.
+func newServer(cfg Config) (*Server, error) {
+	if cfg.REST == nil {
+		return nil, errors.New("sidecar: no API server configuration")
+	}
+	if len(cfg.Namespaces) == 0 {
+		return nil, errors.New("sidecar: at least one namespace is needed")
+	}
+	if _, err := labels.Parse(cfg.Selector); err != nil {
+		return nil, fmt.Errorf("sidecar: bad --selector %q: %w", cfg.Selector, err)
+	}
+	if cfg.APITimeout == 0 {
+		cfg.APITimeout = defaultAPITimeout
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = defaultKeepAlive
+	}
+	s := &Server{cfg: cfg, logger: klog.Background(), done: make(chan struct{})}
+	if cfg.Logger != nil {
+		s.logger = *cfg.Logger
+	}
+	if cfg.Token != "" {
+		sum := sha256.Sum256([]byte(cfg.Token))
+		s.tokenSum = sum[:]
+	}
+
+	restCfg := rest.CopyConfig(cfg.REST)
+	if restCfg.UserAgent == "" {
+		restCfg.UserAgent = userAgent
+	}
+	if restCfg.QPS == 0 {
+		restCfg.QPS, restCfg.Burst = 50, 100
+	}
+
+	s.metrics = prometheus.NewRegistry()
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	onFailure := func(st reflector.Status) {
+		err := fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason)
+		s.logger.Error(nil, "Reflector failed", "reflector", st.Name, "reason", st.Reason)
+		if cfg.OnFailure != nil {
+			s.failOnce.Do(func() { cfg.OnFailure(err) })
+		}
+	}
+	base := reflector.Options{
+		StallTimeout:   cfg.StallTimeout,
+		FailureTimeout: cfg.FailureTimeout,
+		Registerer:     s.metrics,
+		OnFailure:      onFailure,
+		Logger:         &s.logger,
+	}
+
+	podOpts := base
+	podOpts.Name = "pods"
+	podOpts.Scope = reflector.Scope{Namespaces: cfg.Namespaces, LabelSelector: cfg.Selector}
+	pods, err := reflector.NewForConfig(restCfg, reflector.Pods, podOpts)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: pod reflector: %w", err)
+	}
+	s.pods = pods
+
+	// The event watch gets a transport of its own too, so a stuck pod
+	// watch connection is never shared with it.
+	evCfg := rest.CopyConfig(restCfg)
+	evCfg.Dial = connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext).DialContext
+	evClient, err := kubernetes.NewForConfig(evCfg)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: event client: %w", err)
+	}
+	evOpts := base
+	evOpts.Name = "events"
+	evOpts.Scope = reflector.Scope{Namespaces: cfg.Namespaces}
+	ev, err := events.New(evClient, events.Options{Options: evOpts})
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: event reflector: %w", err)
+	}
+	s.events, s.stream = ev, ev
+
+	if s.client, err = kubernetes.NewForConfig(restCfg); err != nil {
+		return nil, fmt.Errorf("sidecar: client: %w", err)
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Start starts both reflectors; it returns at once.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.pods.Start(ctx); err != nil {
+		return err
+	}
+	return s.events.Start(ctx)
+}
+
+// Stop ends every SSE stream and stops the reflectors.
+func (s *Server) Stop() {
+	s.CloseStreams()
+	s.events.Stop()
+	s.pods.Stop()
+}
+
+// CloseStreams ends every SSE stream (for http.Server.RegisterOnShutdown).
+func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.done) }) }
+
+// Handler is the HTTP API.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /pods", s.listPods)
+	mux.Handle("/pods", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /pods/{namespace}/{name}", s.getPod)
+	podMethods := "GET, HEAD"
+	if s.tokenSum != nil {
+		mux.HandleFunc("DELETE /pods/{namespace}/{name}", s.deletePod)
+		podMethods = "GET, HEAD, DELETE"
+	}
+	mux.Handle("/pods/{namespace}/{name}", methodNotAllowed(podMethods))
+	mux.HandleFunc("GET /pods/{namespace}/{name}/events", s.podEvents)
+	mux.Handle("/pods/{namespace}/{name}/events", methodNotAllowed("GET, HEAD"))
+	for path, h := range map[string]http.HandlerFunc{
+		"/status": s.status, "/readyz": s.readyz, "/livez": s.livez,
+	} {
+		mux.HandleFunc("GET "+path, h)
+		mux.Handle(path, methodNotAllowed("GET, HEAD"))
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path))
+	})
+	return s.logRequests(mux)
+}
+
+// --- reads ---
+
+type podResponse struct {
+	Source reflector.Source `json:"source"`
+	Pod    *corev1.Pod      `json:"pod"`
+}
+
+type listResponse struct {
+	Source reflector.Source `json:"source"`
+	Items  []*corev1.Pod    `json:"items"`
+}
+
+type errorResponse struct {
+	Source reflector.Source `json:"source,omitempty"`
+	Error  string           `json:"error"`
+}
+
+func (s *Server) apiContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.cfg.APITimeout)
+}
+
+func (s *Server) getPod(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	ctx, cancel := s.apiContext(r)
+	defer cancel()
+	pod, src, err := s.pods.Get(ctx, ns, name)
+	if err != nil {
+		s.writeReadError(w, src, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, podResponse{Source: src, Pod: withTypeMeta(pod)})
+}
+
+func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	sel, err := labels.Parse(q.Get("selector"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad selector: %v", err))
+		return
+	}
+	ctx, cancel := s.apiContext(r)
+	defer cancel()
+	pods, src, err := s.pods.List(ctx, q.Get("namespace"), sel)
+	if err != nil {
+		s.writeReadError(w, src, err)
+		return
+	}
+	items := make([]*corev1.Pod, 0, len(pods))
+	for _, p := range pods {
+		items = append(items, withTypeMeta(p))
+	}
+	slices.SortFunc(items, func(a, b *corev1.Pod) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	writeJSON(w, http.StatusOK, listResponse{Source: src, Items: items})
+}
+
+// writeReadError maps a reflector error: 404 only for the API server's
+// NotFound, 400 for bad input (a namespace out of scope), 503 otherwise.
+func (s *Server) writeReadError(w http.ResponseWriter, src reflector.Source, err error) {
+	switch {
+	case apierrors.IsNotFound(err) && src == reflector.SourceAPI:
+		writeJSON(w, http.StatusNotFound, errorResponse{Source: reflector.SourceAPI, Error: err.Error()})
+	case errors.Is(err, reflector.ErrOutOfScope), errors.Is(err, reflector.ErrInvalidArgument):
+		writeError(w, http.StatusBadRequest, err.Error())
+	default:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	}
+}
+
+// withTypeMeta returns a shallow copy of p (cached objects are shared and
+// never modified) with apiVersion and kind set.
+func withTypeMeta(p *corev1.Pod) *corev1.Pod {
+	c := *p
+	c.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+	return &c
+}
+
+// --- health ---
+
+// statusJSON is a reflector.Status whose reason is always present (empty
+// while synced).
+type statusJSON struct {
+	reflector.Status
+	Reason string `json:"reason"`
+}
+
+func newStatusJSON(st reflector.Status) statusJSON { return statusJSON{Status: st, Reason: st.Reason} }
+
+// statusResponse is the pod reflector's status, plus the event
+// reflector's under "events".
+type statusResponse struct {
+	statusJSON
+	Events statusJSON `json:"events"`
+}
+
+func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, statusResponse{statusJSON: newStatusJSON(s.pods.Status()), Events: newStatusJSON(s.events.Status())})
+}
+
+type healthResponse struct {
+	Status string   `json:"status"`
+	Errors []string `json:"errors,omitempty"`
+}
+
+func (s *Server) checks() []checker { return []checker{s.pods, s.events} }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	s.health(w, r, func(c checker) error { return c.Readyz(r) })
+}
+
+func (s *Server) livez(w http.ResponseWriter, r *http.Request) {
+	s.health(w, r, func(c checker) error { return c.Healthz(r) })
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request, check func(checker) error) {
+	var errs []string
+	for _, c := range s.checks() {
+		if err := check(c); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, healthResponse{Status: "unhealthy", Errors: errs})
+		return
+	}
+	writeJSON(w, http.StatusOK, healthResponse{Status: "ok"})
+}
+
+// --- delete ---
+
+type deleteResponse struct {
+	Deleted     bool `json:"deleted"`
+	AlreadyGone bool `json:"alreadyGone,omitempty"`
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	auth := r.Header.Get("Authorization")
+	const prefix = "Bearer "
+	if len(auth) <= len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(auth[len(prefix):])))
+	return subtle.ConstantTimeCompare(got[:], s.tokenSum) == 1
+}
+
+// deletePod always asks the API server: the cache never decides whether a
+// pod exists.
+func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kubespawn-sidecar"`)
+		writeError(w, http.StatusUnauthorized, "a valid bearer token is required")
+		return
+	}
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	if !slices.Contains(s.cfg.Namespaces, ns) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q is not served by this sidecar", ns))
+		return
+	}
+	opts := metav1.DeleteOptions{}
+	q := r.URL.Query()
+	if uid := q.Get("uid"); uid != "" {
+		opts.Preconditions = metav1.NewUIDPreconditions(uid)
+	}
+	if g := q.Get("gracePeriodSeconds"); g != "" {
+		n, err := strconv.ParseInt(g, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("bad gracePeriodSeconds %q", g))
+			return
+		}
+		opts.GracePeriodSeconds = &n
+	}
+	ctx, cancel := s.apiContext(r)
+	defer cancel()
+	err := s.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
+	switch {
+	case err == nil:
+		s.logger.Info("Deleted pod", "pod", klog.KRef(ns, name), "uid", q.Get("uid"))
+		writeJSON(w, http.StatusOK, deleteResponse{Deleted: true})
+	case apierrors.IsNotFound(err):
+		writeJSON(w, http.StatusOK, deleteResponse{AlreadyGone: true})
+	case apierrors.IsConflict(err):
+		writeJSON(w, http.StatusConflict, errorResponse{Source: reflector.SourceAPI, Error: err.Error()})
+	default:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	}
+}
+
+// --- server-sent events ---
+
+type progressEvent struct {
+	Message  string `json:"message"`
+	Progress int    `json:"progress"`
+	Warning  bool   `json:"warning"`
+	Degraded bool   `json:"degraded"`
+	Reason   string `json:"reason,omitempty"`
+	Type     string `json:"type,omitempty"`
+	// Time is the event's last occurrence, when known.
+	Time *time.Time `json:"time,omitempty"`
+}
+
+type goneEvent struct {
+	Message string `json:"message"`
+}
+
+// podEvents streams the progress of one pod (one UID) as Server-Sent
+// Events until the client goes away or the pod is gone.
+func (s *Server) podEvents(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	getCtx, cancel := s.apiContext(r)
+	pod, src, err := s.pods.Get(getCtx, ns, name)
+	cancel()
+	if err != nil {
+		s.writeReadError(w, src, err)
+		return
+	}
+	if want := r.URL.Query().Get("uid"); want != "" && types.UID(want) != pod.UID {
+		writeJSON(w, http.StatusConflict, errorResponse{Source: src, Error: fmt.Sprintf("pod %s/%s has uid %s, not %s", ns, name, pod.UID, want)})
+		return
+	}
+	uid := pod.UID
+
+	ctx, cancelStream := context.WithCancel(r.Context())
+	defer cancelStream()
+	updates, err := s.stream.Stream(ctx, events.PodRef{Namespace: ns, Name: name, UID: uid})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	// The pod's notifications tell when it may be gone; the ticker covers a
+	// degraded cache (a Get then asks the API server).
+	changed, unsubscribe := s.pods.Notify(ns, name)
+	defer unsubscribe()
+	check := time.NewTicker(max(s.cfg.StallTimeout, 5*time.Second))
+	defer check.Stop()
+	keepAlive := time.NewTicker(s.cfg.KeepAlive)
+	defer keepAlive.Stop()
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	write := func(format string, args ...any) bool {
+		if _, err := fmt.Fprintf(w, format, args...); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !write(": pod %s/%s uid %s\n\n", ns, name, uid) {
+		return
+	}
+	gone := func() (bool, string) {
+		gctx, cancel := s.apiContext(r)
+		defer cancel()
+		p, src, err := s.pods.Get(gctx, ns, name)
+		switch {
+		case apierrors.IsNotFound(err) && src == reflector.SourceAPI:
+			return true, "pod deleted"
+		case err != nil:
+			return false, "" // cannot tell: keep streaming
+		case p.UID != uid:
+			return true, "pod replaced by another pod with the same name"
+		}
+		return false, ""
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		case u, ok := <-updates:
+			if !ok {
+				return
+			}
+			data, _ := json.Marshal(toProgress(u))
+			if !write("event: progress\ndata: %s\n\n", data) {
+				return
+			}
+		case <-changed:
+			if isGone, why := gone(); isGone {
+				s.endGone(write, why)
+				return
+			}
+		case <-check.C:
+			if isGone, why := gone(); isGone {
+				s.endGone(write, why)
+				return
+			}
+		case <-keepAlive.C:
+			if !write(": keep-alive\n\n") {
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) endGone(write func(string, ...any) bool, why string) {
+	data, _ := json.Marshal(goneEvent{Message: why})
+	write("event: gone\ndata: %s\n\n", data)
+}
+
+func toProgress(u events.Update) progressEvent {
+	p := progressEvent{Message: u.Message, Progress: u.Progress, Warning: u.Warning, Degraded: u.Degraded}
+	if e := u.Event; e != nil {
+		p.Reason, p.Type = e.Reason, e.Type
+		var t time.Time
+		switch {
+		case !e.LastTimestamp.IsZero():
+			t = e.LastTimestamp.Time
+		case !e.EventTime.IsZero():
+			t = e.EventTime.Time
+		case !e.FirstTimestamp.IsZero():
+			t = e.FirstTimestamp.Time
+		}
+		if !t.IsZero() {
+			t = t.UTC()
+			p.Time = &t
+		}
+	}
+	return p
+}
+
+// --- helpers ---
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorResponse{Error: msg})
+}
+
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+	})
+}
+
+// statusRecorder remembers the status code for the request log. It
+// forwards Flush (through Unwrap) for the SSE stream.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// logRequests logs method, path and status at V(2); never headers (the
+// bearer token) or query strings.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		s.logger.V(2).Info("HTTP request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start))
+	})
+}
