@@ -4,7 +4,8 @@
 # into bin/ on first use and reused afterwards.
 
 SHELL := /usr/bin/env bash
-GO    ?= go
+# Go from PATH, else the machine's standard install.
+GO    ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN   := $(CURDIR)/bin
 export KUBESPAWN_BIN_DIR := $(BIN)
 
@@ -27,7 +28,7 @@ help: ## list targets
 tools: $(BIN)/kube-apiserver $(BIN)/etcd ## build the control plane into bin/ (first time: ~4-10 min)
 
 $(BIN)/kube-apiserver: $(TOOLS_MOD)
-	@$(GO) version >/dev/null 2>&1 || { echo "Go is required (https://go.dev/dl)"; exit 1; }
+	@$(GO) version >/dev/null 2>&1 || { echo "Go 1.26 is required: install it from https://go.dev/dl and re-run"; exit 1; }
 	@echo ">> building kube-apiserver $(K8S_VERSION) from the Go module proxy (first time: several minutes)"
 	@mkdir -p $(BIN)
 	cd internal/tools && $(GO) build -ldflags '$(VERSION_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver

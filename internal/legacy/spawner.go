@@ -168,7 +168,7 @@ func (s *Spawner) Stop(ctx context.Context, name string) error {
 	if _, ok := s.cache.Get(name); !ok {
 		// THE BUG: the cache is taken as proof that the pod does not exist.
 		s.skippedDeletes.Add(1)
-		logger.Info(fmt.Sprintf("No pod %s to delete. Assuming already deleted.", name))
+		logger.Info(fmt.Sprintf("No pod %s to delete. Assuming already deleted.", name), "pod", name)
 		return nil
 	}
 	grace := int64(s.opts.DeleteGracePeriod / time.Second)
