@@ -43,16 +43,16 @@ type Reflector struct {
 	indexSynced chan struct{}
 	syncOnce    sync.Once
 
-	mu            sync.Mutex
-	started       bool
-	stopped       bool
-	ctx           context.Context // canceled by Stop: ends every Stream
-	cancel        context.CancelFunc
-	removeHandler func()
-	unsubState    func()
-	stateCh       <-chan struct{}
-	wg            sync.WaitGroup
-	stopOnce      sync.Once
+	mu         sync.Mutex
+	started    bool
+	stopped    bool
+	ctx        context.Context // canceled by Stop: ends every Stream
+	cancel     context.CancelFunc
+	handler    reflector.HandlerRegistration
+	unsubState func()
+	stateCh    <-chan struct{}
+	wg         sync.WaitGroup
+	stopOnce   sync.Once
 }
 
 // New returns an events Reflector over client with a watch of its own. It
@@ -93,12 +93,12 @@ func newReflector(client kubernetes.Interface, inner *reflector.Reflector[*corev
 	r.state.Store(inner.Status().State)
 	// Subscribe before anything can change the state.
 	r.stateCh, r.unsubState = inner.NotifyState()
-	remove, err := inner.AddEventHandler(r.idx.handler())
+	reg, err := inner.AddEventHandler(r.idx.handler())
 	if err != nil {
 		r.unsubState()
 		return nil, err
 	}
-	r.removeHandler = remove
+	r.handler = reg
 	r.metrics = newCollector(r)
 	return r, nil
 }
@@ -265,12 +265,7 @@ func (r *Reflector) janitor() {
 }
 
 // waitIndexSynced closes indexSynced once the inner reflector has synced
-// and left the starting state, and the index's handler has caught up with
-// its initial list. The reflector's AddEventHandler does not return
-// client-go's registration (whose HasSynced says exactly this), so it is
-// approximated: the handler has processed at least as many adds as the
-// cache holds objects. (The inner WaitForSync can return a moment before
-// its state becomes synced, hence the state check.)
+// and the index's handler has been given its initial list.
 func (r *Reflector) waitIndexSynced() {
 	if err := r.inner.WaitForSync(r.ctx); err != nil {
 		return
@@ -278,7 +273,7 @@ func (r *Reflector) waitIndexSynced() {
 	t := r.opts.Clock.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if r.refreshState() != reflector.StateStarting && r.idx.adds.Load() >= int64(r.inner.Status().Objects) {
+		if r.refreshState() != reflector.StateStarting && r.handler.HasSynced() {
 			r.syncOnce.Do(func() { close(r.indexSynced) })
 			r.idx.notifyAll()
 			return
@@ -300,7 +295,7 @@ func (r *Reflector) Stop() {
 		r.stopped = true
 		r.mu.Unlock()
 		r.cancel()
-		r.removeHandler()
+		r.handler.Remove()
 		r.unsubState()
 		r.wg.Wait()
 		if r.opts.Registerer != nil {

@@ -203,6 +203,17 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	require.True(t, apierrors.IsNotFound(err))
 	assert.Equal(t, reflector.SourceAPI, src)
 
+	// While watches still hang, the relist after the stall is a plain LIST
+	// (not a WatchList through the hanging path), so the cache is refilled.
+	require.Eventually(t, func() bool {
+		for _, rec := range e.proxy.Records() {
+			if rec.Verb == faultproxy.VerbList && rec.Resource == "pods" && rec.Namespace == e.ns && rec.Start.After(stalledAt) && rec.Status == 200 {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 50*time.Millisecond, "plain LIST after the stall")
+
 	e.proxy.UnstallAll()
 	require.Eventually(t, func() bool { return r.Status().Healthy() }, 30*time.Second, 50*time.Millisecond, "recovered")
 	_, ok := cached(r, e.ns, "created")
@@ -217,6 +228,41 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	st = r.Status()
 	assert.GreaterOrEqual(t, st.Relists[reflector.RelistStall], 1)
 	assert.GreaterOrEqual(t, st.Restarts, 1)
+}
+
+// TestDeadStreamIsFoundByProbe: only the open watch stream dies (its TCP
+// connection silently dead), the server and new requests are fine. The
+// probe sees changes the watch has not delivered, the watch is restarted
+// on a new connection, and the reflector heals with no outside help.
+func TestDeadStreamIsFoundByProbe(t *testing.T) {
+	e := newEnv(t)
+	e.pod("gone", nil)
+	const stallTimeout = 5 * time.Second
+	r := e.start(reflector.Options{StallTimeout: stallTimeout})
+	waitSynced(t, r)
+	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	stalledAt := time.Now()
+	require.Equal(t, 1, e.proxy.StallOpen(m))
+	e.pod("new", nil)
+	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "gone", metav1.DeleteOptions{}))
+
+	require.Eventually(t, func() bool { return r.Status().GapsDetected[reflector.GapStall] > 0 },
+		stallTimeout+10*time.Second, 50*time.Millisecond, "stall detected")
+	st := r.Status()
+	detectedAfter := st.StateSince.Sub(stalledAt)
+	t.Logf("dead stream detected after %s: %s", detectedAfter, st.Reason)
+	require.Contains(t, st.Reason, "the server holds changes")
+	require.LessOrEqual(t, detectedAfter, stallTimeout+2*time.Second)
+
+	// No UnstallAll: the frozen stream stays frozen, the reflector moves on.
+	require.Eventually(t, func() bool {
+		_, hasNew := cached(r, e.ns, "new")
+		_, hasGone := cached(r, e.ns, "gone")
+		return r.Status().Healthy() && hasNew && !hasGone
+	}, 30*time.Second, 50*time.Millisecond, "healed by itself: %+v", r.Status())
+	assert.Equal(t, 1, r.Status().Relists[reflector.RelistStall])
 }
 
 // TestIdleHealthyWatchIsNeverFlagged runs an idle scope for several stall
@@ -381,13 +427,14 @@ func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
 
 	block := make(chan struct{})
 	defer close(block)
-	stuckRemove, err := r.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { <-block }})
+	stuck, err := r.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { <-block }})
 	require.NoError(t, err)
-	defer stuckRemove()
+	defer stuck.Remove()
 	var seen atomic.Int64
-	remove, err := r.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { seen.Add(1) }})
+	healthy, err := r.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { seen.Add(1) }})
 	require.NoError(t, err)
-	defer remove()
+	defer healthy.Remove()
+	require.Eventually(t, healthy.HasSynced, 10*time.Second, 10*time.Millisecond)
 
 	for i := range 5 {
 		e.pod("p"+strconv.Itoa(i), nil)

@@ -2,6 +2,7 @@ package reflector
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 
@@ -27,7 +28,14 @@ type listWatcher[T Object] struct {
 	// expireNext makes the next Watch call fail with 410, for a relist
 	// forced while no watch was open.
 	expireNext bool
+	// listNext makes the next relist a plain LIST rather than a WatchList:
+	// after a stall the watch path is suspect, and a WatchList through it
+	// would hang for another StallTimeout before client-go falls back.
+	listNext bool
 }
+
+// errSkipWatchList makes client-go fall back from WatchList to LIST.
+var errSkipWatchList = errors.New("kubespawn: relisting with a plain LIST after a stalled watch")
 
 func (lw *listWatcher[T]) applyScope(opts *metav1.ListOptions) {
 	opts.LabelSelector = lw.s.r.opts.Scope.LabelSelector
@@ -64,6 +72,7 @@ func (lw *listWatcher[T]) setRelistReason(reason string) {
 func (lw *listWatcher[T]) forceRelist(reason string) {
 	lw.mu.Lock()
 	lw.relistReason = reason
+	lw.listNext = reason == RelistStall || reason == RelistIdle
 	cur := lw.current
 	lw.current = nil
 	if cur == nil {
@@ -108,6 +117,15 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 	// With client-go's WatchList, the initial list arrives as the first
 	// events of a watch with sendInitialEvents: that watch is the relist.
 	isWatchList := opts.SendInitialEvents != nil && *opts.SendInitialEvents
+	if isWatchList {
+		lw.mu.Lock()
+		skip := lw.listNext
+		lw.listNext = false
+		lw.mu.Unlock()
+		if skip {
+			return nil, errSkipWatchList
+		}
+	}
 	reason := ""
 	if isWatchList {
 		reason = lw.takeRelistReason()

@@ -67,34 +67,59 @@ func (s *subscribers) notifyAll() {
 	}
 }
 
+// HandlerRegistration is a handler added with AddEventHandler.
+type HandlerRegistration interface {
+	// Remove unregisters the handler. Idempotent.
+	Remove()
+	// HasSynced reports whether the handler has been given the initial
+	// list of every namespace in scope.
+	HasSynced() bool
+}
+
 // AddEventHandler registers handler on every namespace's informer. client-go
 // buffers events per handler, so a slow handler delays only itself; one
 // stuck inside a call for longer than HandlerStallThreshold is reported in
-// Status.StuckHandlers and counted as a handler_stall gap. remove
-// unregisters it.
-func (r *Reflector[T]) AddEventHandler(handler cache.ResourceEventHandler) (remove func(), err error) {
+// Status.StuckHandlers and counted as a handler_stall gap.
+func (r *Reflector[T]) AddEventHandler(handler cache.ResourceEventHandler) (HandlerRegistration, error) {
 	h := &timedHandler{inner: handler, clock: r.opts.Clock}
-	var regs []cache.ResourceEventHandlerRegistration
+	reg := &registration{remove: func() {}}
 	for _, s := range r.shards {
-		reg, err := s.informer.AddEventHandler(h)
+		cr, err := s.informer.AddEventHandler(h)
 		if err != nil {
-			for i, reg := range regs {
-				_ = r.shards[i].informer.RemoveEventHandler(reg)
-			}
+			reg.Remove()
 			return nil, err
 		}
-		regs = append(regs, reg)
+		reg.regs = append(reg.regs, cr)
+		reg.informers = append(reg.informers, s.informer)
 	}
 	r.handlers.add(h)
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			for i, reg := range regs {
-				_ = r.shards[i].informer.RemoveEventHandler(reg)
-			}
-			r.handlers.remove(h)
-		})
-	}, nil
+	reg.remove = func() { r.handlers.remove(h) }
+	return reg, nil
+}
+
+type registration struct {
+	regs      []cache.ResourceEventHandlerRegistration
+	informers []cache.SharedIndexInformer
+	remove    func()
+	once      sync.Once
+}
+
+func (g *registration) Remove() {
+	g.once.Do(func() {
+		for i, cr := range g.regs {
+			_ = g.informers[i].RemoveEventHandler(cr)
+		}
+		g.remove()
+	})
+}
+
+func (g *registration) HasSynced() bool {
+	for _, cr := range g.regs {
+		if !cr.HasSynced() {
+			return false
+		}
+	}
+	return true
 }
 
 // checkHandlers counts each handler that became stuck since the last check.

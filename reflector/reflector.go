@@ -218,6 +218,7 @@ func (r *Reflector[T]) WaitForSync(ctx context.Context) error {
 			return ErrStopped
 		}
 		if r.synced() {
+			r.updateState() // so that Status and Readyz agree at once
 			return nil
 		}
 		select {
@@ -226,6 +227,13 @@ func (r *Reflector[T]) WaitForSync(ctx context.Context) error {
 		case <-ticker.C:
 		}
 	}
+}
+
+// State is the current state, cheaper than Status.
+func (r *Reflector[T]) State() State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state
 }
 
 // healthy is Status().Healthy() without building a Status: the read path

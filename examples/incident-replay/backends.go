@@ -70,15 +70,7 @@ func newBaseline(ctx context.Context, proxied *rest.Config, ns string, c Config,
 	if err != nil {
 		return nil, err
 	}
-	opts := legacy.Of2018(ns, legacySelector)
-	// KubeSpawner's restart_seconds was only checked when a watch event
-	// arrived (`for ev in w.stream(...): ... if watch_duration >=
-	// restart_seconds: break`), so a stream that went silent was never
-	// restarted; in 2018 there was no restart at all. The Go replica
-	// enforces RestartEvery with a context deadline, which would cut a
-	// silent stream after 30s and relist: not what happened. Turn it off.
-	opts.RestartEvery = 0
-	refl := legacy.New(client, opts)
+	refl := legacy.New(client, legacy.Of2018(ns, legacySelector))
 	rctx, cancel := context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), logger))
 	b := &baselineBackend{ns: ns, refl: refl, cancel: cancel, done: make(chan struct{}), startLog: logger}
 	go func() { defer close(b.done); refl.Run(rctx) }()

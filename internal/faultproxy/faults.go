@@ -37,6 +37,26 @@ func (p *Proxy) Stall(m Match) {
 	p.logger.V(2).Info("Stall", "match", m)
 }
 
+// StallOpen stalls only the responses matched by m that are open now
+// (typically long-running watches), leaving new requests alone: a TCP
+// connection that died silently under one stream while the network and
+// the server stay fine. It returns how many streams it froze. Only
+// UnstallAll, ClearFaults, ResetConnections or Close release them.
+func (p *Proxy) StallOpen(m Match) int {
+	p.mu.Lock()
+	n := 0
+	for e := range p.open {
+		if m.Matches(e.info) {
+			e.frozen = true
+			n++
+		}
+	}
+	p.broadcastLocked()
+	p.mu.Unlock()
+	p.logger.V(2).Info("StallOpen", "match", m, "streams", n)
+	return n
+}
+
 // Unstall lifts the stall installed by Stall with an equal Match. Streams
 // that no other stall matches resume where they stopped.
 func (p *Proxy) Unstall(m Match) {
@@ -51,6 +71,9 @@ func (p *Proxy) Unstall(m Match) {
 func (p *Proxy) UnstallAll() {
 	p.mu.Lock()
 	clear(p.stalls)
+	for e := range p.open {
+		e.frozen = false
+	}
 	p.broadcastLocked()
 	p.mu.Unlock()
 	p.logger.V(2).Info("Unstall all")
@@ -126,6 +149,9 @@ func (p *Proxy) InjectWatchError(m Match, code int, n int) {
 func (p *Proxy) ClearFaults() {
 	p.mu.Lock()
 	clear(p.stalls)
+	for e := range p.open {
+		e.frozen = false
+	}
 	clear(p.latency)
 	p.injections = nil
 	p.refuse = false
@@ -155,7 +181,7 @@ func (p *Proxy) stalledLocked(ri RequestInfo) bool {
 func (p *Proxy) waitWhileStalled(ctx context.Context, e *entry) error {
 	for {
 		p.mu.Lock()
-		if !p.stalledLocked(e.info) {
+		if !e.frozen && !p.stalledLocked(e.info) {
 			e.blocked = false
 			p.mu.Unlock()
 			return nil

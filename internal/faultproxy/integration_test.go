@@ -565,3 +565,24 @@ func TestGzipRealClient(t *testing.T) {
 	assert.Positive(t, sent)
 	assert.Less(t, sent, int64(len(big)/4), "the body was sent compressed")
 }
+
+// TestStallOpenFreezesOnlyOpenStreams: the open watch goes silent while a
+// watch opened afterwards, and other requests, work normally.
+func TestStallOpenFreezesOnlyOpenStreams(t *testing.T) {
+	e := newEnv(t, faultproxy.Options{})
+	client := e.client(t, nil)
+	old := watchPodsIn(t, client, e.ns)
+	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	require.Equal(t, 1, e.proxy.StallOpen(m))
+
+	fresh := watchPodsIn(t, client, e.ns)
+	e.createPod(t, "p")
+	assert.Equal(t, "p", podName(t, nextEvent(t, fresh)), "a new watch is not stalled")
+	_, err := client.CoreV1().Pods(e.ns).Get(t.Context(), "p", metav1.GetOptions{})
+	require.NoError(t, err, "other requests flow")
+	require.Eventually(t, func() bool { return e.proxy.StalledStreams(m) == 1 }, wait, tick)
+	requireNoEvent(t, old, silence)
+
+	e.proxy.UnstallAll()
+	assert.Equal(t, "p", podName(t, nextEvent(t, old)), "released, it continues where it stopped")
+}

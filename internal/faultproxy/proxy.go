@@ -85,6 +85,7 @@ type entry struct {
 	rec     Record
 	cancel  context.CancelFunc
 	blocked bool // a body write is held back by a stall
+	frozen  bool // stalled by StallOpen, until UnstallAll or ClearFaults
 }
 
 type connKey struct{}

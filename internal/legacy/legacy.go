@@ -52,10 +52,14 @@ func Modern(namespace, selector string) Options {
 	return Options{Namespace: namespace, LabelSelector: selector, TimeoutSeconds: 10, RestartEvery: 30 * time.Second, RequestTimeout: 60 * time.Second}
 }
 
-// Of2018 returns the 2018 behaviour: no client-side request timeout.
+// Of2018 returns the 2018 behaviour: no client-side request timeout and
+// no unconditional restart (today's Python loop checks its restart time
+// only when an event arrives, so a silent stream is never restarted
+// either).
 func Of2018(namespace, selector string) Options {
 	o := Modern(namespace, selector)
 	o.RequestTimeout = 0
+	o.RestartEvery = 0
 	return o
 }
 

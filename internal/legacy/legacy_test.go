@@ -47,10 +47,11 @@ func TestReplicaFreezesOnSilentStall(t *testing.T) {
 	require.Eventually(t, func() bool { _, ok := r.Get("before"); return ok }, 20*time.Second, 20*time.Millisecond)
 
 	p.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
-	// Let the open watch hit its server timeout while stalled: the replica
-	// never sees the close and never relists.
+	// Let the open watch pass its server timeout (10s) and KubeSpawner's
+	// restart period (30s) while stalled: the replica never sees the close
+	// and never relists.
 	createPod(t, direct, "legacy", "during")
-	time.Sleep(12 * time.Second)
+	time.Sleep(35 * time.Second)
 	_, ok := r.Get("during")
 	require.False(t, ok, "the replica's cache is frozen, as in 2018")
 	require.False(t, r.GaveUp(), "and nothing says so")
