@@ -482,16 +482,23 @@ func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
 	p.Stall(faultproxy.Match{Verb: "watch", Resource: "events"})
 	create("stall.2", "Pulling", "during the stall")
 	require.Eventually(t, func() bool { return !r.Status().Healthy() }, 2*time.Minute, 50*time.Millisecond, "the stall is detected")
+	// The stream says it is degraded and still delivers the event. Which
+	// comes first depends on whether the relist after the stall (a plain
+	// LIST) or the fallback poll brings the event in; every update after the
+	// notice is marked degraded.
 	got := until(t, ch, hasReason("Pulling"))
-	require.Len(t, got, 2, "the degraded notice, then the event: %v", messages(got))
-	degraded := got[0]
-	assert.Nil(t, degraded.Event)
-	assert.True(t, degraded.Degraded)
+	if !slices.ContainsFunc(got, func(u Update) bool { return u.Event == nil && u.Degraded }) {
+		got = append(got, until(t, ch, func(u Update) bool { return u.Event == nil && u.Degraded })...)
+	}
+	notice := slices.IndexFunc(got, func(u Update) bool { return u.Event == nil && u.Degraded })
+	require.GreaterOrEqual(t, notice, 0, messages(got))
+	degraded := got[notice]
 	assert.Equal(t, MessageDegraded, degraded.Message)
-	assert.Equal(t, 20, degraded.Progress)
-	// The new event still arrives, through the fallback list.
-	pulling := got[1]
-	assert.True(t, pulling.Degraded)
+	assert.GreaterOrEqual(t, degraded.Progress, 20)
+	for _, u := range got[notice:] {
+		assert.True(t, u.Degraded, "after the notice every update is degraded: %v", messages(got))
+	}
+	pulling := got[slices.IndexFunc(got, hasReason("Pulling"))]
 	assert.Equal(t, "during the stall", pulling.Message)
 	assert.Equal(t, 40, pulling.Progress)
 	create("stall.3", "Pulled", "still stalled")

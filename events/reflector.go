@@ -414,8 +414,14 @@ func (r *Reflector) ListFor(ctx context.Context, pod PodRef) ([]*corev1.Event, r
 // listAPI lists pod's events from the API server, slimmed, in list order
 // (arrival = position).
 func (r *Reflector) listAPI(ctx context.Context, pod PodRef) ([]*item, error) {
+	// ResourceVersion "0": served from the apiserver's watch cache, not
+	// etcd. Every open stream polls while the watch is degraded; the
+	// apiserver's cache is unaffected by our watch's stall, and a full
+	// consistent read per stream would turn one stalled watch into etcd
+	// load (KubeSpawner's issue #753).
 	list, err := r.client.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("involvedObject.uid", string(pod.UID)).String(),
+		FieldSelector:   fields.OneTermEqualSelector("involvedObject.uid", string(pod.UID)).String(),
+		ResourceVersion: "0",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("events: list the events of pod %s/%s: %w", pod.Namespace, pod.Name, err)

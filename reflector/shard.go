@@ -149,9 +149,10 @@ func (s *shard[T]) requestAudit() {
 
 // restart forces a relist for the given gap kind and relist reason.
 func (s *shard[T]) restart(gapKind, relistReason, why string) {
+	// The state first: whoever sees the gap counted also sees the problem.
+	s.setProblem(why)
 	s.r.stats.gap(gapKind)
 	s.r.stats.restart()
-	s.setProblem(why)
 	s.mu.Lock()
 	s.probeFailingSince = time.Time{}
 	s.mu.Unlock()

@@ -171,6 +171,8 @@ func TestBadPathsAndMethods(t *testing.T) {
 		r := s.get(path)
 		assert.Equal(t, http.StatusNotFound, r.code, "GET %s: %s", path, r.body)
 		assert.NotEmpty(t, r.json(t)["error"], "GET %s", path)
+		// A wrong URL must never read as "the API server said NotFound".
+		assert.NotContains(t, r.json(t), "source", "GET %s", path)
 	}
 	for _, c := range []struct{ method, path string }{
 		{http.MethodPost, "/pods"},

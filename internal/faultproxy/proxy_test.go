@@ -622,7 +622,18 @@ func TestStatsRecordsOpenWatches(t *testing.T) {
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
 	listBody, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods/p1/log")
+	logResp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods/p1/log")
+	_, _ = io.Copy(io.Discard, logResp.Body)
+	logResp.Body.Close()
+	// The log request is finished once its whole body is read.
+	require.Eventually(t, func() bool {
+		for _, r := range p.Records() {
+			if r.Subresource == "log" {
+				return !r.End.IsZero()
+			}
+		}
+		return false
+	}, wait, tick)
 	resp = get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
 	ch := lines(resp.Body)
 	<-up.started
