@@ -48,7 +48,7 @@ demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 	$(GO) run ./examples/incident-replay
 
 bench: tools ## benchmarks against plain client-go (see BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./reflector/ ./events/ ./spawner/
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./reflector/ ./events/
 
 localcluster: tools ## start a local control plane + pod simulator and write a kubeconfig
 	$(GO) run ./internal/cmd/localcluster
