@@ -1,0 +1,176 @@
+// Command spawner is a minimal demo spawner service built on kubespawn's
+// spawner package: one pod per user, started, polled and stopped over
+// HTTP, with the pod and event caches shared through a reflector.Registry
+// and a leader-elected sweeper that deletes the pods its user table does
+// not know. See README.md for the HTTP contract and ../RUNBOOK.md for
+// operating it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		klog.ErrorS(err, "kubespawn demo spawner exiting")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+type options struct {
+	kubeconfig, namespace, listen, image, instance, leaseNamespace          string
+	startTimeout, stopTimeout, stallTimeout, imagePullGrace, failureTimeout time.Duration
+	sweepInterval, orphanMinAge, maxAge, shutdownTimeout                    time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("spawner", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration when empty")
+	fs.StringVar(&o.namespace, "namespace", "default", "namespace of the users' pods")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8082", "HTTP address (loopback by default)")
+	fs.StringVar(&o.image, "image", "quay.io/jupyter/base-notebook:latest", "default image of the users' pods")
+	fs.StringVar(&o.instance, "instance", "default", "this service's instance name (pod label "+"kubespawn.io/instance)")
+	fs.DurationVar(&o.startTimeout, "start-timeout", 5*time.Minute, "how long a start may take")
+	fs.DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "how long a stop waits for the pod to be gone")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", 30*time.Second, "how long a stalled watch may go unnoticed (at least 1s)")
+	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long watch recovery may fail before the process exits non-zero to be restarted")
+	fs.DurationVar(&o.imagePullGrace, "image-pull-grace", 30*time.Second, "how long an image pull may fail before the start fails")
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Minute, "interval of the leader-elected sweeper; 0 disables it")
+	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 0, "the sweeper leaves unknown pods younger than this alone (default: --start-timeout)")
+	fs.DurationVar(&o.maxAge, "max-age", 0, "the sweeper also deletes pods older than this, known or not (0: never)")
+	fs.StringVar(&o.leaseNamespace, "lease-namespace", "", "namespace of the sweeper's Lease (default: --namespace)")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "grace for in-flight requests on SIGTERM")
+	klog.InitFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if o.namespace == "" || o.image == "" {
+		return nil, errors.New("--namespace and --image must not be empty")
+	}
+	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.failureTimeout <= 0 {
+		return nil, errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --failure-timeout and --shutdown-timeout must be positive")
+	}
+	if o.stallTimeout < time.Second {
+		return nil, fmt.Errorf("--stall-timeout must be at least 1s, got %s", o.stallTimeout)
+	}
+	if o.sweepInterval < 0 || o.orphanMinAge < 0 || o.maxAge < 0 {
+		return nil, errors.New("--sweep-interval, --orphan-min-age and --max-age must not be negative")
+	}
+	if o.orphanMinAge == 0 {
+		o.orphanMinAge = o.startTimeout
+	}
+	if o.leaseNamespace == "" {
+		o.leaseNamespace = o.namespace
+	}
+	return o, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
+
+// run is the whole program. It returns nil after a graceful shutdown (ctx
+// ended: SIGTERM or SIGINT), and an error (exit status 1) for bad flags, a
+// startup error, or a reflector that failed for good, so that Kubernetes
+// restarts the container.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logger := klog.Background().WithName("spawner")
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("API server configuration: %w", err)
+	}
+	cfg.UserAgent = "kubespawn-demo-spawner"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	failed := make(chan error, 1)
+	srv, err := newServer(klog.NewContext(ctx, logger), Config{
+		Client: client, Registry: reflector.NewRegistry(), Metrics: metrics,
+		Namespace: o.namespace, Instance: o.instance, Image: o.image,
+		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace, StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout,
+		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, LeaseNamespace: o.leaseNamespace,
+		Logger: &logger,
+		OnFailure: func(err error) {
+			select {
+			case failed <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return err
+	}
+	// No WriteTimeout: starts and their progress streams last minutes.
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs.RegisterOnShutdown(srv.Shutdown)
+	srv.Start()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	logger.Info("Serving", "address", ln.Addr().String(), "namespace", o.namespace, "instance", o.instance, "sweepInterval", o.sweepInterval)
+
+	var result error
+	select {
+	case <-ctx.Done():
+		logger.Info("Shutting down: cancelling starts in progress; running pods stay", "cause", context.Cause(ctx))
+	case err := <-failed:
+		result = fmt.Errorf("%w; exiting so that the container is restarted", err)
+	case err := <-serveErr:
+		result = fmt.Errorf("HTTP server: %w", err)
+	}
+	// Shutdown (via RegisterOnShutdown) cancels the starts in flight: each
+	// deletes its pod, then their requests get their answer.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		logger.Info("Graceful shutdown incomplete, closing connections", "err", err)
+		hs.Close()
+	}
+	return result
+}

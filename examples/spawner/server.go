@@ -1,0 +1,617 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/events"
+	"github.com/kubespawn/kubespawn/reflector"
+	"github.com/kubespawn/kubespawn/spawner"
+)
+
+// namePrefix of the pods: kubespawn-<user>-<hash>.
+const namePrefix = "kubespawn"
+
+// Config configures a Server.
+type Config struct {
+	// Client talks to the API server. Servers sharing Client and Registry
+	// share their watches.
+	Client kubernetes.Interface
+	// Registry shares reflectors within the process: one pod watch and one
+	// event watch per namespace, however many Servers (spawner instances)
+	// run in it.
+	Registry *reflector.Registry
+	// Metrics gets every metric: the reflectors' (from the first Server to
+	// acquire them) and each Server's spawner metrics, labelled
+	// spawner=<Instance>.
+	Metrics *prometheus.Registry
+
+	Namespace, Instance, Image string
+	StartTimeout, StopTimeout  time.Duration
+	ImagePullGrace             time.Duration
+	StallTimeout               time.Duration
+	// FailureTimeout: how long reflector recovery may fail before
+	// OnFailure (0: the reflector default, 2m).
+	FailureTimeout    time.Duration
+	DeleteGracePeriod *time.Duration
+
+	// SweepInterval: the sweeper runs every SweepInterval while this
+	// replica holds the Lease kubespawn-sweeper-<Instance> in
+	// LeaseNamespace; 0 disables it. It deletes the instance's pods the
+	// user table does not know (older than OrphanMinAge) and, if MaxAge > 0,
+	// those older than MaxAge.
+	SweepInterval  time.Duration
+	OrphanMinAge   time.Duration
+	MaxAge         time.Duration
+	LeaseNamespace string
+	Identity       string
+	// LeaseDuration, RenewDeadline, RetryPeriod: 0 for the defaults.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+
+	// OnFailure is called when a reflector fails for good (exit and be
+	// restarted).
+	OnFailure func(error)
+	Logger    *klog.Logger
+}
+
+// Server is the demo spawner service: a user table in memory, one pod per
+// user started and stopped through the spawner package.
+type Server struct {
+	cfg     Config
+	logger  klog.Logger
+	sp      *spawner.Spawner
+	pods    *reflector.Reflector[*corev1.Pod]
+	events  *events.Reflector
+	release []func()
+	handler http.Handler
+
+	// ctx bounds background work (starts, the sweeper); cancelled by
+	// Shutdown, which cancels starts in flight (they delete their pods).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	users map[string]*userServer // by user
+}
+
+// userServer is one entry of the user table: what the service believes.
+type userServer struct {
+	user, pod string
+	state     string // starting, running, stopping
+	uid       types.UID
+	podIP     string
+	progress  *progressLog
+}
+
+// newServer acquires the shared reflectors and builds the spawner; the
+// sweeper starts with Start.
+func newServer(ctx context.Context, cfg Config) (_ *Server, err error) {
+	s := &Server{cfg: cfg, logger: klog.Background(), users: map[string]*userServer{}}
+	if cfg.Logger != nil {
+		s.logger = *cfg.Logger
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+		s.cfg.Metrics = cfg.Metrics
+	}
+	defer func() {
+		if err != nil {
+			s.releaseAll()
+		}
+	}()
+	onFailure := func(st reflector.Status) {
+		if cfg.OnFailure != nil {
+			cfg.OnFailure(fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason))
+		}
+	}
+	base := reflector.Options{StallTimeout: cfg.StallTimeout, FailureTimeout: cfg.FailureTimeout, Registerer: cfg.Metrics, OnFailure: onFailure, Logger: &s.logger}
+
+	// One pod watch for every kubespawn pod of the namespace (all
+	// instances: the scope does not name ours, so instances share it).
+	podOpts := base
+	podOpts.Name = "pods"
+	podOpts.Scope = reflector.Scope{Namespaces: []string{cfg.Namespace}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue}
+	pods, releasePods, err := reflector.Acquire(ctx, cfg.Registry, cfg.Client, reflector.Pods, podOpts)
+	if err != nil {
+		return nil, err
+	}
+	s.pods, s.release = pods, append(s.release, releasePods)
+
+	evOpts := base
+	evOpts.Name = "events"
+	evOpts.Scope = reflector.Scope{Namespaces: []string{cfg.Namespace}}
+	ev, releaseEvents, err := events.Acquire(ctx, cfg.Registry, cfg.Client, events.Options{Options: evOpts})
+	if err != nil {
+		return nil, err
+	}
+	s.events, s.release = ev, append(s.release, releaseEvents)
+
+	s.sp, err = spawner.New(spawner.Options{
+		Client: cfg.Client, Pods: pods, Events: ev,
+		Instance: cfg.Instance, NamePrefix: namePrefix,
+		StartTimeout: cfg.StartTimeout, StopTimeout: cfg.StopTimeout, ImagePullGrace: cfg.ImagePullGrace,
+		DeleteGracePeriod: cfg.DeleteGracePeriod,
+		Logger:            &s.logger,
+		Registerer:        prometheus.WrapRegistererWith(prometheus.Labels{"spawner": cfg.Instance}, cfg.Metrics),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), s.logger))
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Start runs the sweeper (if enabled) under leader election.
+func (s *Server) Start() {
+	if s.cfg.SweepInterval <= 0 {
+		return
+	}
+	s.wg.Go(func() {
+		err := s.sp.RunSweeper(s.ctx, spawner.SweeperOptions{
+			Policy: spawner.SweepPolicy{
+				Namespace: s.cfg.Namespace, Delete: true,
+				IsKnown: s.isKnown, OrphanMinAge: s.cfg.OrphanMinAge, MaxAge: s.cfg.MaxAge,
+			},
+			Interval:       s.cfg.SweepInterval,
+			LeaseName:      "kubespawn-sweeper-" + s.cfg.Instance,
+			LeaseNamespace: s.cfg.LeaseNamespace,
+			Identity:       s.cfg.Identity,
+			LeaseDuration:  s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
+		})
+		if err != nil {
+			s.logger.Error(err, "Sweeper not running")
+		}
+	})
+}
+
+// Shutdown cancels starts in flight (each deletes its pod) and stops the
+// sweeper (releasing its Lease); running pods are left running.
+func (s *Server) Shutdown() { s.cancel() }
+
+// Close shuts down, waits for background work and releases the reflectors.
+func (s *Server) Close() {
+	s.Shutdown()
+	s.wg.Wait()
+	s.releaseAll()
+}
+
+func (s *Server) releaseAll() {
+	for _, r := range slices.Backward(s.release) {
+		r()
+	}
+	s.release = nil
+}
+
+// isKnown is the sweeper's orphan test: does the user table have this pod?
+func (s *Server) isKnown(_ context.Context, pod *corev1.Pod) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[pod.Annotations[spawner.AnnotationKey]]
+	return u != nil && u.pod == pod.Name && (u.uid == "" || u.uid == pod.UID), nil
+}
+
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /users/{user}/server", s.startServer)
+	mux.HandleFunc("DELETE /users/{user}/server", s.stopServer)
+	mux.HandleFunc("GET /users/{user}/server", s.pollServer)
+	mux.HandleFunc("GET /users/{user}/server/progress", s.progress)
+	mux.HandleFunc("GET /known-pods", s.knownPods)
+	mux.HandleFunc("GET /healthz", s.health(func(c checker, r *http.Request) error { return c.Healthz(r) }))
+	mux.HandleFunc("GET /readyz", s.health(func(c checker, r *http.Request) error { return c.Readyz(r) }))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// --- start ---
+
+type startBody struct {
+	Image string `json:"image,omitempty"`
+	// Annotations are added to the pod (demo only: a real service would not
+	// let users set them; tests use them to pick a podsim scenario).
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// serverJSON is the answer to a start (also the final SSE event).
+type serverJSON struct {
+	User            string         `json:"user"`
+	Pod             string         `json:"pod"`
+	UID             types.UID      `json:"uid,omitempty"`
+	State           string         `json:"state"` // running, failed
+	PodIP           string         `json:"podIP,omitempty"`
+	DurationSeconds float64        `json:"durationSeconds,omitempty"`
+	Error           string         `json:"error,omitempty"`
+	Reason          string         `json:"reason,omitempty"`
+	PodDeleted      *bool          `json:"podDeleted,omitempty"`
+	CleanupFailed   bool           `json:"cleanupFailed,omitempty"`
+	Events          []string       `json:"events,omitempty"`
+	Progress        []progressJSON `json:"progress,omitempty"`
+	Status          int            `json:"status"` // the HTTP status of a synchronous answer
+}
+
+type progressJSON struct {
+	Message  string `json:"message"`
+	Progress int    `json:"progress"`
+	Warning  bool   `json:"warning"`
+	Degraded bool   `json:"degraded"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("user")
+	var body startBody
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		return
+	}
+	name, err := spawner.PodName(namePrefix, user)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	req := spawner.Request{
+		Key: user, Namespace: s.cfg.Namespace, Annotations: body.Annotations,
+		Spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: cmpOr(body.Image, s.cfg.Image)}}},
+	}
+	s.mu.Lock()
+	if u := s.users[user]; u != nil {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusConflict, map[string]string{"error": "server is " + u.state, "state": u.state, "pod": u.pod})
+		return
+	}
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	u := &userServer{user: user, pod: name, state: "starting", progress: newProgressLog()}
+	s.users[user] = u // known before the create: the sweeper never takes it for an orphan
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	req.Progress = func(up events.Update) { u.progress.add(toProgress(up)) }
+	go s.start(u, req)
+
+	if r.URL.Query().Get("progress") == "sse" {
+		s.streamProgress(w, r, u.progress)
+		return
+	}
+	// The start goes on if the client goes away; it can poll.
+	select {
+	case <-u.progress.done:
+		res := u.progress.final
+		writeJSON(w, res.Status, res)
+	case <-r.Context().Done():
+	}
+}
+
+// start runs in the background, bounded by the server's lifetime, not the
+// request's.
+func (s *Server) start(u *userServer, req spawner.Request) {
+	defer s.wg.Done()
+	res, err := s.sp.Start(s.ctx, req)
+	out := serverJSON{User: u.user, Pod: u.pod}
+	s.mu.Lock()
+	if err == nil {
+		u.uid, u.podIP = res.UID, res.PodIP
+		if u.state == "starting" {
+			u.state = "running"
+		}
+		out.UID, out.PodIP, out.State, out.Status = res.UID, res.PodIP, "running", http.StatusOK
+		out.DurationSeconds = res.Duration.Seconds()
+	} else {
+		if s.users[u.user] == u {
+			delete(s.users, u.user) // the pod is gone (or left for the sweeper)
+		}
+		out.State, out.Error = "failed", err.Error()
+		out.Reason, out.Status = classify(err)
+		var se *spawner.StartError
+		if errors.As(err, &se) {
+			out.UID = se.UID
+			out.PodDeleted = &se.Deleted
+			out.CleanupFailed = se.Cleanup != nil
+			for _, ev := range se.Events {
+				out.Events = append(out.Events, events.Message(ev))
+			}
+		}
+	}
+	s.mu.Unlock()
+	u.progress.finish(out)
+}
+
+// classify maps a Start error to a stable reason (the label of
+// kubespawn_spawner_starts_total) and an HTTP status.
+func classify(err error) (string, int) {
+	for _, c := range []struct {
+		err    error
+		reason string
+		status int
+	}{
+		{spawner.ErrInvalidRequest, "invalid_request", http.StatusBadRequest},
+		{spawner.ErrAlreadyRunning, "already_running", http.StatusConflict},
+		{spawner.ErrNameConflict, "name_conflict", http.StatusConflict},
+		{spawner.ErrStopRequested, "stopped", http.StatusConflict},
+		{spawner.ErrImagePull, "image_pull", http.StatusUnprocessableEntity},
+		{spawner.ErrInvalidImage, "invalid_image", http.StatusUnprocessableEntity},
+		{spawner.ErrCreateContainerConfig, "create_container_config", http.StatusUnprocessableEntity},
+		{spawner.ErrCrashLoop, "crash_loop", http.StatusUnprocessableEntity},
+		{spawner.ErrPodFailed, "pod_failed", http.StatusUnprocessableEntity},
+		{spawner.ErrRejected, "rejected", http.StatusUnprocessableEntity},
+		{spawner.ErrUnschedulable, "unschedulable", http.StatusServiceUnavailable},
+		{spawner.ErrCreateFailed, "create_failed", http.StatusServiceUnavailable},
+		{spawner.ErrDeletedExternally, "deleted_externally", http.StatusServiceUnavailable},
+		{spawner.ErrStartCancelled, "cancelled", http.StatusServiceUnavailable},
+		{spawner.ErrStartTimeout, "timeout", http.StatusGatewayTimeout},
+	} {
+		if errors.Is(err, c.err) {
+			return c.reason, c.status
+		}
+	}
+	return "error", http.StatusInternalServerError
+}
+
+func toProgress(u events.Update) progressJSON {
+	p := progressJSON{Message: u.Message, Progress: u.Progress, Warning: u.Warning, Degraded: u.Degraded}
+	if u.Event != nil {
+		p.Reason = u.Event.Reason
+	}
+	return p
+}
+
+// --- progress ---
+
+// progressLog records a start's progress for any number of readers.
+type progressLog struct {
+	mu      sync.Mutex
+	updates []progressJSON
+	changed chan struct{} // closed and replaced on every change
+	done    chan struct{} // closed once final is set
+	final   serverJSON
+}
+
+func newProgressLog() *progressLog {
+	return &progressLog{changed: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (l *progressLog) add(p progressJSON) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.updates = append(l.updates, p)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *progressLog) finish(res serverJSON) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	res.Progress = slices.Clone(l.updates)
+	l.final = res
+	close(l.done)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// since returns the updates from index i, whether the start is over, and a
+// channel closed on the next change.
+func (l *progressLog) since(i int) ([]progressJSON, bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.done:
+		return slices.Clone(l.updates[i:]), true, nil
+	default:
+		return slices.Clone(l.updates[i:]), false, l.changed
+	}
+}
+
+// streamProgress sends Server-Sent Events: "progress" per update (replayed
+// from the start), then one "result" with the start's outcome.
+func (s *Server) streamProgress(w http.ResponseWriter, r *http.Request, l *progressLog) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming unsupported")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	keepAlive := time.NewTicker(15 * time.Second)
+	defer keepAlive.Stop()
+	sent := 0
+	for {
+		ups, done, changed := l.since(sent)
+		for _, u := range ups {
+			writeSSE(w, "progress", u)
+		}
+		sent += len(ups)
+		if done {
+			writeSSE(w, "result", l.final)
+			fl.Flush()
+			return
+		}
+		fl.Flush()
+		select {
+		case <-changed:
+		case <-keepAlive.C:
+			_, _ = io.WriteString(w, ": keep-alive\n\n")
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func writeSSE(w io.Writer, event string, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+}
+
+func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	u := s.users[r.PathValue("user")]
+	s.mu.Unlock()
+	if u == nil {
+		writeError(w, http.StatusNotFound, "no server started by this service for this user")
+		return
+	}
+	s.streamProgress(w, r, u.progress)
+}
+
+// --- stop, poll ---
+
+func (s *Server) stopServer(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("user")
+	name, err := spawner.PodName(namePrefix, user)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	u := s.users[user]
+	var uid types.UID
+	if u != nil {
+		u.state, uid = "stopping", u.uid
+	}
+	s.mu.Unlock()
+	// Always a DELETE to the API server, whatever the table says. Stop
+	// cancels a start in progress (which deletes its pod). The stop
+	// completes even if the client goes away.
+	err = s.sp.Stop(context.WithoutCancel(r.Context()), s.cfg.Namespace, name, spawner.StopOptions{UID: uid})
+	s.mu.Lock()
+	if u != nil && s.users[user] == u {
+		// Forgotten even if the stop failed: the pod, if any, is then an
+		// orphan and the sweeper retries.
+		delete(s.users, user)
+	}
+	s.mu.Unlock()
+	switch {
+	case errors.Is(err, spawner.ErrStopTimeout):
+		writeError(w, http.StatusGatewayTimeout, err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"user": user, "pod": name, "state": "stopped"})
+	}
+}
+
+type pollJSON struct {
+	User         string           `json:"user"`
+	Pod          string           `json:"pod"`
+	ServiceState string           `json:"serviceState,omitempty"` // starting, running, stopping; empty: unknown to the service
+	State        spawner.State    `json:"state"`
+	Ready        bool             `json:"ready"`
+	Terminating  bool             `json:"terminating,omitempty"`
+	Reason       string           `json:"reason,omitempty"`
+	Message      string           `json:"message,omitempty"`
+	ExitCode     *int32           `json:"exitCode,omitempty"`
+	UID          types.UID        `json:"uid,omitempty"`
+	PodIP        string           `json:"podIP,omitempty"`
+	Source       reflector.Source `json:"source"`
+}
+
+func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("user")
+	name, err := spawner.PodName(namePrefix, user)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	st, err := s.sp.Poll(r.Context(), s.cfg.Namespace, name)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error()) // unknown: never "gone"
+		return
+	}
+	out := pollJSON{User: user, Pod: name, State: st.State, Ready: st.Ready, Terminating: st.Terminating,
+		Reason: st.Reason, Message: st.Message, ExitCode: st.ExitCode, Source: st.Source}
+	if st.Pod != nil {
+		out.UID, out.PodIP = st.Pod.UID, st.Pod.Status.PodIP
+	}
+	s.mu.Lock()
+	if u := s.users[user]; u != nil {
+		out.ServiceState = u.state
+	}
+	s.mu.Unlock()
+	code := http.StatusOK
+	if st.State == spawner.StateStopped && st.Reason == "NotFound" {
+		code = http.StatusNotFound // the API server said so
+	}
+	writeJSON(w, code, out)
+}
+
+// --- known pods, health ---
+
+// KnownPods is the answer of GET /known-pods, the format the sweep CLI's
+// --orphans-from reads: the pods of the user table (starting, running or
+// stopping).
+type KnownPods struct {
+	Namespace string   `json:"namespace"`
+	Instance  string   `json:"instance"`
+	Pods      []string `json:"pods"`
+}
+
+func (s *Server) knownPods(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	out := KnownPods{Namespace: s.cfg.Namespace, Instance: s.cfg.Instance, Pods: make([]string, 0, len(s.users))}
+	for _, u := range s.users {
+		out.Pods = append(out.Pods, u.pod)
+	}
+	s.mu.Unlock()
+	slices.Sort(out.Pods)
+	writeJSON(w, http.StatusOK, out)
+}
+
+type checker interface {
+	Healthz(*http.Request) error
+	Readyz(*http.Request) error
+}
+
+// health answers 200 only if both shared reflectors pass check.
+func (s *Server) health(check func(checker, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var errs []string
+		for _, c := range []checker{s.pods, s.events} {
+			if err := check(c, r); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+		if len(errs) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "errors": errs})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,447 @@
+// Command sweep finds and deletes leaked kubespawn pods: the mybinder.org
+// delete-pods.py of the 2018 incident, done right on top of
+// spawner.Sweep.
+//
+//	sweep --namespace users --older-than 4h            # dry run: list
+//	sweep --namespace users --older-than 4h --delete   # delete, confirm gone
+//	sweep --namespace users --orphans-from http://127.0.0.1:8082/known-pods --delete
+//
+// It lists the spawner's pods (label app.kubernetes.io/managed-by=kubespawn,
+// of one --instance unless --all-instances) page by page, selects those
+// older than --older-than (age from status.startTime, or creationTimestamp
+// for pods never scheduled) and/or those the service does not know
+// (--orphans-from), narrowed by --selector and --name-contains. It is a dry
+// run unless --delete is given; deletes carry a UID precondition and each
+// deletion is confirmed by the API server. See ../RUNBOOK.md.
+//
+// Exit status: 0 when every selected pod was deleted (or in a dry run, or
+// when nothing matched), 1 when a delete failed or the sweep could not run,
+// 2 for bad flags.
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/reflector"
+	"github.com/kubespawn/kubespawn/spawner"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// errUsage marks bad flags (exit status 2).
+var errUsage = errors.New("usage")
+
+// errDeleteFailed is returned when at least one selected pod could not be
+// deleted or confirmed gone (exit status 1).
+var errDeleteFailed = errors.New("some deletions failed")
+
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "sweep: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "sweep: %v\n", err)
+		return 1
+	}
+}
+
+// options are the command-line flags.
+type options struct {
+	kubeconfig   string
+	namespace    string
+	instance     string
+	allInstances bool
+	selector     string
+	olderThan    time.Duration
+	nameContains string
+	orphansFrom  string
+	orphanMinAge time.Duration
+	pageSize     int64
+	delete       bool
+	gracePeriod  time.Duration
+	timeout      time.Duration
+	concurrency  int
+}
+
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster configuration inside a pod, else $KUBECONFIG or ~/.kube/config")
+	fs.StringVar(&o.namespace, "namespace", "", "namespace to sweep (required)")
+	fs.StringVar(&o.instance, "instance", "default", "spawner instance whose pods to sweep (label "+spawner.LabelInstance+")")
+	fs.BoolVar(&o.allInstances, "all-instances", false, "sweep the pods of every spawner instance in the namespace")
+	fs.StringVar(&o.selector, "selector", "", "extra label selector, ANDed with "+spawner.LabelManagedBy+"="+spawner.ManagedByValue+" (e.g. 'tier=free,image!=big')")
+	fs.DurationVar(&o.olderThan, "older-than", 0, "select pods older than this Go duration (e.g. 4h, 90m); age from status.startTime, else creationTimestamp")
+	fs.StringVar(&o.nameContains, "name-contains", "", "only pods whose name contains this string")
+	fs.StringVar(&o.orphansFrom, "orphans-from", "", "URL answering the JSON list of pod names the service knows; pods it does not list (and older than --orphan-min-age) are orphans")
+	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 10*time.Minute, "with --orphans-from: younger pods are never orphans (they may be starting); use at least the service's start timeout")
+	fs.Int64Var(&o.pageSize, "page-size", 500, "pods per list page")
+	fs.BoolVar(&o.delete, "delete", false, "delete the selected pods (default: dry run, delete nothing)")
+	fs.DurationVar(&o.gracePeriod, "grace-period", -1, "grace period of the deletes (rounded up to seconds); negative: each pod's terminationGracePeriodSeconds")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait for each deleted pod to be confirmed gone")
+	fs.IntVar(&o.concurrency, "concurrency", 8, "deletes in flight at once")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
+		}
+		return nil, nil, usageError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, usageError("unexpected arguments %q", fs.Args())
+	}
+	var problems []string
+	if o.namespace == "" {
+		problems = append(problems, "--namespace is required")
+	}
+	if o.olderThan == 0 && o.orphansFrom == "" {
+		problems = append(problems, "nothing selects pods: set --older-than, --orphans-from or both")
+	}
+	if o.olderThan < 0 {
+		problems = append(problems, fmt.Sprintf("--older-than must be positive, got %s", o.olderThan))
+	}
+	if o.orphanMinAge <= 0 {
+		problems = append(problems, fmt.Sprintf("--orphan-min-age must be positive, got %s", o.orphanMinAge))
+	}
+	if o.orphansFrom != "" {
+		if !strings.HasPrefix(o.orphansFrom, "http://") && !strings.HasPrefix(o.orphansFrom, "https://") {
+			problems = append(problems, fmt.Sprintf("--orphans-from must be an http:// or https:// URL, got %q", o.orphansFrom))
+		}
+		if o.allInstances {
+			problems = append(problems, "--orphans-from cannot be combined with --all-instances: a service knows only its own instance's pods")
+		}
+	}
+	if o.pageSize <= 0 {
+		problems = append(problems, fmt.Sprintf("--page-size must be positive, got %d", o.pageSize))
+	}
+	if o.timeout <= 0 || o.concurrency <= 0 {
+		problems = append(problems, "--timeout and --concurrency must be positive")
+	}
+	sel, err := labels.Parse(o.selector)
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("--selector %q: %v", o.selector, err))
+	}
+	if len(problems) > 0 {
+		return nil, nil, usageError("%s", strings.Join(problems, "; "))
+	}
+	return o, sel, nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if cfg, err := rest.InClusterConfig(); err == nil {
+		return cfg, nil
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
+}
+
+// apiOnly is the spawner's PodCache for a one-shot CLI: every read goes to
+// the API server (no watch to open on a flooded cluster), and it never
+// notifies, so waiting for a deletion falls back to a live GET every
+// FallbackInterval.
+type apiOnly struct{ client kubernetes.Interface }
+
+func (a apiOnly) Get(ctx context.Context, namespace, name string) (*corev1.Pod, reflector.Source, error) {
+	pod, err := a.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	return pod, reflector.SourceAPI, err
+}
+
+func (apiOnly) Notify(string, string) (<-chan struct{}, func()) { return nil, func() {} }
+
+// Reasons in the table.
+const (
+	reasonTooOld = "too-old"
+	reasonOrphan = "orphan"
+)
+
+// seen is what the selection callback records about a selected pod:
+// SweptPod carries neither phase nor our reason.
+type seen struct {
+	phase  corev1.PodPhase
+	reason string
+}
+
+// selector decides, for each listed pod, whether to sweep it. SweepPolicy's
+// MaxAge would select old pods before any callback is asked (so --selector
+// could not narrow it) and SweptPod has no phase, so every criterion is
+// applied here, in SweepPolicy.IsKnown: "known" means "leave it alone".
+type selector struct {
+	labels       labels.Selector
+	olderThan    time.Duration
+	known        map[string]bool // nil without --orphans-from
+	orphanMinAge time.Duration
+	now          func() time.Time
+
+	mu   sync.Mutex
+	seen map[types.UID]seen
+}
+
+func (s *selector) isKnown(_ context.Context, pod *corev1.Pod) (bool, error) {
+	if !s.labels.Matches(labels.Set(pod.Labels)) {
+		return true, nil
+	}
+	age := podAge(pod, s.now())
+	reason := ""
+	switch {
+	case s.olderThan > 0 && age > s.olderThan:
+		reason = reasonTooOld
+	case s.known != nil && age >= s.orphanMinAge && !s.known[pod.Name]:
+		reason = reasonOrphan
+	default:
+		return true, nil
+	}
+	s.mu.Lock()
+	s.seen[pod.UID] = seen{phase: pod.Status.Phase, reason: reason}
+	s.mu.Unlock()
+	return false, nil
+}
+
+// minAge is the youngest age at which some criterion may select a pod: the
+// sweep asks isKnown only about pods at least that old.
+func (s *selector) minAge() time.Duration {
+	m := time.Duration(0)
+	if s.olderThan > 0 {
+		m = s.olderThan
+	}
+	if s.known != nil && (m == 0 || s.orphanMinAge < m) {
+		m = s.orphanMinAge
+	}
+	return m
+}
+
+// podAge runs from status.startTime, else creationTimestamp (pods never
+// scheduled have no startTime), as spawner.Sweep computes it.
+func podAge(pod *corev1.Pod, now time.Time) time.Duration {
+	start := pod.CreationTimestamp.Time
+	if pod.Status.StartTime != nil {
+		start = pod.Status.StartTime.Time
+	}
+	return now.Sub(start)
+}
+
+// KnownPods is the answer --orphans-from expects: either this object or a
+// bare JSON array of pod names. Namespace and Instance, when present, must
+// match --namespace and --instance, so a list from the wrong service never
+// turns every pod into an orphan.
+type KnownPods struct {
+	Namespace string   `json:"namespace,omitempty"`
+	Instance  string   `json:"instance,omitempty"`
+	Pods      []string `json:"pods"`
+}
+
+func fetchKnown(ctx context.Context, url string, o *options) (map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("--orphans-from: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("--orphans-from: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("--orphans-from %s: reading the answer: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("--orphans-from %s: HTTP %d: %.200s", url, resp.StatusCode, body)
+	}
+	var kp KnownPods
+	trimmed := strings.TrimSpace(string(body))
+	if strings.HasPrefix(trimmed, "[") {
+		err = json.Unmarshal(body, &kp.Pods)
+	} else {
+		err = json.Unmarshal(body, &kp)
+		if err == nil && kp.Pods == nil {
+			err = errors.New(`no "pods" field`)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--orphans-from %s: expected a JSON array of pod names or {\"pods\": [...]}: %w", url, err)
+	}
+	if kp.Namespace != "" && kp.Namespace != o.namespace {
+		return nil, fmt.Errorf("--orphans-from %s lists the pods of namespace %q, not %q", url, kp.Namespace, o.namespace)
+	}
+	if kp.Instance != "" && kp.Instance != o.instance {
+		return nil, fmt.Errorf("--orphans-from %s lists the pods of instance %q, not %q (--instance)", url, kp.Instance, o.instance)
+	}
+	known := make(map[string]bool, len(kp.Pods))
+	for _, n := range kp.Pods {
+		known[n] = true
+	}
+	return known, nil
+}
+
+// run is the whole program, driven by tests with their own args and
+// writers. It returns nil on success, an error wrapping errUsage for bad
+// flags and errDeleteFailed when a deletion failed.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, labelSel, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("API server configuration: %w", err)
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "kubespawn-sweep"
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+
+	sel := &selector{labels: labelSel, olderThan: o.olderThan, orphanMinAge: o.orphanMinAge, now: time.Now, seen: map[types.UID]seen{}}
+	if o.orphansFrom != "" {
+		// Fetched before listing: a pod started after this answer is
+		// younger than --orphan-min-age, so never taken for an orphan.
+		if sel.known, err = fetchKnown(ctx, o.orphansFrom, o); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "%s knows %d pods\n", o.orphansFrom, len(sel.known))
+	}
+
+	// Quiet by default: the table is the output. -v style logging is for
+	// the library's own use.
+	logger := klog.Background().V(1)
+	sp, err := spawner.New(spawner.Options{
+		Client:           client,
+		Pods:             apiOnly{client},
+		Instance:         o.instance,
+		StopTimeout:      o.timeout,
+		FallbackInterval: time.Second,
+		Logger:           &logger,
+	})
+	if err != nil {
+		return usageError("%v", err)
+	}
+	policy := spawner.SweepPolicy{
+		Namespace:    o.namespace,
+		AllInstances: o.allInstances,
+		IsKnown:      sel.isKnown,
+		OrphanMinAge: sel.minAge(),
+		NameContains: o.nameContains,
+		Delete:       o.delete,
+		PageSize:     o.pageSize,
+		Concurrency:  o.concurrency,
+	}
+	if o.gracePeriod >= 0 {
+		policy.GracePeriod = &o.gracePeriod
+	}
+	res, sweepErr := sp.Sweep(ctx, policy)
+	if sweepErr != nil && len(res.Failed) == 0 {
+		return sweepErr // the list itself failed: nothing was decided
+	}
+	report(stdout, o, sel, res)
+	if len(res.Failed) > 0 {
+		return fmt.Errorf("%w: %d of %d pods not deleted (see the table)", errDeleteFailed, len(res.Failed), len(res.Selected))
+	}
+	return nil
+}
+
+type row struct {
+	pod    spawner.SweptPod
+	phase  string
+	reason string
+	action string
+}
+
+func report(w io.Writer, o *options, sel *selector, res spawner.SweepResult) {
+	scope := "instance " + o.instance
+	if o.allInstances {
+		scope = "all instances"
+	}
+	terminating := 0
+	for _, s := range res.Skipped {
+		if s.Reason == "terminating" {
+			terminating++
+		}
+	}
+	fmt.Fprintf(w, "scanned %d kubespawn pods in namespace %s (%s), %d already terminating\n", res.Scanned, o.namespace, scope, terminating)
+	if len(res.Selected) == 0 {
+		fmt.Fprintln(w, "no pods matched")
+		return
+	}
+	status := map[types.UID]string{}
+	for _, p := range res.Deleted {
+		status[p.UID] = "deleted"
+	}
+	for _, p := range res.Failed {
+		status[p.UID] = "failed: " + p.Err.Error()
+	}
+	rows := make([]row, 0, len(res.Selected))
+	for _, p := range res.Selected {
+		s := sel.seen[p.UID]
+		r := row{pod: p, phase: string(s.phase), reason: s.reason, action: "would-delete"}
+		if r.phase == "" {
+			r.phase = "Unknown"
+		}
+		if !res.DryRun {
+			r.action = cmp.Or(status[p.UID], "failed: no result")
+		}
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		return cmp.Or(strings.Compare(a.pod.Namespace, b.pod.Namespace), strings.Compare(a.pod.Name, b.pod.Name))
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tAGE\tPHASE\tREASON\tACTION")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.pod.Namespace, r.pod.Name, duration.HumanDuration(r.pod.Age), r.phase, r.reason, r.action)
+	}
+	tw.Flush()
+	dry := "no"
+	if res.DryRun {
+		dry = "yes"
+	}
+	fmt.Fprintf(w, "%d pods matched, %d deleted, %d failed (dry run: %s)\n", len(res.Selected), len(res.Deleted), len(res.Failed), dry)
+	if res.DryRun {
+		fmt.Fprintln(w, "dry run: nothing was deleted; add --delete to delete these pods")
+	}
+}
