@@ -49,9 +49,13 @@
 //  8. Creates are retried only on transient errors (429 honouring
 //     Retry-After, 5xx, timeouts, connection errors), with CreateBackoff;
 //     Invalid, BadRequest, Forbidden and other permanent refusals fail at
-//     once (ErrRejected). A create that failed ambiguously (a timeout can
-//     hide a success) is recognised by the pod's start-ID annotation, so it
-//     is neither mistaken for a conflict nor leaked.
+//     once (ErrRejected). A create that failed ambiguously (a timeout, or a
+//     201 whose body was lost, can hide a success) is recognised by the
+//     pod's start-ID annotation, so it is neither mistaken for a conflict
+//     nor leaked: if the start fails, its cleanup keeps looking for the pod
+//     for a settle window (min(StopTimeout/2, 30s)), deletes it if it
+//     appears, and otherwise reports ErrCleanupFailed (outcome unconfirmed)
+//     rather than a clean failure.
 //
 // Pods are named deterministically from the key ([PodName]) and labelled
 // ([LabelManagedBy], [LabelInstance], [LabelKeyHash], with the raw key in
@@ -64,7 +68,10 @@
 // spawner's pods page by page, selects those older than MaxAge (from
 // status.startTime, or creationTimestamp for pods never scheduled) and/or
 // those the service no longer knows (IsKnown), is a dry run unless Delete is
-// set, and deletes with UID preconditions, confirming each deletion.
+// set, and deletes with UID preconditions, confirming each deletion. Before
+// each delete the pod is read again from the API server under its name lock
+// and the policy re-applied, so a pod a Start just adopted, or the service
+// just learned about, is left alone; pods in use are skipped, not waited for.
 // [Spawner.RunSweeper] runs it periodically under leader election on a
 // coordination.k8s.io Lease, so replicas never sweep at once.
 //

@@ -24,7 +24,9 @@ var (
 	// BadRequest, Forbidden, ...). It was not retried.
 	ErrRejected = errors.New("spawner: pod rejected by the API server")
 	// ErrCreateFailed: the create kept failing with transient errors until
-	// the retry budget (CreateBackoff) ran out.
+	// the retry budget (CreateBackoff) ran out, or failed without an answer
+	// of the API server (e.g. the response body could not be read), so that
+	// the pod may have been created: the cleanup then looks for it.
 	ErrCreateFailed = errors.New("spawner: pod create failed")
 	// ErrAlreadyRunning: a pod of ours with this name already runs and
 	// AdoptRunning is off.
@@ -53,7 +55,10 @@ var (
 	// ErrStopTimeout: the pod was not confirmed gone within the stop timeout.
 	ErrStopTimeout = errors.New("spawner: pod not gone within the stop timeout")
 	// ErrCleanupFailed: a failed start could not delete (or confirm the
-	// deletion of) its pod. The pod is reported for the sweeper.
+	// deletion of) its pod, or, after a create whose outcome is unknown,
+	// could not establish within the settle window (min(StopTimeout/2, 30s))
+	// whether the pod exists ("create outcome unconfirmed"). The pod, if
+	// any, is left for the sweeper.
 	ErrCleanupFailed = errors.New("spawner: cleanup of the failed pod did not complete")
 )
 

@@ -473,7 +473,7 @@ func TestIntegrationUIDPreconditionProtectsSuccessor(t *testing.T) {
 
 func TestIntegrationEvictedPodPollsStoppedAndRestarts(t *testing.T) {
 	e := newEnv(t, nil)
-	res, err := e.sp.Start(t.Context(), e.request("liam", podsim.ScenarioEvict, podsim.AnnotationStartDelay, "2s"))
+	res, err := e.sp.Start(t.Context(), e.request("liam", podsim.ScenarioEvict, podsim.AnnotationStartDelay, "6s"))
 	require.NoError(t, err)
 	var st PodStatus
 	require.Eventually(t, func() bool {

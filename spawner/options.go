@@ -58,6 +58,13 @@ type Options struct {
 
 	// StartTimeout bounds a Start (create, retries and waiting). Default 5m.
 	StartTimeout time.Duration
+	// MaxStartTimeout is the longest Request.StartTimeout accepted; a longer
+	// one is rejected with ErrInvalidRequest. It is also the default
+	// SweepPolicy.OrphanMinAge, so that the orphan sweep never selects the
+	// pod of a start still in progress (set it alike in every process that
+	// starts or sweeps the same pods). Default: StartTimeout; must not be
+	// below it.
+	MaxStartTimeout time.Duration
 	// StopTimeout bounds waiting for a pod to be gone, in Stop, in the
 	// cleanup of a failed start and per pod in Sweep. Default 1m.
 	StopTimeout time.Duration
@@ -113,7 +120,7 @@ func (o Options) withDefaults() (Options, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"StartTimeout", o.StartTimeout}, {"StopTimeout", o.StopTimeout}, {"ImagePullGrace", o.ImagePullGrace}, {"FallbackInterval", o.FallbackInterval}} {
+	}{{"StartTimeout", o.StartTimeout}, {"MaxStartTimeout", o.MaxStartTimeout}, {"StopTimeout", o.StopTimeout}, {"ImagePullGrace", o.ImagePullGrace}, {"FallbackInterval", o.FallbackInterval}} {
 		if d.v < 0 {
 			problems = append(problems, fmt.Sprintf("%s must not be negative, got %s", d.name, d.v))
 		}
@@ -138,6 +145,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = defaultStartTimeout
+	}
+	if o.MaxStartTimeout == 0 {
+		o.MaxStartTimeout = o.StartTimeout
+	}
+	if o.MaxStartTimeout < o.StartTimeout {
+		return o, fmt.Errorf("%w: MaxStartTimeout %s is below StartTimeout %s", ErrInvalidOptions, o.MaxStartTimeout, o.StartTimeout)
 	}
 	if o.StopTimeout == 0 {
 		o.StopTimeout = defaultStopTimeout

@@ -31,11 +31,14 @@ type Request struct {
 	// Spec is the pod spec; it is copied, never modified. Required, with at
 	// least one container.
 	Spec *corev1.PodSpec
-	// StartTimeout overrides Options.StartTimeout when positive.
+	// StartTimeout overrides Options.StartTimeout when positive. It must not
+	// exceed Options.MaxStartTimeout.
 	StartTimeout time.Duration
 	// Progress, if set, is called with the pod's progress updates, in order,
 	// from one goroutine, and never after Start returns. It must not block
-	// for long.
+	// for long: a failed start cleans up without waiting for it, and a
+	// callback still blocked 2s after the start ended is abandoned (Start
+	// returns while that call runs on; it gets no further updates).
 	Progress func(events.Update)
 }
 
@@ -75,6 +78,9 @@ func (s *Spawner) buildPod(req Request) (*corev1.Pod, time.Duration, error) {
 	}
 	if req.StartTimeout < 0 {
 		return nil, 0, invalidRequest("negative StartTimeout %s", req.StartTimeout)
+	}
+	if req.StartTimeout > s.opts.MaxStartTimeout {
+		return nil, 0, invalidRequest("StartTimeout %s exceeds MaxStartTimeout %s", req.StartTimeout, s.opts.MaxStartTimeout)
 	}
 	if err := validateSpec(req.Spec); err != nil {
 		return nil, 0, err

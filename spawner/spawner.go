@@ -168,6 +168,28 @@ func (l *nameLocks) cancelStart(key string, cause error) bool {
 	return false
 }
 
+// tryLock acquires key's lock only if no operation holds or waits for it;
+// it never waits. The returned function releases it.
+func (l *nameLocks) tryLock(key string) (func(), bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m[key] != nil {
+		return nil, false
+	}
+	nl := &nameLock{sem: make(chan struct{}, 1), refs: 1}
+	nl.sem <- struct{}{}
+	l.m[key] = nl
+	return func() {
+		<-nl.sem
+		l.mu.Lock()
+		nl.refs--
+		if nl.refs == 0 {
+			delete(l.m, key)
+		}
+		l.mu.Unlock()
+	}, true
+}
+
 // busy reports whether an operation holds or waits for key's lock.
 func (l *nameLocks) busy(key string) bool {
 	l.mu.Lock()

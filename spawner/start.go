@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -23,9 +24,11 @@ const maxWarningEvents = 5
 // and all its containers are ready. On any failure after the create was
 // sent (fail-fast reason, timeout, cancellation, Stop) it deletes the pod it
 // created, with a UID precondition, and returns only once the API server
-// confirms it gone; if that cleanup fails the error says so (ErrCleanupFailed)
-// and the pod is counted and logged for the sweeper. Errors are *StartError
-// (or wrap ErrInvalidRequest) and match the sentinel errors with errors.Is.
+// confirms it gone; if that cleanup fails, or a create whose outcome is
+// unknown can be neither found nor ruled out within the settle window, the
+// error says so (ErrCleanupFailed) and the pod is counted and logged for the
+// sweeper. Errors are *StartError (or wrap ErrInvalidRequest) and match the
+// sentinel errors with errors.Is.
 func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
 	begin := s.opts.Clock.Now()
 	pod, timeout, err := s.buildPod(req)
@@ -79,9 +82,13 @@ func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeo
 
 	res, err := a.run(sctx)
 	if err == nil {
+		a.waitProgress(ctx)
 		return res, nil
 	}
 	se := a.startError(sctx, err)
+	// The progress stream was cancelled when waitReady returned; a blocked
+	// Progress callback must not delay the cleanup, so it is waited for
+	// (bounded) only afterwards.
 	if a.uid != "" || a.ambiguous {
 		deleted, cerr := a.cleanup(ctx)
 		se.Deleted = deleted
@@ -92,6 +99,10 @@ func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeo
 		} else if deleted {
 			s.metrics.deletedOnFail.Inc()
 		}
+	}
+	a.waitProgress(ctx)
+	if se.UID == "" {
+		se.UID = a.uid // an ambiguous create may have been resolved by the cleanup
 	}
 	if s.opts.Events != nil && se.UID != "" {
 		se.Events = lastWarnings(s.opts.Events.For(events.PodRef{Namespace: se.Namespace, Name: se.Name, UID: se.UID}))
@@ -112,6 +123,8 @@ type attempt struct {
 	// must look for a pod carrying our start ID.
 	ambiguous bool
 	adopted   bool
+	// progress forwards events to req.Progress; nil when not streaming.
+	progress *progressForwarder
 }
 
 func (a *attempt) run(ctx context.Context) (*Result, error) {
@@ -188,6 +201,13 @@ func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
 				continue // the old pod is gone: create again
 			}
 		} else if !isTransient(err) {
+			if maybeCreated(err) {
+				// Not an answer of the API server (a 201 whose body could
+				// not be read, for instance): the pod may exist. Not
+				// retried, but not a rejection either; cleanup looks for it.
+				a.ambiguous = true
+				return nil, &StartError{Reason: ErrCreateFailed, Message: "the outcome of the create is unknown", Err: err}
+			}
 			return nil, &StartError{Reason: ErrRejected, Err: err}
 		}
 		a.ambiguous = a.ambiguous || maybeCreated(err)
@@ -261,9 +281,11 @@ func (a *attempt) waitReady(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, 
 	notify, unsubscribe := s.opts.Pods.Notify(pod.Namespace, pod.Name)
 	defer unsubscribe()
 
-	if s.opts.Events != nil && a.req.Progress != nil {
-		stop := a.forwardProgress(ctx)
-		defer stop()
+	if s.opts.Events != nil && a.req.Progress != nil && a.progress == nil {
+		a.progress = a.forwardProgress(ctx)
+		// Only cancel the stream here: start waits for the callback after
+		// the cleanup, bounded (a blocked callback cannot block a cleanup).
+		defer a.progress.cancel()
 	}
 
 	var pullSince time.Time
@@ -331,59 +353,152 @@ func (a *attempt) observe(ctx context.Context, useCache bool) (*corev1.Pod, erro
 	return pod, nil
 }
 
-// forwardProgress streams this pod's progress to req.Progress. The returned
-// function ends the stream and waits until the callback has seen everything
-// delivered so far, so Progress is never called after Start returns.
-func (a *attempt) forwardProgress(ctx context.Context) func() {
+// progressWait bounds how long Start waits, after the progress stream was
+// cancelled (and after any cleanup), for the Progress callback to finish.
+// A callback still blocked then is abandoned: Start returns while it runs,
+// and it is given no further updates.
+const progressWait = 2 * time.Second
+
+// progressForwarder is the goroutine feeding req.Progress.
+type progressForwarder struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	abandoned bool
+}
+
+// forwardProgress streams this pod's progress to req.Progress from one
+// goroutine. cancel ends the stream; waitProgress then waits until the
+// callback has seen everything delivered so far, so that Progress is not
+// called after Start returns (unless it blocked for longer than
+// progressWait and was abandoned).
+func (a *attempt) forwardProgress(ctx context.Context) *progressForwarder {
 	pctx, cancel := context.WithCancel(ctx)
+	p := &progressForwarder{cancel: cancel, done: make(chan struct{})}
 	stream, err := a.s.opts.Events.Stream(pctx, events.PodRef{Namespace: a.want.Namespace, Name: a.want.Name, UID: a.uid})
 	if err != nil {
-		cancel()
 		klog.FromContext(ctx).Error(err, "Cannot stream pod events; no progress will be reported")
-		return func() {}
+		close(p.done)
+		return p
 	}
-	done := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(p.done)
 		for u := range stream {
-			a.req.Progress(u)
+			p.mu.Lock()
+			abandoned := p.abandoned
+			p.mu.Unlock()
+			if !abandoned { // once abandoned, only drain the stream
+				a.req.Progress(u)
+			}
 		}
 	}()
-	return func() {
-		cancel()
-		<-done
+	return p
+}
+
+// waitProgress cancels the progress stream, if any, and waits up to
+// progressWait for the callback to return.
+func (a *attempt) waitProgress(ctx context.Context) {
+	p := a.progress
+	if p == nil {
+		return
+	}
+	p.cancel()
+	t := a.s.opts.Clock.NewTimer(progressWait)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C():
+		p.mu.Lock()
+		p.abandoned = true
+		p.mu.Unlock()
+		klog.FromContext(ctx).Info("Progress callback still blocked; abandoned", "waited", progressWait)
 	}
 }
 
+// maxSettleWindow caps how long the cleanup of an ambiguous create watches
+// for the pod to appear (see settleWindow).
+const maxSettleWindow = 30 * time.Second
+
+// settleWindow is how long the cleanup of an ambiguous create keeps looking
+// for a pod carrying its start ID: a create stuck in a slow API server can
+// still commit after the start gave up on it. It is min(StopTimeout/2, 30s):
+// a Stop that cancelled the start waits for this cleanup within its own
+// StopTimeout, and needs time left for its DELETE.
+func (s *Spawner) settleWindow() time.Duration {
+	return min(s.opts.StopTimeout/2, maxSettleWindow)
+}
+
+// errCreateUnconfirmed: after an ambiguous create, no pod of this start
+// appeared within the settle window; it might still appear later.
+var errCreateUnconfirmed = errors.New("create outcome unconfirmed")
+
 // cleanup deletes the pod this start created (or adopted) and waits until
-// the API server confirms it gone. It runs on a fresh context bounded by
-// StopTimeout, since the caller's may be cancelled already.
-func (a *attempt) cleanup(parent context.Context) (bool, error) {
+// the API server confirms it gone. deleted reports that this cleanup
+// deleted it (false if the API server said it was gone already). It runs on
+// fresh contexts, since the caller's may be cancelled already: the delete
+// is bounded by StopTimeout; after an ambiguous create, the search for the
+// pod first takes up to settleWindow.
+func (a *attempt) cleanup(parent context.Context) (deleted bool, err error) {
 	s := a.s
-	ctx, cancel := s.withTimeout(context.WithoutCancel(parent), s.opts.StopTimeout, ErrStopTimeout)
-	defer cancel()
 	ns, name := a.want.Namespace, a.want.Name
 	uid := a.uid
 	if uid == "" {
 		// A create failed ambiguously: look for a pod carrying our start ID.
-		pod, err := s.liveGet(ctx, ns, name)
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		if err != nil {
+		if uid, err = a.findAmbiguous(parent); err != nil {
 			return false, err
 		}
-		if pod.Annotations[AnnotationStartID] != a.startID {
-			return false, nil // not created by this start
-		}
-		uid = pod.UID
 		a.uid = uid
 	}
+	ctx, cancel := s.withTimeout(context.WithoutCancel(parent), s.opts.StopTimeout, ErrStopTimeout)
+	defer cancel()
 	klog.FromContext(parent).V(2).Info("Deleting the pod of a failed start", "uid", uid)
-	if _, err := s.deleteAndConfirm(ctx, ns, name, uid, s.opts.DeleteGracePeriod); err != nil {
+	alreadyGone, err := s.deleteAndConfirm(ctx, ns, name, uid, s.opts.DeleteGracePeriod)
+	if err != nil {
 		return false, err
 	}
-	return true, nil
+	return !alreadyGone, nil
+}
+
+// findAmbiguous looks, through the API server, for the pod of an ambiguous
+// create (one carrying this start's ID) and returns its UID. A NotFound, or
+// the name held by another pod, proves nothing while the create may still
+// be in flight in the API server: it keeps looking (on cache notifications
+// and every FallbackInterval) for settleWindow, and then fails with
+// errCreateUnconfirmed.
+func (a *attempt) findAmbiguous(parent context.Context) (types.UID, error) {
+	s := a.s
+	ns, name := a.want.Namespace, a.want.Name
+	window := s.settleWindow()
+	ctx, cancel := s.withTimeout(context.WithoutCancel(parent), window, errCreateUnconfirmed)
+	defer cancel()
+	notify, unsubscribe := s.opts.Pods.Notify(ns, name)
+	defer unsubscribe()
+	pods := s.opts.Client.CoreV1().Pods(ns)
+	last := "no pod"
+	for {
+		pod, err := pods.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil && pod.Annotations[AnnotationStartID] == a.startID:
+			return pod.UID, nil
+		case err == nil:
+			last = fmt.Sprintf("the name is held by pod UID %s of another start", pod.UID)
+		case apierrors.IsNotFound(err):
+			last = "no pod"
+		case ctx.Err() == nil:
+			last = fmt.Sprintf("last GET failed: %v", err)
+		}
+		t := s.opts.Clock.NewTimer(s.opts.FallbackInterval)
+		select {
+		case <-notify:
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			return "", fmt.Errorf("%w: no pod with start ID %s appeared within %s (%s); it may still be created",
+				errCreateUnconfirmed, a.startID, window, last)
+		}
+		t.Stop()
+	}
 }
 
 func lastWarnings(evs []*corev1.Event) []*corev1.Event {

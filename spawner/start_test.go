@@ -3,7 +3,10 @@ package spawner
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -189,14 +192,24 @@ func TestStartTransientRetriesExhausted(t *testing.T) {
 		o.CreateBackoff = func() backoff.BackOff {
 			return backoff.WithMaxRetries(backoff.NewConstantBackOff(time.Millisecond), 2)
 		}
+		o.StopTimeout = 600 * time.Millisecond // settle window 300ms
 	})
 	f.client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewServiceUnavailable("down")
 	})
 	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
 	require.ErrorIs(t, err, ErrCreateFailed)
-	// A 503 might hide a success: cleanup looks (via the API) before returning.
-	assert.Equal(t, []string{"create pods", "create pods", "create pods", "get pods"}, verbs(f.client))
+	// A 503 might hide a success: cleanup looks (via the API) before
+	// returning, for the whole settle window, since a single NotFound proves
+	// nothing while the create may still commit; no pod appeared, so the
+	// outcome is reported unconfirmed rather than clean.
+	require.ErrorIs(t, err, ErrCleanupFailed)
+	v := verbs(f.client)
+	require.Greater(t, len(v), 4)
+	assert.Equal(t, []string{"create pods", "create pods", "create pods"}, v[:3])
+	for _, verb := range v[3:] {
+		assert.Equal(t, "get pods", verb)
+	}
 }
 
 // A create that succeeded behind a timeout is recognised as ours on retry,
@@ -552,4 +565,276 @@ func TestSpawnerOpensNoWatches(t *testing.T) {
 	_, err = f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: time.Nanosecond, Delete: true})
 	require.NoError(t, err)
 	assert.Equal(t, before, watches(), "no watch opened by the spawner")
+}
+
+// fakeStreamError stands for golang.org/x/net/http2.StreamError.
+type fakeStreamError struct{}
+
+func (fakeStreamError) Error() string {
+	return "stream error: stream ID 3; INTERNAL_ERROR; received from peer"
+}
+
+// The server answers 201 but the connection drops while the body is read:
+// client-go returns a plain wrapped error (rest/request.go) that is neither
+// an API status nor recognised as transient. The pod exists: it must be
+// found, deleted and confirmed gone, and the error is not a rejection.
+func TestStartReadErrorAfterCreateIsCleanedUp(t *testing.T) {
+	for name, readErr := range map[string]error{
+		"stream error":     fmt.Errorf("stream error when reading response body, may be caused by closed connection. Please retry. Original error: %w", fakeStreamError{}),
+		"unexpected error": fmt.Errorf("unexpected error when reading response body. Please retry. Original error: %w", io.ErrUnexpectedEOF),
+	} {
+		t.Run(name, func(t *testing.T) {
+			require.False(t, isTransient(readErr), "the case the fix is about")
+			reg := prometheus.NewRegistry()
+			warn := &corev1.Event{Type: corev1.EventTypeWarning, Reason: "Failed", Message: "simulated"}
+			f := newFixture(t, func(o *Options) { o.Registerer = reg; o.Events = &fakeEvents{events: []*corev1.Event{warn}} })
+			var uid types.UID
+			f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod).DeepCopy()
+				pod.UID = randUID()
+				uid = pod.UID
+				require.NoError(t, f.client.Tracker().Add(pod))
+				return true, nil, readErr
+			})
+			_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+			require.ErrorIs(t, err, ErrCreateFailed)
+			assert.NotErrorIs(t, err, ErrRejected, "the server did not refuse the pod")
+			assert.NotErrorIs(t, err, ErrCleanupFailed)
+			var se *StartError
+			require.ErrorAs(t, err, &se)
+			assert.True(t, se.Deleted, "pod deleted and confirmed gone")
+			assert.False(t, f.podExists(t, se.Name), "no leak")
+			assertDeletedWithUID(t, f, uid)
+			assert.Equal(t, uid, se.UID, "the UID found by the cleanup is reported")
+			assert.Equal(t, []*corev1.Event{warn}, se.Events, "warning events of the pod found by the cleanup")
+			assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.deletedOnFail))
+			assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.starts.WithLabelValues("create_failed")))
+		})
+	}
+}
+
+func TestMaybeCreated(t *testing.T) {
+	for code := 400; code < 500; code++ {
+		err := apierrors.NewGenericServerResponse(code, "POST", corev1.Resource("pods"), "x", "", 0, false)
+		assert.False(t, maybeCreated(err), "%d: the API server refused", code)
+	}
+	for _, err := range []error{
+		apierrors.NewInternalError(errors.New("x")), apierrors.NewServiceUnavailable("x"),
+		apierrors.NewServerTimeout(corev1.Resource("pods"), "create", 1), apierrors.NewTimeoutError("x", 1),
+		errors.New("unexpected error when reading response body"), syscall.ECONNRESET,
+	} {
+		assert.True(t, maybeCreated(err), "%v", err)
+	}
+}
+
+// The start timeout fires while the create is stuck in a slow API server;
+// the create commits only after the cleanup's first GET said NotFound. The
+// cleanup keeps looking for the settle window, and deletes the pod.
+func TestStartAmbiguousCreateCommittingLateIsCleanedUp(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(o *Options) {
+		o.StartTimeout = 200 * time.Millisecond
+		o.StopTimeout = 5 * time.Second
+		o.Registerer = reg
+	})
+	firstGet := make(chan struct{})
+	added := make(chan types.UID, 1)
+	var gets atomic.Int32
+	f.client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if gets.Add(1) == 1 {
+			close(firstGet)
+		}
+		return false, nil, nil
+	})
+	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod).DeepCopy()
+		pod.UID = randUID()
+		go func() {
+			<-firstGet
+			time.Sleep(50 * time.Millisecond)
+			assert.NoError(t, f.client.Tracker().Add(pod))
+			added <- pod.UID
+		}()
+		time.Sleep(300 * time.Millisecond) // stuck past the start timeout
+		return true, nil, apierrors.NewServerTimeout(corev1.Resource("pods"), "create", 1)
+	})
+	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	require.ErrorIs(t, err, ErrStartTimeout)
+	var uid types.UID
+	select {
+	case uid = <-added:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the late create never happened")
+	}
+	assert.NotErrorIs(t, err, ErrCleanupFailed)
+	var se *StartError
+	require.ErrorAs(t, err, &se)
+	assert.True(t, se.Deleted)
+	assert.Equal(t, uid, se.UID)
+	assert.False(t, f.podExists(t, se.Name), "the late pod was deleted before Start returned")
+	assertDeletedWithUID(t, f, uid)
+	assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.deletedOnFail))
+	assert.Zero(t, testutil.ToFloat64(f.sp.metrics.cleanupFailed))
+}
+
+// An ambiguous create whose pod never shows up within the settle window is
+// not reported clean: the outcome is unconfirmed.
+func TestStartAmbiguousCreateUnconfirmed(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(o *Options) {
+		o.CreateBackoff = func() backoff.BackOff { return &backoff.StopBackOff{} }
+		o.StopTimeout = 600 * time.Millisecond // settle window 300ms
+		o.Registerer = reg
+	})
+	f.client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServerTimeout(corev1.Resource("pods"), "create", 1)
+	})
+	begin := time.Now()
+	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	require.ErrorIs(t, err, ErrCreateFailed)
+	require.ErrorIs(t, err, ErrCleanupFailed)
+	assert.Contains(t, err.Error(), "unconfirmed")
+	assert.GreaterOrEqual(t, time.Since(begin), 300*time.Millisecond, "looked for the settle window")
+	var se *StartError
+	require.ErrorAs(t, err, &se)
+	assert.False(t, se.Deleted)
+	v := verbs(f.client)
+	assert.NotContains(t, v, "delete pods")
+	assert.Greater(t, countOf(v, "get pods"), 1, "re-checked, not one GET")
+	assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.cleanupFailed))
+	assert.Zero(t, testutil.ToFloat64(f.sp.metrics.deletedOnFail))
+}
+
+func countOf(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// blockingProgress returns a Progress callback that blocks until the test
+// ends, and a channel closed at its first call.
+func blockingProgress(t *testing.T) (func(events.Update), <-chan struct{}, *atomic.Int32) {
+	release, called := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	t.Cleanup(func() { close(release) })
+	return func(events.Update) {
+		if calls.Add(1) == 1 {
+			close(called)
+		}
+		<-release
+	}, called, &calls
+}
+
+// A Progress callback that blocks forever cannot keep a failed start from
+// cleaning up and returning.
+func TestStartBlockedProgressDoesNotBlockCleanup(t *testing.T) {
+	ev := &fakeEvents{updates: []events.Update{{Message: "Scheduled", Progress: 10}, {Message: "Pulling", Progress: 40}}}
+	f := newFixture(t, func(o *Options) { o.Events = ev })
+	progress, called, calls := blockingProgress(t)
+	fakeKubelet(t, f.client, 100*time.Millisecond, setWaiting("CrashLoopBackOff"))
+	done := make(chan error, 1)
+	begin := time.Now()
+	go func() {
+		_, err := f.sp.Start(context.Background(), Request{Key: "alice", Namespace: testNS, Spec: testSpec(), Progress: progress})
+		done <- err
+	}()
+	<-called
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(progressWait + 10*time.Second):
+		t.Fatal("Start blocked by its Progress callback")
+	}
+	require.ErrorIs(t, err, ErrCrashLoop)
+	assert.Less(t, time.Since(begin), progressWait+5*time.Second)
+	var se *StartError
+	require.ErrorAs(t, err, &se)
+	assert.True(t, se.Deleted)
+	assert.False(t, f.podExists(t, se.Name))
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, int32(1), calls.Load(), "an abandoned callback gets no further updates")
+}
+
+// A Stop while the Start's Progress callback blocks returns within its
+// timeout, with the pod gone.
+func TestStopNotBlockedByBlockedProgress(t *testing.T) {
+	ev := &fakeEvents{updates: []events.Update{{Message: "Scheduled", Progress: 10}}}
+	f := newFixture(t, func(o *Options) { o.Events = ev; o.StartTimeout = time.Minute })
+	progress, called, _ := blockingProgress(t)
+	name, _ := PodName("kubespawn", "alice")
+	startErr := make(chan error, 1)
+	go func() {
+		// No kubelet: the pod stays Pending.
+		_, err := f.sp.Start(context.Background(), Request{Key: "alice", Namespace: testNS, Spec: testSpec(), Progress: progress})
+		startErr <- err
+	}()
+	<-called
+	stopTimeout := progressWait + 3*time.Second
+	stopped := make(chan error, 1)
+	begin := time.Now()
+	go func() { stopped <- f.sp.Stop(context.Background(), testNS, name, StopOptions{Timeout: stopTimeout}) }()
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(stopTimeout + 5*time.Second):
+		t.Fatal("Stop did not return within its timeout")
+	}
+	assert.Less(t, time.Since(begin), stopTimeout+time.Second)
+	assert.False(t, f.podExists(t, name))
+	select {
+	case err := <-startErr:
+		require.ErrorIs(t, err, ErrStopRequested)
+		var se *StartError
+		require.ErrorAs(t, err, &se)
+		assert.True(t, se.Deleted)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return")
+	}
+}
+
+// For a pod deleted by someone else the cleanup finds nothing to delete: it
+// is not reported as deleted by the start.
+func TestStartDeletedExternallyIsNotReportedDeleted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newFixture(t, func(o *Options) { o.Registerer = reg })
+	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			_ = f.client.CoreV1().Pods(testNS).Delete(context.Background(), pod.Name, metav1.DeleteOptions{})
+		}()
+		return false, nil, nil
+	})
+	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	require.ErrorIs(t, err, ErrDeletedExternally)
+	var se *StartError
+	require.ErrorAs(t, err, &se)
+	assert.False(t, se.Deleted)
+	assert.NotEmpty(t, se.UID)
+	assert.Zero(t, testutil.ToFloat64(f.sp.metrics.deletedOnFail))
+	assert.Zero(t, testutil.ToFloat64(f.sp.metrics.cleanupFailed))
+}
+
+func TestMaxStartTimeout(t *testing.T) {
+	client := newFakeClient()
+	cache := newFakeCache(t, client)
+	for name, o := range map[string]Options{
+		"negative":    {Client: client, Pods: cache, MaxStartTimeout: -1},
+		"below start": {Client: client, Pods: cache, StartTimeout: time.Minute, MaxStartTimeout: time.Second},
+	} {
+		_, err := New(o)
+		assert.ErrorIs(t, err, ErrInvalidOptions, name)
+	}
+	sp, err := New(Options{Client: client, Pods: cache, StartTimeout: time.Minute})
+	require.NoError(t, err)
+	assert.Equal(t, time.Minute, sp.opts.MaxStartTimeout, "default: StartTimeout")
+
+	f := newFixture(t, func(o *Options) { o.MaxStartTimeout = time.Hour })
+	_, err = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec(), StartTimeout: 2 * time.Hour})
+	require.ErrorIs(t, err, ErrInvalidRequest)
+	assert.Empty(t, verbs(f.client))
 }

@@ -33,7 +33,9 @@ type StopOptions struct {
 // means the pod is already gone (nil error). A Start of the same pod in
 // progress is cancelled first (it then deletes its pod itself). Stop is
 // idempotent and works for pods in any phase. It fails with ErrStopTimeout if
-// the pod is not confirmed gone within the stop timeout.
+// the pod is not confirmed gone within the stop timeout, which includes
+// waiting for an operation in progress on the same pod (the cleanup of a
+// cancelled Start, for instance).
 func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOptions) error {
 	if err := validateRef(namespace, name); err != nil {
 		return err
@@ -47,17 +49,6 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	logger := s.logger(ctx).WithValues("pod", klog.KRef(namespace, name))
 	ctx = klog.NewContext(ctx, logger)
 
-	key := lockKey(namespace, name)
-	if s.locks.cancelStart(key, ErrStopRequested) {
-		logger.Info("Stop cancels the start in progress")
-	}
-	unlock, err := s.locks.lock(ctx, key, nil)
-	if err != nil {
-		s.metrics.stops.WithLabelValues("error").Inc()
-		return fmt.Errorf("spawner: stop %s/%s: %w", namespace, name, err)
-	}
-	defer unlock()
-
 	timeout := s.opts.StopTimeout
 	if opts.Timeout > 0 {
 		timeout = opts.Timeout
@@ -66,8 +57,26 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	if opts.GracePeriod != nil {
 		grace = opts.GracePeriod
 	}
+	// The stop timeout covers waiting for the name's lock too: whatever
+	// holds it (a Start cleaning up, say), Stop returns in time.
 	tctx, cancel := s.withTimeout(ctx, timeout, ErrStopTimeout)
 	defer cancel()
+
+	key := lockKey(namespace, name)
+	if s.locks.cancelStart(key, ErrStopRequested) {
+		logger.Info("Stop cancels the start in progress")
+	}
+	unlock, err := s.locks.lock(tctx, key, nil)
+	if err != nil {
+		if errors.Is(err, ErrStopTimeout) {
+			s.metrics.stops.WithLabelValues("timeout").Inc()
+		} else {
+			s.metrics.stops.WithLabelValues("error").Inc()
+		}
+		return fmt.Errorf("spawner: stop %s/%s: waiting for the operation in progress: %w", namespace, name, err)
+	}
+	defer unlock()
+
 	alreadyGone, err := s.deleteAndConfirm(tctx, namespace, name, opts.UID, grace)
 	switch {
 	case err == nil && alreadyGone:

@@ -1,11 +1,14 @@
 package spawner
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -194,4 +197,28 @@ func TestStopCancelsWaitingStart(t *testing.T) {
 	require.NoError(t, stopErr)
 	require.ErrorIs(t, startErr, ErrStopRequested)
 	assert.NotContains(t, verbs(f.client), "create pods")
+}
+
+// Stop's timeout covers waiting for the name's lock: an operation that
+// holds it cannot make Stop hang.
+func TestStopTimeoutCoversLockWait(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	pod := existing("alice", setReady)
+	f := newFixture(t, func(o *Options) { o.Registerer = reg }, pod)
+	unlock, err := f.sp.locks.lock(t.Context(), lockKey(testNS, pod.Name), nil)
+	require.NoError(t, err)
+	defer unlock()
+	done := make(chan error, 1)
+	begin := time.Now()
+	go func() {
+		done <- f.sp.Stop(context.Background(), testNS, pod.Name, StopOptions{Timeout: 200 * time.Millisecond})
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop waited for the lock without its timeout")
+	}
+	require.ErrorIs(t, err, ErrStopTimeout)
+	assert.Less(t, time.Since(begin), 5*time.Second)
+	assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.stops.WithLabelValues("timeout")))
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -47,7 +48,10 @@ type SweepPolicy struct {
 	IsKnown func(ctx context.Context, pod *corev1.Pod) (bool, error)
 	// OrphanMinAge protects young pods from the orphan criterion: a pod
 	// being started may not be known to the service yet. Default: the
-	// spawner's StartTimeout.
+	// spawner's MaxStartTimeout (the longest start it allows), so that no
+	// start in progress loses its pod; set it explicitly (at least the
+	// longest start timeout in use) when the starting processes are
+	// configured differently.
 	OrphanMinAge time.Duration
 	// NameContains, if set, restricts the sweep to pods whose name contains
 	// it.
@@ -84,15 +88,19 @@ type SweepResult struct {
 	DryRun bool
 	// Scanned counts the spawner's pods listed.
 	Scanned int
-	// Selected are the pods the policy selects: deleted, or to be deleted
-	// in a dry run.
+	// Selected are the pods the policy selects: to be deleted in a dry run;
+	// otherwise those still selected when re-checked under their name lock
+	// just before the delete (each one is in Deleted or Failed).
 	Selected []SweptPod
 	// Deleted are the selected pods deleted and confirmed gone.
 	Deleted []SweptPod
 	// Failed are selected pods that could not be deleted or confirmed gone.
 	Failed []SweptPod
 	// Skipped are pods left alone although they might match: terminating
-	// already, in use by an operation of this spawner, or IsKnown failed.
+	// already, in use by an operation of this spawner ("busy"), or IsKnown
+	// failed; and, when deleting, pods that no longer matched when
+	// re-checked ("gone", "replaced", "terminating", "known",
+	// "no_longer_selected", "is_known_failed").
 	Skipped []SweptPod
 }
 
@@ -116,7 +124,7 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 		return p, fmt.Errorf("%w: %s", ErrInvalidPolicy, strings.Join(problems, "; "))
 	}
 	if p.OrphanMinAge == 0 {
-		p.OrphanMinAge = s.opts.StartTimeout
+		p.OrphanMinAge = s.opts.MaxStartTimeout
 	}
 	if p.PageSize == 0 {
 		p.PageSize = defaultPageSize
@@ -132,7 +140,9 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 
 // Sweep selects the spawner's pods by policy and, if policy.Delete, deletes
 // them with UID preconditions and waits for the API server to confirm each
-// one gone. The list is paginated. An empty match is not an error. The error
+// one gone. Before its delete, each pod is read again from the API server
+// under its name lock and the policy applied again (IsKnown is asked a
+// second time); pods in use by this spawner are skipped, never waited for. The list is paginated. An empty match is not an error. The error
 // joins the failures of individual pods (also in SweepResult.Failed).
 func (s *Spawner) Sweep(ctx context.Context, policy SweepPolicy) (SweepResult, error) {
 	p, err := s.sweepDefaults(policy)
@@ -179,30 +189,23 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		sp := SweptPod{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Key: pod.Annotations[AnnotationKey], Age: podAge(pod, now)}
 		switch {
 		case pod.DeletionTimestamp != nil:
-			sp.Reason = "terminating"
+			sp.Reason = skipTerminating
 			res.Skipped = append(res.Skipped, sp)
 			return nil
 		case s.locks.busy(lockKey(pod.Namespace, pod.Name)):
-			sp.Reason = "busy"
+			sp.Reason = skipBusy
 			res.Skipped = append(res.Skipped, sp)
 			return nil
-		case p.MaxAge > 0 && sp.Age > p.MaxAge:
-			sp.Reason = SweepReasonMaxAge
-		case p.IsKnown != nil && sp.Age >= p.OrphanMinAge:
-			known, err := p.IsKnown(ctx, pod)
-			if err != nil {
-				sp.Reason, sp.Err = "is_known_failed", err
-				res.Skipped = append(res.Skipped, sp)
-				return nil
-			}
-			if known {
-				return nil
-			}
-			sp.Reason = SweepReasonOrphan
-		default:
-			return nil
 		}
-		res.Selected = append(res.Selected, sp)
+		reason, skip, err := matchPolicy(ctx, p, pod, sp.Age)
+		switch {
+		case reason != "":
+			sp.Reason = reason
+			res.Selected = append(res.Selected, sp)
+		case skip == skipIsKnownFailed:
+			sp.Reason, sp.Err = skip, err
+			res.Skipped = append(res.Skipped, sp)
+		}
 		return nil
 	})
 	if err != nil {
@@ -212,28 +215,47 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		return res, nil
 	}
 
-	var mu sync.Mutex
+	// What the list said may be stale by now (a Start may have adopted the
+	// pod, the service may know it now): each candidate is re-checked under
+	// its name lock before it is deleted, and skipped if it no longer
+	// matches. Selected keeps the pods deletion was attempted for.
+	type outcome struct {
+		sp   SweptPod
+		skip string
+	}
+	candidates := res.Selected
+	outcomes := make([]outcome, len(candidates))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, p.Concurrency)
-	for _, sp := range res.Selected {
+	for i, sp := range candidates {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := s.sweepOne(ctx, sp, p.GracePeriod)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
+			sp, skip, err := s.sweepOne(ctx, p, sp)
+			if err != nil && skip == "" {
 				sp.Err = err
-				res.Failed = append(res.Failed, sp)
-				return
 			}
-			res.Deleted = append(res.Deleted, sp)
-			s.metrics.swept.WithLabelValues(sp.Reason).Inc()
+			outcomes[i] = outcome{sp: sp, skip: skip}
 		}()
 	}
 	wg.Wait()
+	res.Selected = nil
+	for _, o := range outcomes {
+		switch {
+		case o.skip != "":
+			o.sp.Reason = o.skip
+			res.Skipped = append(res.Skipped, o.sp)
+		case o.sp.Err != nil:
+			res.Selected = append(res.Selected, o.sp)
+			res.Failed = append(res.Failed, o.sp)
+		default:
+			res.Selected = append(res.Selected, o.sp)
+			res.Deleted = append(res.Deleted, o.sp)
+			s.metrics.swept.WithLabelValues(o.sp.Reason).Inc()
+		}
+	}
 	var errs []error
 	for _, f := range res.Failed {
 		errs = append(errs, fmt.Errorf("%s/%s: %w", f.Namespace, f.Name, f.Err))
@@ -244,21 +266,77 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 	return res, nil
 }
 
+// Reasons a selected pod is skipped at deletion time (SweptPod.Reason).
+const (
+	skipBusy          = "busy"
+	skipGone          = "gone"
+	skipReplaced      = "replaced"
+	skipTerminating   = "terminating"
+	skipKnown         = "known"
+	skipNotSelected   = "no_longer_selected"
+	skipIsKnownFailed = "is_known_failed"
+)
+
+// matchPolicy applies p to pod: reason is SweepReasonMaxAge or
+// SweepReasonOrphan when the pod is selected; otherwise skip may say why
+// (skipKnown, or skipIsKnownFailed with IsKnown's error).
+func matchPolicy(ctx context.Context, p SweepPolicy, pod *corev1.Pod, age time.Duration) (reason, skip string, err error) {
+	switch {
+	case p.MaxAge > 0 && age > p.MaxAge:
+		return SweepReasonMaxAge, "", nil
+	case p.IsKnown != nil && age >= p.OrphanMinAge:
+		known, err := p.IsKnown(ctx, pod)
+		if err != nil {
+			return "", skipIsKnownFailed, err
+		}
+		if known {
+			return "", skipKnown, nil
+		}
+		return SweepReasonOrphan, "", nil
+	}
+	return "", "", nil
+}
+
 // sweepOne deletes one selected pod under its name lock (so it never races
-// a Start or Stop of this process), with its UID as precondition.
-func (s *Spawner) sweepOne(ctx context.Context, sp SweptPod, grace *time.Duration) error {
-	unlock, err := s.locks.lock(ctx, lockKey(sp.Namespace, sp.Name), nil)
-	if err != nil {
-		return err
+// a Start or Stop of this process), with its UID as precondition. A pod
+// whose lock is taken is skipped, never waited for. Under the lock the pod
+// is read again from the API server and the policy re-applied: a pod gone,
+// replaced (another UID), terminating or no longer selected is skipped (the
+// skip reason is returned, with IsKnown's error for skipIsKnownFailed).
+func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, sp SweptPod) (SweptPod, string, error) {
+	unlock, ok := s.locks.tryLock(lockKey(sp.Namespace, sp.Name))
+	if !ok {
+		return sp, skipBusy, nil
 	}
 	defer unlock()
 	tctx, cancel := s.withTimeout(ctx, s.opts.StopTimeout, ErrStopTimeout)
 	defer cancel()
-	if _, err := s.deleteAndConfirm(tctx, sp.Namespace, sp.Name, sp.UID, grace); err != nil {
-		return err
+	pod, err := s.liveGet(tctx, sp.Namespace, sp.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return sp, skipGone, nil
+	case err != nil:
+		return sp, "", fmt.Errorf("re-reading the pod: %w", err)
+	case pod.UID != sp.UID:
+		return sp, skipReplaced, nil
+	case pod.DeletionTimestamp != nil:
+		return sp, skipTerminating, nil
+	}
+	sp.Age = podAge(pod, s.opts.Clock.Now())
+	reason, skip, err := matchPolicy(tctx, p, pod, sp.Age)
+	if reason == "" {
+		if skip == "" {
+			skip = skipNotSelected
+		}
+		sp.Err = err
+		return sp, skip, err
+	}
+	sp.Reason = reason
+	if _, err := s.deleteAndConfirm(tctx, sp.Namespace, sp.Name, sp.UID, p.GracePeriod); err != nil {
+		return sp, "", err
 	}
 	klog.FromContext(ctx).Info("Swept pod", "pod", klog.KRef(sp.Namespace, sp.Name), "uid", sp.UID, "reason", sp.Reason, "age", sp.Age.Round(time.Second), "key", sp.Key)
-	return nil
+	return sp, "", nil
 }
 
 // podAge runs from status.startTime, else creationTimestamp (pods never

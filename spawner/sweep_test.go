@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,4 +148,126 @@ func TestSweepPolicyValidation(t *testing.T) {
 	err = f.sp.RunSweeper(t.Context(), SweeperOptions{Policy: SweepPolicy{Namespace: testNS, MaxAge: time.Hour}, LeaseDuration: time.Second, RenewDeadline: 2 * time.Second})
 	assert.ErrorIs(t, err, ErrInvalidPolicy, "leader election timings")
 	assert.Empty(t, verbs(f.client))
+}
+
+// The headline race: the sweep lists an old pod the service does not know;
+// before the delete, a Start adopts it and the service records it. The
+// re-check under the name lock sees it known and leaves it alone.
+func TestSweepDoesNotDeletePodJustAdopted(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now().Add(2 * time.Hour))
+	running := existing("alice", setReady)
+	f := newFixture(t, func(o *Options) { o.Clock = clk; o.AdoptRunning = true }, running)
+	var known atomic.Bool
+	var adopted *Result
+	isKnown := func(ctx context.Context, p *corev1.Pod) (bool, error) {
+		if adopted == nil {
+			// Between the sweeper's list and its delete, a Start adopts the
+			// pod, and the service records it.
+			res, err := f.sp.Start(ctx, Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+			require.NoError(t, err)
+			adopted = res
+			defer known.Store(true)
+			return false, nil // the answer at list time
+		}
+		return known.Load(), nil
+	}
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, IsKnown: isKnown, Delete: true})
+	require.NoError(t, err)
+	require.NotNil(t, adopted)
+	assert.True(t, adopted.Adopted)
+	assert.Empty(t, res.Deleted)
+	assert.Empty(t, res.Selected)
+	require.Len(t, res.Skipped, 1)
+	assert.Equal(t, "known", res.Skipped[0].Reason)
+	assert.True(t, f.podExists(t, running.Name), "the adopted pod survives")
+	assert.NotContains(t, verbs(f.client), "delete pods")
+}
+
+// Everything the list said is re-checked under the lock before the delete.
+func TestSweepRechecksBeforeDelete(t *testing.T) {
+	now := time.Now()
+	for name, c := range map[string]struct {
+		// change runs between the list and the delete.
+		change func(t *testing.T, f *fixture, pod *corev1.Pod)
+		reason string
+	}{
+		"locked by a start": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
+			unlock, err := f.sp.locks.lock(t.Context(), lockKey(pod.Namespace, pod.Name), nil)
+			require.NoError(t, err)
+			// Released later, while a sweeper that waited would still be waiting.
+			go func() { time.Sleep(2 * time.Second); unlock() }()
+		}, "busy"},
+		"replaced": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
+			gvr := corev1.SchemeGroupVersion.WithResource("pods")
+			require.NoError(t, f.client.Tracker().Delete(gvr, pod.Namespace, pod.Name))
+			successor := pod.DeepCopy()
+			successor.UID = randUID()
+			successor.CreationTimestamp = metav1.NewTime(now)
+			successor.Status.StartTime = nil
+			require.NoError(t, f.client.Tracker().Add(successor))
+		}, "replaced"},
+		"terminating": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
+			gvr := corev1.SchemeGroupVersion.WithResource("pods")
+			p := pod.DeepCopy()
+			p.DeletionTimestamp = &metav1.Time{Time: now}
+			p.Finalizers = []string{"x"}
+			require.NoError(t, f.client.Tracker().Update(gvr, p, p.Namespace))
+		}, "terminating"},
+		"gone": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
+			gvr := corev1.SchemeGroupVersion.WithResource("pods")
+			require.NoError(t, f.client.Tracker().Delete(gvr, pod.Namespace, pod.Name))
+		}, "gone"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			clk := clocktesting.NewFakeClock(now)
+			old := existing("alice", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-time.Hour)) })
+			f := newFixture(t, func(o *Options) { o.Clock = clk }, old)
+			calls := 0
+			isKnown := func(_ context.Context, p *corev1.Pod) (bool, error) {
+				if calls++; calls == 1 {
+					c.change(t, f, p)
+				}
+				return false, nil
+			}
+			done := make(chan struct{})
+			var res SweepResult
+			var err error
+			go func() {
+				defer close(done)
+				res, err = f.sp.Sweep(context.Background(), SweepPolicy{Namespace: testNS, IsKnown: isKnown, OrphanMinAge: time.Minute, Delete: true})
+			}()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				t.Fatal("the sweep waited")
+			}
+			require.NoError(t, err)
+			assert.Empty(t, res.Deleted)
+			assert.Empty(t, res.Selected)
+			require.Len(t, res.Skipped, 1)
+			assert.Equal(t, c.reason, res.Skipped[0].Reason)
+			assert.NotContains(t, verbs(f.client), "delete pods")
+		})
+	}
+}
+
+// OrphanMinAge defaults to the longest start the spawner allows: a pod
+// younger than that may belong to a start in progress.
+func TestSweepOrphanMinAgeDefault(t *testing.T) {
+	now := time.Now()
+	clk := clocktesting.NewFakeClock(now)
+	young := existing("young", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-30 * time.Minute)) })
+	old := existing("old", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour)) })
+	f := newFixture(t, func(o *Options) { o.Clock = clk; o.MaxStartTimeout = time.Hour }, young, old)
+	p, err := f.sp.sweepDefaults(SweepPolicy{Namespace: testNS, IsKnown: func(context.Context, *corev1.Pod) (bool, error) { return false, nil }})
+	require.NoError(t, err)
+	assert.Equal(t, time.Hour, p.OrphanMinAge)
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, IsKnown: func(context.Context, *corev1.Pod) (bool, error) { return false, nil }})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"old"}, names(res.Selected), "a pod younger than MaxStartTimeout is protected")
+
+	g := newFixture(t, nil) // MaxStartTimeout unset: StartTimeout (10s here)
+	p, err = g.sp.sweepDefaults(SweepPolicy{Namespace: testNS, MaxAge: time.Hour})
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Second, p.OrphanMinAge)
 }
