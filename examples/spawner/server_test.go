@@ -228,7 +228,11 @@ func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
 	lease, err := e.direct.CoordinationV1().Leases(e.ns).Get(t.Context(), leaseName, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "demo-1", *lease.Spec.HolderIdentity)
-	assert.Contains(t, metric(t, d, "kubespawn_spawner_swept_pods_total"), `kubespawn_spawner_swept_pods_total{reason="orphan",spawner="default"} 1`)
+	// Counted once the sweep has confirmed every delete, a moment after
+	// the pod disappears.
+	require.Eventually(t, func() bool {
+		return strings.Contains(metric(t, d, "kubespawn_spawner_swept_pods_total"), `kubespawn_spawner_swept_pods_total{reason="orphan",spawner="default"} 1`)
+	}, 30*time.Second, 50*time.Millisecond, "swept metric: %s", metric(t, d, "kubespawn_spawner_swept_pods_total"))
 	require.NotNil(t, e.pod(e.podName("alice")), "a known pod is never swept")
 	require.NotNil(t, e.pod(foreign.Name), "another instance's pod is never swept")
 
