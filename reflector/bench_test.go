@@ -141,8 +141,11 @@ func startInformer(b *testing.B, client kubernetes.Interface, strip bool) (cache
 	}
 	stop := make(chan struct{})
 	f.Start(stop)
-	if !cache.WaitForCacheSync(stop, inf.HasSynced) {
-		b.Fatal("informer did not sync")
+	// Poll HasSynced every 20 ms, as reflector.WaitForSync does:
+	// cache.WaitForCacheSync polls every 100 ms, which would time the poll
+	// period rather than the sync.
+	for !inf.HasSynced() {
+		time.Sleep(20 * time.Millisecond)
 	}
 	return inf, func() { close(stop); f.Shutdown() }
 }
