@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,10 +35,6 @@ type Reflector struct {
 	idx     *index
 	metrics *collector
 
-	// state is the inner reflector's last known state, kept by watchState
-	// so that Streams never call the (list-sized) Status on every wake.
-	state       atomic.Value // reflector.State
-	stateMu     sync.Mutex   // orders refreshes of state
 	indexSynced chan struct{}
 	syncOnce    sync.Once
 
@@ -90,7 +85,6 @@ func newReflector(client kubernetes.Interface, inner *reflector.Reflector[*corev
 		r.logger = *opts.Logger
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
-	r.state.Store(inner.Status().State)
 	// Subscribe before anything can change the state.
 	r.stateCh, r.unsubState = inner.NotifyState()
 	reg, err := inner.AddEventHandler(r.idx.handler())
@@ -218,8 +212,8 @@ func (r *Reflector) startLoops(ctx context.Context) {
 	}
 }
 
-// watchState keeps r.state current and wakes every Stream on a change of
-// the inner reflector's state. A stopped inner reflector stops r.
+// watchState wakes every Stream on a change of the inner reflector's
+// state. A stopped inner reflector stops r.
 func (r *Reflector) watchState() {
 	for {
 		select {
@@ -227,23 +221,13 @@ func (r *Reflector) watchState() {
 			return
 		case <-r.stateCh:
 		}
-		st := r.refreshState()
+		st := r.inner.State()
 		r.idx.notifyAll()
 		if st == reflector.StateStopped {
 			go r.Stop()
 			return
 		}
 	}
-}
-
-// refreshState reads the inner reflector's state into r.state. The lock
-// keeps a slow reader from storing a state older than a faster one's.
-func (r *Reflector) refreshState() reflector.State {
-	r.stateMu.Lock()
-	defer r.stateMu.Unlock()
-	st := r.inner.Status().State
-	r.state.Store(st)
-	return st
 }
 
 // janitor evicts idle entries from the index, every TTL/10 (between
@@ -273,7 +257,7 @@ func (r *Reflector) waitIndexSynced() {
 	t := r.opts.Clock.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if r.refreshState() != reflector.StateStarting && r.handler.HasSynced() {
+		if r.inner.State() != reflector.StateStarting && r.handler.HasSynced() {
 			r.syncOnce.Do(func() { close(r.indexSynced) })
 			r.idx.notifyAll()
 			return
@@ -342,7 +326,7 @@ func (r *Reflector) IndexStats() IndexStats { return r.idx.stats() }
 // healthy reports whether Streams may read the index: the watch is synced
 // and healthy and the index has its initial list.
 func (r *Reflector) healthy() bool {
-	if r.state.Load().(reflector.State) != reflector.StateSynced {
+	if r.inner.State() != reflector.StateSynced {
 		return false
 	}
 	select {

@@ -112,7 +112,7 @@ func (s *stream) run(ctx context.Context) {
 				return
 			}
 		} else {
-			state := s.r.state.Load().(reflector.State)
+			state := s.r.inner.State()
 			if state == reflector.StateStopped {
 				return
 			}
