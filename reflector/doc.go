@@ -18,7 +18,8 @@
 //     bookmarks keep it active.
 //   - Recovery. A stalled or dead watch is torn down (its connection closed
 //     when the Reflector owns its transport, see [NewForConfig]) and the
-//     informer relists, exactly as client-go does after a 410 Gone. 410s,
+//     informer relists through client-go's own 410 Gone path, with a plain
+//     LIST (a WatchList would go through the suspect watch path). 410s,
 //     watch errors and apiserver restarts are recovered by client-go's own
 //     relist and counted.
 //   - Drift audit. Every AuditInterval, a metadata-only, paginated list of
