@@ -221,6 +221,7 @@ type injection struct {
 }
 
 func (p *Proxy) inject(inj *injection) {
+	logged := *inj // inj is shared with the handlers once queued
 	p.mu.Lock()
 	if inj.remaining <= 0 {
 		kept := p.injections[:0]
@@ -235,7 +236,7 @@ func (p *Proxy) inject(inj *injection) {
 		p.injections = append(p.injections, inj)
 	}
 	p.mu.Unlock()
-	p.logger.V(2).Info("Inject", "match", inj.match, "code", inj.code, "count", inj.remaining, "retryAfter", inj.retryAfter, "watchError", inj.watchError)
+	p.logger.V(2).Info("Inject", "match", logged.match, "code", logged.code, "count", logged.remaining, "retryAfter", logged.retryAfter, "watchError", logged.watchError)
 }
 
 // takeInjection consumes one use of the oldest injection matching ri.
