@@ -88,20 +88,22 @@ func BenchmarkEventCacheMemory(b *testing.B) {
 	}
 	b.Run("kubespawn", func(b *testing.B) {
 		measure(b, func() func() {
-			r, err := New(client, Options{Options: reflector.Options{Scope: reflector.Scope{Namespaces: []string{benchEventsNS}}}})
+			f, err := reflector.NewFactory(cluster.Config(), reflector.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := r.Start(context.Background()); err != nil {
+			r, err := For(f, reflector.Scope{Namespaces: []string{benchEventsNS}}, Options{})
+			if err != nil {
 				b.Fatal(err)
 			}
+			f.Start(context.Background())
 			if err := r.WaitForSync(context.Background()); err != nil {
 				b.Fatal(err)
 			}
-			if got := r.IndexStats(); got.Pods != benchEventPods {
+			if got := r.Stats(); got.Pods != benchEventPods {
 				b.Fatalf("index has %d pods, want %d", got.Pods, benchEventPods)
 			}
-			return r.Stop
+			return f.Shutdown
 		})
 	})
 	b.Run("informer", func(b *testing.B) {

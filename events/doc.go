@@ -1,17 +1,18 @@
 // Package events gives spawners per-pod progress from Kubernetes Events:
 // one shared event watch per scope, a bounded per-pod index fed by it, and
-// a [Reflector.Stream] of [Update]s for each pod being started.
+// an [Index.Stream] of [Update]s for each pod being started.
 //
-// It is built on package reflector: [Kind] describes core/v1 Events to a
-// reflector.Reflector, which brings the list+watch, stall detection and
-// recovery, drift audit, health, Healthz/Readyz and metrics. This package
-// adds the index, the Streams and their fallback.
+// It is built on package reflector: the watch is the factory's
+// reflector.EventCache for the scope ([reflector.Factory.Events]), which
+// brings the list+watch, stall detection and recovery, drift audit,
+// health and metrics. This package adds the index, the Streams and their
+// fallback. [For] returns a factory's Index for a scope.
 //
 // # Why core/v1 Events
 //
 // The apiserver stores one kind of Event and serves it through two APIs,
 // core/v1 and events.k8s.io/v1; both are views of the same storage, so
-// neither sees more. [Kind] uses core/v1 because it is what the kubelet and
+// neither sees more. The event cache uses core/v1 because it is what the kubelet and
 // scheduler write through client-go's tools/record (and what podsim
 // writes), what `kubectl describe` and KubeSpawner read, and because its
 // field selectors (involvedObject.kind, involvedObject.uid...) are the ones
@@ -20,11 +21,11 @@
 //
 // # Contract
 //
-//  1. One event watch per scope per process: [Acquire] shares, through
-//     reflector.Acquire with [Kind], the watch and the index among every
-//     caller asking for the same client and scope, and stops them after the
-//     last release. The scope's field selector always includes
-//     involvedObject.kind=Pod ([PodFieldSelector]); the caller's is ANDed.
+//  1. One event watch and one index per scope per factory: [For] returns
+//     the same Index to every caller asking for the same scope, for the
+//     factory's lifetime; asking with other Options is an error, never a
+//     silent first-caller-wins. The scope's field selector always includes
+//     involvedObject.kind=Pod; the caller's is ANDed.
 //  2. A pod's Stream carries that pod's events only: events are matched by
 //     involvedObject.uid == PodRef.UID, so a pod recreated under the same
 //     name never sees its predecessor's events. Events without a UID are
@@ -68,22 +69,23 @@
 //     noticed through reflector's NotifyState, not by polling.
 //  9. Bounded memory. The informer mirrors the server's events in scope
 //     (so it is bounded by the apiserver's --event-ttl, default 1h), slimmed
-//     by [Slim] to what Streams and reports read. The per-pod index holds at
-//     most PerPodLimit events per pod (the newest by last occurrence), drops
-//     events the server deletes, and drops a pod's entry TTL after its last
-//     event (or its last Stream closing) while no Stream is open for it, or
-//     at once on [Reflector.ForgetPod]. Events do not say when their pod is
-//     gone: the spawner, which owns the pod, closes its Stream and may call
-//     ForgetPod; the TTL catches everything else. A Stream that falls
-//     behind by more than PerPodLimit events of its pod skips the oldest.
-//  10. Bad input gets a typed error: [ErrInvalidArgument] for an incomplete
-//     PodRef, reflector.ErrOutOfScope, reflector.ErrStopped and
+//     by reflector.SlimEvent to what Streams and reports read. The per-pod
+//     index holds at most PerPodLimit events per pod (the newest by last
+//     occurrence), drops events the server deletes, and drops a pod's entry
+//     TTL after its last event (or its last Stream closing) while no Stream
+//     is open for it, or at once on [Index.ForgetPod]. Events do not say
+//     when their pod is gone: the spawner, which owns the pod, closes its
+//     Stream and calls ForgetPod once the pod's deletion is confirmed; the
+//     TTL catches everything else. A Stream that falls behind by more than
+//     PerPodLimit events of its pod skips the oldest.
+//  10. Bad input gets a typed error: reflector.ErrInvalidArgument for an
+//     incomplete PodRef, reflector.ErrOutOfScope, reflector.ErrStopped and
 //     reflector.ErrInvalidOptions, all usable with errors.Is.
-//  11. A Stream's channel closes when its context ends or the Reflector
-//     stops (Stop, the last release of an acquired Reflector, or the end of
-//     the context given to Start).
+//  11. A Stream's channel closes when its context ends or the factory's
+//     lifetime does; the factory's Shutdown waits for every Stream's
+//     goroutine. The index has no goroutine of its own.
 //
-// [Reflector.For] returns the index's events of a pod, for failure reports
-// (the last Warning events are at the end); [Reflector.ListFor] is the same
+// [Index.For] returns the index's events of a pod, for failure reports
+// (the last Warning events are at the end); [Index.ListFor] is the same
 // but asks the API server while the watch is unhealthy.
 package events

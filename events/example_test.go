@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/kubespawn/kubespawn/events"
@@ -21,43 +20,50 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	client := kubernetes.NewForConfigOrDie(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	// One event watch per namespace for the whole process, shared by every
-	// spawner; released when this spawner is done.
-	r, release, err := events.Acquire(ctx, reflector.DefaultRegistry, client, events.Options{
-		Options: reflector.Options{Scope: reflector.Scope{Namespaces: []string{"jupyter"}}},
-	})
+	// One factory per process: one event watch per scope, shared by every
+	// spawner, for the factory's lifetime.
+	f, err := reflector.NewFactory(cfg, reflector.Options{})
 	if err != nil {
 		panic(err)
 	}
-	defer release()
+	defer f.Shutdown()
+	idx, err := events.For(f, reflector.Scope{Namespaces: []string{"jupyter"}}, events.Options{})
+	if err != nil {
+		panic(err)
+	}
+	f.Start(ctx)
 
 	// The UID comes from the created pod: events of an earlier pod with the
 	// same name are never shown.
 	pod := events.PodRef{Namespace: "jupyter", Name: "jupyter-alice", UID: types.UID("6b1c...")}
-	updates, err := r.Stream(ctx, pod)
+	streamCtx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	updates, err := idx.Stream(streamCtx, pod)
 	if err != nil {
 		panic(err)
 	}
-	for u := range updates { // closed when ctx ends
+	for u := range updates { // closed once streamCtx (or the factory) ends
 		if u.Degraded {
 			fmt.Print("(slow) ")
 		}
-		fmt.Printf("%3d%% %s\n", u.Progress, u.Message)
+		fmt.Printf("%s %3d%% %s\n", u.Time.Format(time.TimeOnly), u.Progress, u.Message)
 		if u.Event != nil && u.Event.Reason == "Started" {
-			break // from here, readiness is read from the pod
+			// From here, readiness is read from the pod. Cancelling ends
+			// the stream's goroutine, which closes the channel and so
+			// ends this loop: nothing is left running.
+			stopStream()
 		}
 	}
 
 	// Failure report: the last Warning events.
-	evs := r.For(pod)
+	evs := idx.For(pod)
 	for i := len(evs) - 1; i >= 0 && i >= len(evs)-3; i-- {
 		if evs[i].Type == corev1.EventTypeWarning {
 			fmt.Println(events.Message(evs[i]))
 		}
 	}
-	r.ForgetPod(pod.UID) // the pod is gone for good
+	idx.ForgetPod(pod.UID) // the pod is gone for good
 }

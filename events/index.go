@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+
+	"github.com/kubespawn/kubespawn/internal/signal"
 )
 
 // IndexStats is a snapshot of the per-pod index's size and churn.
@@ -43,17 +45,20 @@ type podEntry struct {
 // index keeps the newest events of each pod, keyed by the pod's UID, fed
 // by the event handler. Its methods never block on a reader: Streams are
 // told about changes by coalesced signals and read the entry themselves.
+// Entries idle for the TTL are evicted as the index is used (every
+// expirePeriod at most), so an index that receives nothing holds nothing
+// new, and no goroutine of its own is needed.
 type index struct {
 	clock clock.PassiveClock
 	limit int
 	ttl   time.Duration
+	subs  signal.Mux[types.UID]
 
-	mu     sync.Mutex
-	seq    uint64 // index-wide, so a recreated entry never reuses versions
-	pods   map[types.UID]*podEntry
-	events int
-	subs   map[types.UID]map[chan struct{}]struct{}
-	nsubs  int
+	mu         sync.Mutex
+	seq        uint64 // index-wide, so a recreated entry never reuses versions
+	pods       map[types.UID]*podEntry
+	events     int
+	lastExpire time.Time
 
 	evictedEvents atomic.Int64
 	evictedPods   atomic.Int64
@@ -63,13 +68,27 @@ type index struct {
 	adds atomic.Int64
 }
 
-func newIndex(clk clock.PassiveClock, limit int, ttl time.Duration) *index {
+func newIndexStore(clk clock.PassiveClock, limit int, ttl time.Duration) *index {
 	return &index{
-		clock: clk,
-		limit: limit,
-		ttl:   ttl,
-		pods:  map[types.UID]*podEntry{},
-		subs:  map[types.UID]map[chan struct{}]struct{}{},
+		clock:      clk,
+		limit:      limit,
+		ttl:        ttl,
+		pods:       map[types.UID]*podEntry{},
+		lastExpire: clk.Now(),
+	}
+}
+
+// expirePeriod is how often, at most, the index scans for idle entries: a
+// scan of the pod map, cheap next to the TTL's precision.
+func (x *index) expirePeriod() time.Duration {
+	return min(max(x.ttl/10, 100*time.Millisecond), 5*time.Second)
+}
+
+// maybeExpireLocked evicts idle entries if a period has passed.
+func (x *index) maybeExpireLocked(now time.Time) {
+	if now.Sub(x.lastExpire) >= x.expirePeriod() {
+		x.lastExpire = now
+		x.expireLocked(now)
 	}
 }
 
@@ -115,7 +134,9 @@ func (x *index) upsert(obj any) {
 		return
 	}
 	key := e.Namespace + "/" + e.Name
+	now := x.clock.Now()
 	x.mu.Lock()
+	x.maybeExpireLocked(now)
 	entry := x.pods[uid]
 	if entry == nil {
 		entry = &podEntry{items: map[string]*item{}}
@@ -126,7 +147,7 @@ func (x *index) upsert(obj any) {
 		x.mu.Unlock()
 		return
 	}
-	entry.lastActivity = x.clock.Now()
+	entry.lastActivity = now
 	x.seq++
 	if old != nil {
 		it := newItem(e, old.arrival, x.seq)
@@ -138,8 +159,8 @@ func (x *index) upsert(obj any) {
 			x.evictOldestLocked(entry)
 		}
 	}
-	x.notifyLocked(uid)
 	x.mu.Unlock()
+	x.subs.Notify(uid)
 }
 
 // evictOldestLocked drops the entry's events that occurred first until it
@@ -176,62 +197,22 @@ func (x *index) remove(obj any) {
 	}
 	delete(entry.items, key)
 	x.events--
-	if len(entry.items) == 0 && len(x.subs[uid]) == 0 {
+	if len(entry.items) == 0 && !x.subs.Subscribed(uid) {
 		delete(x.pods, uid)
-	}
-}
-
-// notifyLocked pokes every Stream of uid. Signals are coalesced: a Stream
-// that has not read its previous signal yet gets nothing more.
-func (x *index) notifyLocked(uid types.UID) {
-	for ch := range x.subs[uid] {
-		poke(ch)
-	}
-}
-
-// notifyAll pokes every Stream (state changes, stop).
-func (x *index) notifyAll() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for _, chans := range x.subs {
-		for ch := range chans {
-			poke(ch)
-		}
-	}
-}
-
-func poke(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
 	}
 }
 
 // subscribe returns a signal channel for uid's changes. While subscribed,
 // uid's entry is never evicted by the TTL. cancel restarts the TTL.
 func (x *index) subscribe(uid types.UID) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	x.mu.Lock()
-	if x.subs[uid] == nil {
-		x.subs[uid] = map[chan struct{}]struct{}{}
-	}
-	x.subs[uid][ch] = struct{}{}
-	x.nsubs++
-	x.mu.Unlock()
-	var once sync.Once
+	ch, cancel := x.subs.Subscribe(uid)
 	return ch, func() {
-		once.Do(func() {
-			x.mu.Lock()
-			delete(x.subs[uid], ch)
-			if len(x.subs[uid]) == 0 {
-				delete(x.subs, uid)
-			}
-			x.nsubs--
-			if entry := x.pods[uid]; entry != nil {
-				entry.lastActivity = x.clock.Now()
-			}
-			x.mu.Unlock()
-		})
+		cancel()
+		x.mu.Lock()
+		if entry := x.pods[uid]; entry != nil {
+			entry.lastActivity = x.clock.Now()
+		}
+		x.mu.Unlock()
 	}
 }
 
@@ -289,9 +270,14 @@ func (x *index) expire() int {
 	now := x.clock.Now()
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.lastExpire = now
+	return x.expireLocked(now)
+}
+
+func (x *index) expireLocked(now time.Time) int {
 	n := 0
 	for uid, entry := range x.pods {
-		if len(x.subs[uid]) == 0 && now.Sub(entry.lastActivity) >= x.ttl {
+		if now.Sub(entry.lastActivity) >= x.ttl && !x.subs.Subscribed(uid) {
 			x.events -= len(entry.items)
 			delete(x.pods, uid)
 			n++
@@ -302,8 +288,10 @@ func (x *index) expire() int {
 }
 
 func (x *index) stats() IndexStats {
+	now := x.clock.Now()
 	x.mu.Lock()
-	st := IndexStats{Pods: len(x.pods), Events: x.events, Streams: x.nsubs}
+	x.maybeExpireLocked(now)
+	st := IndexStats{Pods: len(x.pods), Events: x.events, Streams: x.subs.Len()}
 	for _, entry := range x.pods {
 		st.MaxPerPod = max(st.MaxPerPod, len(entry.items))
 	}

@@ -3,7 +3,9 @@ package events
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,69 +23,32 @@ import (
 
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/reflector"
+	"k8s.io/client-go/rest"
 )
 
-// The package's tests share one simulator: two would compete for the same
-// unbound pods.
-var (
-	simOnce sync.Once
-	simErr  error
-)
-
-func startSim(t *testing.T) {
-	t.Helper()
-	simOnce.Do(func() {
-		_, simErr = podsim.Start(context.Background(), newClient(t), podsim.Options{})
-	})
-	require.NoError(t, simErr, "starting the pod simulator")
-}
+func startSim(t *testing.T) { cluster.PodSim(t, podsim.Options{}) }
 
 // newClient is a direct admin client (QPS -1).
-func newClient(t *testing.T) *kubernetes.Clientset {
-	t.Helper()
-	require.NotNil(t, cluster, "testcluster did not start")
-	c, err := kubernetes.NewForConfig(cluster.Config())
-	require.NoError(t, err)
-	return c
-}
+func newClient(t *testing.T) kubernetes.Interface { return cluster.Client(t) }
 
-// newNamespace creates a namespace for one test and, as no namespace
-// controller runs, deletes its pods and events afterwards.
-func newNamespace(t *testing.T, client kubernetes.Interface) string {
-	t.Helper()
-	return newNamespaceCleanup(t, client, true)
-}
+// newNamespace creates a namespace for one test; its pods and events go
+// afterwards.
+func newNamespace(t *testing.T) string { return cluster.Namespace(t, "events") }
 
-// newNamespaceCleanup is newNamespace, optionally leaving the events (a
-// flood's would take long to delete; they are in their own namespace and
-// go with the cluster).
-func newNamespaceCleanup(t *testing.T, client kubernetes.Interface, deleteEvents bool) string {
+// startIndex returns the Index of a started factory on cfg (through a
+// proxy or direct), scoped to ns.
+func startIndex(t *testing.T, cfg *rest.Config, ns string, ro reflector.Options, opts Options) *Index {
 	t.Helper()
-	ns, err := client.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "events-test-"},
-	}, metav1.CreateOptions{})
+	f, err := reflector.NewFactory(cfg, ro)
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_ = client.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{})
-		if deleteEvents {
-			_ = client.CoreV1().Events(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
-		}
-	})
-	return ns.Name
-}
-
-// startReflector starts an events Reflector on client scoped to ns.
-func startReflector(t *testing.T, client kubernetes.Interface, ns string, opts Options) *Reflector {
-	t.Helper()
-	opts.Scope.Namespaces = []string{ns}
-	r, err := New(client, opts)
+	t.Cleanup(f.Shutdown)
+	x, err := For(f, reflector.Scope{Namespaces: []string{ns}}, opts)
 	require.NoError(t, err)
-	require.NoError(t, r.Start(t.Context()))
-	t.Cleanup(r.Stop)
-	require.NoError(t, r.WaitForSync(t.Context()))
-	return r
+	f.Start(context.Background())
+	require.NoError(t, x.WaitForSync(t.Context()))
+	return x
 }
 
 func newPod(name, scenario string) *corev1.Pod {
@@ -159,8 +124,8 @@ func assertMonotonic(t *testing.T, us []Update) {
 func TestPodLifecycleProgress(t *testing.T) {
 	startSim(t)
 	client := newClient(t)
-	ns := newNamespace(t, client)
-	r := startReflector(t, client, ns, Options{})
+	ns := newNamespace(t)
+	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
 	pod := createPod(t, client, ns, newPod("lifecycle", podsim.ScenarioNormal))
 	ch, err := r.Stream(t.Context(), pod)
 	require.NoError(t, err)
@@ -199,8 +164,8 @@ func updatesOf(evs []*corev1.Event) []Update {
 func TestImagePullFailureWarnings(t *testing.T) {
 	startSim(t)
 	client := newClient(t)
-	ns := newNamespace(t, client)
-	r := startReflector(t, client, ns, Options{})
+	ns := newNamespace(t)
+	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
 	pod := createPod(t, client, ns, newPod("pullfail", podsim.ScenarioImagePullFailure))
 	ch, err := r.Stream(t.Context(), pod)
 	require.NoError(t, err)
@@ -232,8 +197,8 @@ func TestImagePullFailureWarnings(t *testing.T) {
 func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
 	startSim(t)
 	client := newClient(t)
-	ns := newNamespace(t, client)
-	r := startReflector(t, client, ns, Options{})
+	ns := newNamespace(t)
+	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
 	old := createPod(t, client, ns, newPod("same-name", podsim.ScenarioNormal))
 	ch, err := r.Stream(t.Context(), old)
 	require.NoError(t, err)
@@ -277,8 +242,8 @@ func podEvent(ns, pod string, uid types.UID, name, typ, reason, message string, 
 
 func TestDuplicateAndCountUpdatedEventsArriveOnce(t *testing.T) {
 	client := newClient(t)
-	ns := newNamespace(t, client)
-	r := startReflector(t, client, ns, Options{})
+	ns := newNamespace(t)
+	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
 	pod := PodRef{Namespace: ns, Name: "dup", UID: "dup-uid-1"}
 	ctx := t.Context()
 	now := time.Now()
@@ -344,9 +309,8 @@ const (
 )
 
 func TestFloodRespectsCapAndTTL(t *testing.T) {
-	client := newClient(t)
 	setupStart := time.Now()
-	ns := newNamespaceCleanup(t, client, false)
+	ns := cluster.Namespace(t, "events", testcluster.KeepEvents())
 	// The flood goes through its own protobuf client: cheaper to encode on
 	// both sides than JSON.
 	cfg := cluster.Config()
@@ -354,11 +318,9 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 	floodClient, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
 	clk := &offsetClock{}
-	r := startReflector(t, client, ns, Options{
-		Options: reflector.Options{Clock: clk, IdleTimeout: -1, AuditInterval: -1},
+	r := startIndex(t, cluster.Config(), ns, reflector.Options{Clock: clk, IdleTimeout: -1, AuditInterval: -1},
 		// The TTL is long: it must not run out during the flood.
-		PerPodLimit: floodCap, TTL: floodTTL,
-	})
+		Options{PerPodLimit: floodCap, TTL: floodTTL})
 	// One pod is streamed during the flood.
 	watched := PodRef{Namespace: ns, Name: "flood-0", UID: "flood-uid-0"}
 	sctx, cancelStream := context.WithCancel(t.Context())
@@ -380,7 +342,7 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 	go func() { // the cap holds at all times, not only at the end
 		defer close(sampleDone)
 		for {
-			if m := int64(r.IndexStats().MaxPerPod); m > maxSeen.Load() {
+			if m := int64(r.Stats().MaxPerPod); m > maxSeen.Load() {
 				maxSeen.Store(m)
 			}
 			select {
@@ -419,14 +381,14 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 	require.Zero(t, failed.Load(), "event creations failed")
 
 	require.Eventually(t, func() bool {
-		st := r.IndexStats()
+		st := r.Stats()
 		return st.Pods == floodPods && st.EvictedEvents == floodEventTotal-floodPods*floodCap
-	}, 2*time.Minute, 50*time.Millisecond, "the index saw every event: %+v", r.IndexStats())
+	}, 2*time.Minute, 50*time.Millisecond, "the index saw every event: %+v", r.Stats())
 	t.Logf("created %d events for %d pods in %s (%.0f/s); index caught up after %s: %+v",
-		floodEventTotal, floodPods, created.Round(time.Millisecond), float64(floodEventTotal)/created.Seconds(), time.Since(start).Round(time.Millisecond), r.IndexStats())
+		floodEventTotal, floodPods, created.Round(time.Millisecond), float64(floodEventTotal)/created.Seconds(), time.Since(start).Round(time.Millisecond), r.Stats())
 	close(stopSampling)
 	<-sampleDone
-	st := r.IndexStats()
+	st := r.Stats()
 	assert.Equal(t, floodPods*floodCap, st.Events)
 	assert.Equal(t, floodCap, st.MaxPerPod)
 	assert.LessOrEqual(t, maxSeen.Load(), int64(floodCap), "the per-pod cap held during the flood")
@@ -442,28 +404,24 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 	// TTL: advance the clock past it. The streamed pod is kept while its
 	// Stream is open, and goes one TTL after it closes.
 	clk.advance(floodTTL + time.Second)
-	require.Eventually(t, func() bool { return r.IndexStats().Pods == 1 }, time.Minute, 50*time.Millisecond, "%+v", r.IndexStats())
+	require.Eventually(t, func() bool { return r.Stats().Pods == 1 }, time.Minute, 50*time.Millisecond, "%+v", r.Stats())
 	assert.Len(t, r.For(watched), floodCap)
 	cancelStream()
 	<-streamDone
 	clk.advance(floodTTL + time.Second)
-	require.Eventually(t, func() bool { st := r.IndexStats(); return st.Pods == 0 && st.Events == 0 }, time.Minute, 50*time.Millisecond, "%+v", r.IndexStats())
-	assert.EqualValues(t, floodPods, r.IndexStats().EvictedPods)
+	require.Eventually(t, func() bool { st := r.Stats(); return st.Pods == 0 && st.Events == 0 }, time.Minute, 50*time.Millisecond, "%+v", r.Stats())
+	assert.EqualValues(t, floodPods, r.Stats().EvictedPods)
 	t.Logf("whole test (without cleanup): %s", time.Since(start).Round(time.Millisecond))
 }
 
 func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
 	direct := newClient(t)
-	ns := newNamespace(t, direct)
+	ns := newNamespace(t)
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
-	proxied, err := kubernetes.NewForConfig(p.ClientConfig(cluster.Config()))
-	require.NoError(t, err)
-	r := startReflector(t, proxied, ns, Options{
-		Options:          reflector.Options{StallTimeout: 5 * time.Second},
-		FallbackInterval: 200 * time.Millisecond,
-	})
+	r := startIndex(t, p.ClientConfig(cluster.Config()), ns, reflector.Options{StallTimeout: 5 * time.Second},
+		Options{FallbackInterval: 200 * time.Millisecond})
 	pod := PodRef{Namespace: ns, Name: "stall", UID: "stall-uid-1"}
 	ctx := t.Context()
 	create := func(name, reason, msg string) {
@@ -521,29 +479,31 @@ func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
 	assert.Len(t, r.For(pod), 4)
 }
 
-func TestAcquireSharesOneWatch(t *testing.T) {
+// TestForSharesOneWatch: every For of a scope in a factory shares one
+// event watch and one index; another field selector is another scope.
+func TestForSharesOneWatch(t *testing.T) {
 	client := newClient(t)
-	ns := newNamespace(t, client)
-	reg := reflector.NewRegistry()
-	opts := Options{Options: reflector.Options{Scope: reflector.Scope{Namespaces: []string{ns}}}}
-	r1, release1, err := Acquire(t.Context(), reg, client, opts)
+	ns := newNamespace(t)
+	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
-	r2, release2, err := Acquire(t.Context(), reg, client, opts)
+	t.Cleanup(func() { _ = p.Close() })
+	f, err := reflector.NewFactory(p.ClientConfig(cluster.Config()), reflector.Options{})
+	require.NoError(t, err)
+	t.Cleanup(f.Shutdown)
+	scope := reflector.Scope{Namespaces: []string{ns}}
+	r1, err := For(f, scope, Options{})
+	require.NoError(t, err)
+	r2, err := For(f, scope, Options{})
 	require.NoError(t, err)
 	assert.Same(t, r1, r2)
-	assert.Equal(t, 1, reg.Len())
-	// Another field selector is another scope, hence another watch.
-	other := opts
-	other.Scope.FieldSelector = "type=Warning"
-	r3, release3, err := Acquire(t.Context(), reg, client, other)
+	r3, err := For(f, reflector.Scope{Namespaces: []string{ns}, FieldSelector: "type=Warning"}, Options{})
 	require.NoError(t, err)
 	assert.NotSame(t, r1, r3)
-	assert.Equal(t, 2, reg.Len())
-	release3()
+	f.Start(context.Background())
+	require.NoError(t, f.WaitForCacheSync(t.Context()))
 	require.NoError(t, r1.WaitForSync(t.Context()))
 	assert.Equal(t, "involvedObject.kind=Pod", r1.Status().Scope.FieldSelector)
-	require.NoError(t, r1.Readyz(nil))
-	require.NoError(t, r1.Healthz(nil))
+	require.NoError(t, f.Readyz(nil))
 
 	pod := PodRef{Namespace: ns, Name: "shared", UID: "shared-uid"}
 	ch, err := r1.Stream(t.Context(), pod)
@@ -551,24 +511,31 @@ func TestAcquireSharesOneWatch(t *testing.T) {
 	_, err = client.CoreV1().Events(ns).Create(t.Context(), podEvent(ns, pod.Name, pod.UID, "shared.1", corev1.EventTypeNormal, "Scheduled", "m", time.Now()), metav1.CreateOptions{})
 	require.NoError(t, err)
 	until(t, ch, hasReason("Scheduled"))
+	require.Eventually(t, func() bool { return longWatches(p, "events") == 2 }, 10*time.Second, 20*time.Millisecond, "one watch per scope: two scopes")
+	time.Sleep(time.Second)
+	assert.Equal(t, 2, longWatches(p, "events"))
 
-	release1()
-	release1() // idempotent
-	assert.Equal(t, 1, reg.Len())
-	assert.True(t, r1.Status().Healthy(), "still in use")
-	release2()
-	assert.Equal(t, 0, reg.Len())
-	for range ch { //nolint:revive // the last release closes the stream
-	}
+	f.Shutdown()
+	_, ok := <-ch
+	assert.False(t, ok, "Shutdown closes the streams")
 	assert.Equal(t, reflector.StateStopped, r1.Status().State)
 	_, err = r1.Stream(t.Context(), pod)
 	assert.ErrorIs(t, err, reflector.ErrStopped)
+	require.Eventually(t, func() bool { return longWatches(p, "events") == 0 }, 10*time.Second, 20*time.Millisecond, "Shutdown stops the watches")
+}
 
-	// A fresh Acquire after the last release starts a new one.
-	r4, release4, err := Acquire(t.Context(), reg, client, opts)
-	require.NoError(t, err)
-	defer release4()
-	assert.NotSame(t, r1, r4)
-	require.NoError(t, r4.WaitForSync(t.Context()))
-	assert.True(t, slices.ContainsFunc(r4.For(pod), func(e *corev1.Event) bool { return e.Name == "shared.1" }), "the new index is filled from the watch's initial list")
+// longWatches counts the long-running watches of resource open through p:
+// client-go asks for 5-10 minutes; probes for 1 second.
+func longWatches(p *faultproxy.Proxy, resource string) int {
+	n := 0
+	for _, rec := range p.Records() {
+		if rec.Verb != faultproxy.VerbWatch || rec.Resource != resource || !rec.End.IsZero() {
+			continue
+		}
+		q, _ := url.ParseQuery(rec.RawQuery)
+		if secs, _ := strconv.Atoi(q.Get("timeoutSeconds")); secs >= 60 {
+			n++
+		}
+	}
+	return n
 }

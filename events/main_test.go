@@ -1,6 +1,7 @@
 package events
 
 import (
+	"os"
 	"testing"
 
 	"k8s.io/klog/v2"
@@ -13,5 +14,6 @@ var cluster *testcluster.Cluster
 func TestMain(m *testing.M) {
 	// Lets `go test ./events/ -args -v=4` show the reflector's logs.
 	klog.InitFlags(nil)
-	testcluster.Main(m, &cluster)
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
 }

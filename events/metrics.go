@@ -11,20 +11,20 @@ import (
 // time. The event watch's own metrics are the reflector's
 // (kubespawn_reflector_*).
 type collector struct {
-	r *Reflector
+	x *Index
 
 	polls, pollErrors, updatesLive, updatesFallback atomic.Int64
 
 	pods, events, streams, evicted, ignored, pollsD, pollErrorsD, updates *prometheus.Desc
 }
 
-func newCollector(r *Reflector) *collector {
-	l := prometheus.Labels{"reflector": r.inner.Name()}
+func newCollector(x *Index) *collector {
+	l := prometheus.Labels{"reflector": x.cache.Name()}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("kubespawn_events_"+name, help, labels, l)
 	}
 	return &collector{
-		r:           r,
+		x:           x,
 		pods:        d("index_pods", "Pods with an entry in the event index."),
 		events:      d("index_events", "Events held in the event index."),
 		streams:     d("streams", "Open progress Streams."),
@@ -43,7 +43,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.r.idx.stats()
+	st := c.x.idx.stats()
 	gauge := func(d *prometheus.Desc, v int) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"github.com/kubespawn/kubespawn/reflector"
@@ -24,54 +25,55 @@ const streamBuffer = 16
 // minPollTimeout bounds one fallback list.
 const minPollTimeout = 10 * time.Second
 
+// pollInterval is how often WaitForSync looks at the index's handler,
+// whose sync has no notification.
+const pollInterval = 20 * time.Millisecond
+
 // Stream returns the progress Updates of pod, and of that pod alone:
 // events whose involvedObject.uid is pod.UID, never those of an earlier pod
 // with the same name. It replays the events the index already holds for
 // the pod, then delivers new ones as they arrive. See the package
 // documentation for the order, the deduplication and the progress rule.
 //
-// The channel is closed when ctx ends or the Reflector stops. The caller
+// The channel is closed when ctx ends or the factory stops. The caller
 // should drain it until then; a slow reader delays only its own Stream.
-// An incomplete PodRef gets ErrInvalidArgument, a namespace outside the
-// scope reflector.ErrOutOfScope, a stopped Reflector reflector.ErrStopped.
-func (r *Reflector) Stream(ctx context.Context, pod PodRef) (<-chan Update, error) {
-	if err := r.checkPod(pod); err != nil {
+// An incomplete PodRef gets reflector.ErrInvalidArgument, a namespace
+// outside the scope reflector.ErrOutOfScope, a stopped factory
+// reflector.ErrStopped.
+func (x *Index) Stream(ctx context.Context, pod PodRef) (<-chan Update, error) {
+	if err := x.checkPod(pod); err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		return nil, reflector.ErrStopped
-	}
-	r.wg.Add(1)
-	r.mu.Unlock()
-	sig, unsubscribe := r.idx.subscribe(pod.UID)
-	ctx, cancel := context.WithCancel(ctx)
-	stopAfter := context.AfterFunc(r.ctx, cancel)
+	sig, unsubscribe := x.idx.subscribe(pod.UID)
+	state, unsubscribeState := x.cache.NotifyState()
 	s := &stream{
-		r:         r,
+		x:         x,
 		pod:       pod,
 		out:       make(chan Update, streamBuffer),
 		sig:       sig,
-		delivered: newBoundedSet(max(4*r.opts.PerPodLimit, 256)),
+		state:     state,
+		delivered: newBoundedSet(max(4*x.opts.PerPodLimit, 256)),
 	}
-	go func() {
-		defer r.wg.Done()
+	if !x.cache.Go(ctx, func(ctx context.Context) {
 		defer close(s.out)
-		defer cancel()
-		defer stopAfter()
 		defer unsubscribe()
+		defer unsubscribeState()
 		s.run(ctx)
-	}()
+	}) {
+		unsubscribe()
+		unsubscribeState()
+		return nil, reflector.ErrStopped
+	}
 	return s.out, nil
 }
 
 // stream is the state of one Stream's goroutine.
 type stream struct {
-	r   *Reflector
-	pod PodRef
-	out chan Update
-	sig <-chan struct{}
+	x     *Index
+	pod   PodRef
+	out   chan Update
+	sig   <-chan struct{}
+	state <-chan struct{}
 
 	// version is the index version up to which events have been read.
 	version uint64
@@ -94,36 +96,36 @@ func (s *stream) run(ctx context.Context) {
 		}
 	}()
 	for {
-		if s.r.healthy() {
+		if s.x.healthy() {
 			if s.polling {
 				s.polling = false
 				ticker.Stop()
 				ticker, tick = nil, nil
 				if s.announced {
 					s.announced = false
-					if !s.send(ctx, Update{Message: MessageRecovered, Progress: s.progress}) {
+					if !s.send(ctx, Update{Message: MessageRecovered, Progress: s.progress, Time: s.x.clock.Now()}) {
 						return
 					}
 				}
 			}
-			items, version := s.r.idx.since(s.pod.UID, s.version)
+			items, version := s.x.idx.since(s.pod.UID, s.version)
 			s.version = version
 			if !s.deliver(ctx, items, false) {
 				return
 			}
 		} else {
-			state := s.r.inner.State()
+			state := s.x.cache.State()
 			if state == reflector.StateStopped {
 				return
 			}
 			if !s.polling {
 				s.polling = true
-				ticker = s.r.opts.Clock.NewTicker(s.r.opts.FallbackInterval)
+				ticker = s.x.clock.NewTicker(s.x.opts.FallbackInterval)
 				tick = ticker.C()
 			}
 			if !s.announced && (state == reflector.StateDegraded || state == reflector.StateFailed) {
 				s.announced = true
-				if !s.send(ctx, Update{Message: MessageDegraded, Progress: s.progress, Degraded: true}) {
+				if !s.send(ctx, Update{Message: MessageDegraded, Progress: s.progress, Degraded: true, Time: s.x.clock.Now()}) {
 					return
 				}
 			}
@@ -135,6 +137,7 @@ func (s *stream) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.sig:
+		case <-s.state:
 		case <-tick:
 		}
 	}
@@ -144,16 +147,16 @@ func (s *stream) run(ctx context.Context) {
 // ones as Degraded. A failed list is logged and retried at the next tick.
 // It returns false when the Stream must end.
 func (s *stream) poll(ctx context.Context) bool {
-	pctx, cancel := context.WithTimeout(ctx, max(2*s.r.opts.FallbackInterval, minPollTimeout))
-	items, err := s.r.listAPI(pctx, s.pod)
+	pctx, cancel := context.WithTimeout(ctx, max(2*s.x.opts.FallbackInterval, minPollTimeout))
+	items, err := s.x.listAPI(pctx, s.pod)
 	cancel()
-	s.r.metrics.polls.Add(1)
+	s.x.metrics.polls.Add(1)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
-		s.r.metrics.pollErrors.Add(1)
-		s.r.log().V(2).Info("Fallback list of pod events failed", "pod", s.pod.Namespace+"/"+s.pod.Name, "err", err)
+		s.x.metrics.pollErrors.Add(1)
+		klog.FromContext(ctx).V(2).Info("Fallback list of pod events failed", "pod", klog.KRef(s.pod.Namespace, s.pod.Name), "err", err)
 		return true
 	}
 	sortByFirst(items)
@@ -172,6 +175,7 @@ func (s *stream) deliver(ctx context.Context, items []*item, degraded bool) bool
 		}
 		u := Update{
 			Event:    it.ev.DeepCopy(),
+			Time:     it.first,
 			Message:  Message(it.ev),
 			Progress: s.progress,
 			Warning:  it.ev.Type == corev1.EventTypeWarning,
@@ -188,9 +192,9 @@ func (s *stream) send(ctx context.Context, u Update) bool {
 	select {
 	case s.out <- u:
 		if u.Degraded {
-			s.r.metrics.updatesFallback.Add(1)
+			s.x.metrics.updatesFallback.Add(1)
 		} else {
-			s.r.metrics.updatesLive.Add(1)
+			s.x.metrics.updatesLive.Add(1)
 		}
 		return true
 	case <-ctx.Done():

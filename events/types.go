@@ -1,7 +1,7 @@
 package events
 
 import (
-	"errors"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,8 +20,12 @@ type PodRef struct {
 type Update struct {
 	// Event is the Kubernetes Event behind this update (nil for a
 	// synthetic update, such as the stream saying it is degraded). It is
-	// the receiver's own copy, slimmed as described for Slim.
+	// the receiver's own copy, slimmed as reflector.SlimEvent says.
 	Event *corev1.Event
+	// Time is when the step happened: the event's first occurrence
+	// (eventTime, firstTimestamp or creationTimestamp, the first that is
+	// set), or when the stream noticed the change for a synthetic update.
+	Time time.Time
 	// Message is a one-line, human-readable description (see Message), or
 	// MessageDegraded / MessageRecovered for synthetic updates.
 	Message string
@@ -34,8 +38,3 @@ type Update struct {
 	// fed by the slower fallback (a live list of the pod's events).
 	Degraded bool
 }
-
-var (
-	// ErrInvalidArgument is returned for an incomplete PodRef.
-	ErrInvalidArgument = errors.New("events: invalid argument")
-)

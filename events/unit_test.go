@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -85,9 +87,7 @@ func TestSlim(t *testing.T) {
 	e.Series = &corev1.EventSeries{Count: 3}
 	e.Action = "Pull"
 	e.Related = &corev1.ObjectReference{Name: "r"}
-	out, err := Slim(e)
-	require.NoError(t, err)
-	s := out.(*corev1.Event)
+	s := reflector.SlimEvent(e)
 	assert.Nil(t, s.Labels)
 	assert.Nil(t, s.Annotations)
 	assert.Nil(t, s.ManagedFields)
@@ -98,16 +98,13 @@ func TestSlim(t *testing.T) {
 	assert.NotSame(t, e.Series, s.Series)
 	assert.Equal(t, []any{e.Name, e.Namespace, e.UID, e.ResourceVersion, e.Reason, e.Message, e.Type, e.Count, e.FirstTimestamp, e.LastTimestamp, e.Source},
 		[]any{s.Name, s.Namespace, s.UID, s.ResourceVersion, s.Reason, s.Message, s.Type, s.Count, s.FirstTimestamp, s.LastTimestamp, s.Source})
-	again, err := Slim(s)
-	require.NoError(t, err)
-	assert.Equal(t, s, again, "idempotent")
-	tomb := "not an event"
-	same, err := Slim(tomb)
-	require.NoError(t, err)
-	assert.Equal(t, tomb, same)
+	assert.Equal(t, s, reflector.SlimEvent(s), "idempotent")
 }
 
 func TestScopeSelector(t *testing.T) {
+	f, err := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{})
+	require.NoError(t, err)
+	defer f.Shutdown()
 	for in, want := range map[string]string{
 		"":                                      "involvedObject.kind=Pod",
 		"involvedObject.kind=Pod":               "involvedObject.kind=Pod",
@@ -115,25 +112,30 @@ func TestScopeSelector(t *testing.T) {
 		"type!=Normal,reason=Failed":            "involvedObject.kind=Pod,reason=Failed,type!=Normal",
 		"reason=Failed,type!=Normal":            "involvedObject.kind=Pod,reason=Failed,type!=Normal",
 	} {
-		got, err := podScopeSelector(in)
+		x, err := For(f, reflector.Scope{FieldSelector: in}, Options{})
 		require.NoError(t, err, in)
-		assert.Equal(t, want, got, in)
+		assert.Equal(t, want, x.Scope().FieldSelector, in)
 	}
 	for _, bad := range []string{"involvedObject.kind=Node", "involvedObject.kind!=Pod", "a=b=c=("} {
-		_, err := podScopeSelector(bad)
+		_, err := For(f, reflector.Scope{FieldSelector: bad}, Options{})
 		assert.ErrorIs(t, err, reflector.ErrInvalidOptions, bad)
 	}
-	_, err := New(fake.NewClientset(), Options{PerPodLimit: -1})
+	_, err = For(f, reflector.Scope{}, Options{PerPodLimit: -1})
 	assert.ErrorIs(t, err, reflector.ErrInvalidOptions)
-	_, err = New(nil, Options{})
+	_, err = For(nil, reflector.Scope{}, Options{})
+	assert.ErrorIs(t, err, reflector.ErrInvalidArgument)
+	// One index per scope: the same Options share it, others are refused.
+	a, err := For(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{})
+	require.NoError(t, err)
+	b, err := For(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: DefaultPerPodLimit})
+	require.NoError(t, err)
+	assert.Same(t, a, b)
+	_, err = For(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: 7})
 	assert.ErrorIs(t, err, reflector.ErrInvalidOptions)
-	assert.Equal(t, "Pod", Fields(ev("u", "a", "r", "m", 0))["involvedObject.kind"])
-	assert.Equal(t, "u", Fields(ev("u", "a", "r", "m", 0))["involvedObject.uid"])
-	assert.Equal(t, "kubelet", Fields(ev("u", "a", "r", "m", 0))["source"])
 }
 
 func TestIndexUIDFilteringAndUpdates(t *testing.T) {
-	x := newIndex(clocktesting.NewFakeClock(t0), 10, time.Minute)
+	x := newIndexStore(clocktesting.NewFakeClock(t0), 10, time.Minute)
 	h := x.handler()
 	h.OnAdd(ev("old", "p.1", "Started", "old pod", 0), false)
 	h.OnAdd(ev("new", "p.2", "Scheduled", "new pod", 1), false)
@@ -166,7 +168,7 @@ func TestIndexUIDFilteringAndUpdates(t *testing.T) {
 }
 
 func TestIndexCapKeepsNewest(t *testing.T) {
-	x := newIndex(clocktesting.NewFakeClock(t0), 5, time.Minute)
+	x := newIndexStore(clocktesting.NewFakeClock(t0), 5, time.Minute)
 	h := x.handler()
 	// Arrive out of order: 20 events at seconds 19..0.
 	for i := 19; i >= 0; i-- {
@@ -183,7 +185,7 @@ func TestIndexCapKeepsNewest(t *testing.T) {
 
 func TestIndexTTL(t *testing.T) {
 	clk := clocktesting.NewFakeClock(t0)
-	x := newIndex(clk, 5, 10*time.Minute)
+	x := newIndexStore(clk, 5, 10*time.Minute)
 	h := x.handler()
 	h.OnAdd(ev("a", "a.1", "R", "m", 0), false)
 	h.OnAdd(ev("b", "b.1", "R", "m", 0), false)
@@ -210,23 +212,33 @@ func TestIndexTTL(t *testing.T) {
 	assert.Equal(t, IndexStats{EvictedPods: 4}, x.stats())
 }
 
-// TestJanitorEvictsWithFakeClock runs a whole Reflector on a fake
-// clientset and a fake clock: the janitor evicts after the TTL.
-func TestJanitorEvictsWithFakeClock(t *testing.T) {
+// startIndex returns a started Index on a fake clientset (probes off:
+// the fake cannot answer them) and the factory.
+func startFakeIndex(t *testing.T, client *fake.Clientset, ro reflector.Options, scope reflector.Scope, opts Options) (*Index, *reflector.Factory) {
+	t.Helper()
+	ro.ProbeInterval, ro.AuditInterval = -1, -1
+	f, err := reflector.NewFactoryForClient(client, ro)
+	require.NoError(t, err)
+	t.Cleanup(f.Shutdown)
+	x, err := For(f, scope, opts)
+	require.NoError(t, err)
+	return x, f
+}
+
+// TestEvictionWithFakeClock runs a whole Index on a fake clientset and a
+// fake clock: idle entries are evicted after the TTL, with no goroutine of
+// the index's own.
+func TestEvictionWithFakeClock(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Now())
 	client := fake.NewClientset()
-	r, err := New(client, Options{Options: reflector.Options{Clock: clk, ProbeInterval: -1, AuditInterval: -1, IdleTimeout: -1}, TTL: time.Minute})
+	x, f := startFakeIndex(t, client, reflector.Options{Clock: clk, IdleTimeout: -1}, reflector.Scope{}, Options{TTL: time.Minute})
+	f.Start(t.Context())
+	_, err := client.CoreV1().Events("ns").Create(t.Context(), ev("u", "e1", "Scheduled", "m", 0), metav1.CreateOptions{})
 	require.NoError(t, err)
-	require.NoError(t, r.Start(t.Context()))
-	t.Cleanup(r.Stop)
-	_, err = client.CoreV1().Events("ns").Create(t.Context(), ev("u", "e1", "Scheduled", "m", 0), metav1.CreateOptions{})
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(r.For(PodRef{"ns", "p", "u"})) == 1 }, time.Minute, 10*time.Millisecond)
-	require.Eventually(t, func() bool {
-		clk.Step(7 * time.Second) // the janitor ticks every TTL/10
-		return r.IndexStats().Pods == 0
-	}, time.Minute, 10*time.Millisecond)
-	assert.EqualValues(t, 1, r.IndexStats().EvictedPods)
+	require.Eventually(t, func() bool { return len(x.For(PodRef{"ns", "p", "u"})) == 1 }, time.Minute, 10*time.Millisecond)
+	clk.Step(61 * time.Second)
+	assert.Equal(t, 0, x.Stats().Pods, "evicted when the index is next used")
+	assert.EqualValues(t, 1, x.Stats().EvictedPods)
 }
 
 // next returns the next Update, failing the test if none comes for a long
@@ -247,11 +259,9 @@ func next(t *testing.T, ch <-chan Update) Update {
 // progress through a whole Reflector on a fake clientset.
 func TestStreamWithFakeClient(t *testing.T) {
 	client := fake.NewClientset()
-	r, err := New(client, Options{Options: reflector.Options{ProbeInterval: -1, AuditInterval: -1}})
-	require.NoError(t, err)
+	r, f := startFakeIndex(t, client, reflector.Options{}, reflector.Scope{}, Options{})
 	ctx := t.Context()
-	require.NoError(t, r.Start(ctx))
-	t.Cleanup(r.Stop)
+	f.Start(ctx)
 	create := func(e *corev1.Event) {
 		_, err := client.CoreV1().Events("ns").Create(ctx, e, metav1.CreateOptions{})
 		require.NoError(t, err)
@@ -295,29 +305,31 @@ func TestStreamWithFakeClient(t *testing.T) {
 	cancel()
 	for range ch { //nolint:revive // drain until closed
 	}
-	require.Eventually(t, func() bool { return r.IndexStats().Streams == 0 }, time.Minute, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return r.Stats().Streams == 0 }, time.Minute, 10*time.Millisecond)
 }
 
 func TestStreamErrorsAndStop(t *testing.T) {
 	client := fake.NewClientset()
-	r, err := New(client, Options{Options: reflector.Options{ProbeInterval: -1, AuditInterval: -1, Scope: reflector.Scope{Namespaces: []string{"ns"}}}})
-	require.NoError(t, err)
-	require.NoError(t, r.Start(t.Context()))
+	r, f := startFakeIndex(t, client, reflector.Options{}, reflector.Scope{Namespaces: []string{"ns"}}, Options{})
+	f.Start(t.Context())
 	for _, bad := range []PodRef{{}, {Namespace: "ns", Name: "p"}, {Namespace: "ns", UID: "u"}, {Name: "p", UID: "u"}} {
 		_, err := r.Stream(t.Context(), bad)
-		assert.True(t, errors.Is(err, ErrInvalidArgument), "%+v: %v", bad, err)
+		assert.True(t, errors.Is(err, reflector.ErrInvalidArgument), "%+v: %v", bad, err)
 		assert.Nil(t, r.For(bad))
 	}
-	_, err = r.Stream(t.Context(), PodRef{"other", "p", "u"})
+	_, err := r.Stream(t.Context(), PodRef{"other", "p", "u"})
 	assert.ErrorIs(t, err, reflector.ErrOutOfScope)
 	ch, err := r.Stream(t.Context(), PodRef{"ns", "p", "u"})
 	require.NoError(t, err)
-	r.Stop()
-	for range ch { //nolint:revive // closed by Stop
+	f.Shutdown() // waits for the Stream's goroutine too
+	select {
+	case _, ok := <-ch:
+		assert.False(t, ok, "closed by the factory's Shutdown")
+	default:
+		t.Fatal("the Stream is still open after Shutdown returned")
 	}
 	_, err = r.Stream(t.Context(), PodRef{"ns", "p", "u"})
 	assert.ErrorIs(t, err, reflector.ErrStopped)
-	assert.ErrorIs(t, r.Start(t.Context()), reflector.ErrStopped)
 	assert.Equal(t, reflector.StateStopped, r.Status().State)
 }
 
@@ -326,9 +338,7 @@ func TestStreamErrorsAndStop(t *testing.T) {
 // the index once synced, without delivering anything twice.
 func TestStreamBeforeSyncPolls(t *testing.T) {
 	client := fake.NewClientset()
-	r, err := New(client, Options{Options: reflector.Options{ProbeInterval: -1, AuditInterval: -1}, FallbackInterval: 20 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(r.Stop)
+	r, f := startFakeIndex(t, client, reflector.Options{}, reflector.Scope{}, Options{FallbackInterval: 20 * time.Millisecond})
 	ctx := t.Context()
 	pod := PodRef{"ns", "p", "u"}
 	ch, err := r.Stream(ctx, pod) // not started yet
@@ -339,12 +349,13 @@ func TestStreamBeforeSyncPolls(t *testing.T) {
 	assert.Equal(t, "Scheduled", u.Event.Reason)
 	assert.True(t, u.Degraded)
 	assert.Equal(t, 20, u.Progress)
+	assert.Equal(t, t0, u.Time, "the event's first occurrence")
 	events, src, err := r.ListFor(ctx, pod)
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceAPI, src)
 	assert.Len(t, events, 1)
 
-	require.NoError(t, r.Start(ctx))
+	f.Start(ctx)
 	require.NoError(t, r.WaitForSync(ctx))
 	_, err = client.CoreV1().Events("ns").Create(ctx, ev("u", "p.2", "Pulling", "m2", 1), metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -355,4 +366,19 @@ func TestStreamBeforeSyncPolls(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceCache, src)
 	assert.Len(t, events, 2)
+}
+
+// TestIndexMetricsLiveWithTheFactory: the index's metrics go to the
+// factory's Registerer and leave it when the factory stops.
+func TestIndexMetricsLiveWithTheFactory(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	_, f := startFakeIndex(t, fake.NewClientset(), reflector.Options{Registerer: reg}, reflector.Scope{}, Options{})
+	f.Start(t.Context())
+	n, err := testutil.GatherAndCount(reg, "kubespawn_events_streams", "kubespawn_events_index_pods")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	f.Shutdown()
+	n, err = testutil.GatherAndCount(reg)
+	require.NoError(t, err)
+	assert.Zero(t, n, "unregistered when the factory stops")
 }

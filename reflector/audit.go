@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/pager"
 )
 
@@ -44,51 +44,50 @@ type version struct {
 // snapshot maps namespace/name to version.
 type snapshot map[string]version
 
-// audit compares the cache with a metadata-only list of the scope. An
-// object that differs in two comparisons while the server's copy stayed
-// the same was missed by the watch: the cache is repaired by a relist.
-func (s *shard[T]) audit(ctx context.Context) {
-	now := s.now()
-	s.mu.Lock()
-	s.lastAudit = now
-	s.mu.Unlock()
+type auditResult struct {
+	started time.Time
+	// confirmed counts objects that differed in two comparisons while the
+	// server's copy stayed the same.
+	confirmed int
+	err       error
+}
+
+func (auditResult) isResult() {}
+
+// runAudit compares the cache with a metadata-only list of the scope. An
+// object that differs in two comparisons, a settle apart, while the
+// server's copy stayed the same was missed by the watch.
+func (s *shard[T]) runAudit(ctx context.Context, started time.Time) auditResult {
+	r := auditResult{started: started}
 	first, err := s.serverSnapshot(ctx)
 	if err != nil {
-		s.r.logger.V(2).Info("Audit list failed", "reflector", s.r.opts.Name, "namespace", s.namespace, "err", err)
-		return
+		r.err = err
+		return r
 	}
 	diffs := s.diff(first)
 	if len(diffs) == 0 {
-		s.mu.Lock()
-		s.lastConfirmed = s.now()
-		s.mu.Unlock()
-		return
+		return r
 	}
 	// Give in-flight events time to land, then look again.
-	settle := min(2*time.Second, s.r.opts.StallTimeout/2)
+	t := s.c.opts.Clock.NewTimer(min(2*time.Second, s.c.opts.StallTimeout/2))
 	select {
 	case <-ctx.Done():
-		return
-	case <-s.r.opts.Clock.After(settle):
+		t.Stop()
+		r.err = ctx.Err()
+		return r
+	case <-t.C():
 	}
 	second, err := s.serverSnapshot(ctx)
 	if err != nil {
-		return
+		r.err = err
+		return r
 	}
-	confirmed := 0
 	for key := range s.diff(second) {
 		if _, was := diffs[key]; was && first[key] == second[key] {
-			confirmed++
+			r.confirmed++
 		}
 	}
-	if confirmed == 0 {
-		s.mu.Lock()
-		s.lastConfirmed = s.now()
-		s.mu.Unlock()
-		return
-	}
-	s.r.stats.drift(confirmed)
-	s.restart(GapDrift, RelistDrift, fmt.Sprintf("audit: %d object(s) differ from the server", confirmed))
+	return r
 }
 
 // diff returns the keys whose cached version differs from snap: ghosts
@@ -102,7 +101,7 @@ func (s *shard[T]) diff(snap snapshot) map[string]struct{} {
 		if err != nil {
 			continue
 		}
-		key, _ := cache.MetaNamespaceKeyFunc(obj)
+		key, _ := toolscache.MetaNamespaceKeyFunc(obj)
 		cached[key] = version{uid: m.GetUID(), rv: m.GetResourceVersion()}
 	}
 	for key, c := range cached {
@@ -119,27 +118,26 @@ func (s *shard[T]) diff(snap snapshot) map[string]struct{} {
 	return out
 }
 
-// serverSnapshot lists the scope's metadata, page by page, with a
-// consistent read.
+// serverSnapshot lists the scope's metadata, page by page, each page with
+// its own deadline.
 func (s *shard[T]) serverSnapshot(ctx context.Context) (snapshot, error) {
-	rc := s.r.kind.RESTClient(s.r.client)
-	var list pager.ListPageFunc
-	if rc == nil || reflect.ValueOf(rc).IsNil() {
-		// A fake clientset has no REST client: typed list.
-		list = func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return s.r.kind.List(ctx, s.r.client, s.namespace, opts)
+	c := s.c
+	rc := c.kind.restClient(c.client)
+	list := func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		pctx, cancel := withDeadline(ctx, c.opts.Clock, c.opts.auditPageDeadline())
+		defer cancel()
+		if rc == nil || reflect.ValueOf(rc).IsNil() {
+			// A fake clientset has no REST client: typed list.
+			return c.kind.list(pctx, c.client, s.namespace, opts)
 		}
-	} else {
-		list = func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return metadataList(ctx, rc, s.r.kind.Resource, s.namespace, opts)
-		}
+		return metadataList(pctx, rc, c.kind.resource, s.namespace, opts)
 	}
 	p := pager.New(list)
 	p.PageSize = auditPageSize
 	snap := snapshot{}
 	err := p.EachListItem(ctx, metav1.ListOptions{
-		LabelSelector: s.r.opts.Scope.LabelSelector,
-		FieldSelector: s.r.opts.Scope.FieldSelector,
+		LabelSelector: c.scope.LabelSelector,
+		FieldSelector: c.scope.FieldSelector,
 	}, func(obj runtime.Object) error {
 		m, err := meta.Accessor(obj)
 		if err != nil {
@@ -148,8 +146,10 @@ func (s *shard[T]) serverSnapshot(ctx context.Context) (snapshot, error) {
 		snap[m.GetNamespace()+"/"+m.GetName()] = version{uid: m.GetUID(), rv: m.GetResourceVersion()}
 		return nil
 	})
-	s.r.stats.audit()
-	return snap, err
+	if err != nil {
+		return nil, fmt.Errorf("audit list: %w", err)
+	}
+	return snap, nil
 }
 
 func metadataList(ctx context.Context, rc rest.Interface, resource, namespace string, opts metav1.ListOptions) (runtime.Object, error) {

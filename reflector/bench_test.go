@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -113,23 +114,26 @@ func benchPod(i int) *corev1.Pod {
 
 const benchSelector = "component=singleuser-server"
 
-func startKubespawn(b *testing.B, client kubernetes.Interface) *reflector.Reflector[*corev1.Pod] {
-	return startKubespawnWith(b, client, reflector.Options{})
+// startKubespawn starts a factory with a pod cache of the bench scope
+// over cfg and returns the cache and the factory's Shutdown.
+func startKubespawn(b *testing.B, cfg *rest.Config) (*reflector.PodCache, func()) {
+	return startKubespawnWith(b, cfg, reflector.Options{})
 }
 
-func startKubespawnWith(b *testing.B, client kubernetes.Interface, opts reflector.Options) *reflector.Reflector[*corev1.Pod] {
-	opts.Scope = reflector.Scope{Namespaces: []string{benchNS}, LabelSelector: benchSelector}
-	r, err := reflector.New(client, reflector.Pods, opts)
+func startKubespawnWith(b *testing.B, cfg *rest.Config, opts reflector.Options) (*reflector.PodCache, func()) {
+	f, err := reflector.NewFactory(cfg, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := r.Start(context.Background()); err != nil {
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{benchNS}, LabelSelector: benchSelector})
+	if err != nil {
 		b.Fatal(err)
 	}
-	if err := r.WaitForSync(context.Background()); err != nil {
+	f.Start(context.Background())
+	if err := f.WaitForCacheSync(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	return r
+	return pods, f.Shutdown
 }
 
 func startInformer(b *testing.B, client kubernetes.Interface, strip bool) (cache.SharedIndexInformer, func()) {
@@ -156,7 +160,8 @@ func BenchmarkInitialSync(b *testing.B) {
 	client := kubernetes.NewForConfigOrDie(cluster.Config())
 	b.Run("kubespawn", func(b *testing.B) {
 		for b.Loop() {
-			startKubespawn(b, client).Stop()
+			_, stop := startKubespawn(b, cluster.Config())
+			stop()
 		}
 	})
 	b.Run("informer", func(b *testing.B) {
@@ -191,7 +196,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 		b.ReportMetric(perPod, "B/pod")
 	}
 	b.Run("kubespawn", func(b *testing.B) {
-		measure(b, func() func() { return startKubespawn(b, client).Stop })
+		measure(b, func() func() { _, stop := startKubespawn(b, cluster.Config()); return stop })
 	})
 	b.Run("informer", func(b *testing.B) {
 		measure(b, func() func() { _, stop := startInformer(b, client, false); return stop })
@@ -207,11 +212,8 @@ func BenchmarkGet(b *testing.B) {
 	client := kubernetes.NewForConfigOrDie(cluster.Config())
 	ctx := context.Background()
 	b.Run("kubespawn", func(b *testing.B) {
-		r := startKubespawn(b, client)
-		defer r.Stop()
-		for !r.Status().Healthy() {
-			time.Sleep(10 * time.Millisecond)
-		}
+		r, stop := startKubespawn(b, cluster.Config())
+		defer stop()
 		b.ResetTimer()
 		for i := 0; b.Loop(); i++ {
 			if _, src, err := r.Get(ctx, benchNS, fmt.Sprintf("jupyter-user-%05d", i%benchPods)); err != nil || src != reflector.SourceCache {
@@ -237,7 +239,7 @@ func BenchmarkGet(b *testing.B) {
 func BenchmarkIdleAPICost(b *testing.B) {
 	benchSetup(b)
 	window := benchWindow()
-	run := func(b *testing.B, name string, start func(client kubernetes.Interface) func()) {
+	run := func(b *testing.B, name string, start func(cfg *rest.Config) func()) {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
@@ -248,7 +250,7 @@ func BenchmarkIdleAPICost(b *testing.B) {
 				if name == "kubespawner-loop" {
 					cfg = legacy.JSONConfig(cfg)
 				}
-				stop := start(kubernetes.NewForConfigOrDie(cfg))
+				stop := start(cfg)
 				time.Sleep(2 * time.Second) // past the initial sync
 				p.ResetStats()
 				time.Sleep(window)
@@ -265,15 +267,19 @@ func BenchmarkIdleAPICost(b *testing.B) {
 			}
 		})
 	}
-	run(b, "kubespawn", func(c kubernetes.Interface) func() { return startKubespawn(b, c).Stop })
+	run(b, "kubespawn", func(cfg *rest.Config) func() { _, stop := startKubespawn(b, cfg); return stop })
 	// One audit inside the window: five times the default audit rate.
-	run(b, "kubespawn-audit-1m", func(c kubernetes.Interface) func() {
-		return startKubespawnWith(b, c, reflector.Options{AuditInterval: 50 * time.Second}).Stop
+	run(b, "kubespawn-audit-1m", func(cfg *rest.Config) func() {
+		_, stop := startKubespawnWith(b, cfg, reflector.Options{AuditInterval: 50 * time.Second})
+		return stop
 	})
-	run(b, "informer", func(c kubernetes.Interface) func() { _, stop := startInformer(b, c, false); return stop })
-	run(b, "kubespawner-loop", func(c kubernetes.Interface) func() {
+	run(b, "informer", func(cfg *rest.Config) func() {
+		_, stop := startInformer(b, kubernetes.NewForConfigOrDie(cfg), false)
+		return stop
+	})
+	run(b, "kubespawner-loop", func(cfg *rest.Config) func() {
 		ctx, cancel := context.WithCancel(context.Background())
-		r := legacy.New(c, legacy.Modern(benchNS, benchSelector))
+		r := legacy.New(kubernetes.NewForConfigOrDie(cfg), legacy.Modern(benchNS, benchSelector))
 		go r.Run(ctx)
 		return cancel
 	})

@@ -1,60 +1,128 @@
-// Package reflector is kubespawn's shared, self-healing cache of Kubernetes
-// objects (pods, and events for package events), built on client-go's
+// Package reflector is kubespawn's shared, self-healing cache of pods (and
+// of events about pods, for package events), built on client-go's
 // SharedIndexInformer.
 //
 // A plain informer trusts its watch. If the watch goes silent while its TCP
 // connection stays open, which is what happened to mybinder.org in July
-// 2018, the informer keeps serving a frozen cache and nothing notices. A
-// [Reflector] adds what client-go lacks:
+// 2018, the informer keeps serving a frozen cache and nothing notices. The
+// caches of this package find that out, say so, and recover by themselves.
 //
-//   - Stall detection. Every ProbeInterval it opens a short probe watch from
-//     the cache's last resourceVersion with the same selectors; the server
-//     answers with the changes in scope since then, which costs next to
-//     nothing when there are none. If the server holds a change that the main
-//     watch has not delivered one probe interval later, the watch is stalled.
-//     A watch with no event or bookmark for IdleTimeout (about two of the
-//     apiserver's one-minute bookmark periods) is treated as dead too. A
-//     healthy idle watch is never flagged: the probe finds no changes and
-//     bookmarks keep it active.
-//   - Recovery. A stalled or dead watch is torn down (its connection closed
-//     when the Reflector owns its transport, see [NewForConfig]) and the
-//     informer relists through client-go's own 410 Gone path, with a plain
-//     LIST (a WatchList would go through the suspect watch path). 410s,
-//     watch errors and apiserver restarts are recovered by client-go's own
-//     relist and counted.
-//   - Drift audit. Every AuditInterval, a metadata-only, paginated list of
-//     the scope (names, UIDs, resourceVersions) is compared with the cache;
-//     differences that persist while the server's copy is unchanged (ghosts,
-//     missing objects, stale versions) are repaired by a relist and counted.
-//   - Health. A state machine (starting, synced, degraded, failed, stopped)
-//     with a reason. OnFailure is called when recovery has failed for
-//     FailureTimeout, so a process can exit and be restarted.
+// # Use
+//
+// One [Factory] per process, built from a *rest.Config with options set
+// once, hands out one cache per kind and scope ([Factory.Pods],
+// [Factory.Events]); every user asking for the same scope shares it, so a
+// process has one watch per resource and scope. The context given to
+// [Factory.Start] is the lifetime of every cache; [Factory.Shutdown] waits
+// for them:
+//
+//	f, err := reflector.NewFactory(cfg, reflector.Options{Registerer: reg})
+//	pods, err := f.Pods(reflector.Scope{Namespaces: []string{"users"}})
+//	f.Start(ctx)
+//	defer f.Shutdown()
+//	err = f.WaitForCacheSync(ctx)
+//	pod, src, err := pods.Get(ctx, "users", "jupyter-alice")
 //
 // # Contract
 //
-// These hold for every Reflector:
+//  1. The cache never proves absence. [PodCache.Get] answers from the
+//     cache only when the cache is synced and healthy and has the object;
+//     on a miss, or whenever it is not healthy, it asks the API server, and
+//     only the API server's NotFound (apierrors.IsNotFound) means the
+//     object does not exist. The [Source] of every answer is returned.
+//     Answers from the API server go through the same slimming transform as
+//     cached objects, so a reader never sees two shapes of one object.
+//  2. A cache that is starting, degraded, failed or stopped says so
+//     (State, Status, Healthz, Readyz, metrics) and readers fall back to the
+//     API server ([PodCache.List] too: an error is never an empty list).
+//  3. One main watch per kind and scope per factory. Probe watches are
+//     short (one second) and per scope, never per object.
+//  4. Bad input gets a typed error: [ErrInvalidOptions],
+//     [ErrInvalidArgument], [ErrOutOfScope], [ErrStopped], [ErrNotSynced]
+//     work with errors.Is.
+//  5. Subscribers never block the cache or each other: Notify signals are
+//     coalesced, and handlers added with AddEventHandler are buffered per
+//     handler by client-go; a handler stuck in one call is reported.
+//  6. The monitor never waits on the network, and every request a cache
+//     makes has a deadline (below). A request that passes its deadline is
+//     cut, with every connection of the cache's transport, and is itself
+//     evidence of trouble.
 //
-//  1. The cache never proves absence. [Reflector.Get] answers from the cache
-//     only when the Reflector is synced and healthy and has the object. On a
-//     miss, or whenever the Reflector is not healthy, it asks the API server;
-//     only the API server's NotFound (apierrors.IsNotFound) means the object
-//     does not exist. The [Source] of every answer is returned.
-//  2. A Reflector that is starting, degraded, failed or stopped says so
-//     ([Reflector.Status], Healthz, Readyz, metrics) and readers fall back to
-//     the API server; [Reflector.List] does the same.
-//  3. One main watch per scope. A [Registry] hands the same Reflector to
-//     every user in a process that asks for the same client, kind and scope,
-//     and stops it when the last user releases it. The probe watches are
-//     short (seconds) and per scope, never per object.
-//  4. Bad input gets a typed error: [ErrInvalidOptions], [ErrInvalidArgument],
-//     [ErrOutOfScope], [ErrStopped], [ErrNotSynced] work with errors.Is.
-//  5. Subscribers never block the cache or each other: [Reflector.Notify]
-//     signals are coalesced, and handlers added with
-//     [Reflector.AddEventHandler] are buffered per handler by client-go; a
-//     handler stuck in one call is reported in Status and metrics.
+// # How a stall is found
 //
-// Not guaranteed: that the cache is never behind. It can lag by up to about
-// StallTimeout before a stall is detected; that is why absence and health
-// are decided as above. Stall detection needs a real API server: with a
-// fake clientset the probe and audit degrade to plain typed lists.
+//   - Probes. Every ProbeInterval a short watch (timeoutSeconds=1) from
+//     the cache's resourceVersion, with the scope's selectors, asks the
+//     server for the changes in scope since then: nothing at all when
+//     nothing changed. A change the server has and the cache lacks a grace
+//     later (ProbeInterval/2, between 1s and 2s) means the main watch is
+//     stalled. A probe the server does not close by the probe deadline
+//     while the main watch is silent means every watch hangs.
+//   - Canaries. [PodCache.ExpectWrite] tells the cache that the server has
+//     reached a version of an object in scope (the spawner reports each of
+//     its creates and deletes). A cache that has not reached it within
+//     CanaryWindow probes at once, and that probe knows what the server's
+//     replay must contain, so it needs no grace: a write the watch misses
+//     is found about CanaryWindow plus a second after it.
+//   - An idle watch: no event, not even a bookmark, for IdleTimeout.
+//   - The drift audit: every AuditInterval, a metadata-only, paginated
+//     list of the scope is compared with the cache by UID and
+//     resourceVersion; differences that persist while the server's copy is
+//     unchanged are drift.
+//
+// With default options (StallTimeout 10s, ProbeInterval 5s, probe deadline
+// 3s) a silent stall of the main watch, or of every watch, is found within
+// StallTimeout, in practice in 6 to 8 seconds; after a write reported with
+// ExpectWrite, within about 2 seconds. Recovery from a stall, an idle
+// watch or drift is a forced relist through client-go's own 410 path,
+// after closing the cache's connections; after a stall or an idle watch it
+// is a plain LIST (a WatchList would go through the suspect watch path).
+//
+// # Deadlines
+//
+// Derived from StallTimeout (S): probe 1s + S/5 (between 2s and 3s); the
+// response headers of a watch, the same; one LIST request or page, and
+// the initial events of a WatchList, 6×S; one page of the audit, S; a GET
+// on a reader's behalf, 3×S (within the reader's context).
+//
+// # Health
+//
+// A cache's health is a set of problems, each with one rule that sets it
+// and one that clears it, evaluated by the monitor of each namespace's
+// shard. The state follows from them: starting until the initial list is
+// stored (for at most StallTimeout); synced with no problem; degraded with
+// any; failed once the oldest active problem has lasted FailureTimeout, at
+// which point OnFailure is called (recovery goes on, and a cache that
+// recovers is synced again without a restart of the process); stopped
+// after the factory's lifetime.
+//
+//	problem           set when                                          cleared when
+//	not_synced        the initial list is not stored StallTimeout       the initial list is stored
+//	                  after Start
+//	stall             a probe finds changes the cache lacks past the    the forced relist has completed, a
+//	                  grace (a canary's probe: at once); or a probe    main watch has opened since, and a
+//	                  passes its deadline while the main watch is       probe begun after it opened
+//	                  silent                                            confirms the cache fresh
+//	idle              the open main watch delivers nothing for          as for stall
+//	                  IdleTimeout
+//	drift             the audit finds differences twice, a settle       as for stall
+//	                  apart, with the server's copy unchanged
+//	probes_failing    probes have failed (errors, 429, 5xx, deadline    a probe succeeds
+//	                  passed while the main watch is active) for
+//	                  StallTimeout
+//	list_watch_error  the main list or watch request fails, or the     a main watch opens
+//	                  watch reports an error
+//	hung_request      a LIST, a watch's response headers or a          a request of the same kind succeeds
+//	                  WatchList's initial events pass their deadline
+//
+// Stall, idle and drift restart the watch; the others only report:
+// client-go retries a failed list or watch by itself, and failing probes
+// while the main watch delivers are no reason to distrust the cache (API
+// priority and fairness answering 429 to new requests, say), so they
+// degrade it but never call for a restart. Without probing (ProbeInterval
+// < 0) stall, idle and drift clear once the relist's watch has opened.
+//
+// Not guaranteed: that the cache is never behind. It can lag by up to
+// StallTimeout before a stall is found; that is why absence and health are
+// decided as above. Stall detection needs a real API server: with a fake
+// clientset, probes and audits use the fake's typed watch and list.
 package reflector

@@ -15,46 +15,49 @@ import (
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
-// Every spawner of a process asks the Registry for the same scope and gets
-// the same Reflector: one watch, however many spawners.
-func Example_sharing() {
-	ctx := context.Background()
-	client := fake.NewClientset() // in production: kubernetes.NewForConfig(cfg)
-	reg := reflector.NewRegistry()
-	opts := reflector.Options{Scope: reflector.Scope{Namespaces: []string{"users"}, LabelSelector: "component=singleuser-server"}}
+// One factory per process; every part of the program that asks for the
+// same scope gets the same cache, so there is one watch per scope. The
+// context given to Start is the lifetime of every cache.
+func Example() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// In production: reflector.NewFactory(cfg, reflector.Options{...}),
+	// which gives each cache a transport whose connections it can cut.
+	f, _ := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{})
+	defer f.Shutdown()
+	scope := reflector.Scope{Namespaces: []string{"users"}, LabelSelector: "component=singleuser-server"}
 
-	a, releaseA, _ := reflector.Acquire(ctx, reg, client, reflector.Pods, opts)
-	b, releaseB, _ := reflector.Acquire(ctx, reg, client, reflector.Pods, opts)
-	fmt.Println("same reflector:", a == b, "running:", reg.Len())
+	a, _ := f.Pods(scope)
+	b, _ := f.Pods(scope) // another spawner of the same process
+	f.Start(ctx)
+	_ = f.WaitForCacheSync(ctx)
+	fmt.Println("same cache:", a == b, "state:", a.State())
 
-	releaseA()
-	fmt.Println("after one release:", reg.Len())
-	releaseB() // the last user: the watch stops
-	fmt.Println("after both:", reg.Len(), a.Status().State)
+	cancel() // the end of the lifetime stops every cache
+	f.Shutdown()
+	fmt.Println("after shutdown:", a.State())
 	// Output:
-	// same reflector: true running: 1
-	// after one release: 1
-	// after both: 0 stopped
+	// same cache: true state: synced
+	// after shutdown: stopped
 }
 
 // Get answers from the cache when it can, and otherwise asks the API
-// server; only the API server's NotFound means "does not exist".
-func ExampleReflector_Get() {
+// server; only the API server's NotFound means "does not exist". Once
+// WaitForSync returns, the cache is synced and says so.
+func ExamplePodCache_Get() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "users", Name: "jupyter-alice"}})
-	r, _ := reflector.New(client, reflector.Pods, reflector.Options{Scope: reflector.Scope{Namespaces: []string{"users"}}, ProbeInterval: -1})
-	_ = r.Start(ctx)
-	defer r.Stop()
-	_ = r.WaitForSync(ctx)
-	for !r.Status().Healthy() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	f, _ := reflector.NewFactoryForClient(client, reflector.Options{})
+	defer f.Shutdown()
+	pods, _ := f.Pods(reflector.Scope{Namespaces: []string{"users"}})
+	f.Start(ctx)
+	_ = pods.WaitForSync(ctx)
 
-	pod, src, _ := r.Get(ctx, "users", "jupyter-alice")
+	pod, src, _ := pods.Get(ctx, "users", "jupyter-alice")
 	fmt.Println(pod.Name, "from", src)
 
-	_, src, err := r.Get(ctx, "users", "jupyter-bob")
+	_, src, err := pods.Get(ctx, "users", "jupyter-bob")
 	fmt.Println("bob exists:", !apierrors.IsNotFound(err), "- answered by", src)
 	// Output:
 	// jupyter-alice from cache
@@ -62,15 +65,16 @@ func ExampleReflector_Get() {
 }
 
 // Readyz and Healthz have controller-runtime's healthz.Checker signature;
-// wire them to the process's probes so Kubernetes stops routing to, or
-// restarts, a process whose cache cannot be trusted.
-func ExampleReflector_Readyz() {
-	client := fake.NewClientset()
-	r, _ := reflector.New(client, reflector.Pods, reflector.Options{Scope: reflector.Scope{Namespaces: []string{"users"}}})
+// wire the factory's to the process's probes so that Kubernetes stops
+// routing to, or restarts, a process whose caches cannot be trusted.
+func ExampleFactory_Readyz() {
+	f, _ := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{})
+	defer f.Shutdown()
+	pods, _ := f.Pods(reflector.Scope{Namespaces: []string{"users"}})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
-		if err := r.Readyz(req); err != nil {
+		if err := f.Readyz(req); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -78,6 +82,6 @@ func ExampleReflector_Readyz() {
 	})
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
-	fmt.Println(rec.Code, "before Start:", r.Status().State)
+	fmt.Println(rec.Code, "before Start:", pods.State())
 	// Output: 503 before Start: starting
 }

@@ -2,8 +2,8 @@ package reflector_test
 
 import (
 	"context"
-	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -25,38 +25,32 @@ import (
 
 var cluster *testcluster.Cluster
 
-func TestMain(m *testing.M) { testcluster.Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}
 
-var nsCounter atomic.Int64
-
-// env is one test's namespace, a direct admin client (the "rest of the
-// world") and a client through a fault proxy (the reflector's view).
+// env is one test's namespace, a direct admin client (the rest of the
+// world) and a factory whose caches go through a fault proxy.
 type env struct {
-	t       *testing.T
-	ns      string
-	direct  kubernetes.Interface
-	proxy   *faultproxy.Proxy
-	proxied kubernetes.Interface
+	t      *testing.T
+	ns     string
+	direct kubernetes.Interface
+	proxy  *faultproxy.Proxy
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	direct := kubernetes.NewForConfigOrDie(cluster.Config())
-	ns := fmt.Sprintf("refl-%d-%d", time.Now().UnixNano()%100000, nsCounter.Add(1))
-	_, err := direct.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	ns := cluster.Namespace(t, "refl")
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
-	t.Cleanup(func() {
-		p.Close()
-		_ = direct.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
-	})
-	return &env{t: t, ns: ns, direct: direct, proxy: p, proxied: kubernetes.NewForConfigOrDie(p.ClientConfig(cluster.Config()))}
+	t.Cleanup(func() { _ = p.Close() })
+	return &env{t: t, ns: ns, direct: cluster.Client(t), proxy: p}
 }
 
 func (e *env) pod(name string, labels map[string]string) *corev1.Pod {
 	e.t.Helper()
-	p, err := e.direct.CoreV1().Pods(e.ns).Create(e.t.Context(), &corev1.Pod{
+	p, err := e.direct.CoreV1().Pods(e.ns).Create(context.Background(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/app:1"}}},
 	}, metav1.CreateOptions{})
@@ -64,33 +58,45 @@ func (e *env) pod(name string, labels map[string]string) *corev1.Pod {
 	return p
 }
 
-func (e *env) start(opts reflector.Options) *reflector.Reflector[*corev1.Pod] {
+// factory builds a factory through the proxy (NewFactory: its own
+// transports, with connection rotation) and starts it when the test's
+// cleanups are not yet running.
+func (e *env) factory(opts reflector.Options) *reflector.Factory {
 	e.t.Helper()
-	if len(opts.Scope.Namespaces) == 0 {
-		opts.Scope.Namespaces = []string{e.ns}
-	}
-	r, err := reflector.New(e.proxied, reflector.Pods, opts)
+	f, err := reflector.NewFactory(e.proxy.ClientConfig(cluster.Config()), opts)
 	require.NoError(e.t, err)
-	_, ctx := ktesting.NewTestContext(e.t)
-	require.NoError(e.t, r.Start(ctx))
-	e.t.Cleanup(r.Stop)
-	return r
+	e.t.Cleanup(f.Shutdown)
+	return f
 }
 
-func waitSynced(t *testing.T, r *reflector.Reflector[*corev1.Pod]) {
+// start returns a started pod cache for the test's namespace.
+func (e *env) start(opts reflector.Options, scope reflector.Scope) *reflector.PodCache {
+	e.t.Helper()
+	f := e.factory(opts)
+	if len(scope.Namespaces) == 0 {
+		scope.Namespaces = []string{e.ns}
+	}
+	pods, err := f.Pods(scope)
+	require.NoError(e.t, err)
+	_, ctx := ktesting.NewTestContext(e.t)
+	f.Start(ctx)
+	return pods
+}
+
+func waitSynced(t *testing.T, pods *reflector.PodCache) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, r.WaitForSync(ctx))
-	require.Eventually(t, func() bool { return r.Status().Healthy() }, 30*time.Second, 20*time.Millisecond, "reflector healthy")
+	require.NoError(t, pods.WaitForSync(ctx))
+	require.Equal(t, reflector.StateSynced, pods.State(), "WaitForSync returns once the state says synced: %+v", pods.Status())
 }
 
-func cached(r *reflector.Reflector[*corev1.Pod], ns, name string) (*corev1.Pod, bool) {
-	pods, src, err := r.List(context.Background(), ns, nil)
+func cached(pods *reflector.PodCache, ns, name string) (*corev1.Pod, bool) {
+	list, src, err := pods.List(context.Background(), ns, nil)
 	if err != nil || src != reflector.SourceCache {
 		return nil, false
 	}
-	for _, p := range pods {
+	for _, p := range list {
 		if p.Name == name {
 			return p, true
 		}
@@ -98,83 +104,121 @@ func cached(r *reflector.Reflector[*corev1.Pod], ns, name string) (*corev1.Pod, 
 	return nil, false
 }
 
+func has(pods *reflector.PodCache, p reflector.Problem) bool {
+	for _, ps := range pods.Status().Problems {
+		if ps.Problem == p {
+			return true
+		}
+	}
+	return false
+}
+
+var podWatches = faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"}
+var podLists = faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods"}
+
 func TestGetFromCacheAndNotFoundOnlyFromAPI(t *testing.T) {
 	e := newEnv(t)
 	e.pod("a", nil)
-	r := e.start(reflector.Options{StallTimeout: 5 * time.Second})
-	waitSynced(t, r)
+	pods := e.start(reflector.Options{}, reflector.Scope{})
+	waitSynced(t, pods)
 
-	p, src, err := r.Get(t.Context(), e.ns, "a")
+	p, src, err := pods.Get(t.Context(), e.ns, "a")
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceCache, src)
 	assert.Equal(t, "a", p.Name)
-	assert.Nil(t, p.ManagedFields, "managedFields are stripped by the default transform")
+	assert.Nil(t, p.ManagedFields, "managedFields are stripped")
 
-	_, src, err = r.Get(t.Context(), e.ns, "missing")
+	_, src, err = pods.Get(t.Context(), e.ns, "missing")
 	require.True(t, apierrors.IsNotFound(err), "absence is the API server's NotFound, got %v", err)
 	assert.Equal(t, reflector.SourceAPI, src)
 
-	_, _, err = r.Get(t.Context(), "other-namespace", "a")
+	_, _, err = pods.Get(t.Context(), "other-namespace", "a")
 	require.ErrorIs(t, err, reflector.ErrOutOfScope)
-	_, _, err = r.Get(t.Context(), e.ns, "")
+	_, _, err = pods.Get(t.Context(), e.ns, "")
 	require.ErrorIs(t, err, reflector.ErrInvalidArgument)
 }
 
-func TestNotSyncedReflectorNeverAnswersFromCache(t *testing.T) {
+func TestNotSyncedCacheNeverAnswersFromCache(t *testing.T) {
 	e := newEnv(t)
 	e.pod("exists", nil)
-	// The reflector cannot list or watch: it never syncs.
-	e.proxy.InjectStatus(faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods"}, 503, 1_000_000, 0)
-	e.proxy.InjectStatus(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"}, 503, 1_000_000, 0)
-	r := e.start(reflector.Options{StallTimeout: 5 * time.Second})
+	// The cache can neither list nor watch: it never syncs.
+	e.proxy.InjectStatus(podLists, 503, 1_000_000, 0)
+	e.proxy.InjectStatus(podWatches, 503, 1_000_000, 0)
+	pods := e.start(reflector.Options{StallTimeout: 5 * time.Second}, reflector.Scope{})
 
-	st := r.Status()
+	st := pods.Status()
 	require.Equal(t, reflector.StateStarting, st.State)
 	require.False(t, st.Synced)
-	require.Error(t, r.Readyz(nil))
-	require.NoError(t, r.Healthz(nil), "starting is not a liveness failure")
+	require.Error(t, pods.Readyz(nil))
+	require.NoError(t, pods.Healthz(nil), "starting is not a liveness failure")
 
-	p, src, err := r.Get(t.Context(), e.ns, "exists")
-	require.NoError(t, err, "an unsynced reflector asks the API server")
+	p, src, err := pods.Get(t.Context(), e.ns, "exists")
+	require.NoError(t, err, "an unsynced cache asks the API server")
 	assert.Equal(t, reflector.SourceAPI, src)
 	assert.Equal(t, "exists", p.Name)
-
-	_, src, err = r.Get(t.Context(), e.ns, "absent")
+	_, src, err = pods.Get(t.Context(), e.ns, "absent")
 	require.True(t, apierrors.IsNotFound(err))
 	assert.Equal(t, reflector.SourceAPI, src)
 
 	// The API fails lists too: an error, never the empty cache as "no pods".
-	pods, _, err := r.List(t.Context(), e.ns, nil)
+	list, _, err := pods.List(t.Context(), e.ns, nil)
 	require.Error(t, err)
-	require.Nil(t, pods)
+	require.Nil(t, list)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	require.ErrorIs(t, r.WaitForSync(ctx), reflector.ErrNotSynced)
+	require.ErrorIs(t, pods.WaitForSync(ctx), reflector.ErrNotSynced)
 
-	// Once the server answers, it syncs by itself.
 	e.proxy.ClearFaults()
-	waitSynced(t, r)
-	pods, src, err = r.List(t.Context(), e.ns, nil)
+	waitSynced(t, pods)
+	list, src, err = pods.List(t.Context(), e.ns, nil)
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceCache, src)
-	assert.Len(t, pods, 1)
+	assert.Len(t, list, 1)
+}
+
+// TestHungInitialListIsBounded: the initial list never answers (its
+// response is held). The cache is degraded after StallTimeout, failed with
+// OnFailure called once after FailureTimeout, fails liveness; once the
+// response is released it syncs and is healthy with no restart.
+func TestHungInitialListIsBounded(t *testing.T) {
+	e := newEnv(t)
+	e.pod("a", nil)
+	e.proxy.Stall(podLists)
+	e.proxy.Stall(podWatches) // the WatchList initial sync too
+	var failures atomic.Int32
+	const stall, failure = 4 * time.Second, 8 * time.Second
+	pods := e.start(reflector.Options{StallTimeout: stall, FailureTimeout: failure,
+		OnFailure: func(reflector.Status) { failures.Add(1) }}, reflector.Scope{})
+
+	require.Eventually(t, func() bool { return pods.State() == reflector.StateDegraded }, stall+5*time.Second, 20*time.Millisecond, "degraded: %+v", pods.Status())
+	assert.True(t, has(pods, reflector.ProblemNotSynced))
+	require.Eventually(t, func() bool { return pods.State() == reflector.StateFailed }, failure+5*time.Second, 20*time.Millisecond, "failed: %+v", pods.Status())
+	require.Eventually(t, func() bool { return failures.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Error(t, pods.Healthz(nil))
+
+	e.proxy.UnstallAll()
+	require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 30*time.Second, 20*time.Millisecond, "synced once released: %+v", pods.Status())
+	require.NoError(t, pods.Healthz(nil))
+	_, ok := cached(pods, e.ns, "a")
+	assert.True(t, ok)
+	assert.Equal(t, int32(1), failures.Load(), "OnFailure called once")
+	assert.Zero(t, pods.Status().Restarts)
 }
 
 // TestSilentStallIsDetectedAndRepaired is the 2018 failure: the watch
-// stays open and silent while the server moves on.
+// stays open and silent while the server moves on. Default options.
 func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	e := newEnv(t)
 	e.pod("keep", nil)
 	e.pod("modify", nil)
 	e.pod("remove", nil)
-	const stallTimeout = 5 * time.Second
-	r := e.start(reflector.Options{StallTimeout: stallTimeout})
-	waitSynced(t, r)
+	pods := e.start(reflector.Options{}, reflector.Scope{})
+	waitSynced(t, pods)
+	stallTimeout := 10 * time.Second // the default
 
 	stalledAt := time.Now()
-	e.proxy.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
-	// Changes during the stall: create, modify, delete.
+	e.proxy.Stall(podWatches)
 	e.pod("created", nil)
 	m, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), "modify", metav1.GetOptions{})
 	require.NoError(t, err)
@@ -183,28 +227,24 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "remove", metav1.DeleteOptions{}))
 
-	require.Eventually(t, func() bool { return r.Status().GapsDetected[reflector.GapStall] > 0 },
-		stallTimeout+10*time.Second, 50*time.Millisecond, "stall detected")
-	st := r.Status()
+	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapStall] > 0 }, 2*stallTimeout, 20*time.Millisecond, "stall detected")
+	st := pods.Status()
 	detectedAfter := st.StateSince.Sub(stalledAt)
-	t.Logf("stall detected %s after it began (stall timeout %s); state %s: %s", detectedAfter, stallTimeout, st.State, st.Reason)
-	// The contract: found within StallTimeout (2s of slack for timer jitter
-	// on a loaded 2-core machine with the race detector).
-	require.LessOrEqual(t, detectedAfter, stallTimeout+2*time.Second)
-	require.NotEqual(t, reflector.StateSynced, st.State, "a stalled reflector does not claim health")
-	require.Error(t, r.Readyz(nil))
+	t.Logf("silent stall of every watch detected %s after it began with default options; %s", detectedAfter, st.Reason)
+	require.LessOrEqual(t, detectedAfter, stallTimeout, "the documented bound")
+	require.NotEqual(t, reflector.StateSynced, st.State)
+	require.Error(t, pods.Readyz(nil))
 
-	// During the stall, reads go to the API server.
-	p, src, err := r.Get(t.Context(), e.ns, "created")
+	p, src, err := pods.Get(t.Context(), e.ns, "created")
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceAPI, src)
 	assert.Equal(t, "created", p.Name)
-	_, src, err = r.Get(t.Context(), e.ns, "remove")
+	_, src, err = pods.Get(t.Context(), e.ns, "remove")
 	require.True(t, apierrors.IsNotFound(err))
 	assert.Equal(t, reflector.SourceAPI, src)
 
-	// While watches still hang, the relist after the stall is a plain LIST
-	// (not a WatchList through the hanging path), so the cache is refilled.
+	// While watches still hang, the relist is a plain LIST (not a
+	// WatchList through the hanging path).
 	require.Eventually(t, func() bool {
 		for _, rec := range e.proxy.Records() {
 			if rec.Verb == faultproxy.VerbList && rec.Resource == "pods" && rec.Namespace == e.ns && rec.Start.After(stalledAt) && rec.Status == 200 {
@@ -215,31 +255,25 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "plain LIST after the stall")
 
 	e.proxy.UnstallAll()
-	require.Eventually(t, func() bool { return r.Status().Healthy() }, 30*time.Second, 50*time.Millisecond, "recovered")
-	_, ok := cached(r, e.ns, "created")
+	require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 30*time.Second, 50*time.Millisecond, "recovered")
+	_, ok := cached(pods, e.ns, "created")
 	assert.True(t, ok, "pod created during the stall is cached")
-	_, ok = cached(r, e.ns, "remove")
+	_, ok = cached(pods, e.ns, "remove")
 	assert.False(t, ok, "pod deleted during the stall is gone from the cache")
-	got, ok := cached(r, e.ns, "modify")
+	got, ok := cached(pods, e.ns, "modify")
 	require.True(t, ok)
-	assert.Equal(t, "yes", got.Labels["changed"], "pod modified during the stall is current")
-	_, ok = cached(r, e.ns, "keep")
-	assert.True(t, ok)
-	st = r.Status()
-	assert.GreaterOrEqual(t, st.Relists[reflector.RelistStall], 1)
-	assert.GreaterOrEqual(t, st.Restarts, 1)
+	assert.Equal(t, "yes", got.Labels["changed"])
+	assert.GreaterOrEqual(t, pods.Status().Relists[reflector.RelistStall], 1)
 }
 
 // TestDeadStreamIsFoundByProbe: only the open watch stream dies (its TCP
-// connection silently dead), the server and new requests are fine. The
-// probe sees changes the watch has not delivered, the watch is restarted
-// on a new connection, and the reflector heals with no outside help.
+// connection silently dead); new requests are fine. The probe sees
+// changes the watch has not delivered and the cache heals by itself.
 func TestDeadStreamIsFoundByProbe(t *testing.T) {
 	e := newEnv(t)
 	e.pod("gone", nil)
-	const stallTimeout = 5 * time.Second
-	r := e.start(reflector.Options{StallTimeout: stallTimeout})
-	waitSynced(t, r)
+	pods := e.start(reflector.Options{}, reflector.Scope{})
+	waitSynced(t, pods)
 	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
 	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
 
@@ -248,95 +282,179 @@ func TestDeadStreamIsFoundByProbe(t *testing.T) {
 	e.pod("new", nil)
 	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "gone", metav1.DeleteOptions{}))
 
-	require.Eventually(t, func() bool { return r.Status().GapsDetected[reflector.GapStall] > 0 },
-		stallTimeout+10*time.Second, 50*time.Millisecond, "stall detected")
-	st := r.Status()
-	detectedAfter := st.StateSince.Sub(stalledAt)
-	t.Logf("dead stream detected after %s: %s", detectedAfter, st.Reason)
+	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapStall] > 0 }, 20*time.Second, 20*time.Millisecond, "stall detected")
+	st := pods.Status()
+	t.Logf("dead stream detected after %s: %s", st.StateSince.Sub(stalledAt), st.Reason)
 	require.Contains(t, st.Reason, "the server holds changes")
-	require.LessOrEqual(t, detectedAfter, stallTimeout+2*time.Second)
+	require.LessOrEqual(t, st.StateSince.Sub(stalledAt), 10*time.Second)
 
-	// No UnstallAll: the frozen stream stays frozen, the reflector moves on.
 	require.Eventually(t, func() bool {
-		_, hasNew := cached(r, e.ns, "new")
-		_, hasGone := cached(r, e.ns, "gone")
-		return r.Status().Healthy() && hasNew && !hasGone
-	}, 30*time.Second, 50*time.Millisecond, "healed by itself: %+v", r.Status())
-	assert.Equal(t, 1, r.Status().Relists[reflector.RelistStall])
+		_, hasNew := cached(pods, e.ns, "new")
+		_, hasGone := cached(pods, e.ns, "gone")
+		return pods.State() == reflector.StateSynced && hasNew && !hasGone
+	}, 30*time.Second, 50*time.Millisecond, "healed by itself: %+v", pods.Status())
+	assert.Equal(t, 1, pods.Status().Relists[reflector.RelistStall])
 }
 
-// TestIdleHealthyWatchIsNeverFlagged runs an idle scope for several stall
-// timeouts: nothing changes in scope while plenty changes outside it.
+// TestCanaryFindsAStallAfterAWrite: with probes far apart, a write
+// reported with ExpectWrite that the stalled watch misses is found within
+// the canary window plus one probe.
+func TestCanaryFindsAStallAfterAWrite(t *testing.T) {
+	e := newEnv(t)
+	e.pod("before", nil)
+	pods := e.start(reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second}, reflector.Scope{})
+	waitSynced(t, pods)
+	time.Sleep(2 * time.Second) // past the first probe
+
+	e.proxy.Stall(podWatches)
+	written := time.Now()
+	p := e.pod("written", nil)
+	pods.ExpectWrite(p)
+	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapStall] > 0 }, 10*time.Second, 10*time.Millisecond, "canary found the stall")
+	after := pods.Status().StateSince.Sub(written)
+	t.Logf("stall of every watch found %s after the write", after)
+	// canary window 1s + a probe that finds the replay lacking the write
+	// 1s after its headers; 1s of slack for a loaded machine.
+	assert.LessOrEqual(t, after, 3*time.Second)
+	e.proxy.UnstallAll()
+	require.Eventually(t, func() bool {
+		_, ok := cached(pods, e.ns, "written")
+		return ok && pods.State() == reflector.StateSynced
+	}, 30*time.Second, 20*time.Millisecond)
+}
+
+// TestHungAuditBlindsNothing: the audit's LIST response is held; then
+// every watch stalls and a pod is created. The probes still run: the
+// cache is not healthy within 2×StallTimeout and reads go to the API.
+func TestHungAuditBlindsNothing(t *testing.T) {
+	e := newEnv(t)
+	e.pod("a", nil)
+	const stall = 5 * time.Second
+	pods := e.start(reflector.Options{StallTimeout: stall, AuditInterval: time.Second}, reflector.Scope{})
+	waitSynced(t, pods)
+	e.proxy.Stall(podLists)
+	require.Eventually(t, func() bool { return e.proxy.StalledStreams(podLists) > 0 }, 10*time.Second, 10*time.Millisecond, "the audit's list is held")
+
+	stalledAt := time.Now()
+	e.proxy.Stall(podWatches)
+	e.pod("created", nil)
+	require.Eventually(t, func() bool { return pods.State() != reflector.StateSynced }, 2*stall, 10*time.Millisecond, "not healthy within 2×StallTimeout")
+	t.Logf("found %s after the stall while the audit hung", time.Since(stalledAt))
+	p, src, err := pods.Get(t.Context(), e.ns, "created")
+	require.NoError(t, err)
+	assert.Equal(t, reflector.SourceAPI, src)
+	assert.Equal(t, "created", p.Name)
+	e.proxy.UnstallAll()
+	require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 60*time.Second, 50*time.Millisecond, "recovered: %+v", pods.Status())
+}
+
+// TestRefusedProbesNeverFail: new watch requests are answered 429 (with
+// Retry-After) and then 500 for 2×StallTimeout each while the main watch
+// is healthy and busy. The cache may degrade, returns to synced once
+// probes work, and OnFailure is never called.
+func TestRefusedProbesNeverFail(t *testing.T) {
+	for _, code := range []int{429, 500} {
+		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			e := newEnv(t)
+			e.pod("a", nil)
+			const stall = 5 * time.Second
+			var failures atomic.Int32
+			pods := e.start(reflector.Options{StallTimeout: stall, FailureTimeout: 15 * time.Second,
+				OnFailure: func(reflector.Status) { failures.Add(1) }}, reflector.Scope{})
+			waitSynced(t, pods)
+			require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+
+			retryAfter := time.Duration(0)
+			if code == 429 {
+				retryAfter = time.Second
+			}
+			e.proxy.InjectStatus(podWatches, code, 1_000_000, retryAfter)
+			sawDegraded := false
+			deadline := time.Now().Add(2 * stall)
+			for i := 0; time.Now().Before(deadline); i++ {
+				e.pod("busy-"+strconv.Itoa(i), nil) // the main watch delivers all along
+				sawDegraded = sawDegraded || pods.State() != reflector.StateSynced
+				time.Sleep(200 * time.Millisecond)
+			}
+			t.Logf("degraded during the refusals: %v (%+v)", sawDegraded, pods.Status().Problems)
+			e.proxy.ClearFaults()
+			require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 3*stall, 20*time.Millisecond, "synced once probes work: %+v", pods.Status())
+			assert.Zero(t, failures.Load(), "OnFailure never called")
+			assert.Zero(t, pods.Status().Relists[reflector.RelistStall], "no restart: the cache was never wrong")
+			_, ok := cached(pods, e.ns, "busy-3")
+			assert.True(t, ok)
+		})
+	}
+}
+
+// TestIdleHealthyWatchIsNeverFlagged runs an idle scope while plenty
+// changes outside it.
 func TestIdleHealthyWatchIsNeverFlagged(t *testing.T) {
 	e := newEnv(t)
 	e.pod("idle", map[string]string{"app": "mine"})
-	const stallTimeout = 2 * time.Second
-	r := e.start(reflector.Options{StallTimeout: stallTimeout, Scope: reflector.Scope{LabelSelector: "app=mine"}})
-	waitSynced(t, r)
-	changes, cancel := r.NotifyState()
+	pods := e.start(reflector.Options{}, reflector.Scope{LabelSelector: "app=mine"})
+	waitSynced(t, pods)
+	changes, cancel := pods.NotifyState()
 	defer cancel()
 
-	// Churn outside the scope (other labels) moves the server's
-	// resourceVersion on without any change in scope.
-	deadline := time.Now().Add(6 * stallTimeout)
+	deadline := time.Now().Add(30 * time.Second) // six probes
 	for i := 0; time.Now().Before(deadline); i++ {
 		e.pod("other-"+strconv.Itoa(i), map[string]string{"app": "theirs"})
 		time.Sleep(300 * time.Millisecond)
 	}
 	select {
 	case <-changes:
-		t.Fatalf("state changed while idle and healthy: %+v", r.Status())
+		t.Fatalf("state changed while idle and healthy: %+v", pods.Status())
 	default:
 	}
-	st := r.Status()
+	st := pods.Status()
 	assert.Equal(t, reflector.StateSynced, st.State)
 	assert.Zero(t, st.Restarts)
-	for kind, n := range st.GapsDetected {
+	for kind, n := range st.Gaps {
 		assert.Zero(t, n, "gap %s", kind)
 	}
 	assert.NotZero(t, st.LastProbeTime, "probes ran")
-	assert.Equal(t, 1, st.Relists[reflector.RelistInitial])
-	assert.Len(t, st.Relists, 1, "no relist but the initial one: %v", st.Relists)
+	assert.Equal(t, map[reflector.RelistReason]int{reflector.RelistInitial: 1}, st.Relists)
 }
 
+// TestWatchGone410Relists: every watch is answered with a 410 Expired in
+// its stream, as a real apiserver does when the resourceVersion was
+// compacted away: counted, relisted, healthy once watches work.
 func TestWatchGone410Relists(t *testing.T) {
 	e := newEnv(t)
 	e.pod("a", nil)
-	r := e.start(reflector.Options{StallTimeout: 5 * time.Second})
-	waitSynced(t, r)
-
-	// The next watch request is answered with a 410 mid-stream, as a real
-	// apiserver does when the resourceVersion was compacted away.
-	e.proxy.InjectWatchError(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"}, 410, 1)
+	pods := e.start(reflector.Options{}, reflector.Scope{})
+	waitSynced(t, pods)
+	e.proxy.InjectWatchError(podWatches, 410, 1_000_000)
 	e.proxy.ResetConnections()
 	e.pod("after", nil)
-
+	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapExpired] > 0 }, 30*time.Second, 20*time.Millisecond, "410 counted")
+	e.proxy.ClearFaults()
 	require.Eventually(t, func() bool {
-		st := r.Status()
-		_, ok := cached(r, e.ns, "after")
-		return st.GapsDetected[reflector.GapExpired] > 0 && st.Relists[reflector.RelistExpired] > 0 && st.Healthy() && ok
-	}, 30*time.Second, 50*time.Millisecond, "410 counted, relisted, healthy: %+v", r.Status())
+		st := pods.Status()
+		_, ok := cached(pods, e.ns, "after")
+		return st.Relists[reflector.RelistExpired] > 0 && st.Healthy() && ok
+	}, 30*time.Second, 50*time.Millisecond, "relisted, healthy")
 }
 
 func TestAPIServerRestartRecovers(t *testing.T) {
 	e := newEnv(t)
 	e.pod("before", nil)
-	// Direct, no proxy: the apiserver itself goes away.
-	r, err := reflector.New(e.direct, reflector.Pods, reflector.Options{StallTimeout: 5 * time.Second, Scope: reflector.Scope{Namespaces: []string{e.ns}}})
+	f, err := reflector.NewFactory(cluster.Config(), reflector.Options{}) // direct: the apiserver itself goes away
 	require.NoError(t, err)
-	_, ctx := ktesting.NewTestContext(t)
-	require.NoError(t, r.Start(ctx))
-	t.Cleanup(r.Stop)
-	waitSynced(t, r)
+	t.Cleanup(f.Shutdown)
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{e.ns}})
+	require.NoError(t, err)
+	f.Start(context.Background())
+	waitSynced(t, pods)
 
 	require.NoError(t, cluster.RestartAPIServer(t.Context()))
 	e.pod("after", nil)
-
 	require.Eventually(t, func() bool {
-		_, ok := cached(r, e.ns, "after")
-		return ok && r.Status().Healthy()
-	}, 60*time.Second, 100*time.Millisecond, "recovered after restart: %+v", r.Status())
-	_, ok := cached(r, e.ns, "before")
+		_, ok := cached(pods, e.ns, "after")
+		return ok && pods.State() == reflector.StateSynced
+	}, 60*time.Second, 100*time.Millisecond, "recovered after restart: %+v", pods.Status())
+	_, ok := cached(pods, e.ns, "before")
 	assert.True(t, ok)
 }
 
@@ -345,38 +463,29 @@ func TestAPIServerRestartRecovers(t *testing.T) {
 func TestAuditRepairsDrift(t *testing.T) {
 	e := newEnv(t)
 	e.pod("ghost", nil)
-	r := e.start(reflector.Options{StallTimeout: 2 * time.Second, ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Second})
-	waitSynced(t, r)
+	pods := e.start(reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Second}, reflector.Scope{})
+	waitSynced(t, pods)
 
-	e.proxy.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
+	e.proxy.Stall(podWatches)
 	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "ghost", metav1.DeleteOptions{}))
 	e.pod("newcomer", nil)
-
 	// The audit's list is not stalled (only watches are); it finds the
-	// ghost and the missing pod, and a relist (plain LIST, since WatchList
-	// hangs too) repairs the cache while the watch path is still stalled.
+	// ghost and the missing pod, and a relist (plain LIST) repairs the
+	// cache while the watch path is still stalled.
 	require.Eventually(t, func() bool {
-		st := r.Status()
-		if st.DriftRepaired < 2 || st.Relists[reflector.RelistDrift] == 0 {
-			return false
-		}
-		objs := map[string]bool{}
-		pods, _, _ := r.List(t.Context(), e.ns, nil)
-		for _, p := range pods {
-			objs[p.Name] = true
-		}
-		return !objs["ghost"] && objs["newcomer"]
-	}, 30*time.Second, 50*time.Millisecond, "drift repaired: %+v", r.Status())
+		st := pods.Status()
+		return st.DriftRepaired >= 2 && st.Relists[reflector.RelistDrift] > 0
+	}, 30*time.Second, 50*time.Millisecond, "drift found: %+v", pods.Status())
 	e.proxy.UnstallAll()
 	require.Eventually(t, func() bool {
-		_, ghost := cached(r, e.ns, "ghost")
-		_, newcomer := cached(r, e.ns, "newcomer")
-		return r.Status().Healthy() && !ghost && newcomer
-	}, 30*time.Second, 50*time.Millisecond, "healthy cache equals the server")
+		_, ghost := cached(pods, e.ns, "ghost")
+		_, newcomer := cached(pods, e.ns, "newcomer")
+		return pods.State() == reflector.StateSynced && !ghost && newcomer
+	}, 30*time.Second, 50*time.Millisecond, "healthy cache equals the server: %+v", pods.Status())
 }
 
 // mainWatches counts the long-running pod watches open through the proxy
-// in ns: client-go asks for 5-10 minutes; probe watches ask for 1 second.
+// in ns: client-go asks for 5-10 minutes; probe watches for 1 second.
 func mainWatches(p *faultproxy.Proxy, ns string) int {
 	n := 0
 	for _, rec := range p.Records() {
@@ -391,47 +500,38 @@ func mainWatches(p *faultproxy.Proxy, ns string) int {
 	return n
 }
 
-func TestRegistrySharesOneWatchPerScope(t *testing.T) {
+func TestFactorySharesOneWatchPerScope(t *testing.T) {
 	e := newEnv(t)
-	reg := reflector.NewRegistry()
-	opts := reflector.Options{StallTimeout: 5 * time.Second, Scope: reflector.Scope{Namespaces: []string{e.ns}, LabelSelector: "app=x"}}
-	r1, release1, err := reflector.Acquire(t.Context(), reg, e.proxied, reflector.Pods, opts)
+	f := e.factory(reflector.Options{})
+	scope := reflector.Scope{Namespaces: []string{e.ns}, LabelSelector: "app=x"}
+	a, err := f.Pods(scope)
 	require.NoError(t, err)
-	// Same scope spelled differently: same reflector.
-	opts2 := opts
-	opts2.Scope = reflector.Scope{Namespaces: []string{e.ns, e.ns}, LabelSelector: " app = x "}
-	r2, release2, err := reflector.Acquire(t.Context(), reg, e.proxied, reflector.Pods, opts2)
+	f.Start(context.Background())
+	b, err := f.Pods(reflector.Scope{Namespaces: []string{e.ns, e.ns}, LabelSelector: " app = x "}) // after Start: shared too
 	require.NoError(t, err)
-	require.Same(t, r1, r2)
-	require.Equal(t, 1, reg.Len())
-	waitSynced(t, r1)
+	require.Same(t, a, b)
+	waitSynced(t, a)
 	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
-	// Stays one (no second watch appears later).
 	time.Sleep(time.Second)
 	require.Equal(t, 1, mainWatches(e.proxy, e.ns), "two users, one watch")
 
-	release1()
-	release1() // idempotent
-	require.Equal(t, reflector.StateSynced, r2.Status().State, "still used by the second")
-	require.Equal(t, 1, mainWatches(e.proxy, e.ns))
-	release2()
-	require.Equal(t, reflector.StateStopped, r1.Status().State)
-	require.Equal(t, 0, reg.Len())
-	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 0 }, 10*time.Second, 20*time.Millisecond, "release stops the watch")
+	f.Shutdown()
+	require.Equal(t, reflector.StateStopped, a.State())
+	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 0 }, 10*time.Second, 20*time.Millisecond, "Shutdown stops the watch")
 }
 
 func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
 	e := newEnv(t)
-	r := e.start(reflector.Options{StallTimeout: 2 * time.Second, HandlerStallThreshold: 500 * time.Millisecond})
-	waitSynced(t, r)
+	pods := e.start(reflector.Options{HandlerStallThreshold: 500 * time.Millisecond}, reflector.Scope{})
+	waitSynced(t, pods)
 
 	block := make(chan struct{})
 	defer close(block)
-	stuck, err := r.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { <-block }})
+	stuck, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { <-block }})
 	require.NoError(t, err)
 	defer stuck.Remove()
 	var seen atomic.Int64
-	healthy, err := r.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { seen.Add(1) }})
+	healthy, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { seen.Add(1) }})
 	require.NoError(t, err)
 	defer healthy.Remove()
 	require.Eventually(t, healthy.HasSynced, 10*time.Second, 10*time.Millisecond)
@@ -440,21 +540,18 @@ func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
 		e.pod("p"+strconv.Itoa(i), nil)
 	}
 	require.Eventually(t, func() bool { return seen.Load() == 5 }, 10*time.Second, 20*time.Millisecond, "the healthy handler gets every event")
+	require.Eventually(t, func() bool { _, ok := cached(pods, e.ns, "p4"); return ok }, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool {
-		_, ok := cached(r, e.ns, "p4")
-		return ok
-	}, 10*time.Second, 20*time.Millisecond, "the cache keeps up")
-	require.Eventually(t, func() bool {
-		st := r.Status()
-		return st.StuckHandlers == 1 && st.GapsDetected[reflector.GapHandlerStall] == 1
-	}, 10*time.Second, 50*time.Millisecond, "stuck handler reported: %+v", r.Status())
+		st := pods.Status()
+		return st.StuckHandlers == 1 && st.Gaps[reflector.GapHandlerStall] == 1
+	}, 10*time.Second, 50*time.Millisecond, "stuck handler reported: %+v", pods.Status())
 }
 
 func TestNotifySignalsChanges(t *testing.T) {
 	e := newEnv(t)
-	r := e.start(reflector.Options{StallTimeout: 5 * time.Second})
-	waitSynced(t, r)
-	ch, cancel := r.Notify(e.ns, "watched")
+	pods := e.start(reflector.Options{}, reflector.Scope{})
+	waitSynced(t, pods)
+	ch, cancel := pods.Notify(e.ns, "watched")
 	defer cancel()
 	e.pod("unrelated", nil)
 	e.pod("watched", nil)
@@ -463,7 +560,7 @@ func TestNotifySignalsChanges(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no signal for the watched pod")
 	}
-	p, src, err := r.Get(t.Context(), e.ns, "watched")
+	p, src, err := pods.Get(t.Context(), e.ns, "watched")
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceCache, src)
 	assert.Equal(t, "watched", p.Name)

@@ -2,72 +2,181 @@ package reflector
 
 import (
 	"context"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 )
 
-// Object is what a Reflector caches: a typed Kubernetes object pointer such
-// as *corev1.Pod.
-type Object interface {
+// object is what a cache holds: a typed Kubernetes object pointer.
+type object interface {
 	runtime.Object
 	metav1.Object
 }
 
-// Kind tells a Reflector how to list, watch and get one resource through a
-// kubernetes.Interface. [Pods] is provided; package events defines one for
-// core/v1 Events.
-type Kind[T Object] struct {
-	// Name is the kind's name in logs and metrics, e.g. "pods".
-	Name string
-	// Resource is the REST resource, e.g. "pods".
-	Resource string
-	// NewObject returns an empty object (the informer's example object).
-	NewObject func() T
-	// List, Watch and Get call the typed client.
-	List  func(ctx context.Context, c kubernetes.Interface, namespace string, opts metav1.ListOptions) (runtime.Object, error)
-	Watch func(ctx context.Context, c kubernetes.Interface, namespace string, opts metav1.ListOptions) (watch.Interface, error)
-	Get   func(ctx context.Context, c kubernetes.Interface, namespace, name string) (T, error)
-	// RESTClient returns the REST client of the resource's API group, used
-	// for metadata-only lists. It may return nil (fake clientsets): the
-	// audit then uses List.
-	RESTClient func(c kubernetes.Interface) rest.Interface
-	// Fields returns the object's selectable fields, to tell whether an
-	// object fetched from the API is inside a field-selected scope. Nil
-	// means field selectors cannot be evaluated locally.
-	Fields func(T) fields.Set
+// kind tells the engine how to list, watch and get one resource through a
+// kubernetes.Interface, and how to slim what it caches.
+type kind[T object] struct {
+	name     string
+	resource string
+	newObj   func() T
+	list     func(ctx context.Context, c kubernetes.Interface, namespace string, opts metav1.ListOptions) (runtime.Object, error)
+	watch    func(ctx context.Context, c kubernetes.Interface, namespace string, opts metav1.ListOptions) (watch.Interface, error)
+	get      func(ctx context.Context, c kubernetes.Interface, namespace, name string) (T, error)
+	// restClient is the REST client of the resource's API group, for
+	// metadata-only lists; nil (fake clientsets) makes the audit use list.
+	restClient func(c kubernetes.Interface) rest.Interface
+	// fields returns the object's selectable fields, exactly as the
+	// apiserver computes them, so that a field-selected scope can be
+	// evaluated locally.
+	fields func(T) fields.Set
+	// transform slims every cached object and every object answered from
+	// the API; it must be idempotent (client-go may apply it twice).
+	transform toolscache.TransformFunc
 }
 
-// Pods is the Kind for core/v1 Pods.
-var Pods = Kind[*corev1.Pod]{
-	Name:      "pods",
-	Resource:  "pods",
-	NewObject: func() *corev1.Pod { return &corev1.Pod{} },
-	List: func(ctx context.Context, c kubernetes.Interface, ns string, opts metav1.ListOptions) (runtime.Object, error) {
+var podKind = kind[*corev1.Pod]{
+	name:     "pods",
+	resource: "pods",
+	newObj:   func() *corev1.Pod { return &corev1.Pod{} },
+	list: func(ctx context.Context, c kubernetes.Interface, ns string, opts metav1.ListOptions) (runtime.Object, error) {
 		return c.CoreV1().Pods(ns).List(ctx, opts)
 	},
-	Watch: func(ctx context.Context, c kubernetes.Interface, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+	watch: func(ctx context.Context, c kubernetes.Interface, ns string, opts metav1.ListOptions) (watch.Interface, error) {
 		return c.CoreV1().Pods(ns).Watch(ctx, opts)
 	},
-	Get: func(ctx context.Context, c kubernetes.Interface, ns, name string) (*corev1.Pod, error) {
+	get: func(ctx context.Context, c kubernetes.Interface, ns, name string) (*corev1.Pod, error) {
 		return c.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	},
-	RESTClient: func(c kubernetes.Interface) rest.Interface { return c.CoreV1().RESTClient() },
-	Fields: func(p *corev1.Pod) fields.Set {
-		// The fields the apiserver lets pods be selected by (the common ones).
-		return fields.Set{
-			"metadata.name":      p.Name,
-			"metadata.namespace": p.Namespace,
-			"spec.nodeName":      p.Spec.NodeName,
-			"spec.restartPolicy": string(p.Spec.RestartPolicy),
-			"spec.schedulerName": p.Spec.SchedulerName,
-			"status.phase":       string(p.Status.Phase),
-			"status.podIP":       p.Status.PodIP,
-		}
+	restClient: func(c kubernetes.Interface) rest.Interface { return c.CoreV1().RESTClient() },
+	fields:     podFields,
+	transform:  StripManagedFields,
+}
+
+// podFields are the fields the apiserver lets pods be selected by
+// (pkg/registry/core/pod PodToSelectableFields). A test compares them with
+// the apiserver's answers.
+func podFields(p *corev1.Pod) fields.Set {
+	podIP := ""
+	if len(p.Status.PodIPs) > 0 {
+		podIP = p.Status.PodIPs[0].IP
+	}
+	return fields.Set{
+		"metadata.name":            p.Name,
+		"metadata.namespace":       p.Namespace,
+		"spec.nodeName":            p.Spec.NodeName,
+		"spec.restartPolicy":       string(p.Spec.RestartPolicy),
+		"spec.schedulerName":       p.Spec.SchedulerName,
+		"spec.serviceAccountName":  p.Spec.ServiceAccountName,
+		"spec.hostNetwork":         strconv.FormatBool(p.Spec.HostNetwork),
+		"status.phase":             string(p.Status.Phase),
+		"status.podIP":             podIP,
+		"status.nominatedNodeName": p.Status.NominatedNodeName,
+	}
+}
+
+// eventKind is core/v1 Events (see package events for why core/v1 rather
+// than events.k8s.io/v1).
+var eventKind = kind[*corev1.Event]{
+	name:     "events",
+	resource: "events",
+	newObj:   func() *corev1.Event { return &corev1.Event{} },
+	list: func(ctx context.Context, c kubernetes.Interface, ns string, opts metav1.ListOptions) (runtime.Object, error) {
+		return c.CoreV1().Events(ns).List(ctx, opts)
 	},
+	watch: func(ctx context.Context, c kubernetes.Interface, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+		return c.CoreV1().Events(ns).Watch(ctx, opts)
+	},
+	get: func(ctx context.Context, c kubernetes.Interface, ns, name string) (*corev1.Event, error) {
+		return c.CoreV1().Events(ns).Get(ctx, name, metav1.GetOptions{})
+	},
+	restClient: func(c kubernetes.Interface) rest.Interface { return c.CoreV1().RESTClient() },
+	fields:     eventFields,
+	transform:  slimEventTransform,
+}
+
+// eventFields are the fields the apiserver lets core/v1 Events be selected
+// by (pkg/registry/core/event ToSelectableFields). A test compares them
+// with the apiserver's answers.
+func eventFields(e *corev1.Event) fields.Set {
+	source := e.Source.Component
+	if source == "" {
+		source = e.ReportingController
+	}
+	return fields.Set{
+		"metadata.name":                  e.Name,
+		"metadata.namespace":             e.Namespace,
+		"involvedObject.kind":            e.InvolvedObject.Kind,
+		"involvedObject.namespace":       e.InvolvedObject.Namespace,
+		"involvedObject.name":            e.InvolvedObject.Name,
+		"involvedObject.uid":             string(e.InvolvedObject.UID),
+		"involvedObject.apiVersion":      e.InvolvedObject.APIVersion,
+		"involvedObject.resourceVersion": e.InvolvedObject.ResourceVersion,
+		"involvedObject.fieldPath":       e.InvolvedObject.FieldPath,
+		"reason":                         e.Reason,
+		"reportingComponent":             e.ReportingController,
+		"source":                         source,
+		"type":                           e.Type,
+	}
+}
+
+// StripManagedFields drops metadata.managedFields, which no spawner reads
+// and which is about a quarter of a cached pod's memory. It is idempotent
+// and leaves objects without metadata untouched.
+func StripManagedFields(obj any) (any, error) {
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// slimEventTransform keeps of an Event only what progress streams and
+// failure reports read: metadata name, namespace, uid, resourceVersion and
+// creationTimestamp, involvedObject, reason, message, type, count,
+// firstTimestamp, lastTimestamp, eventTime, series, source,
+// reportingController and reportingInstance. It is idempotent and leaves
+// other objects (tombstones) untouched.
+func slimEventTransform(obj any) (any, error) {
+	e, ok := obj.(*corev1.Event)
+	if !ok || e == nil {
+		return obj, nil
+	}
+	return SlimEvent(e), nil
+}
+
+// SlimEvent returns the slim copy of e that event caches hold (see
+// [Factory.Events]).
+func SlimEvent(e *corev1.Event) *corev1.Event {
+	out := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              e.Name,
+			Namespace:         e.Namespace,
+			UID:               e.UID,
+			ResourceVersion:   e.ResourceVersion,
+			CreationTimestamp: e.CreationTimestamp,
+		},
+		InvolvedObject:      e.InvolvedObject,
+		Reason:              e.Reason,
+		Message:             e.Message,
+		Type:                e.Type,
+		Count:               e.Count,
+		FirstTimestamp:      e.FirstTimestamp,
+		LastTimestamp:       e.LastTimestamp,
+		EventTime:           e.EventTime,
+		Source:              e.Source,
+		ReportingController: e.ReportingController,
+		ReportingInstance:   e.ReportingInstance,
+	}
+	if e.Series != nil {
+		s := *e.Series
+		out.Series = &s
+	}
+	return out
 }

@@ -3,50 +3,90 @@ package reflector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/watchlist"
+	"k8s.io/utils/clock"
 )
 
 // listWatcher is the informer's ListerWatcher for one shard. It adds the
-// shard's selectors, reports every list, watch and event to the shard, and
-// can force a relist by ending the current watch with a 410 Expired error,
-// which is exactly what client-go's reflector does after a real 410.
-type listWatcher[T Object] struct {
+// scope's selectors, puts a deadline on every request, reports every list,
+// watch and event to the shard, and can force a relist, which it never
+// loses: a relist requested while no watch is open is applied to the next
+// watch request.
+//
+// A relist is forced by ending the main watch with a 410 Expired error
+// event (or answering the next watch request with one): exactly client-go's
+// own path after a real 410.
+type listWatcher[T object] struct {
 	s *shard[T]
 
 	mu sync.Mutex
 	// current is the open main watch, nil between watches.
-	current *trackedWatch
-	// relistReason labels the next list (or watch-list).
-	relistReason string
-	// expireNext makes the next Watch call fail with 410, for a relist
-	// forced while no watch was open.
-	expireNext bool
-	// listNext makes the next relist a plain LIST rather than a WatchList:
-	// after a stall the watch path is suspect, and a WatchList through it
-	// would hang for another StallTimeout before client-go falls back.
-	listNext bool
+	current *trackedWatch[T]
+	// wanted and done count forced relists: wanted > done means one is
+	// owed; a relist that starts when wanted is n pays it once it
+	// completes (done = n).
+	wanted, done int
+	// reason labels the next relist.
+	reason RelistReason
+	// plainList makes the next relist a plain LIST rather than a
+	// WatchList: after a stall the watch path is suspect, and a WatchList
+	// through it would hang until its deadline before client-go falls back.
+	plainList bool
 }
 
 // errSkipWatchList makes client-go fall back from WatchList to LIST.
 var errSkipWatchList = errors.New("kubespawn: relisting with a plain LIST after a stalled watch")
 
+// forcedRelistMessage is the message of the synthetic 410 that forces a
+// relist.
+const forcedRelistMessage = "kubespawn: relist forced by the reflector"
+
 func (lw *listWatcher[T]) applyScope(opts *metav1.ListOptions) {
-	opts.LabelSelector = lw.s.r.opts.Scope.LabelSelector
-	opts.FieldSelector = lw.s.r.opts.Scope.FieldSelector
+	opts.LabelSelector = lw.s.c.scope.LabelSelector
+	opts.FieldSelector = lw.s.c.scope.FieldSelector
 }
 
-func (lw *listWatcher[T]) takeRelistReason() string {
+// forceRelist makes the informer relist for reason, now if a watch is
+// open, else at its next watch request. It returns at once.
+func (lw *listWatcher[T]) forceRelist(reason RelistReason, plainList bool) {
+	lw.mu.Lock()
+	lw.wanted++
+	if lw.reason == "" {
+		lw.reason = reason
+	}
+	lw.plainList = lw.plainList || plainList
+	cur := lw.current
+	lw.mu.Unlock()
+	if cur != nil {
+		cur.expire()
+	}
+}
+
+// expired labels the relist that client-go makes after a 410.
+func (lw *listWatcher[T]) expired() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	reason := lw.relistReason
-	lw.relistReason = ""
+	if lw.reason == "" {
+		lw.reason = RelistExpired
+	}
+}
+
+// beginRelist is called when a list (or WatchList) starts: it returns the
+// forced relist it will pay and its reason.
+func (lw *listWatcher[T]) beginRelist() (int, RelistReason) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	reason := lw.reason
+	lw.reason = ""
 	if reason == "" {
 		if lw.s.informer.HasSynced() {
 			reason = RelistError
@@ -54,33 +94,21 @@ func (lw *listWatcher[T]) takeRelistReason() string {
 			reason = RelistInitial
 		}
 	}
-	return reason
+	return lw.wanted, reason
 }
 
-// setRelistReason records why the next list happens, keeping the first
-// reason when several arrive before it.
-func (lw *listWatcher[T]) setRelistReason(reason string) {
+// endRelist records a relist that completed (paid: the forced relists up
+// to it are done) or failed (its reason is kept for the retry).
+func (lw *listWatcher[T]) endRelist(paid int, reason RelistReason, ok bool) {
 	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	if lw.relistReason == "" {
-		lw.relistReason = reason
-	}
-}
-
-// forceRelist ends the current watch with a synthetic 410 so that the
-// informer relists. It returns immediately.
-func (lw *listWatcher[T]) forceRelist(reason string) {
-	lw.mu.Lock()
-	lw.relistReason = reason
-	lw.listNext = reason == RelistStall || reason == RelistIdle
-	cur := lw.current
-	lw.current = nil
-	if cur == nil {
-		lw.expireNext = true
+	if ok {
+		lw.done = max(lw.done, paid)
+	} else if lw.reason == "" {
+		lw.reason = reason
 	}
 	lw.mu.Unlock()
-	if cur != nil {
-		cur.expire("kubespawn: watch restarted by the reflector: " + reason)
+	if ok {
+		lw.s.c.stats.relist(reason)
 	}
 }
 
@@ -89,16 +117,45 @@ func (lw *listWatcher[T]) List(opts metav1.ListOptions) (runtime.Object, error) 
 }
 
 func (lw *listWatcher[T]) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	s := lw.s
 	lw.applyScope(&opts)
-	reason := lw.takeRelistReason()
-	obj, err := lw.s.r.kind.List(ctx, lw.s.r.client, lw.s.namespace, opts)
+	paid, reason := lw.beginRelist()
+	lw.mu.Lock()
+	lw.plainList = false // this is the plain list
+	lw.mu.Unlock()
+	var hung atomic.Bool
+	lctx, cancel := withDeadlineFunc(ctx, s.c.opts.Clock, s.c.opts.listDeadline(), func() {
+		hung.Store(true)
+		s.onHung(requestList)
+	})
+	obj, err := s.c.kind.list(lctx, s.c.client, s.namespace, opts)
+	cancel()
+	switch {
+	case err == nil && hung.Load():
+		err = fmt.Errorf("list cut after %s: %w", s.c.opts.listDeadline(), context.DeadlineExceeded)
+	case err != nil && hung.Load():
+		err = fmt.Errorf("list cut after %s: %w", s.c.opts.listDeadline(), err)
+	case err != nil && ctx.Err() == nil:
+		s.onListWatchError(err)
+	}
+	lw.endRelist(paid, reason, err == nil)
 	if err != nil {
-		lw.s.onListWatchError(err)
-		lw.setRelistReason(reason) // the retry is still this relist
 		return nil, err
 	}
-	lw.s.r.stats.relist(reason)
+	// A list continues a paginated relist or ends it; either way the
+	// server answered.
+	if opts.Continue == "" || !hasContinue(obj) {
+		s.onRelisted(false)
+	}
 	return obj, nil
+}
+
+func hasContinue(obj runtime.Object) bool {
+	type continuer interface{ GetContinue() string }
+	if l, ok := obj.(continuer); ok {
+		return l.GetContinue() != ""
+	}
+	return false
 }
 
 func (lw *listWatcher[T]) Watch(opts metav1.ListOptions) (watch.Interface, error) {
@@ -106,46 +163,87 @@ func (lw *listWatcher[T]) Watch(opts metav1.ListOptions) (watch.Interface, error
 }
 
 func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	s := lw.s
 	lw.applyScope(&opts)
-	lw.mu.Lock()
-	expire := lw.expireNext
-	lw.expireNext = false
-	lw.mu.Unlock()
-	if expire {
-		return nil, apierrors.NewResourceExpired("kubespawn: relist forced by the reflector")
-	}
 	// With client-go's WatchList, the initial list arrives as the first
-	// events of a watch with sendInitialEvents: that watch is the relist.
+	// events of a watch with sendInitialEvents: that watch is a relist.
 	isWatchList := opts.SendInitialEvents != nil && *opts.SendInitialEvents
-	if isWatchList {
-		lw.mu.Lock()
-		skip := lw.listNext
-		lw.listNext = false
-		lw.mu.Unlock()
-		if skip {
-			return nil, errSkipWatchList
-		}
+	lw.mu.Lock()
+	owed := lw.wanted > lw.done
+	skip := isWatchList && lw.plainList
+	if skip {
+		lw.plainList = false
 	}
-	reason := ""
-	if isWatchList {
-		reason = lw.takeRelistReason()
+	lw.mu.Unlock()
+	if skip {
+		return nil, errSkipWatchList
 	}
-	w, err := lw.s.r.kind.Watch(ctx, lw.s.r.client, lw.s.namespace, opts)
+	if owed && !isWatchList {
+		// A relist is owed: client-go relists on 410.
+		return nil, apierrors.NewResourceExpired(forcedRelistMessage)
+	}
+	paid, reason := 0, RelistReason("")
+	if isWatchList {
+		paid, reason = lw.beginRelist()
+	}
+
+	// The watch's context lasts as long as the stream; the open has its
+	// own deadline, disarmed once the response headers are in.
+	wctx, cancel := context.WithCancel(ctx)
+	var hung atomic.Bool
+	openTimer := afterFunc(s.c.opts.Clock, s.c.opts.openDeadline(), func() {
+		hung.Store(true)
+		s.onHung(requestWatchOpen)
+		cancel()
+	})
+	w, err := s.c.kind.watch(wctx, s.c.client, s.namespace, opts)
+	openTimer.Stop()
+	if hung.Load() && err == nil {
+		w.Stop()
+		err = fmt.Errorf("watch open cut after %s: %w", s.c.opts.openDeadline(), context.DeadlineExceeded)
+	}
 	if err != nil {
-		lw.s.onListWatchError(err)
+		cancel()
+		if !hung.Load() && ctx.Err() == nil {
+			if isExpired(err) {
+				lw.expired()
+			}
+			s.onListWatchError(err)
+		}
 		if isWatchList {
-			lw.setRelistReason(reason)
+			lw.endRelist(paid, reason, false)
 		}
 		return nil, err
 	}
+
+	tw := &trackedWatch[T]{inner: w, out: make(chan watch.Event), expireCh: make(chan struct{}, 1), stopCh: make(chan struct{}), lw: lw, cancel: cancel}
 	if isWatchList {
-		lw.s.r.stats.relist(reason)
+		// The initial events must keep coming (one at least every
+		// StallTimeout) and end within the list deadline, or the relist
+		// is cut and redone as a plain LIST.
+		tw.initial = true
+		tw.paid, tw.reason = paid, reason
+		cut := func() {
+			if tw.initialDone.Load() || !tw.cut.CompareAndSwap(false, true) {
+				return
+			}
+			s.onHung(requestWatchList)
+			lw.forceRelist(reason, true)
+		}
+		tw.initialTimer = afterFunc(s.c.opts.Clock, s.c.opts.listDeadline(), cut)
+		tw.progressTimer = afterFunc(s.c.opts.Clock, s.c.opts.StallTimeout, cut)
 	}
-	tw := newTrackedWatch(w, lw.s.onWatchEvent)
 	lw.mu.Lock()
 	lw.current = tw
+	owed = lw.wanted > lw.done
 	lw.mu.Unlock()
-	lw.s.onWatchOpened(isWatchList)
+	go tw.run()
+	if !isWatchList {
+		s.onWatchOpened()
+		if owed {
+			tw.expire() // a relist was requested while this watch was opening
+		}
+	}
 	return tw, nil
 }
 
@@ -153,52 +251,76 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 // clients that cannot do it (fake clientsets), as
 // cache.ToListWatcherWithWatchListSemantics does.
 func (lw *listWatcher[T]) IsWatchListSemanticsUnSupported() bool {
-	return watchlist.DoesClientNotSupportWatchListSemantics(lw.s.r.client)
+	return watchlist.DoesClientNotSupportWatchListSemantics(lw.s.c.client)
 }
 
-// trackedWatch forwards a watch's events, reporting each to onEvent, and
-// can be ended with a synthetic 410 Expired error event.
-type trackedWatch struct {
+// trackedWatch forwards a main watch's events to the informer, reporting
+// each to the shard, and can be ended with a synthetic 410 Expired error
+// event. When it ends, it is no longer the listWatcher's current watch.
+type trackedWatch[T object] struct {
 	inner    watch.Interface
 	out      chan watch.Event
-	expireCh chan string
+	expireCh chan struct{}
 	stopCh   chan struct{}
 	stopOnce sync.Once
-	onEvent  func(watch.Event)
+	lw       *listWatcher[T]
+	cancel   context.CancelFunc
+
+	// WatchList relists: the initial events, their deadline and the relist
+	// they pay when the initial-events-end bookmark arrives.
+	initial       bool
+	initialDone   atomic.Bool
+	cut           atomic.Bool
+	initialTimer  clock.Timer
+	progressTimer clock.Timer
+	paid          int
+	reason        RelistReason
 }
 
-func newTrackedWatch(inner watch.Interface, onEvent func(watch.Event)) *trackedWatch {
-	w := &trackedWatch{
-		inner:    inner,
-		out:      make(chan watch.Event),
-		expireCh: make(chan string, 1),
-		stopCh:   make(chan struct{}),
-		onEvent:  onEvent,
+func (lw *listWatcher[T]) ended(tw *trackedWatch[T]) {
+	lw.mu.Lock()
+	mine := lw.current == tw
+	if mine {
+		lw.current = nil
 	}
-	go w.run()
-	return w
+	lw.mu.Unlock()
+	if tw.initial && !tw.initialDone.Load() {
+		lw.endRelist(tw.paid, tw.reason, false)
+	}
+	if mine && (!tw.initial || tw.initialDone.Load()) {
+		lw.s.onWatchClosed()
+	}
 }
 
-func (w *trackedWatch) ResultChan() <-chan watch.Event { return w.out }
+func (w *trackedWatch[T]) ResultChan() <-chan watch.Event { return w.out }
 
-// Stop ends the watch and closes the inner one, which for HTTP/1.1 closes
+// Stop ends the watch and cancels its request, which for HTTP/1.1 closes
 // its TCP connection: a stalled connection is never reused.
-func (w *trackedWatch) Stop() {
+func (w *trackedWatch[T]) Stop() {
 	w.stopOnce.Do(func() {
 		close(w.stopCh)
 		w.inner.Stop()
+		w.cancel()
 	})
 }
 
-func (w *trackedWatch) expire(msg string) {
+func (w *trackedWatch[T]) expire() {
 	select {
-	case w.expireCh <- msg:
+	case w.expireCh <- struct{}{}:
 	default:
 	}
 }
 
-func (w *trackedWatch) run() {
-	defer close(w.out)
+func (w *trackedWatch[T]) run() {
+	defer func() {
+		if w.initial {
+			w.initialTimer.Stop()
+			w.progressTimer.Stop()
+		}
+		w.cancel()
+		w.lw.ended(w)
+		close(w.out)
+	}()
 	in := w.inner.ResultChan()
 	for {
 		select {
@@ -206,17 +328,17 @@ func (w *trackedWatch) run() {
 			if !ok {
 				return
 			}
-			w.onEvent(ev)
+			w.observe(ev)
 			select {
 			case w.out <- ev:
-			case msg := <-w.expireCh:
-				w.sendExpired(msg)
+			case <-w.expireCh:
+				w.sendExpired()
 				return
 			case <-w.stopCh:
 				return
 			}
-		case msg := <-w.expireCh:
-			w.sendExpired(msg)
+		case <-w.expireCh:
+			w.sendExpired()
 			return
 		case <-w.stopCh:
 			return
@@ -224,13 +346,50 @@ func (w *trackedWatch) run() {
 	}
 }
 
-func (w *trackedWatch) sendExpired(msg string) {
+// observe reports one event of the main watch to the shard.
+func (w *trackedWatch[T]) observe(ev watch.Event) {
+	lw, s := w.lw, w.lw.s
+	s.c.stats.event(ev.Type)
+	s.onEvent()
+	if w.initial && !w.initialDone.Load() {
+		w.progressTimer.Reset(s.c.opts.StallTimeout)
+	}
+	switch ev.Type {
+	case watch.Bookmark:
+		if w.initial && !w.initialDone.Load() && isInitialEventsEnd(ev.Object) {
+			// The WatchList relist has delivered its initial state; the
+			// watch goes on as the main watch.
+			w.initialDone.Store(true)
+			lw.endRelist(w.paid, w.reason, true)
+			s.onRelisted(true)
+			lw.mu.Lock()
+			owed := lw.wanted > lw.done
+			lw.mu.Unlock()
+			if owed {
+				w.expire()
+			}
+		}
+	case watch.Error:
+		err := apierrors.FromObject(ev.Object)
+		if isExpired(err) {
+			lw.expired()
+		}
+		s.onListWatchError(err)
+	}
+}
+
+func isInitialEventsEnd(obj runtime.Object) bool {
+	m, err := metaAccessor(obj)
+	return err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true"
+}
+
+func (w *trackedWatch[T]) sendExpired() {
 	w.inner.Stop()
 	status := &metav1.Status{
 		Status:  metav1.StatusFailure,
 		Code:    http.StatusGone,
 		Reason:  metav1.StatusReasonExpired,
-		Message: msg,
+		Message: forcedRelistMessage,
 	}
 	select {
 	case w.out <- watch.Event{Type: watch.Error, Object: status}:

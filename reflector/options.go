@@ -9,13 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
 
-// Scope is what a Reflector watches: the namespaces and selectors of its
-// list and watch. Each namespace gets its own watch, so RBAC can stay
+// Scope is what a cache watches: the namespaces and selectors of its list
+// and watch. Each namespace gets its own watch, so RBAC can stay
 // namespaced; an empty Namespaces means all namespaces (one cluster-wide
 // watch, which needs cluster-wide list and watch permission).
 type Scope struct {
@@ -26,7 +25,7 @@ type Scope struct {
 
 // normalize validates the scope and returns its canonical form: sorted,
 // de-duplicated namespaces and selectors in their parsed string form, so
-// that equal scopes share one Reflector.
+// that equal scopes share one cache.
 func (s Scope) normalize() (Scope, error) {
 	out := Scope{}
 	for _, ns := range s.Namespaces {
@@ -67,74 +66,83 @@ func (s Scope) namespaces() []string {
 	return s.Namespaces
 }
 
-// Options configures a Reflector. The zero value, with a Scope, is usable.
-type Options struct {
-	// Name labels metrics and logs. Default: "<kind> <scope>".
-	Name string
-	// Scope is what to watch.
-	Scope Scope
+// Contains reports whether namespace is watched by the scope.
+func (s Scope) Contains(namespace string) bool {
+	return len(s.Namespaces) == 0 || slices.Contains(s.Namespaces, namespace)
+}
 
-	// StallTimeout bounds how long a stalled watch can go unnoticed while
-	// the server holds changes in scope. Default 30s; at least 1s (5s or
-	// more in production).
+// Options configure a Factory and every cache it hands out. They are set
+// once per process; the zero value is usable.
+type Options struct {
+	// StallTimeout is the bound, with default options, on how long a
+	// stalled watch path can go unnoticed: a silent stall of the main
+	// watch, or of every watch, is found within it. Default 10s; at least
+	// 4s. Every other timing derives from it (see the package
+	// documentation).
 	StallTimeout time.Duration
-	// ProbeInterval is how often the probe watch runs. Default StallTimeout/3.
-	// Negative disables probing (stall detection then relies on IdleTimeout
-	// and the audit).
+	// ProbeInterval is how often the probe watch runs. Default
+	// StallTimeout/2. ProbeInterval plus the probe's deadline (1s plus
+	// StallTimeout/5, between 1s and 2s) must not exceed StallTimeout.
+	// Negative disables probing: stalls are then found only by IdleTimeout
+	// and the audit, so the bound becomes IdleTimeout (or AuditInterval if
+	// shorter).
 	ProbeInterval time.Duration
+	// CanaryWindow is how long a cache may take to reach the
+	// resourceVersion of a write reported with ExpectWrite before it probes
+	// the server at once. Default 1s.
+	CanaryWindow time.Duration
 	// IdleTimeout: a main watch with no event and no bookmark for this long
-	// is considered dead. The apiserver sends bookmarks about once a minute,
-	// so the default, 150s, never flags a healthy idle watch. Negative
-	// disables.
+	// is considered dead and restarted. The apiserver sends a bookmark about
+	// once a minute, so it must be at least a minute. Default 150s.
+	// Negative disables.
 	IdleTimeout time.Duration
-	// AuditInterval is how often the cache is compared with the server.
-	// Default 5m. Negative disables the periodic audit.
+	// AuditInterval is how often the cache is compared with a
+	// metadata-only list of the server. Default 5m. Negative disables.
 	AuditInterval time.Duration
-	// FailureTimeout is how long recovery may fail before the state becomes
-	// failed and OnFailure is called. Default 2m.
+	// FailureTimeout is how long a problem may last before the state
+	// becomes failed and OnFailure is called. Default 2m; at least
+	// StallTimeout.
 	FailureTimeout time.Duration
 	// HandlerStallThreshold: an event handler inside one call for longer is
 	// reported as stuck. Default 10s.
 	HandlerStallThreshold time.Duration
 
-	// Transform is applied to every object after the default transform,
-	// which drops metadata.managedFields. It must be idempotent (client-go
-	// may apply it more than once).
-	Transform cache.TransformFunc
-	// KeepManagedFields disables the default transform.
-	KeepManagedFields bool
-
-	// OnFailure is called (in its own goroutine) each time the Reflector
-	// enters the failed state.
+	// OnFailure is called (in its own goroutine) each time a cache enters
+	// the failed state, with its Status.
 	OnFailure func(Status)
 
-	// Clock drives probes, audits and health. Default: the real clock.
-	Clock clock.WithTicker
-	// Logger is used for all logging. Default: klog.Background(), or the
-	// logger in the context given to Start.
+	// Clock drives probes, audits, deadlines and health. Default: the real
+	// clock.
+	Clock clock.WithTickerAndDelayedExecution
+	// Logger is used when the context given to Start carries no logger.
+	// Default klog.Background().
 	Logger *klog.Logger
-	// Registerer, if set, gets the Reflector's metrics (prefix
-	// kubespawn_reflector_, constant label reflector=<Name>). They are
-	// unregistered when the Reflector stops.
+	// Registerer, if set, gets every cache's metrics (prefix
+	// kubespawn_reflector_, constant label reflector=<name>), registered
+	// when the cache is created and unregistered when the factory stops.
+	// A registration failure is returned by the call that creates the
+	// cache.
 	Registerer prometheus.Registerer
 }
 
 const (
-	defaultStallTimeout          = 30 * time.Second
+	defaultStallTimeout          = 10 * time.Second
+	minStallTimeout              = 4 * time.Second
+	defaultCanaryWindow          = time.Second
 	defaultIdleTimeout           = 150 * time.Second
+	minIdleTimeout               = time.Minute // the apiserver's bookmark period
 	defaultAuditInterval         = 5 * time.Minute
 	defaultFailureTimeout        = 2 * time.Minute
 	defaultHandlerStallThreshold = 10 * time.Second
+	// probeServerTimeout is the probe watch's timeoutSeconds: the server
+	// replays the changes since the given resourceVersion at once and
+	// closes the watch after this long.
+	probeServerTimeout = time.Second
 )
 
 // withDefaults validates o and fills in defaults.
-func (o Options) withDefaults(kind string) (Options, error) {
-	scope, err := o.Scope.normalize()
-	if err != nil {
-		return o, err
-	}
-	o.Scope = scope
-	for name, d := range map[string]time.Duration{"StallTimeout": o.StallTimeout, "FailureTimeout": o.FailureTimeout, "HandlerStallThreshold": o.HandlerStallThreshold} {
+func (o Options) withDefaults() (Options, error) {
+	for name, d := range map[string]time.Duration{"StallTimeout": o.StallTimeout, "CanaryWindow": o.CanaryWindow, "FailureTimeout": o.FailureTimeout, "HandlerStallThreshold": o.HandlerStallThreshold} {
 		if d < 0 {
 			return o, fmt.Errorf("%w: %s must not be negative, got %s", ErrInvalidOptions, name, d)
 		}
@@ -142,14 +150,23 @@ func (o Options) withDefaults(kind string) (Options, error) {
 	if o.StallTimeout == 0 {
 		o.StallTimeout = defaultStallTimeout
 	}
-	if o.StallTimeout < time.Second {
-		return o, fmt.Errorf("%w: StallTimeout must be at least 1s, got %s", ErrInvalidOptions, o.StallTimeout)
+	if o.StallTimeout < minStallTimeout {
+		return o, fmt.Errorf("%w: StallTimeout must be at least %s, got %s", ErrInvalidOptions, minStallTimeout, o.StallTimeout)
 	}
 	if o.ProbeInterval == 0 {
-		o.ProbeInterval = o.StallTimeout / 3
+		o.ProbeInterval = o.StallTimeout / 2
+	}
+	if o.ProbeInterval > 0 && o.ProbeInterval+o.probeDeadline() > o.StallTimeout {
+		return o, fmt.Errorf("%w: ProbeInterval %s plus the probe deadline %s exceeds StallTimeout %s: a stall could go unnoticed for longer", ErrInvalidOptions, o.ProbeInterval, o.probeDeadline(), o.StallTimeout)
+	}
+	if o.CanaryWindow == 0 {
+		o.CanaryWindow = defaultCanaryWindow
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = defaultIdleTimeout
+	}
+	if o.IdleTimeout > 0 && o.IdleTimeout < minIdleTimeout {
+		return o, fmt.Errorf("%w: IdleTimeout %s is below the apiserver's bookmark period (%s): healthy idle watches would be restarted", ErrInvalidOptions, o.IdleTimeout, minIdleTimeout)
 	}
 	if o.AuditInterval == 0 {
 		o.AuditInterval = defaultAuditInterval
@@ -157,14 +174,48 @@ func (o Options) withDefaults(kind string) (Options, error) {
 	if o.FailureTimeout == 0 {
 		o.FailureTimeout = defaultFailureTimeout
 	}
+	if o.FailureTimeout < o.StallTimeout {
+		return o, fmt.Errorf("%w: FailureTimeout %s is below StallTimeout %s", ErrInvalidOptions, o.FailureTimeout, o.StallTimeout)
+	}
 	if o.HandlerStallThreshold == 0 {
 		o.HandlerStallThreshold = defaultHandlerStallThreshold
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
-	if o.Name == "" {
-		o.Name = kind + " " + o.Scope.String()
-	}
 	return o, nil
 }
+
+// The deadlines below are derived from StallTimeout; the package
+// documentation lists them.
+
+// probeDeadline is how long a probe watch may stay open: the server closes
+// it after probeServerTimeout.
+func (o Options) probeDeadline() time.Duration {
+	return probeServerTimeout + min(max(o.StallTimeout/5, time.Second), 2*time.Second)
+}
+
+// probeGrace is how long a change a probe saw may take to reach the cache
+// through a healthy watch before the watch counts as stalled.
+func (o Options) probeGrace() time.Duration {
+	return min(max(o.ProbeInterval/2, time.Second), 2*time.Second)
+}
+
+// canaryReplayTimeout: a probe started for a canary knows that the server
+// holds a change in scope newer than the cache; the server replays it at
+// once after the response headers, so a replay missing it this long after
+// the headers means the watch path hangs.
+const canaryReplayTimeout = time.Second
+
+// openDeadline bounds the wait for a watch's response headers.
+func (o Options) openDeadline() time.Duration { return o.probeDeadline() }
+
+// listDeadline bounds one LIST request (a page, or an unpaginated list
+// from the watch cache) and the initial events of a WatchList.
+func (o Options) listDeadline() time.Duration { return 6 * o.StallTimeout }
+
+// getDeadline bounds one GET the cache sends on a reader's behalf.
+func (o Options) getDeadline() time.Duration { return 3 * o.StallTimeout }
+
+// auditPageDeadline bounds one page of the audit's metadata-only list.
+func (o Options) auditPageDeadline() time.Duration { return o.StallTimeout }

@@ -3,7 +3,8 @@ package reflector
 import (
 	"context"
 	"fmt"
-	"strings"
+	"reflect"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,146 +13,131 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/watch"
-)
-
-const (
-	// probeServerTimeout is the probe watch's timeoutSeconds: the server
-	// replays the changes since the given resourceVersion at once and
-	// closes the watch after this long.
-	probeServerTimeout = 1
-	forcedPrefix       = "kubespawn: watch restarted by the reflector"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 )
 
 type probeOutcome int
 
 const (
+	// probeOK: the cache holds every change the server has in scope.
 	probeOK probeOutcome = iota
-	probeExpired
-	probeFailed
+	// probeStale: the server holds changes in scope that the cache did not
+	// receive within the grace (or the canary's window).
+	probeStale
+	// probeHung: the probe passed its deadline, or a canary's change was
+	// missing from the server's replay: the watch path may hang.
 	probeHung
+	// probeExpired: the cache's resourceVersion is older than the server's
+	// watch window (410).
+	probeExpired
+	// probeFailed: the server refused or failed the probe (429, 5xx,
+	// connection errors).
+	probeFailed
 )
 
-// probe asks the server, with a short watch from the cache's
-// resourceVersion, whether it holds changes in scope that the cache lacks.
-// A healthy main watch delivers a change within milliseconds of the
-// server having it, so a change still missing from the cache a short grace
-// later means the watch is stalled. A probe watch that the server does not
-// close in time, while the main watch is silent too, means the watch path
-// itself hangs: also a stall. Detection takes at most ProbeInterval plus
-// the probe and its grace (or deadline): within StallTimeout for
-// StallTimeout >= 5s.
-func (s *shard[T]) probe(ctx context.Context) {
-	cacheRV := s.informer.LastSyncResourceVersion()
-	if cacheRV == "" || cacheRV == "0" {
-		return
-	}
-	started := s.now()
-	outcome, newestRV, err := s.probeWatch(ctx, cacheRV)
-	if ctx.Err() != nil {
-		return
-	}
-	now := s.now()
-	switch outcome {
-	case probeExpired:
-		// The cache's resourceVersion is older than the server's watch
-		// window (an idle scope between bookmarks): compare lists instead.
-		s.probeSucceeded(now, "")
-		s.audit(ctx)
-		return
-	case probeHung:
-		s.mu.Lock()
-		mainSilent := s.lastEvent.Before(started)
-		s.mu.Unlock()
-		if mainSilent {
-			s.restart(GapStall, RelistStall, fmt.Sprintf("a probe watch was not closed by the server within %s and the main watch is silent: the watch path is stalled", s.probeDeadline()))
-			return
-		}
-		fallthrough
-	case probeFailed:
-		s.mu.Lock()
-		if s.probeFailingSince.IsZero() {
-			s.probeFailingSince = started
-		}
-		failingFor := now.Sub(s.probeFailingSince)
-		s.mu.Unlock()
-		s.r.logger.V(2).Info("Probe failed", "namespace", s.namespace, "err", err, "failingFor", failingFor)
-		if failingFor >= s.r.opts.StallTimeout {
-			s.setProblem(fmt.Sprintf("probes failing for %s: %v", failingFor.Round(time.Second), err))
-		}
-		return
-	}
+func (o probeOutcome) String() string {
+	return [...]string{"ok", "stale", "hung", "expired", "failed"}[o]
+}
 
-	if newestRV != "" && !rvAtLeast(s.informer.LastSyncResourceVersion(), newestRV) {
-		// Not delivered yet: give the main watch a grace to catch up.
+type probeResult struct {
+	started time.Time
+	outcome probeOutcome
+	// newest is the newest resourceVersion in the server's replay.
+	newest string
+	err    error
+}
+
+func (probeResult) isResult() {}
+
+// runProbe asks the server, with a short watch from the cache's
+// resourceVersion, whether it holds changes in scope that the cache lacks.
+// The server replays those changes at once and closes the watch after
+// probeServerTimeout, so a probe that finds nothing transfers no object.
+//
+// A healthy main watch delivers a change within milliseconds of the server
+// having it: a change still missing from the cache a short grace later
+// means the watch is stalled. A probe the server does not close by the
+// probe deadline means the watch path may hang. expectRV, for a canary, is
+// a version the server is known to hold in scope: no grace is given (the
+// canary's window was one), and a replay that lacks it canaryReplayTimeout
+// after the response headers counts as hung.
+func (s *shard[T]) runProbe(ctx context.Context, started time.Time, cacheRV, expectRV string) probeResult {
+	r := probeResult{started: started}
+	if cacheRV == "" || cacheRV == "0" {
+		return r
+	}
+	o := s.c.opts
+	r.outcome, r.newest, r.err = s.probeWatch(ctx, cacheRV, expectRV)
+	if r.outcome != probeOK || r.newest == "" || rvAtLeast(s.informer.LastSyncResourceVersion(), r.newest) {
+		return r
+	}
+	// The server has changes the cache lacks: give the main watch a grace
+	// to deliver them (none for a canary: its window was the grace).
+	if expectRV == "" {
+		t := o.Clock.NewTimer(o.probeGrace())
 		select {
 		case <-ctx.Done():
-			return
-		case <-s.r.opts.Clock.After(s.probeGrace()):
-		}
-		if current := s.informer.LastSyncResourceVersion(); !rvAtLeast(current, newestRV) {
-			s.mu.Lock()
-			s.serverRV = maxRV(s.serverRV, newestRV)
-			s.mu.Unlock()
-			s.restart(GapStall, RelistStall, fmt.Sprintf("watch stalled: the server holds changes up to resourceVersion %s that the cache (at %s) has not received", newestRV, current))
-			return
+			t.Stop()
+			return r
+		case <-t.C():
 		}
 	}
-	s.probeSucceeded(s.now(), newestRV)
-}
-
-// probeSucceeded records a probe that found the cache holding every change
-// the server had in scope.
-func (s *shard[T]) probeSucceeded(now time.Time, newestRV string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastProbe = now
-	s.lastConfirmed = now
-	s.probeFailingSince = time.Time{}
-	s.serverRV = maxRV(s.informer.LastSyncResourceVersion(), newestRV)
-}
-
-// probeGrace is how long a change the probe saw may take to reach the
-// cache through a healthy watch.
-func (s *shard[T]) probeGrace() time.Duration {
-	return max(time.Second, s.r.opts.ProbeInterval/2)
-}
-
-// probeDeadline is how long a probe watch may stay open; the server closes
-// it after probeServerTimeout.
-func (s *shard[T]) probeDeadline() time.Duration {
-	return probeServerTimeout*time.Second + max(2*time.Second, s.r.opts.ProbeInterval)
+	if current := s.informer.LastSyncResourceVersion(); !rvAtLeast(current, r.newest) {
+		r.outcome = probeStale
+		r.err = fmt.Errorf("watch stalled: the server holds changes up to resourceVersion %s that the cache (at %s) has not received", r.newest, current)
+	}
+	return r
 }
 
 // probeWatch runs one probe watch from rv and returns the newest
-// resourceVersion among the changes the server replayed ("" if none).
-func (s *shard[T]) probeWatch(ctx context.Context, rv string) (probeOutcome, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.probeDeadline())
+// resourceVersion among the changes the server replayed ("" if none). The
+// response headers must arrive within the probe deadline, and the server
+// must close the watch within the probe deadline after them; a request
+// retried inside client-go (429 with Retry-After) would blur the two, so
+// probes are sent without client-side retries.
+func (s *shard[T]) probeWatch(ctx context.Context, rv, expectRV string) (probeOutcome, string, error) {
+	o := s.c.opts
+	deadline := o.probeDeadline()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	timeout := int64(probeServerTimeout)
-	w, err := s.r.kind.Watch(ctx, s.r.client, s.namespace, metav1.ListOptions{
-		LabelSelector:   s.r.opts.Scope.LabelSelector,
-		FieldSelector:   s.r.opts.Scope.FieldSelector,
+	var late atomic.Bool
+	headers := afterFunc(o.Clock, deadline, func() { late.Store(true); cancel() })
+	timeout := int64(probeServerTimeout / time.Second)
+	w, err := s.probeRequest(ctx, metav1.ListOptions{
+		LabelSelector:   s.c.scope.LabelSelector,
+		FieldSelector:   s.c.scope.FieldSelector,
 		ResourceVersion: rv,
 		TimeoutSeconds:  &timeout,
 	})
-	if err != nil {
-		if isExpired(err) {
-			return probeExpired, "", err
-		}
-		if ctx.Err() != nil {
-			return probeHung, "", err
-		}
+	headers.Stop()
+	switch {
+	case err != nil && isExpired(err):
+		return probeExpired, "", err
+	case err != nil && late.Load():
+		return probeHung, "", fmt.Errorf("a probe watch got no response within %s", deadline)
+	case err != nil:
 		return probeFailed, "", err
+	case late.Load():
+		w.Stop()
+		return probeHung, "", fmt.Errorf("a probe watch got no response within %s", deadline)
 	}
 	defer w.Stop()
-	s.r.stats.probe()
+	closing := afterFunc(o.Clock, deadline, func() { late.Store(true); cancel() })
+	defer closing.Stop()
+	var replay <-chan time.Time
+	if expectRV != "" {
+		t := o.Clock.NewTimer(canaryReplayTimeout)
+		defer t.Stop()
+		replay = t.C()
+	}
 	newest := ""
 	for {
 		select {
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				if ctx.Err() != nil {
-					return probeHung, "", ctx.Err()
+				if late.Load() {
+					return probeHung, "", fmt.Errorf("a probe watch was not closed by the server within %s of its response", deadline)
 				}
 				return probeOK, newest, nil
 			}
@@ -166,19 +152,40 @@ func (s *shard[T]) probeWatch(ctx context.Context, rv string) (probeOutcome, str
 				if m, err := meta.Accessor(ev.Object); err == nil {
 					newest = maxRV(newest, m.GetResourceVersion())
 				}
+				if expectRV != "" && rvAtLeast(newest, expectRV) {
+					return probeOK, newest, nil // the server has it: the cache decides
+				}
 			}
+		case <-replay:
+			return probeHung, "", fmt.Errorf("the server's replay lacked resourceVersion %s, which it had acknowledged, %s after the response headers", expectRV, canaryReplayTimeout)
 		case <-ctx.Done():
-			return probeHung, "", fmt.Errorf("probe watch not closed by the server within %s", s.probeDeadline())
+			if late.Load() {
+				return probeHung, "", fmt.Errorf("a probe watch was not closed by the server within %s of its response", deadline)
+			}
+			return probeFailed, "", ctx.Err()
 		}
 	}
 }
 
-func isExpired(err error) bool {
-	return apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
+// probeRequest opens the probe watch without client-side retries (through
+// the kind's REST client; a fake clientset's typed watch otherwise).
+func (s *shard[T]) probeRequest(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	c := s.c
+	rc := c.kind.restClient(c.client)
+	if rc == nil || reflect.ValueOf(rc).IsNil() {
+		return c.kind.watch(ctx, c.client, s.namespace, opts)
+	}
+	opts.Watch = true
+	return rc.Get().
+		Namespace(s.namespace).
+		Resource(c.kind.resource).
+		VersionedParams(&opts, scheme.ParameterCodec).
+		MaxRetries(0).
+		Watch(ctx)
 }
 
-func isForced(status *metav1.Status) bool {
-	return strings.HasPrefix(status.Message, forcedPrefix)
+func isExpired(err error) bool {
+	return apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
 }
 
 func metaAccessor(obj runtime.Object) (metav1.Object, error) { return meta.Accessor(obj) }
@@ -198,4 +205,33 @@ func maxRV(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// withDeadline is context.WithTimeout on the injected clock, so that
+// fake-clock tests drive every deadline.
+func withDeadline(ctx context.Context, clk clock.WithDelayedExecution, d time.Duration) (context.Context, context.CancelFunc) {
+	return withDeadlineFunc(ctx, clk, d, nil)
+}
+
+// withDeadlineFunc is withDeadline that calls onExpire (before cancelling)
+// when the deadline passes.
+func withDeadlineFunc(ctx context.Context, clk clock.WithDelayedExecution, d time.Duration, onExpire func()) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	t := afterFunc(clk, d, func() {
+		if onExpire != nil {
+			onExpire()
+		}
+		cancel(context.DeadlineExceeded)
+	})
+	return ctx, func() {
+		t.Stop()
+		cancel(context.Canceled)
+	}
+}
+
+// afterFunc is clk.AfterFunc with fn always in a goroutine of its own:
+// fake clocks call AfterFunc callbacks inline, under their lock, where a
+// callback reading the clock would deadlock.
+func afterFunc(clk clock.WithDelayedExecution, d time.Duration, fn func()) clock.Timer {
+	return clk.AfterFunc(d, func() { go fn() })
 }

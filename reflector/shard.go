@@ -1,243 +1,248 @@
 package reflector
 
 import (
-	"context"
-	"fmt"
+	"slices"
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/kubespawn/kubespawn/internal/signal"
 )
 
-// shard is the part of a Reflector that watches one namespace (or all
-// namespaces): one informer, one main watch, its own probe and audit.
-type shard[T Object] struct {
-	r         *Reflector[T]
+// shard is the part of a cache that watches one namespace (or all): one
+// informer, one main watch, and its monitor. Facts about requests are
+// written by the list/watch callbacks and the workers, under mu, and the
+// monitor is woken; the monitor alone turns facts into problems and state.
+type shard[T object] struct {
+	c         *cache[T]
 	namespace string
-	informer  cache.SharedIndexInformer
+	informer  toolscache.SharedIndexInformer
 	lw        *listWatcher[T]
 
-	probeNow chan struct{}
-	auditNow chan struct{}
+	// wake wakes the monitor; results carries the workers' findings.
+	wake    signal.Flag
+	results chan result
 
 	mu sync.Mutex
-	// problem is why this shard is not healthy ("" when healthy), since
-	// problemSince. It is cleared once a main watch has been opened after
-	// the problem began and, with probing on, a probe has confirmed the
-	// cache fresh after that.
-	problem      string
-	problemSince time.Time
-	// watchUpSince is when the current main watch was opened (for a
-	// WatchList relist: when its initial events ended).
-	watchUpSince  time.Time
-	lastEvent     time.Time
-	lastConfirmed time.Time
-	lastProbe     time.Time
-	serverRV      string
-	// probeFailingSince is when probes began to fail or hang.
+
+	// Facts, written by callbacks and workers.
+
+	// lastEvent is when the main watch last delivered anything.
+	lastEvent time.Time
+	// watchOpen: a main watch is open now (for a WatchList: past its
+	// initial events); watchOpenedAt is when the last one opened.
+	watchOpen     bool
+	watchOpenedAt time.Time
+	// relistedAt is when a list (or a WatchList's initial events) last
+	// completed.
+	relistedAt time.Time
+	// listErr is the last failure of the main list or watch, cleared by
+	// the next watch opened; listErrSince is the first of the streak.
+	listErr      error
+	listErrAt    time.Time
+	listErrSince time.Time
+	// hung holds, per kind of request, when one was cut at its deadline.
+	hung map[requestKind]time.Time
+	// canaries are writes the server acknowledged that the cache must
+	// reach (see expect).
+	canaries []canary
+	// probeWanted, auditWanted: run one as soon as possible.
+	probeWanted, auditWanted bool
+
+	// Health, written by the monitor.
+
+	problems          map[Problem]condition
+	state             State
+	reason            string
+	lastProbe         time.Time
+	lastConfirmed     time.Time
+	serverRV          string
 	probeFailingSince time.Time
-	lastAudit         time.Time
-	// watchListSince is when a WatchList relist opened; zero once its
-	// initial events have ended.
-	watchListSince time.Time
+	probeFailure      error
+
+	// Monitor-only scheduling state (no lock needed).
+
+	probeRunning, auditRunning bool
+	lastProbeStart             time.Time
+	lastAuditStart             time.Time
+	lastHandlerCheck           time.Time
 }
 
-func (s *shard[T]) now() time.Time { return s.r.opts.Clock.Now() }
-
-// setProblem marks the shard unhealthy; the first reason is kept until it
-// is cleared.
-func (s *shard[T]) setProblem(reason string) {
-	s.mu.Lock()
-	fresh := s.problem == ""
-	if fresh {
-		s.problem = reason
-		s.problemSince = s.now()
-	}
-	s.mu.Unlock()
-	if fresh {
-		s.r.logger.Info("Reflector degraded", "reflector", s.r.opts.Name, "namespace", s.namespace, "reason", reason)
-		s.r.updateState()
-	}
+// condition is one active problem: since when, and why.
+type condition struct {
+	since  time.Time
+	reason string
 }
 
-// maybeRecovered clears the problem once a watch has been (re)opened after
-// it began and the cache has been confirmed fresh since.
-func (s *shard[T]) maybeRecovered() {
+// requestKind is a kind of request with a deadline of the main
+// list/watch.
+type requestKind string
+
+const (
+	requestList      requestKind = "list"
+	requestWatchOpen requestKind = "watch open"
+	requestWatchList requestKind = "watch-list initial events"
+)
+
+// canary is a write the cache must see: the server reached rv (for key)
+// and the cache should have too by due.
+type canary struct {
+	key string
+	rv  string
+	due time.Time
+}
+
+// maxCanaries bounds the pending canaries; beyond it, the newest are
+// merged (the highest version, the latest due), which only delays a probe.
+const maxCanaries = 64
+
+func newShard[T object](c *cache[T], ns string) (*shard[T], error) {
+	s := &shard[T]{
+		c:         c,
+		namespace: ns,
+		wake:      signal.NewFlag(),
+		results:   make(chan result, 4),
+		hung:      map[requestKind]time.Time{},
+		problems:  map[Problem]condition{},
+		state:     StateStarting,
+		reason:    "not started",
+	}
+	s.lw = &listWatcher[T]{s: s}
+	s.informer = toolscache.NewSharedIndexInformerWithOptions(s.lw, c.kind.newObj(), toolscache.SharedIndexInformerOptions{
+		Indexers:          toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc},
+		ObjectDescription: c.kind.name,
+	})
+	if err := s.informer.SetTransform(c.kind.transform); err != nil {
+		return nil, err
+	}
+	if _, err := s.informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    c.notifyObject,
+		UpdateFunc: func(_, obj any) { c.notifyObject(obj) },
+		DeleteFunc: c.notifyObject,
+	}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *shard[T]) now() time.Time { return s.c.opts.Clock.Now() }
+
+// health is the shard's state and reason, as the monitor last computed.
+func (s *shard[T]) health() (State, string) {
 	s.mu.Lock()
-	cleared := false
-	if s.problem != "" && !s.watchUpSince.IsZero() && !s.watchUpSince.Before(s.problemSince) &&
-		(s.r.opts.ProbeInterval < 0 || !s.lastConfirmed.Before(s.watchUpSince)) {
-		s.r.logger.Info("Reflector recovered", "reflector", s.r.opts.Name, "namespace", s.namespace, "after", s.now().Sub(s.problemSince).String(), "problem", s.problem)
-		s.problem = ""
-		s.problemSince = time.Time{}
-		cleared = true
-	}
+	defer s.mu.Unlock()
+	return s.state, s.reason
+}
+
+// The callbacks below record facts and wake the monitor; they never block.
+
+func (s *shard[T]) onEvent() {
+	s.mu.Lock()
+	s.lastEvent = s.now()
 	s.mu.Unlock()
-	if cleared {
-		s.r.updateState()
+}
+
+func (s *shard[T]) onWatchOpened() {
+	now := s.now()
+	s.mu.Lock()
+	s.watchOpen, s.watchOpenedAt, s.lastEvent = true, now, now
+	s.listErr = nil
+	s.mu.Unlock()
+	s.wake.Raise()
+}
+
+func (s *shard[T]) onWatchClosed() {
+	s.mu.Lock()
+	s.watchOpen = false
+	s.mu.Unlock()
+	s.wake.Raise()
+}
+
+// onRelisted records a completed list; fromWatchList: the initial events
+// of a WatchList, whose watch goes on as the main watch.
+func (s *shard[T]) onRelisted(fromWatchList bool) {
+	now := s.now()
+	s.mu.Lock()
+	s.relistedAt = now
+	s.mu.Unlock()
+	if fromWatchList {
+		s.onWatchOpened()
+		return
 	}
+	s.wake.Raise()
 }
 
 func (s *shard[T]) onListWatchError(err error) {
-	kind := GapWatchError
+	now := s.now()
+	gap := GapWatchError
 	if isExpired(err) {
-		kind = GapExpired
-		s.lw.setRelistReason(RelistExpired)
+		gap = GapExpired
 	}
-	s.r.stats.gap(kind)
-	s.setProblem(fmt.Sprintf("list/watch failed: %v", err))
+	s.c.stats.gap(gap)
+	s.mu.Lock()
+	if s.listErr == nil {
+		s.listErrSince = now
+	}
+	s.listErr, s.listErrAt = err, now
+	s.mu.Unlock()
+	s.wake.Raise()
 }
 
-func (s *shard[T]) onWatchOpened(isWatchList bool) {
+// onHung records a request cut at its deadline. Its connection is closed
+// with every other of the cache's transport: a connection that hangs one
+// request (an HTTP/2 connection gone dead, say) must not carry the next.
+func (s *shard[T]) onHung(kind requestKind) {
 	now := s.now()
+	s.c.stats.gap(GapHungRequest)
 	s.mu.Lock()
-	s.lastEvent = now
-	if isWatchList {
-		s.watchListSince = now
-	} else {
-		s.watchUpSince = now
-	}
+	s.hung[kind] = now
 	s.mu.Unlock()
-	if !isWatchList {
-		s.requestProbe()
-		s.maybeRecovered()
+	if s.c.closeConns != nil {
+		s.c.closeConns()
 	}
+	s.c.log().Info("Request cut at its deadline", "namespace", s.namespace, "request", string(kind))
+	s.wake.Raise()
 }
 
-func (s *shard[T]) onWatchEvent(ev watch.Event) {
-	s.r.stats.event(ev.Type)
-	now := s.now()
-	s.mu.Lock()
-	s.lastEvent = now
-	s.mu.Unlock()
-	switch ev.Type {
-	case watch.Bookmark:
-		if m, err := metaAccessor(ev.Object); err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true" {
-			// The WatchList relist has delivered its initial state.
-			s.mu.Lock()
-			s.watchUpSince = now
-			s.watchListSince = time.Time{}
-			s.mu.Unlock()
-			s.requestProbe()
-			s.maybeRecovered()
-		}
-	case watch.Error:
-		err := apierrors.FromObject(ev.Object)
-		if status, ok := ev.Object.(*metav1.Status); ok && status.Message != "" && isForced(status) {
-			return // our own forced relist, already counted
-		}
-		s.onListWatchError(err)
-	}
-}
-
-func (s *shard[T]) requestProbe() {
-	select {
-	case s.probeNow <- struct{}{}:
-	default:
-	}
-}
-
-func (s *shard[T]) requestAudit() {
-	select {
-	case s.auditNow <- struct{}{}:
-	default:
-	}
-}
-
-// restart forces a relist for the given gap kind and relist reason.
-func (s *shard[T]) restart(gapKind, relistReason, why string) {
-	// The state first: whoever sees the gap counted also sees the problem.
-	s.setProblem(why)
-	s.r.stats.gap(gapKind)
-	s.r.stats.restart()
-	s.mu.Lock()
-	s.probeFailingSince = time.Time{}
-	s.mu.Unlock()
-	s.r.logger.Info("Restarting watch", "reflector", s.r.opts.Name, "namespace", s.namespace, "gap", gapKind, "why", why)
-	if s.r.closeConns != nil {
-		// A stuck TCP connection must not be reused by the next watch.
-		s.r.closeConns()
-	}
-	s.lw.forceRelist(relistReason)
-}
-
-// monitor runs the shard's probes, idle check and audits until ctx ends.
-func (s *shard[T]) monitor(ctx context.Context) {
-	o := s.r.opts
-	tick := o.ProbeInterval
-	if tick <= 0 {
-		tick = o.StallTimeout / 3
-	}
-	ticker := o.Clock.NewTicker(tick)
-	defer ticker.Stop()
-	s.mu.Lock()
-	s.lastAudit = s.now()
-	s.mu.Unlock()
-	for {
-		probe, audit := false, false
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C():
-			probe = o.ProbeInterval > 0
-			s.mu.Lock()
-			audit = o.AuditInterval > 0 && s.now().Sub(s.lastAudit) >= o.AuditInterval
-			s.mu.Unlock()
-		case <-s.probeNow:
-			probe = o.ProbeInterval > 0
-		case <-s.auditNow:
-			audit = true
-		}
-		s.checkWatchList()
-		if !s.informer.HasSynced() {
-			s.r.updateState()
-			continue
-		}
-		s.checkIdle()
-		if probe {
-			s.probe(ctx)
-		}
-		if audit {
-			s.audit(ctx)
-		}
-		s.r.checkHandlers()
-		s.maybeRecovered()
-		s.r.updateState()
-	}
-}
-
-// checkWatchList ends a WatchList relist whose initial events have not
-// ended within StallTimeout; client-go then falls back to a plain LIST, so
-// a path where watches hang cannot keep the cache from being refilled.
-func (s *shard[T]) checkWatchList() {
-	s.mu.Lock()
-	since := s.watchListSince
-	stuck := !since.IsZero() && s.now().Sub(since) >= s.r.opts.StallTimeout
-	if stuck {
-		s.watchListSince = time.Time{}
-	}
-	s.mu.Unlock()
-	if stuck {
-		s.restart(GapStall, RelistStall, "the WatchList relist delivered no end of its initial events within the stall timeout")
-	}
-}
-
-// checkIdle restarts a main watch that has delivered nothing, not even a
-// bookmark, for IdleTimeout.
-func (s *shard[T]) checkIdle() {
-	if s.r.opts.IdleTimeout <= 0 {
+// expect registers a canary: the server has reached rv for key.
+func (s *shard[T]) expect(key, rv string) {
+	if s.c.opts.ProbeInterval < 0 || rvAtLeast(s.informer.LastSyncResourceVersion(), rv) {
 		return
 	}
+	due := s.now().Add(s.c.opts.CanaryWindow)
 	s.mu.Lock()
-	idle := s.now().Sub(s.lastEvent)
-	s.mu.Unlock()
-	if idle >= s.r.opts.IdleTimeout {
-		s.mu.Lock()
-		s.lastEvent = s.now() // one restart per idle period
-		s.mu.Unlock()
-		s.restart(GapIdle, RelistIdle, fmt.Sprintf("no event or bookmark for %s", idle.Round(time.Second)))
+	s.serverRV = maxRV(s.serverRV, rv)
+	if n := len(s.canaries); n >= maxCanaries {
+		last := &s.canaries[n-1]
+		last.rv, last.due, last.key = maxRV(last.rv, rv), due, key
+	} else {
+		s.canaries = append(s.canaries, canary{key: key, rv: rv, due: due})
 	}
+	s.mu.Unlock()
+	s.wake.Raise()
+}
+
+// apiOnly looks at an object the API server returned while the healthy
+// cache lacked it. If the cache has already passed the object's version,
+// the watch skipped it: a gap for sure, which the audit confirms and
+// repairs. Otherwise it may be in flight: a canary tells.
+func (s *shard[T]) apiOnly(key string, obj T) {
+	if _, ok, _ := s.informer.GetIndexer().GetByKey(key); ok {
+		return // arrived meanwhile
+	}
+	if rvAtLeast(s.informer.LastSyncResourceVersion(), obj.GetResourceVersion()) {
+		s.c.stats.gap(GapAPIOnly)
+		s.mu.Lock()
+		s.auditWanted = true
+		s.mu.Unlock()
+		s.wake.Raise()
+		return
+	}
+	s.expect(key, obj.GetResourceVersion())
+}
+
+// sortProblems orders problems oldest first, then by kind.
+func sortProblems(ps []ProblemStatus) {
+	slices.SortStableFunc(ps, func(a, b ProblemStatus) int { return a.Since.Compare(b.Since) })
 }

@@ -7,30 +7,35 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-// stats are a Reflector's counters; Status and metrics read them.
+// stats are a cache's counters; Status and metrics read them.
 type stats struct {
 	mu            sync.Mutex
-	events        map[string]int
-	relists       map[string]int
-	gaps          map[string]int
+	events        map[watch.EventType]int
+	relists       map[RelistReason]int
+	gaps          map[Gap]int
 	lookups       map[[2]string]int
+	probes        map[string]int // by outcome
+	audits        map[string]int // by result
+	canaries      map[string]int // by result
 	driftRepaired int
 	restarts      int
-	probes        int
-	audits        int
 }
 
 func newStats() *stats {
-	return &stats{events: map[string]int{}, relists: map[string]int{}, gaps: map[string]int{}, lookups: map[[2]string]int{}}
+	return &stats{
+		events: map[watch.EventType]int{}, relists: map[RelistReason]int{}, gaps: map[Gap]int{},
+		lookups: map[[2]string]int{}, probes: map[string]int{}, audits: map[string]int{}, canaries: map[string]int{},
+	}
 }
 
-func (s *stats) event(t watch.EventType) { s.mu.Lock(); s.events[string(t)]++; s.mu.Unlock() }
-func (s *stats) relist(reason string)    { s.mu.Lock(); s.relists[reason]++; s.mu.Unlock() }
-func (s *stats) gap(kind string)         { s.mu.Lock(); s.gaps[kind]++; s.mu.Unlock() }
+func (s *stats) event(t watch.EventType) { s.mu.Lock(); s.events[t]++; s.mu.Unlock() }
+func (s *stats) relist(r RelistReason)   { s.mu.Lock(); s.relists[r]++; s.mu.Unlock() }
+func (s *stats) gap(g Gap)               { s.mu.Lock(); s.gaps[g]++; s.mu.Unlock() }
 func (s *stats) drift(n int)             { s.mu.Lock(); s.driftRepaired += n; s.mu.Unlock() }
 func (s *stats) restart()                { s.mu.Lock(); s.restarts++; s.mu.Unlock() }
-func (s *stats) probe()                  { s.mu.Lock(); s.probes++; s.mu.Unlock() }
-func (s *stats) audit()                  { s.mu.Lock(); s.audits++; s.mu.Unlock() }
+func (s *stats) probe(outcome string)    { s.mu.Lock(); s.probes[outcome]++; s.mu.Unlock() }
+func (s *stats) audit(result string)     { s.mu.Lock(); s.audits[result]++; s.mu.Unlock() }
+func (s *stats) canary(result string)    { s.mu.Lock(); s.canaries[result]++; s.mu.Unlock() }
 func (s *stats) lookup(src Source, result string) {
 	s.mu.Lock()
 	s.lookups[[2]string{string(src), result}]++
@@ -41,14 +46,27 @@ func (s *stats) fill(st *Status) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Relists = maps.Clone(s.relists)
-	st.GapsDetected = maps.Clone(s.gaps)
+	st.Gaps = maps.Clone(s.gaps)
 	st.DriftRepaired = s.driftRepaired
 	st.Restarts = s.restarts
 }
 
-// snapshot copies the counters for the metrics collector.
-func (s *stats) snapshot() (events, relists, gaps map[string]int, lookups map[[2]string]int, drift, restarts int) {
+// counters is a copy of the counters for the metrics collector.
+type counters struct {
+	events                   map[watch.EventType]int
+	relists                  map[RelistReason]int
+	gaps                     map[Gap]int
+	lookups                  map[[2]string]int
+	probes, audits, canaries map[string]int
+	drift, restarts          int
+}
+
+func (s *stats) snapshot() counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return maps.Clone(s.events), maps.Clone(s.relists), maps.Clone(s.gaps), maps.Clone(s.lookups), s.driftRepaired, s.restarts
+	return counters{
+		events: maps.Clone(s.events), relists: maps.Clone(s.relists), gaps: maps.Clone(s.gaps),
+		lookups: maps.Clone(s.lookups), probes: maps.Clone(s.probes), audits: maps.Clone(s.audits),
+		canaries: maps.Clone(s.canaries), drift: s.driftRepaired, restarts: s.restarts,
+	}
 }

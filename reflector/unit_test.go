@@ -1,9 +1,7 @@
 package reflector_test
 
 import (
-	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,211 +12,361 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2/ktesting"
-	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
-func fakePod(ns, name string) *corev1.Pod {
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "1",
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}}}
-}
-
 func TestOptionsValidation(t *testing.T) {
 	client := fake.NewClientset()
 	for name, opts := range map[string]reflector.Options{
-		"bad label selector":   {Scope: reflector.Scope{LabelSelector: "a in (b"}},
-		"bad field selector":   {Scope: reflector.Scope{FieldSelector: "a=b=c"}},
-		"empty namespace":      {Scope: reflector.Scope{Namespaces: []string{"a", ""}}},
-		"negative stall":       {StallTimeout: -time.Second},
-		"tiny stall":           {StallTimeout: 100 * time.Millisecond},
-		"negative failure":     {FailureTimeout: -time.Second},
-		"negative handler thr": {HandlerStallThreshold: -time.Second},
+		"negative stall":               {StallTimeout: -time.Second},
+		"stall below the minimum":      {StallTimeout: 2 * time.Second},
+		"probe interval defeats bound": {StallTimeout: 10 * time.Second, ProbeInterval: 9 * time.Second},
+		"probe interval above stall":   {ProbeInterval: time.Minute},
+		"idle below bookmark period":   {IdleTimeout: 30 * time.Second},
+		"failure below stall":          {StallTimeout: 20 * time.Second, FailureTimeout: 10 * time.Second},
+		"negative failure":             {FailureTimeout: -time.Second},
+		"negative canary window":       {CanaryWindow: -time.Second},
+		"negative handler threshold":   {HandlerStallThreshold: -time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := reflector.New(client, reflector.Pods, opts)
+			_, err := reflector.NewFactoryForClient(client, opts)
 			require.ErrorIs(t, err, reflector.ErrInvalidOptions)
 		})
 	}
-	_, err := reflector.New(nil, reflector.Pods, reflector.Options{})
+	_, err := reflector.NewFactoryForClient(nil, reflector.Options{})
 	require.ErrorIs(t, err, reflector.ErrInvalidOptions)
-	_, err = reflector.New(client, reflector.Kind[*corev1.Pod]{Name: "incomplete"}, reflector.Options{})
+	_, err = reflector.NewFactory(nil, reflector.Options{})
 	require.ErrorIs(t, err, reflector.ErrInvalidOptions)
-	_, _, err = reflector.Acquire(t.Context(), nil, client, reflector.Pods, reflector.Options{})
-	require.ErrorIs(t, err, reflector.ErrInvalidArgument)
+
+	f, err := reflector.NewFactoryForClient(client, reflector.Options{})
+	require.NoError(t, err)
+	defer f.Shutdown()
+	o := f.Options()
+	assert.Equal(t, 10*time.Second, o.StallTimeout)
+	assert.Equal(t, 5*time.Second, o.ProbeInterval)
+	assert.Equal(t, time.Second, o.CanaryWindow)
+	for name, scope := range map[string]reflector.Scope{
+		"bad label selector": {LabelSelector: "a in (b"},
+		"bad field selector": {FieldSelector: "a=b=c"},
+		"empty namespace":    {Namespaces: []string{"a", ""}},
+	} {
+		_, err := f.Pods(scope)
+		require.ErrorIs(t, err, reflector.ErrInvalidOptions, name)
+	}
+	_, err = f.Events(reflector.Scope{FieldSelector: "involvedObject.kind=Node"})
+	require.ErrorIs(t, err, reflector.ErrInvalidOptions)
 }
 
 func TestStripManagedFieldsIsIdempotent(t *testing.T) {
-	p := fakePod("ns", "a")
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}}}
 	out, err := reflector.StripManagedFields(p)
 	require.NoError(t, err)
 	out, err = reflector.StripManagedFields(out)
 	require.NoError(t, err)
 	require.Nil(t, out.(*corev1.Pod).ManagedFields)
-	// Objects without metadata pass through.
 	s := "not an object"
 	out, err = reflector.StripManagedFields(s)
 	require.NoError(t, err)
 	require.Equal(t, s, out)
 }
 
-func startFake(t *testing.T, client *fake.Clientset, opts reflector.Options) *reflector.Reflector[*corev1.Pod] {
-	t.Helper()
-	r, err := reflector.New(client, reflector.Pods, opts)
+func TestFactorySharesOneCachePerScope(t *testing.T) {
+	f, err := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{})
 	require.NoError(t, err)
-	_, ctx := ktesting.NewTestContext(t)
-	require.NoError(t, r.Start(ctx))
-	t.Cleanup(r.Stop)
-	return r
-}
-
-// stepUntil advances the fake clock in steps until cond holds.
-func stepUntil(t *testing.T, clk *clocktesting.FakeClock, step time.Duration, maxSteps int, cond func() bool, msg string) {
-	t.Helper()
-	for range maxSteps {
-		if cond() {
-			return
-		}
-		clk.Step(step)
-		time.Sleep(10 * time.Millisecond) // let the monitor run; not a timing assumption
-	}
-	require.Eventually(t, cond, 5*time.Second, 10*time.Millisecond, msg)
-}
-
-// TestIdleWatchIsRestarted: a watch that delivers nothing, not even a
-// bookmark, for IdleTimeout is dead and gets restarted, and the reflector
-// is healthy again afterwards.
-func TestIdleWatchIsRestarted(t *testing.T) {
-	clk := clocktesting.NewFakeClock(time.Now())
-	client := fake.NewClientset(fakePod("ns", "a"))
-	r := startFake(t, client, reflector.Options{
-		Scope: reflector.Scope{Namespaces: []string{"ns"}}, Clock: clk,
-		StallTimeout: 30 * time.Second, ProbeInterval: -1, AuditInterval: -1, IdleTimeout: 150 * time.Second,
-	})
-	require.NoError(t, r.WaitForSync(t.Context()))
-	stepUntil(t, clk, 10*time.Second, 5, func() bool { return r.Status().Healthy() }, "healthy")
-
-	stepUntil(t, clk, 10*time.Second, 30, func() bool { return r.Status().Relists[reflector.RelistIdle] >= 1 }, "idle watch restarted")
-	st := r.Status()
-	assert.GreaterOrEqual(t, st.GapsDetected[reflector.GapIdle], 1)
-	assert.GreaterOrEqual(t, st.Restarts, 1)
-	stepUntil(t, clk, time.Second, 30, func() bool { return r.Status().Healthy() }, "healthy after the restart")
-	p, src, err := r.Get(t.Context(), "ns", "a")
+	a, err := f.Pods(reflector.Scope{Namespaces: []string{"b", "a"}, LabelSelector: "x=y"})
 	require.NoError(t, err)
-	assert.Equal(t, reflector.SourceCache, src)
-	assert.Nil(t, p.ManagedFields)
+	b, err := f.Pods(reflector.Scope{Namespaces: []string{"a", "b", "a"}, LabelSelector: " x = y "})
+	require.NoError(t, err)
+	require.Same(t, a, b, "equal scopes spelled differently share one cache")
+	c, err := f.Pods(reflector.Scope{Namespaces: []string{"a"}})
+	require.NoError(t, err)
+	require.NotSame(t, a, c)
+	e1, err := f.Events(reflector.Scope{Namespaces: []string{"a"}})
+	require.NoError(t, err)
+	e2, err := f.Events(reflector.Scope{Namespaces: []string{"a"}, FieldSelector: "involvedObject.kind=Pod"})
+	require.NoError(t, err)
+	require.Same(t, e1, e2)
+	assert.Equal(t, "involvedObject.kind=Pod", e1.Scope().FieldSelector)
+	assert.Len(t, f.Status(), 3)
+
+	f.Shutdown()
+	assert.Equal(t, reflector.StateStopped, a.State(), "a factory never started stops too")
+	_, err = f.Pods(reflector.Scope{})
+	require.ErrorIs(t, err, reflector.ErrStopped)
 }
 
-// TestFailureTimeoutCallsOnFailure: a reflector that cannot list for
-// FailureTimeout reports failed, calls OnFailure, fails liveness, and
-// recovers by itself once the server answers.
-func TestFailureTimeoutCallsOnFailure(t *testing.T) {
-	clk := clocktesting.NewFakeClock(time.Now())
-	client := fake.NewClientset(fakePod("ns", "a"))
-	var broken atomic.Bool
-	broken.Store(true)
-	client.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-		if broken.Load() {
-			return true, nil, apierrors.NewServiceUnavailable("down")
-		}
-		return false, nil, nil
-	})
-	failures := make(chan reflector.Status, 4)
-	r := startFake(t, client, reflector.Options{
-		Scope: reflector.Scope{Namespaces: []string{"ns"}}, Clock: clk,
-		StallTimeout: 3 * time.Second, FailureTimeout: time.Minute, ProbeInterval: -1, AuditInterval: -1,
-		OnFailure: func(st reflector.Status) { failures <- st },
-	})
-	require.Eventually(t, func() bool { return strings.Contains(r.Status().Reason, "down") }, 5*time.Second, 10*time.Millisecond)
-	require.Equal(t, reflector.StateStarting, r.Status().State)
-	require.NoError(t, r.Healthz(nil))
+// Rule not_synced: set StallTimeout after the start without the initial
+// list (starting until then), failed and OnFailure at FailureTimeout;
+// cleared, and synced, once the list succeeds, with no restart.
+func TestRuleNotSynced(t *testing.T) {
+	h := newHarness(t, reflector.Options{FailureTimeout: 30 * time.Second, AuditInterval: -1})
+	h.srv.set(func(f *fakeServer) { f.listErr = apierrors.NewServiceUnavailable("etcd is down") })
+	h.until(100*time.Millisecond, time.Second, func() bool { return strings.Contains(h.pods.Status().Reason, "etcd is down") }, "list error reported")
+	require.Equal(t, reflector.StateStarting, h.state(), "starting, for up to StallTimeout")
+	require.NoError(t, h.pods.Healthz(nil))
+	require.Error(t, h.pods.Readyz(nil))
 
-	stepUntil(t, clk, time.Second, 90, func() bool { return r.Status().State == reflector.StateFailed }, "failed")
-	select {
-	case st := <-failures:
-		assert.Equal(t, reflector.StateFailed, st.State)
-		assert.Contains(t, st.Reason, "down")
-	case <-time.After(5 * time.Second):
-		t.Fatal("OnFailure not called")
+	h.until(time.Second, 15*time.Second, func() bool { return h.has(reflector.ProblemNotSynced) }, "not_synced")
+	require.Equal(t, reflector.StateDegraded, h.state())
+	h.until(time.Second, 30*time.Second, func() bool { return h.state() == reflector.StateFailed }, "failed")
+	st := <-h.fails
+	assert.Contains(t, st.Reason, "etcd is down")
+	require.Error(t, h.pods.Healthz(nil))
+	h.step(10*time.Second, time.Second)
+	assert.Empty(t, h.fails, "OnFailure is called once per entry into failed")
+
+	h.srv.set(func(f *fakeServer) { f.listErr = nil })
+	h.synced()
+	assert.False(t, h.has(reflector.ProblemNotSynced))
+	require.NoError(t, h.pods.Healthz(nil))
+	assert.Zero(t, h.pods.Status().Restarts, "recovered without a restart")
+}
+
+// Rule stall (a probe finds changes the cache lacks): the watch is
+// restarted with a plain relist; cleared once the relist's watch is open
+// and a probe confirms the cache fresh.
+func TestRuleStallFoundByProbe(t *testing.T) {
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.srv.put("ns", "before", nil)
+	h.synced()
+
+	h.srv.stall()
+	h.srv.put("ns", "during", nil)
+	start := h.clk.Now()
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	found := h.clk.Since(start)
+	assert.LessOrEqual(t, found, 10*time.Second, "within StallTimeout")
+	assert.NotEqual(t, reflector.StateSynced, h.state())
+	p, src, err := h.pods.Get(t.Context(), "ns", "during")
+	require.NoError(t, err, "reads go to the API server")
+	assert.Equal(t, reflector.SourceAPI, src)
+	assert.Nil(t, p.ManagedFields, "API answers are slimmed like cached objects")
+
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.state() == reflector.StateSynced && h.cached("during") }, "recovered")
+	st := h.pods.Status()
+	assert.Equal(t, 1, st.Relists[reflector.RelistStall])
+	assert.Equal(t, 1, st.Gaps[reflector.GapStall])
+	h.noFailure()
+}
+
+// Rule stall (every watch hangs): a probe the server does not close by
+// its deadline while the main watch is silent. Cleared once probes work
+// again after the relist.
+func TestRuleStallWhenProbesHang(t *testing.T) {
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.srv.put("ns", "a", nil)
+	h.synced()
+	h.srv.stall()
+	h.srv.set(func(f *fakeServer) { f.probe = probeHang })
+	start := h.clk.Now()
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	assert.LessOrEqual(t, h.clk.Since(start), 10*time.Second)
+	assert.Contains(t, h.pods.Status().Reason, "not closed by the server")
+
+	h.srv.set(func(f *fakeServer) { f.probe = probeReplay })
+	h.until(500*time.Millisecond, 30*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.noFailure()
+}
+
+// Canary: with a long probe interval, a write reported with ExpectWrite
+// that the watch misses is found within the canary window plus one probe.
+func TestCanaryFindsAMissedWrite(t *testing.T) {
+	h := newHarness(t, reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second, AuditInterval: -1})
+	h.srv.put("ns", "a", nil)
+	h.synced()
+	h.step(time.Second, 100*time.Millisecond) // the first probe is done
+	h.srv.stall()
+	p := h.srv.put("ns", "created", nil)
+	h.pods.ExpectWrite(p)
+	start := h.clk.Now()
+	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "canary found the stall")
+	assert.LessOrEqual(t, h.clk.Since(start), time.Second+time.Second, "canary window plus a probe")
+
+	// A write the cache does receive costs nothing but a comparison.
+	h.until(100*time.Millisecond, 30*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.srv.set(func(f *fakeServer) { f.stalled = false })
+	_, _, probesBefore := h.srv.counts()
+	q := h.srv.put("ns", "seen", nil)
+	h.until(100*time.Millisecond, time.Second, func() bool { return h.cached("seen") }, "delivered")
+	h.pods.ExpectWrite(q)
+	h.step(2*time.Second, 100*time.Millisecond)
+	_, _, probesAfter := h.srv.counts()
+	assert.Equal(t, probesBefore, probesAfter, "a canary the cache met needs no probe")
+	// Out of scope: ignored.
+	h.pods.ExpectWrite(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "x", ResourceVersion: "999"}})
+}
+
+// Rule idle: the open main watch delivers nothing for IdleTimeout; it is
+// restarted, and the problem clears once the new watch is confirmed.
+func TestRuleIdle(t *testing.T) {
+	h := newHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: 150 * time.Second})
+	h.synced()
+	h.step(60*time.Second, time.Second)
+	h.srv.bookmark() // a bookmark keeps a watch alive
+	h.step(100*time.Second, time.Second)
+	assert.False(t, h.has(reflector.ProblemIdle), "a bookmark 100s ago")
+	h.until(time.Second, 60*time.Second, func() bool { return h.has(reflector.ProblemIdle) }, "idle")
+	h.until(100*time.Millisecond, time.Minute, func() bool { return h.pods.Status().Relists[reflector.RelistIdle] == 1 }, "idle restart")
+	assert.Equal(t, 1, h.pods.Status().Gaps[reflector.GapIdle])
+	h.until(500*time.Millisecond, 20*time.Second, func() bool { return h.state() == reflector.StateSynced && !h.has(reflector.ProblemIdle) }, "cleared")
+}
+
+// Rule drift: the audit finds a ghost twice; a relist repairs it.
+// Without probing, the problem clears once the relist's watch is open.
+func TestRuleDrift(t *testing.T) {
+	h := newHarness(t, reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Minute})
+	h.srv.put("ns", "ghost", nil)
+	h.synced()
+	h.srv.stall()
+	h.srv.remove("ns", "ghost") // the watch misses the deletion
+	h.srv.set(func(f *fakeServer) { f.stalled = false })
+	h.until(time.Second, 2*time.Minute, func() bool { return h.has(reflector.ProblemDrift) || h.pods.Status().DriftRepaired > 0 }, "drift found")
+	h.until(time.Second, 30*time.Second, func() bool { return h.state() == reflector.StateSynced && !h.cached("ghost") }, "repaired")
+	st := h.pods.Status()
+	assert.Equal(t, 1, st.DriftRepaired)
+	assert.Equal(t, 1, st.Relists[reflector.RelistDrift])
+}
+
+// Rule probes_failing: new watch requests refused (429) for twice
+// StallTimeout while the main watch is fine: degraded, never failed, and
+// synced again as soon as a probe succeeds, without a restart.
+func TestRuleProbesFailing(t *testing.T) {
+	h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: time.Minute})
+	h.synced()
+	h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
+	for i := range 20 { // the main watch stays busy
+		h.srv.put("ns", "busy", map[string]string{"i": string(rune('a' + i))})
+		h.step(time.Second, 500*time.Millisecond)
 	}
-	require.Error(t, r.Healthz(nil))
-	require.Error(t, r.Readyz(nil))
-
-	broken.Store(false)
-	stepUntil(t, clk, time.Second, 120, func() bool { return r.Status().Healthy() }, "recovered")
-	require.NoError(t, r.Healthz(nil))
-	require.NoError(t, r.Readyz(nil))
+	assert.True(t, h.has(reflector.ProblemProbesFailing), "status %+v", h.pods.Status())
+	assert.Equal(t, reflector.StateDegraded, h.state())
+	h.srv.set(func(f *fakeServer) { f.probe = probeReplay })
+	h.until(500*time.Millisecond, 10*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared by a probe")
+	assert.Zero(t, h.pods.Status().Restarts)
+	h.noFailure()
 }
+
+// Rule list_watch_error: a failing main watch request; cleared by the
+// next watch opened.
+func TestRuleListWatchError(t *testing.T) {
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.synced()
+	h.srv.set(func(f *fakeServer) {
+		f.watchErr = apierrors.NewInternalError(errString("authn webhook down"))
+		for _, w := range f.mains {
+			w.Stop() // the server ends the watch: client-go re-watches
+		}
+	})
+	h.until(200*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemListWatchError) }, "watch error")
+	assert.Equal(t, reflector.StateDegraded, h.state())
+	h.srv.set(func(f *fakeServer) { f.watchErr = nil })
+	h.until(200*time.Millisecond, 60*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared")
+}
+
+// Rule hung_request: a relist whose LIST never answers is cut at its
+// deadline; cleared when a LIST succeeds.
+func TestRuleHungRequest(t *testing.T) {
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.synced()
+	release := make(chan struct{})
+	h.srv.set(func(f *fakeServer) {
+		f.listHang = release
+		for _, w := range f.mains {
+			w.Error(&apierrors.NewResourceExpired("too old").ErrStatus) // 410: client-go relists
+		}
+	})
+	h.until(time.Second, 90*time.Second, func() bool { return h.has(reflector.ProblemHungRequest) }, "hung list cut")
+	assert.GreaterOrEqual(t, h.pods.Status().Gaps[reflector.GapHungRequest], 1)
+	h.srv.set(func(f *fakeServer) { f.listHang = nil })
+	close(release)
+	h.until(time.Second, 60*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared")
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
 
 func TestMetricsAreExportedAndUnregistered(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	client := fake.NewClientset(fakePod("ns", "a"), fakePod("ns", "b"))
-	r := startFake(t, client, reflector.Options{Name: "pods-ns", Scope: reflector.Scope{Namespaces: []string{"ns"}}, Registerer: reg, ProbeInterval: -1})
-	require.NoError(t, r.WaitForSync(t.Context()))
-	_, _, err := r.Get(t.Context(), "ns", "missing")
+	f, err := reflector.NewFactoryForClient(fake.NewClientset(
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"}},
+	), reflector.Options{Registerer: reg, ProbeInterval: -1})
+	require.NoError(t, err)
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{"ns"}})
+	require.NoError(t, err)
+	_, ctx := ktesting.NewTestContext(t)
+	f.Start(ctx)
+	require.NoError(t, f.WaitForCacheSync(t.Context()))
+	_, _, err = pods.Get(t.Context(), "ns", "missing")
 	require.True(t, apierrors.IsNotFound(err))
 
-	require.Eventually(t, func() bool {
-		return testutil.ToFloat64(collectorFor(t, reg, "kubespawn_reflector_objects")) == 2
-	}, 5*time.Second, 10*time.Millisecond)
-	n, err := testutil.GatherAndCount(reg, "kubespawn_reflector_state", "kubespawn_reflector_lookups_total",
-		"kubespawn_reflector_relists_total", "kubespawn_reflector_gaps_detected_total", "kubespawn_reflector_lag_seconds")
+	n, err := testutil.GatherAndCount(reg, "kubespawn_reflector_state", "kubespawn_reflector_problem",
+		"kubespawn_reflector_gaps_detected_total", "kubespawn_reflector_objects")
 	require.NoError(t, err)
-	assert.Equal(t, 5+1+1+7+1, n)
+	assert.Equal(t, 5+7+8+1, n)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP kubespawn_reflector_lookups_total Get lookups by source (cache, api) and result (found, not_found, error).
 # TYPE kubespawn_reflector_lookups_total counter
-kubespawn_reflector_lookups_total{reflector="pods-ns",result="not_found",source="api"} 1
+kubespawn_reflector_lookups_total{reflector="pods ns=ns;labels=;fields=",result="not_found",source="api"} 1
 `), "kubespawn_reflector_lookups_total"))
+	// A second factory on the same Registerer and scope: the registration
+	// error is returned, not logged and ignored.
+	f2, err := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{Registerer: reg})
+	require.NoError(t, err)
+	_, err = f2.Pods(reflector.Scope{Namespaces: []string{"ns"}})
+	require.Error(t, err)
+	f2.Shutdown()
 
-	r.Stop()
+	f.Shutdown()
 	n, err = testutil.GatherAndCount(reg)
 	require.NoError(t, err)
-	assert.Zero(t, n, "metrics unregistered on Stop")
+	assert.Zero(t, n, "metrics unregistered when the factory stops")
 }
 
-// collectorFor gathers one gauge as a collector testutil can read.
-func collectorFor(t *testing.T, g prometheus.Gatherer, name string) prometheus.Collector {
-	t.Helper()
-	mfs, err := g.Gather()
+func TestStoppedCacheFallsBackToAPI(t *testing.T) {
+	f, err := reflector.NewFactoryForClient(fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}), reflector.Options{ProbeInterval: -1})
 	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: name})
-			gauge.Set(mf.GetMetric()[0].GetGauge().GetValue())
-			return gauge
-		}
-	}
-	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name})
-}
-
-func TestStoppedReflectorFallsBackToAPI(t *testing.T) {
-	client := fake.NewClientset(fakePod("ns", "a"))
-	r := startFake(t, client, reflector.Options{Scope: reflector.Scope{Namespaces: []string{"ns"}}, ProbeInterval: -1})
-	require.NoError(t, r.WaitForSync(t.Context()))
-	r.Stop()
-	require.Equal(t, reflector.StateStopped, r.Status().State)
-	_, src, err := r.Get(t.Context(), "ns", "a")
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{"ns"}})
+	require.NoError(t, err)
+	f.Start(t.Context())
+	require.NoError(t, pods.WaitForSync(t.Context()))
+	f.Shutdown()
+	require.Equal(t, reflector.StateStopped, pods.State())
+	require.Error(t, f.Healthz(nil))
+	_, src, err := pods.Get(t.Context(), "ns", "a")
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceAPI, src)
-	require.True(t, errors.Is(r.Start(t.Context()), reflector.ErrStopped))
-	require.ErrorIs(t, r.WaitForSync(t.Context()), reflector.ErrStopped)
+	require.ErrorIs(t, pods.WaitForSync(t.Context()), reflector.ErrStopped)
+	f.Start(t.Context()) // a no-op after Shutdown
+	assert.Equal(t, reflector.StateStopped, pods.State())
 }
 
 func TestMultiNamespaceScope(t *testing.T) {
-	client := fake.NewClientset(fakePod("a", "p1"), fakePod("b", "p2"), fakePod("c", "p3"))
-	r := startFake(t, client, reflector.Options{Scope: reflector.Scope{Namespaces: []string{"b", "a"}}, ProbeInterval: -1})
-	require.NoError(t, r.WaitForSync(t.Context()))
-	require.Eventually(t, func() bool { return r.Status().Healthy() }, 5*time.Second, 10*time.Millisecond)
-	pods, src, err := r.List(t.Context(), "", nil)
+	f, err := reflector.NewFactoryForClient(fake.NewClientset(
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p1"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "p2"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "c", Name: "p3"}},
+	), reflector.Options{ProbeInterval: -1})
+	require.NoError(t, err)
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{"b", "a"}})
+	require.NoError(t, err)
+	f.Start(t.Context())
+	defer f.Shutdown()
+	require.NoError(t, f.WaitForCacheSync(t.Context()))
+	list, src, err := pods.List(t.Context(), "", nil)
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceCache, src)
-	assert.Len(t, pods, 2)
-	assert.Equal(t, []string{"a", "b"}, r.Scope().Namespaces)
-	_, _, err = r.Get(t.Context(), "c", "p3")
+	assert.Len(t, list, 2)
+	assert.Equal(t, []string{"a", "b"}, pods.Scope().Namespaces)
+	_, _, err = pods.Get(t.Context(), "c", "p3")
 	require.ErrorIs(t, err, reflector.ErrOutOfScope)
+	_, _, err = pods.Get(t.Context(), "a", "")
+	require.ErrorIs(t, err, reflector.ErrInvalidArgument)
 }
+
+var _ = watch.Added

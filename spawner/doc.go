@@ -31,7 +31,7 @@
 //     deleted pod never reported present, because of a silent watch.
 //  4. One watch per resource and scope per process: the spawner never opens
 //     watches of its own. It consumes a shared pod cache ([PodCache], e.g.
-//     reflector.Pods through a reflector.Registry) and optionally an event
+//     a reflector.Factory's reflector.PodCache) and optionally an event
 //     source ([EventSource]).
 //  5. A pod is deleted only by UID: the DELETE of a failed start, of the
 //     sweeper and of Stop with StopOptions.UID carry a UID precondition, so

@@ -62,6 +62,49 @@ var (
 	ErrCleanupFailed = errors.New("spawner: cleanup of the failed pod did not complete")
 )
 
+// startReason is one row of the reason table: every error a failed Start
+// can carry as its Reason, with its metrics label and how Start treats it.
+// This table is the only list of reasons; the error values, fail-fast
+// handling and labels all come from it.
+type startReason struct {
+	err error
+	// label is the value of the result label of starts_total.
+	label string
+	// failFast: the start failed for good before its timeout; a context
+	// ending at the same time does not turn it into a timeout or a cancel.
+	failFast bool
+	// warned: the kubelet or scheduler explains it with a Warning event,
+	// which the StartError should carry (see warningGrace).
+	warned bool
+}
+
+var startReasons = []startReason{
+	{ErrImagePull, "image_pull", true, true},
+	{ErrInvalidImage, "invalid_image", true, true},
+	{ErrCreateContainerConfig, "create_container_config", true, true},
+	{ErrUnschedulable, "unschedulable", true, true},
+	{ErrCrashLoop, "crash_loop", true, true},
+	{ErrPodFailed, "pod_failed", true, false},
+	{ErrDeletedExternally, "deleted_externally", true, false},
+	{ErrRejected, "rejected", true, false},
+	{ErrAlreadyRunning, "already_running", true, false},
+	{ErrNameConflict, "name_conflict", true, false},
+	{ErrStartTimeout, "timeout", false, false},
+	{ErrStopRequested, "stopped", false, false},
+	{ErrStartCancelled, "cancelled", false, false},
+	{ErrCreateFailed, "create_failed", false, false},
+}
+
+// reasonOf returns the table row of reason (label "error" if unknown).
+func reasonOf(reason error) startReason {
+	for _, r := range startReasons {
+		if r.err == reason {
+			return r
+		}
+	}
+	return startReason{err: reason, label: "error"}
+}
+
 // StartError is the error of a failed Start. errors.Is matches its Reason
 // (one of the sentinel errors), the underlying Err (an API error or
 // context.Canceled, for instance) and, if cleanup failed, ErrCleanupFailed

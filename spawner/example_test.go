@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubespawn/kubespawn/events"
@@ -20,27 +19,38 @@ import (
 // Spawner on top, a sweeper under leader election, and start/stop/poll per
 // user. (It needs a cluster, so it is compiled but not run.)
 func Example() {
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	cfg, err := clientcmd.BuildConfigFromFlags("", clientcmd.RecommendedHomeFile)
 	if err != nil {
 		log.Fatal(err)
 	}
-	client := kubernetes.NewForConfigOrDie(cfg)
 	const ns = "users"
 
-	// One watch per scope and process, shared through the registry.
-	reg := reflector.NewRegistry()
-	pods, release, err := reflector.Acquire(ctx, reg, client, reflector.Pods, reflector.Options{
-		Scope: reflector.Scope{Namespaces: []string{ns}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue},
-	})
+	// One factory per process: one watch per scope, shared by every
+	// spawner; its lifetime is ctx.
+	f, err := reflector.NewFactory(cfg, reflector.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer release()
+	defer f.Shutdown()
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{ns}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue})
+	if err != nil {
+		log.Fatal(err)
+	}
+	progress, err := events.For(f, reflector.Scope{Namespaces: []string{ns}}, events.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	f.Start(ctx)
+	if err := f.WaitForCacheSync(ctx); err != nil {
+		log.Fatal(err)
+	}
 
 	sp, err := spawner.New(spawner.Options{
-		Client:       client,
+		Client:       f.Client(),
 		Pods:         pods,
+		Events:       progress,
 		Instance:     "hub-1",
 		NamePrefix:   "jupyter",
 		StartTimeout: 5 * time.Minute,

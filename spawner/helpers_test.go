@@ -82,10 +82,11 @@ type fakeCache struct {
 	// decision depends on the cache saying "absent".
 	lie atomic.Bool
 
-	mu   sync.Mutex
-	pods map[string]*corev1.Pod
-	subs map[string]map[chan struct{}]struct{}
-	gets atomic.Int64
+	mu       sync.Mutex
+	pods     map[string]*corev1.Pod
+	subs     map[string]map[chan struct{}]struct{}
+	expected []string // resourceVersions reported with ExpectWrite
+	gets     atomic.Int64
 }
 
 func newFakeCache(t *testing.T, client kubernetes.Interface) *fakeCache {
@@ -147,6 +148,13 @@ func (fc *fakeCache) Notify(ns, name string) (<-chan struct{}, func()) {
 		delete(fc.subs[key], ch)
 		fc.mu.Unlock()
 	}
+}
+
+// ExpectWrite records the canaries the spawner reports.
+func (fc *fakeCache) ExpectWrite(pod *corev1.Pod) {
+	fc.mu.Lock()
+	fc.expected = append(fc.expected, pod.ResourceVersion)
+	fc.mu.Unlock()
 }
 
 // put stores a pod in the cache without the API server knowing.
@@ -272,9 +280,10 @@ func verbs(c *fake.Clientset) []string {
 
 // fakeEvents is an EventSource returning fixed events.
 type fakeEvents struct {
-	mu      sync.Mutex
-	events  []*corev1.Event
-	updates []events.Update
+	mu        sync.Mutex
+	events    []*corev1.Event
+	updates   []events.Update
+	forgotten []types.UID
 }
 
 func (f *fakeEvents) Stream(ctx context.Context, pod events.PodRef) (<-chan events.Update, error) {
@@ -300,6 +309,12 @@ func (f *fakeEvents) For(pod events.PodRef) []*corev1.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.events
+}
+
+func (f *fakeEvents) ForgetPod(uid types.UID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgotten = append(f.forgotten, uid)
 }
 
 func sha(s string) []byte {

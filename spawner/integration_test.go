@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -44,27 +45,13 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
 		os.Exit(m.Run())
 	}
-	testcluster.Main(m, &cluster)
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
 }
 
-// One simulator for the package: two would compete for the same pods.
-var (
-	simOnce sync.Once
-	simErr  error
-)
-
-func startSim(t *testing.T) {
-	t.Helper()
-	simOnce.Do(func() {
-		cfg := cluster.Config()
-		cfg.QPS = -1
-		var c kubernetes.Interface
-		if c, simErr = kubernetes.NewForConfig(cfg); simErr == nil {
-			_, simErr = podsim.Start(context.Background(), c, podsim.Options{})
-		}
-	})
-	require.NoError(t, simErr, "starting the pod simulator")
-}
+// startSim starts the package's pod simulator (one: two would compete for
+// the same pods).
+func startSim(t *testing.T) { cluster.PodSim(t, podsim.Options{}) }
 
 // longTimeout is the start timeout of fail-fast tests: failing "fast" means
 // well before it.
@@ -77,8 +64,9 @@ type ienv struct {
 	direct  kubernetes.Interface
 	proxy   *faultproxy.Proxy
 	client  kubernetes.Interface
-	pods    *reflector.Reflector[*corev1.Pod]
-	events  *events.Reflector
+	factory *reflector.Factory
+	pods    *reflector.PodCache
+	events  *events.Index
 	reg     *prometheus.Registry
 	sp      *Spawner
 	options Options
@@ -87,52 +75,25 @@ type ienv struct {
 func newEnv(t *testing.T, mod func(*Options)) *ienv {
 	t.Helper()
 	startSim(t)
-	require.NotNil(t, cluster, "testcluster did not start")
-	direct, err := kubernetes.NewForConfig(cluster.Config())
-	require.NoError(t, err)
-	ns, err := direct.CoreV1().Namespaces().Create(t.Context(),
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "spawner-"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	e := &ienv{ns: ns.Name, direct: direct, reg: prometheus.NewRegistry()}
-
-	// Registered first, so it runs last: no test may leave a pod behind.
-	// No namespace controller runs, so the pods are checked and then
-	// removed by hand.
-	t.Cleanup(func() {
-		ctx := context.Background()
-		left, err := direct.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue})
-		if assert.NoError(t, err) {
-			var names []string
-			for _, p := range left.Items {
-				names = append(names, p.Name)
-			}
-			assert.Empty(t, names, "managed pods left behind in %s", e.ns)
-		}
-		_ = direct.CoreV1().Pods(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{})
-		_ = direct.CoreV1().Events(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
-		_ = direct.CoreV1().Namespaces().Delete(ctx, e.ns, metav1.DeleteOptions{})
-	})
-
+	// First, so that its cleanup runs last: no test may leave a pod behind.
+	ns := cluster.Namespace(t, "spawner", testcluster.NoPodsLeft(LabelManagedBy+"="+ManagedByValue))
+	e := &ienv{ns: ns, direct: cluster.Client(t), reg: prometheus.NewRegistry()}
+	var err error
 	e.proxy, err = faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.proxy.Close() })
-	e.client, err = kubernetes.NewForConfig(e.proxy.ClientConfig(cluster.Config()))
-	require.NoError(t, err)
 
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	e.pods, err = reflector.New(e.client, reflector.Pods, reflector.Options{
-		Scope: reflector.Scope{Namespaces: []string{e.ns}}, StallTimeout: 5 * time.Second, Logger: &logger,
-	})
+	e.factory, err = reflector.NewFactory(e.proxy.ClientConfig(cluster.Config()), reflector.Options{StallTimeout: 5 * time.Second, Logger: &logger})
 	require.NoError(t, err)
-	require.NoError(t, e.pods.Start(context.Background()))
-	t.Cleanup(e.pods.Stop)
-	require.NoError(t, e.pods.WaitForSync(t.Context()))
-	e.events, err = events.New(e.client, events.Options{Options: reflector.Options{
-		Scope: reflector.Scope{Namespaces: []string{e.ns}}, StallTimeout: 5 * time.Second, Logger: &logger,
-	}})
+	t.Cleanup(e.factory.Shutdown)
+	e.pods, err = e.factory.Pods(reflector.Scope{Namespaces: []string{e.ns}})
 	require.NoError(t, err)
-	require.NoError(t, e.events.Start(context.Background()))
-	t.Cleanup(e.events.Stop)
+	e.events, err = events.For(e.factory, reflector.Scope{Namespaces: []string{e.ns}}, events.Options{})
+	require.NoError(t, err)
+	e.client = e.factory.Client()
+	e.factory.Start(klog.NewContext(context.Background(), logger))
+	require.NoError(t, e.factory.WaitForCacheSync(t.Context()))
 	require.NoError(t, e.events.WaitForSync(t.Context()))
 
 	e.options = Options{

@@ -9,6 +9,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -19,20 +20,26 @@ import (
 )
 
 // PodCache is what the spawner needs from a pod cache;
-// *reflector.Reflector[*corev1.Pod] implements it. Get must only report
-// NotFound when the API server said so (the cache never proves absence).
-// Notify returns a coalescing signal channel poked on every change of the
-// named pod and on every health change of the cache.
+// *reflector.PodCache implements it. Get must only report NotFound when
+// the API server said so (the cache never proves absence). Notify returns
+// a coalescing signal channel poked on every change of the named pod and
+// on every health change of the cache. ExpectWrite is told of every pod
+// the API server returns to the spawner (creates, and reads while waiting,
+// including those after a delete), so that a cache whose watch misses them
+// finds out within about a second.
 type PodCache interface {
 	Get(ctx context.Context, namespace, name string) (*corev1.Pod, reflector.Source, error)
 	Notify(namespace, name string) (<-chan struct{}, func())
+	ExpectWrite(pod *corev1.Pod)
 }
 
-// EventSource is what the spawner needs from an event cache;
-// *events.Reflector implements it.
+// EventSource is what the spawner needs from an event index;
+// *events.Index implements it. ForgetPod is called once a pod the
+// spawner created or stopped is confirmed gone.
 type EventSource interface {
 	Stream(ctx context.Context, pod events.PodRef) (<-chan events.Update, error)
 	For(pod events.PodRef) []*corev1.Event
+	ForgetPod(uid types.UID)
 }
 
 // Options configures a Spawner. Client and Pods are required; every other
@@ -41,11 +48,11 @@ type Options struct {
 	// Client talks to the API server. Every create, delete and every
 	// decision that a pod does not exist goes through it.
 	Client kubernetes.Interface
-	// Pods is the shared pod cache (one watch per scope and process), e.g.
-	// from reflector.Acquire with reflector.Pods.
+	// Pods is the shared pod cache (one watch per scope and process), from
+	// reflector.Factory.Pods.
 	Pods PodCache
 	// Events, if set, feeds Request.Progress and the Warning events of a
-	// StartError.
+	// StartError; from events.For.
 	Events EventSource
 
 	// Instance identifies this service instance; it is the value of

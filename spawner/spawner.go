@@ -7,7 +7,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/events"
@@ -201,6 +200,6 @@ func lockKey(namespace, name string) string { return namespace + "/" + name }
 
 // The shared caches satisfy the consumer interfaces.
 var (
-	_ PodCache    = (*reflector.Reflector[*corev1.Pod])(nil)
-	_ EventSource = (*events.Reflector)(nil)
+	_ PodCache    = (*reflector.PodCache)(nil)
+	_ EventSource = (*events.Index)(nil)
 )

@@ -45,7 +45,7 @@ func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
 		var se *StartError
 		result := "error"
 		if errors.As(err, &se) {
-			result = reasonLabel(se.Reason)
+			result = reasonOf(se.Reason).label
 		}
 		s.metrics.starts.WithLabelValues(result).Inc()
 		s.metrics.startDuration.WithLabelValues("failure").Observe(d.Seconds())
@@ -104,10 +104,39 @@ func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeo
 	if se.UID == "" {
 		se.UID = a.uid // an ambiguous create may have been resolved by the cleanup
 	}
-	if s.opts.Events != nil && se.UID != "" {
-		se.Events = lastWarnings(s.opts.Events.For(events.PodRef{Namespace: se.Namespace, Name: se.Name, UID: se.UID}))
+	a.attachWarnings(ctx, se)
+	if se.Deleted || (se.Cleanup == nil && se.UID != "") {
+		s.forgetEvents(se.UID)
 	}
 	return nil, se
+}
+
+// warningGrace bounds how long a failed start waits for the Warning event
+// that explains a failure read from the pod's status (the scheduler's
+// FailedScheduling, the kubelet's Failed): the status and the event are
+// written together, but reach the spawner through two watches. The
+// failure's reason and message come from the status and never wait.
+const warningGrace = time.Second
+
+// attachWarnings sets se.Events to the pod's last Warning events, waiting
+// up to warningGrace for one when a fail-fast reason has none yet.
+func (a *attempt) attachWarnings(ctx context.Context, se *StartError) {
+	src := a.s.opts.Events
+	if src == nil || se.UID == "" {
+		return
+	}
+	ref := events.PodRef{Namespace: se.Namespace, Name: se.Name, UID: se.UID}
+	se.Events = lastWarnings(src.For(ref))
+	if len(se.Events) > 0 || !reasonOf(se.Reason).warned {
+		return
+	}
+	deadline := a.s.opts.Clock.Now().Add(warningGrace)
+	for len(se.Events) == 0 && a.s.opts.Clock.Now().Before(deadline) && ctx.Err() == nil {
+		if a.s.sleep(ctx, 50*time.Millisecond) != nil {
+			break
+		}
+		se.Events = lastWarnings(src.For(ref))
+	}
 }
 
 // attempt is the state of one Start.
@@ -146,7 +175,7 @@ func (a *attempt) startError(ctx context.Context, err error) *StartError {
 	if !errors.As(err, &se) {
 		se = &StartError{Reason: ErrCreateFailed, Err: err}
 	}
-	if ctx.Err() != nil && !isFailFast(se.Reason) {
+	if ctx.Err() != nil && !reasonOf(se.Reason).failFast {
 		cause := context.Cause(ctx)
 		switch {
 		case errors.Is(cause, ErrStartTimeout):
@@ -164,15 +193,6 @@ func (a *attempt) startError(ctx context.Context, err error) *StartError {
 	return se
 }
 
-func isFailFast(reason error) bool {
-	for _, r := range []error{ErrImagePull, ErrInvalidImage, ErrCreateContainerConfig, ErrUnschedulable, ErrCrashLoop, ErrPodFailed, ErrDeletedExternally, ErrRejected, ErrAlreadyRunning, ErrNameConflict} {
-		if reason == r {
-			return true
-		}
-	}
-	return false
-}
-
 // ensure creates the pod, retrying transient errors, and resolves
 // AlreadyExists. It returns the pod to wait for (created or adopted).
 func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
@@ -184,6 +204,7 @@ func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
 		created, err := pods.Create(ctx, a.want.DeepCopy(), metav1.CreateOptions{})
 		if err == nil {
 			a.uid = created.UID
+			a.s.opts.Pods.ExpectWrite(created) // the cache must see it: a canary
 			logger.V(2).Info("Pod created", "uid", created.UID, "rv", created.ResourceVersion)
 			return created, nil
 		}
@@ -350,6 +371,7 @@ func (a *attempt) observe(ctx context.Context, useCache bool) (*corev1.Pod, erro
 	case pod.DeletionTimestamp != nil:
 		return nil, &StartError{Reason: ErrDeletedExternally, Message: "pod is being deleted"}
 	}
+	a.s.opts.Pods.ExpectWrite(pod)
 	return pod, nil
 }
 
@@ -512,39 +534,4 @@ func lastWarnings(evs []*corev1.Event) []*corev1.Event {
 		out = out[len(out)-maxWarningEvents:]
 	}
 	return out
-}
-
-// reasonLabel is the metrics label of a start failure reason.
-func reasonLabel(reason error) string {
-	switch reason {
-	case ErrImagePull:
-		return "image_pull"
-	case ErrInvalidImage:
-		return "invalid_image"
-	case ErrCreateContainerConfig:
-		return "create_container_config"
-	case ErrUnschedulable:
-		return "unschedulable"
-	case ErrCrashLoop:
-		return "crash_loop"
-	case ErrPodFailed:
-		return "pod_failed"
-	case ErrDeletedExternally:
-		return "deleted_externally"
-	case ErrStartTimeout:
-		return "timeout"
-	case ErrStopRequested:
-		return "stopped"
-	case ErrStartCancelled:
-		return "cancelled"
-	case ErrRejected:
-		return "rejected"
-	case ErrCreateFailed:
-		return "create_failed"
-	case ErrAlreadyRunning:
-		return "already_running"
-	case ErrNameConflict:
-		return "name_conflict"
-	}
-	return "error"
 }

@@ -78,6 +78,9 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	defer unlock()
 
 	alreadyGone, err := s.deleteAndConfirm(tctx, namespace, name, opts.UID, grace)
+	if err == nil {
+		s.forgetEvents(opts.UID)
+	}
 	switch {
 	case err == nil && alreadyGone:
 		s.metrics.stops.WithLabelValues("already_gone").Inc()
@@ -183,6 +186,9 @@ func (s *Spawner) waitGone(ctx context.Context, namespace, name string, uid type
 			if apierrors.IsNotFound(err) || (err == nil && pod.UID != uid) {
 				return nil
 			}
+			if err == nil {
+				s.opts.Pods.ExpectWrite(pod) // the deletion's version: a canary
+			}
 			if err != nil && ctx.Err() == nil {
 				klog.FromContext(ctx).V(2).Info("Live GET failed; will retry", "err", err)
 			}
@@ -264,4 +270,12 @@ func (s *Spawner) withTimeout(ctx context.Context, d time.Duration, cause error)
 		}
 	}()
 	return ctx, func() { cancel(context.Canceled) }
+}
+
+// forgetEvents drops a pod's entry from the event index once the pod is
+// confirmed gone: its events are of no more use.
+func (s *Spawner) forgetEvents(uid types.UID) {
+	if s.opts.Events != nil && uid != "" {
+		s.opts.Events.ForgetPod(uid)
+	}
 }

@@ -335,6 +335,7 @@ func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, sp SweptPod) (Swe
 	if _, err := s.deleteAndConfirm(tctx, sp.Namespace, sp.Name, sp.UID, p.GracePeriod); err != nil {
 		return sp, "", err
 	}
+	s.forgetEvents(sp.UID)
 	klog.FromContext(ctx).Info("Swept pod", "pod", klog.KRef(sp.Namespace, sp.Name), "uid", sp.UID, "reason", sp.Reason, "age", sp.Age.Round(time.Second), "key", sp.Key)
 	return sp, "", nil
 }

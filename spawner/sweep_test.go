@@ -194,8 +194,9 @@ func TestSweepRechecksBeforeDelete(t *testing.T) {
 		"locked by a start": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
 			unlock, err := f.sp.locks.lock(t.Context(), lockKey(pod.Namespace, pod.Name), nil)
 			require.NoError(t, err)
-			// Released later, while a sweeper that waited would still be waiting.
-			go func() { time.Sleep(2 * time.Second); unlock() }()
+			// Released at the end of the test: a sweeper that waited for it
+			// would still be waiting.
+			t.Cleanup(unlock)
 		}, "busy"},
 		"replaced": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
 			gvr := corev1.SchemeGroupVersion.WithResource("pods")

@@ -120,7 +120,8 @@ func (b *baselineBackend) close() {
 
 type kubespawnBackend struct {
 	ns     string
-	refl   *reflector.Reflector[*corev1.Pod]
+	f      *reflector.Factory
+	refl   *reflector.PodCache
 	sp     *spawner.Spawner
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -138,19 +139,15 @@ const namePrefix = "kubespawn"
 
 func newKubespawn(ctx context.Context, proxied *rest.Config, ns string, c Config, logger klog.Logger) (*kubespawnBackend, error) {
 	cfg := hubConfig(proxied)
-	refl, err := reflector.NewForConfig(cfg, reflector.Pods, reflector.Options{
-		Name:         "pods " + ns,
-		Scope:        reflector.Scope{Namespaces: []string{ns}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue},
-		StallTimeout: c.StallTimeout,
-		Logger:       &logger,
-	})
+	f, err := reflector.NewFactory(cfg, reflector.Options{StallTimeout: c.StallTimeout, Logger: &logger})
 	if err != nil {
 		return nil, err
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	refl, err := f.Pods(reflector.Scope{Namespaces: []string{ns}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue})
 	if err != nil {
 		return nil, err
 	}
+	client := f.Client()
 	grace := time.Second
 	sp, err := spawner.New(spawner.Options{
 		Client:       client,
@@ -169,11 +166,8 @@ func newKubespawn(ctx context.Context, proxied *rest.Config, ns string, c Config
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	if err := refl.Start(rctx); err != nil {
-		cancel()
-		return nil, err
-	}
-	b := &kubespawnBackend{ns: ns, refl: refl, sp: sp, cancel: cancel, done: make(chan struct{}), logger: logger}
+	f.Start(rctx)
+	b := &kubespawnBackend{ns: ns, f: f, refl: refl, sp: sp, cancel: cancel, done: make(chan struct{}), logger: logger}
 	go b.watchStatus(rctx)
 	if err := refl.WaitForSync(ctx); err != nil {
 		b.close()
@@ -195,7 +189,7 @@ func (b *kubespawnBackend) watchStatus(ctx context.Context) {
 		case <-t.C:
 		}
 		st := b.refl.Status()
-		gaps := st.GapsDetected[reflector.GapStall] + st.GapsDetected[reflector.GapIdle]
+		gaps := st.Gaps[reflector.GapStall] + st.Gaps[reflector.GapIdle]
 		b.mu.Lock()
 		if !b.stallAt.IsZero() && b.detected.IsZero() && gaps > b.baseGaps {
 			b.detected = time.Now()
@@ -228,7 +222,7 @@ func (b *kubespawnBackend) stallInjected(t time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.stallAt = t
-	b.baseGaps = st.GapsDetected[reflector.GapStall] + st.GapsDetected[reflector.GapIdle]
+	b.baseGaps = st.Gaps[reflector.GapStall] + st.Gaps[reflector.GapIdle]
 }
 
 func (b *kubespawnBackend) stallDetected() time.Time {
@@ -245,6 +239,6 @@ func (b *kubespawnBackend) state() string {
 
 func (b *kubespawnBackend) close() {
 	b.cancel()
-	b.refl.Stop()
+	b.f.Shutdown()
 	<-b.done
 }

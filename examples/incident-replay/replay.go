@@ -73,8 +73,8 @@ func (c Config) validate() error {
 	if c.StallAt <= 0 || c.StallAt >= c.Duration {
 		problems = append(problems, fmt.Sprintf("the stall (at %s) must happen inside the launch window (0-%s)", c.StallAt, c.Duration))
 	}
-	if c.StallTimeout < time.Second {
-		problems = append(problems, "stall timeout must be at least 1s")
+	if c.StallTimeout < 4*time.Second {
+		problems = append(problems, "stall timeout must be at least 4s")
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,10 @@ import (
 
 var cluster *testcluster.Cluster
 
-func TestMain(m *testing.M) { testcluster.Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}
 
 // shortConfig is a compressed replay: 24 users over 16 s, the watch
 // stalling at 6 s, so about 15 launches happen on a frozen cache.
@@ -29,7 +33,7 @@ func shortConfig(t *testing.T) Config {
 	c.StallAt = 6 * time.Second
 	c.StartTimeout = 8 * time.Second
 	c.StopTimeout = 6 * time.Second
-	c.StallTimeout = 3 * time.Second
+	c.StallTimeout = 4 * time.Second
 	c.NamespacePrefix = "test-replay-"
 	c.Progress = t.Output()
 	return c

@@ -14,9 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/examples/internal/service"
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 func main() {
@@ -70,12 +73,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{namespaces: stringList{values: []string{"default"}}}
 	fs := flag.NewFlagSet("kubespawn-sidecar", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "path to a kubeconfig file; in-cluster configuration when empty")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "path to a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.Var(&o.namespaces, "namespace", "namespace to watch (repeatable, or comma-separated)")
 	fs.StringVar(&o.selector, "selector", "", "label selector of the pods to watch, e.g. component=singleuser-server")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8081", "address to serve HTTP on (loopback by default)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token that enables DELETE /pods/{namespace}/{name}; DELETE is not served without it")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", 30*time.Second, "how long a stalled watch may go unnoticed (at least 1s)")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
 	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long recovery may fail before the sidecar exits non-zero to be restarted")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "grace period for in-flight requests on SIGTERM")
 	klog.InitFlags(fs)
@@ -88,8 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if len(o.namespaces.values) == 0 {
 		return nil, errors.New("--namespace must not be empty")
 	}
-	if o.stallTimeout < time.Second {
-		return nil, fmt.Errorf("--stall-timeout must be at least 1s, got %s", o.stallTimeout)
+	if o.stallTimeout < 4*time.Second {
+		return nil, fmt.Errorf("--stall-timeout must be at least 4s, got %s", o.stallTimeout)
 	}
 	if o.failureTimeout <= 0 || o.shutdownTimeout <= 0 {
 		return nil, errors.New("--failure-timeout and --shutdown-timeout must be positive")
@@ -114,47 +117,53 @@ func readToken(path string) (string, error) {
 	return tok, nil
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	return rest.InClusterConfig()
-}
-
 // run is the whole program: it returns nil after a graceful shutdown (ctx
 // ended: SIGTERM or SIGINT), and an error, which main turns into exit
-// status 1, when the flags are bad, the server cannot start, or a
-// reflector reports failure, so that Kubernetes restarts the container.
+// status 1, when the flags are bad, the server cannot start, or a cache
+// reports failure, so that Kubernetes restarts the container.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
 	logger := klog.Background().WithName("sidecar")
+	ctx = klog.NewContext(ctx, logger)
 	token, err := readToken(o.tokenFile)
 	if err != nil {
 		return err
 	}
-	cfg, err := restConfig(o.kubeconfig)
+	cfg, err := service.RESTConfig(o.kubeconfig)
 	if err != nil {
-		return fmt.Errorf("API server configuration: %w", err)
+		return err
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = userAgent
 	}
 
+	metrics := newMetrics()
 	failed := make(chan error, 1)
-	srv, err := newServer(Config{
-		REST:           cfg,
-		Namespaces:     o.namespaces.values,
-		Selector:       o.selector,
+	f, err := reflector.NewFactory(cfg, reflector.Options{
 		StallTimeout:   o.stallTimeout,
 		FailureTimeout: o.failureTimeout,
-		Token:          token,
-		Logger:         &logger,
-		OnFailure: func(err error) {
+		Registerer:     metrics,
+		OnFailure: func(st reflector.Status) {
 			select {
-			case failed <- err:
+			case failed <- fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason):
 			default:
 			}
 		},
+	})
+	if err != nil {
+		return err
+	}
+	defer f.Shutdown()
+	srv, err := newServer(Config{
+		Factory:    f,
+		Namespaces: o.namespaces.values,
+		Selector:   o.selector,
+		Token:      token,
+		Metrics:    metrics,
+		Logger:     &logger,
 	})
 	if err != nil {
 		return err
@@ -171,33 +180,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		// pod starts.
 	}
 	hs.RegisterOnShutdown(srv.CloseStreams)
-
-	runCtx, cancel := context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), logger))
-	defer cancel()
-	if err := srv.Start(runCtx); err != nil {
-		ln.Close()
-		return err
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	f.Start(context.WithoutCancel(ctx)) // stopped by the deferred Shutdown, after the HTTP server
 	logger.Info("Serving", "address", ln.Addr().String(), "namespaces", o.namespaces.values, "selector", o.selector,
 		"stallTimeout", o.stallTimeout, "deleteEnabled", token != "")
+	return service.Run(ctx, hs, ln, o.shutdownTimeout, failed)
+}
 
-	var result error
-	select {
-	case <-ctx.Done():
-		logger.Info("Shutting down", "cause", context.Cause(ctx))
-	case err := <-failed:
-		result = fmt.Errorf("%w; exiting so that the container is restarted", err)
-	case err := <-serveErr:
-		result = fmt.Errorf("HTTP server: %w", err)
-	}
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), o.shutdownTimeout)
-	defer cancelShutdown()
-	if err := hs.Shutdown(shutdownCtx); err != nil {
-		logger.Info("Graceful shutdown incomplete, closing connections", "err", err)
-		hs.Close()
-	}
-	srv.Stop()
-	return result
+// newMetrics is the registry /metrics serves: the Go runtime's and the
+// process's metrics, and (as the factory's Registerer) the caches'.
+func newMetrics() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }

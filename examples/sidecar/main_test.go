@@ -9,10 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,11 +20,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/internal/testcluster"
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 var cluster *testcluster.Cluster
@@ -40,10 +37,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	testcluster.Main(m, &cluster)
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
 }
-
-var nsCounter atomic.Int64
 
 // env is one test's namespace and a direct admin client (the rest of the
 // world).
@@ -55,14 +51,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	direct := kubernetes.NewForConfigOrDie(cluster.Config())
-	ns := fmt.Sprintf("sidecar-%d-%d", time.Now().UnixNano()%100000, nsCounter.Add(1))
-	_, err := direct.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = direct.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
-	})
-	return &env{t: t, ns: ns, direct: direct}
+	return &env{t: t, ns: cluster.Namespace(t, "sidecar"), direct: cluster.Client(t)}
 }
 
 func (e *env) pod(name string, labels map[string]string) *corev1.Pod {
@@ -95,15 +84,12 @@ type sidecar struct {
 	logs *logBuffer
 }
 
-// startSidecar runs a Server for cfg (REST defaults to the admin config,
-// StallTimeout to 5s) until the test ends.
-func startSidecar(t *testing.T, cfg Config) *sidecar {
+// startSidecar runs a Server for cfg on a factory over restCfg (nil: the
+// admin config; StallTimeout 5s) until the test ends.
+func startSidecar(t *testing.T, restCfg *rest.Config, cfg Config) *sidecar {
 	t.Helper()
-	if cfg.REST == nil {
-		cfg.REST = cluster.Config()
-	}
-	if cfg.StallTimeout == 0 {
-		cfg.StallTimeout = 5 * time.Second
+	if restCfg == nil {
+		restCfg = cluster.Config()
 	}
 	logs := &logBuffer{}
 	logger := funcr.New(func(prefix, args string) {
@@ -112,14 +98,19 @@ func startSidecar(t *testing.T, cfg Config) *sidecar {
 		logs.mu.Unlock()
 	}, funcr.Options{Verbosity: 10})
 	cfg.Logger = &logger
+	metrics := newMetrics()
+	cfg.Metrics = metrics
+	f, err := reflector.NewFactory(restCfg, reflector.Options{StallTimeout: 5 * time.Second, Registerer: metrics})
+	require.NoError(t, err)
+	cfg.Factory = f
 	srv, err := newServer(cfg)
 	require.NoError(t, err)
-	require.NoError(t, srv.Start(klog.NewContext(context.Background(), logger)))
+	f.Start(klog.NewContext(context.Background(), logger))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		srv.CloseStreams() // SSE streams end, so Close does not wait for them
 		ts.Close()
-		srv.Stop()
+		f.Shutdown()
 		if t.Failed() {
 			t.Logf("sidecar logs:\n%s", logs.String())
 		}
@@ -235,18 +226,4 @@ func (st *sseStream) next() (sseEvent, bool) {
 		st.t.Fatal("no server-sent event for 60s")
 		return sseEvent{}, false
 	}
-}
-
-// writeKubeconfig writes a kubeconfig file for cfg (host, CA, bearer
-// token) and returns its path.
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, clientcmd.WriteToFile(*kc, path))
-	return path
 }

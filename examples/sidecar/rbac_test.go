@@ -134,7 +134,7 @@ func TestDeployRBAC(t *testing.T) {
 	pod := e.pod("jupyter-alice", userLabels)
 
 	const token = "rbac-test-token"
-	s := startSidecar(t, Config{REST: saCfg, Namespaces: []string{e.ns}, Selector: "component=singleuser-server", StallTimeout: 5 * time.Second, Token: token})
+	s := startSidecar(t, saCfg, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: token})
 	s.waitReady()
 
 	// Everything a read-only sidecar does works.

@@ -18,6 +18,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -25,7 +27,7 @@ func TestParseFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"default"}, o.namespaces.values)
 	assert.Equal(t, "127.0.0.1:8081", o.listen, "loopback unless told otherwise")
-	assert.Equal(t, 30*time.Second, o.stallTimeout)
+	assert.Equal(t, 10*time.Second, o.stallTimeout)
 	assert.Equal(t, 2*time.Minute, o.failureTimeout)
 	assert.Empty(t, o.kubeconfig)
 	assert.Empty(t, o.tokenFile)
@@ -76,7 +78,7 @@ func TestReadToken(t *testing.T) {
 	assert.Error(t, err)
 
 	// run refuses to start on a bad token file.
-	err = run(t.Context(), []string{"--kubeconfig=" + writeKubeconfig(t, cluster.Config()), "--token-file=" + empty, "--listen=127.0.0.1:0"}, io.Discard)
+	err = run(t.Context(), []string{"--kubeconfig=" + testcluster.KubeConfig(t, cluster.Config()), "--token-file=" + empty, "--listen=127.0.0.1:0"}, io.Discard)
 	assert.ErrorContains(t, err, "empty")
 }
 
@@ -91,8 +93,8 @@ func TestRunReturnsErrorOnReflectorFailure(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(t.Context(), []string{
-			"--kubeconfig=" + writeKubeconfig(t, saCfg), "--namespace=" + e.ns,
-			"--listen=127.0.0.1:0", "--stall-timeout=1s", "--failure-timeout=2s",
+			"--kubeconfig=" + testcluster.KubeConfig(t, saCfg), "--namespace=" + e.ns,
+			"--listen=127.0.0.1:0", "--stall-timeout=4s", "--failure-timeout=4s",
 		}, io.Discard)
 	}()
 	var runErr error
@@ -120,7 +122,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--kubeconfig=" + writeKubeconfig(t, cluster.Config()), "--namespace=" + e.ns, "--listen=" + addr}, io.Discard)
+		done <- run(ctx, []string{"--kubeconfig=" + testcluster.KubeConfig(t, cluster.Config()), "--namespace=" + e.ns, "--listen=" + addr}, io.Discard)
 	}()
 	base := "http://" + addr
 	require.Eventually(t, func() bool {
@@ -206,8 +208,8 @@ func TestProcessExitsNonZeroOnFailure(t *testing.T) {
 	e := newEnv(t)
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
-	cmd, out := runChild(t, "--kubeconfig="+writeKubeconfig(t, saCfg), "--namespace="+e.ns,
-		"--listen="+freeAddr(t), "--stall-timeout=1s", "--failure-timeout=2s")
+	cmd, out := runChild(t, "--kubeconfig="+testcluster.KubeConfig(t, saCfg), "--namespace="+e.ns,
+		"--listen="+freeAddr(t), "--stall-timeout=4s", "--failure-timeout=4s")
 	err = cmd.Wait()
 	var exitErr *exec.ExitError
 	require.True(t, errors.As(err, &exitErr), "exit error, got %v; output:\n%s", err, out)
@@ -219,7 +221,7 @@ func TestProcessExitsNonZeroOnFailure(t *testing.T) {
 func TestProcessExitsZeroOnSIGTERM(t *testing.T) {
 	e := newEnv(t)
 	addr := freeAddr(t)
-	cmd, out := runChild(t, "--kubeconfig="+writeKubeconfig(t, cluster.Config()), "--namespace="+e.ns, "--listen="+addr)
+	cmd, out := runChild(t, "--kubeconfig="+testcluster.KubeConfig(t, cluster.Config()), "--namespace="+e.ns, "--listen="+addr)
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + addr + "/livez")
 		if err != nil {

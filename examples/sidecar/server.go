@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,27 +22,22 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/connrotation"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/events"
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // Config configures a Server.
 type Config struct {
-	// REST is how to reach the API server, with the sidecar's identity.
-	REST *rest.Config
+	// Factory gives the pod and event caches; the caller starts it and
+	// shuts it down. Its client is the sidecar's identity.
+	Factory *reflector.Factory
 	// Namespaces to watch (at least one).
 	Namespaces []string
 	// Selector is the label selector of the pods to watch ("" for all).
 	Selector string
-	// StallTimeout bounds how long a stalled watch goes unnoticed.
-	StallTimeout time.Duration
-	// FailureTimeout is how long recovery may fail before the reflectors
-	// report failure (0: the reflector default, 2m).
-	FailureTimeout time.Duration
 	// Token, if not empty, enables DELETE /pods/{namespace}/{name} for
 	// requests carrying "Authorization: Bearer <Token>".
 	Token string
@@ -53,8 +46,8 @@ type Config struct {
 	APITimeout time.Duration
 	// KeepAlive is the interval of SSE keep-alive comments (0: 15s).
 	KeepAlive time.Duration
-	// OnFailure is called (once) when a reflector enters the failed state.
-	OnFailure func(error)
+	// Metrics is served on /metrics (the factory's Registerer's registry).
+	Metrics prometheus.Gatherer
 	// Logger; default klog.Background().
 	Logger *klog.Logger
 }
@@ -62,35 +55,27 @@ type Config struct {
 // eventStreamer is what the SSE handler needs from package events.
 type eventStreamer interface {
 	Stream(ctx context.Context, pod events.PodRef) (<-chan events.Update, error)
-}
-
-// checker is a reflector's health as the probes see it.
-type checker interface {
 	Status() reflector.Status
-	Readyz(*http.Request) error
-	Healthz(*http.Request) error
 }
 
-// Server is the sidecar: a pod reflector and an event reflector, served
-// over HTTP/JSON. Create it with newServer, then Start it and serve
+// Server is the sidecar: the factory's pod cache and event index for its
+// scope, served over HTTP/JSON. Create it with newServer and serve
 // Handler.
 type Server struct {
 	cfg     Config
 	logger  klog.Logger
-	pods    *reflector.Reflector[*corev1.Pod]
-	events  *events.Reflector
+	pods    *reflector.PodCache
+	events  *events.Index
 	stream  eventStreamer
 	client  kubernetes.Interface // for DELETE, never cached
-	metrics *prometheus.Registry
 	handler http.Handler
 	// tokenSum is the SHA-256 of the token; nil when DELETE is disabled.
 	tokenSum []byte
 
-	// done is closed by Stop or CloseStreams: it ends every SSE stream so
-	// that http.Server.Shutdown does not wait for them.
+	// done is closed by CloseStreams: it ends every SSE stream so that
+	// http.Server.Shutdown does not wait for them.
 	done      chan struct{}
 	closeOnce sync.Once
-	failOnce  sync.Once
 }
 
 const (
@@ -99,11 +84,10 @@ const (
 	userAgent         = "kubespawn-sidecar"
 )
 
-// newServer builds the reflectors, the clients and the HTTP handler. It
-// starts nothing.
+// newServer gets the caches from the factory and builds the HTTP handler.
 func newServer(cfg Config) (*Server, error) {
-	if cfg.REST == nil {
-		return nil, errors.New("sidecar: no API server configuration")
+	if cfg.Factory == nil {
+		return nil, errors.New("sidecar: no reflector.Factory")
 	}
 	if len(cfg.Namespaces) == 0 {
 		return nil, errors.New("sidecar: at least one namespace is needed")
@@ -117,7 +101,10 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = defaultKeepAlive
 	}
-	s := &Server{cfg: cfg, logger: klog.Background(), done: make(chan struct{})}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, logger: klog.Background(), done: make(chan struct{}), client: cfg.Factory.Client()}
 	if cfg.Logger != nil {
 		s.logger = *cfg.Logger
 	}
@@ -125,79 +112,17 @@ func newServer(cfg Config) (*Server, error) {
 		sum := sha256.Sum256([]byte(cfg.Token))
 		s.tokenSum = sum[:]
 	}
-
-	restCfg := rest.CopyConfig(cfg.REST)
-	if restCfg.UserAgent == "" {
-		restCfg.UserAgent = userAgent
+	var err error
+	if s.pods, err = cfg.Factory.Pods(reflector.Scope{Namespaces: cfg.Namespaces, LabelSelector: cfg.Selector}); err != nil {
+		return nil, fmt.Errorf("sidecar: pod cache: %w", err)
 	}
-	if restCfg.QPS == 0 {
-		restCfg.QPS, restCfg.Burst = 50, 100
-	}
-
-	s.metrics = prometheus.NewRegistry()
-	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	onFailure := func(st reflector.Status) {
-		err := fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason)
-		s.logger.Error(nil, "Reflector failed", "reflector", st.Name, "reason", st.Reason)
-		if cfg.OnFailure != nil {
-			s.failOnce.Do(func() { cfg.OnFailure(err) })
-		}
-	}
-	base := reflector.Options{
-		StallTimeout:   cfg.StallTimeout,
-		FailureTimeout: cfg.FailureTimeout,
-		Registerer:     s.metrics,
-		OnFailure:      onFailure,
-		Logger:         &s.logger,
-	}
-
-	podOpts := base
-	podOpts.Name = "pods"
-	podOpts.Scope = reflector.Scope{Namespaces: cfg.Namespaces, LabelSelector: cfg.Selector}
-	pods, err := reflector.NewForConfig(restCfg, reflector.Pods, podOpts)
+	idx, err := events.For(cfg.Factory, reflector.Scope{Namespaces: cfg.Namespaces}, events.Options{})
 	if err != nil {
-		return nil, fmt.Errorf("sidecar: pod reflector: %w", err)
+		return nil, fmt.Errorf("sidecar: event index: %w", err)
 	}
-	s.pods = pods
-
-	// The event watch gets a transport of its own too, so a stuck pod
-	// watch connection is never shared with it.
-	evCfg := rest.CopyConfig(restCfg)
-	evCfg.Dial = connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext).DialContext
-	evClient, err := kubernetes.NewForConfig(evCfg)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: event client: %w", err)
-	}
-	evOpts := base
-	evOpts.Name = "events"
-	evOpts.Scope = reflector.Scope{Namespaces: cfg.Namespaces}
-	ev, err := events.New(evClient, events.Options{Options: evOpts})
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: event reflector: %w", err)
-	}
-	s.events, s.stream = ev, ev
-
-	if s.client, err = kubernetes.NewForConfig(restCfg); err != nil {
-		return nil, fmt.Errorf("sidecar: client: %w", err)
-	}
+	s.events, s.stream = idx, idx
 	s.handler = s.routes()
 	return s, nil
-}
-
-// Start starts both reflectors; it returns at once.
-func (s *Server) Start(ctx context.Context) error {
-	if err := s.pods.Start(ctx); err != nil {
-		return err
-	}
-	return s.events.Start(ctx)
-}
-
-// Stop ends every SSE stream and stops the reflectors.
-func (s *Server) Stop() {
-	s.CloseStreams()
-	s.events.Stop()
-	s.pods.Stop()
 }
 
 // CloseStreams ends every SSE stream (for http.Server.RegisterOnShutdown).
@@ -209,28 +134,28 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /pods", s.listPods)
-	mux.Handle("/pods", methodNotAllowed("GET, HEAD"))
+	mux.Handle("/pods", service.MethodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("GET /pods/{namespace}/{name}", s.getPod)
 	podMethods := "GET, HEAD"
 	if s.tokenSum != nil {
 		mux.HandleFunc("DELETE /pods/{namespace}/{name}", s.deletePod)
 		podMethods = "GET, HEAD, DELETE"
 	}
-	mux.Handle("/pods/{namespace}/{name}", methodNotAllowed(podMethods))
+	mux.Handle("/pods/{namespace}/{name}", service.MethodNotAllowed(podMethods))
 	mux.HandleFunc("GET /pods/{namespace}/{name}/events", s.podEvents)
-	mux.Handle("/pods/{namespace}/{name}/events", methodNotAllowed("GET, HEAD"))
+	mux.Handle("/pods/{namespace}/{name}/events", service.MethodNotAllowed("GET, HEAD"))
 	for path, h := range map[string]http.HandlerFunc{
-		"/status": s.status, "/readyz": s.readyz, "/livez": s.livez,
+		"/status": s.status, "/readyz": service.Readyz(s.cfg.Factory), "/livez": service.Livez(s.cfg.Factory),
 	} {
 		mux.HandleFunc("GET "+path, h)
-		mux.Handle(path, methodNotAllowed("GET, HEAD"))
+		mux.Handle(path, service.MethodNotAllowed("GET, HEAD"))
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
-	mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", service.MethodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path))
+		service.WriteError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path))
 	})
-	return s.logRequests(mux)
+	return service.LogRequests(s.logger, mux)
 }
 
 // --- reads ---
@@ -330,36 +255,7 @@ type statusResponse struct {
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, statusResponse{statusJSON: newStatusJSON(s.pods.Status()), Events: newStatusJSON(s.events.Status())})
-}
-
-type healthResponse struct {
-	Status string   `json:"status"`
-	Errors []string `json:"errors,omitempty"`
-}
-
-func (s *Server) checks() []checker { return []checker{s.pods, s.events} }
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	s.health(w, r, func(c checker) error { return c.Readyz(r) })
-}
-
-func (s *Server) livez(w http.ResponseWriter, r *http.Request) {
-	s.health(w, r, func(c checker) error { return c.Healthz(r) })
-}
-
-func (s *Server) health(w http.ResponseWriter, _ *http.Request, check func(checker) error) {
-	var errs []string
-	for _, c := range s.checks() {
-		if err := check(c); err != nil {
-			errs = append(errs, err.Error())
-		}
-	}
-	if len(errs) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, healthResponse{Status: "unhealthy", Errors: errs})
-		return
-	}
-	writeJSON(w, http.StatusOK, healthResponse{Status: "ok"})
+	writeJSON(w, http.StatusOK, statusResponse{statusJSON: newStatusJSON(s.pods.Status()), Events: newStatusJSON(s.stream.Status())})
 }
 
 // --- delete ---
@@ -430,7 +326,7 @@ type progressEvent struct {
 	Degraded bool   `json:"degraded"`
 	Reason   string `json:"reason,omitempty"`
 	Type     string `json:"type,omitempty"`
-	// Time is the event's last occurrence, when known.
+	// Time is when the step happened (events.Update.Time), when known.
 	Time *time.Time `json:"time,omitempty"`
 }
 
@@ -466,7 +362,7 @@ func (s *Server) podEvents(w http.ResponseWriter, r *http.Request) {
 	// degraded cache (a Get then asks the API server).
 	changed, unsubscribe := s.pods.Notify(ns, name)
 	defer unsubscribe()
-	check := time.NewTicker(max(s.cfg.StallTimeout, 5*time.Second))
+	check := time.NewTicker(max(s.cfg.Factory.Options().StallTimeout, 5*time.Second))
 	defer check.Stop()
 	keepAlive := time.NewTicker(s.cfg.KeepAlive)
 	defer keepAlive.Stop()
@@ -541,73 +437,16 @@ func toProgress(u events.Update) progressEvent {
 	p := progressEvent{Message: u.Message, Progress: u.Progress, Warning: u.Warning, Degraded: u.Degraded}
 	if e := u.Event; e != nil {
 		p.Reason, p.Type = e.Reason, e.Type
-		var t time.Time
-		switch {
-		case !e.LastTimestamp.IsZero():
-			t = e.LastTimestamp.Time
-		case !e.EventTime.IsZero():
-			t = e.EventTime.Time
-		case !e.FirstTimestamp.IsZero():
-			t = e.FirstTimestamp.Time
-		}
-		if !t.IsZero() {
-			t = t.UTC()
-			p.Time = &t
-		}
+	}
+	if !u.Time.IsZero() {
+		t := u.Time.UTC()
+		p.Time = &t
 	}
 	return p
 }
 
 // --- helpers ---
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { service.WriteJSON(w, code, v) }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorResponse{Error: msg})
-}
-
-func methodNotAllowed(allow string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", allow)
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
-	})
-}
-
-// statusRecorder remembers the status code for the request log. It
-// forwards Flush (through Unwrap) for the SSE stream.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// logRequests logs method, path and status at V(2); never headers (the
-// bearer token) or query strings.
-func (s *Server) logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		s.logger.V(2).Info("HTTP request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start))
-	})
-}
+func writeError(w http.ResponseWriter, code int, msg string) { service.WriteError(w, code, msg) }

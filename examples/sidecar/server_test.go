@@ -55,7 +55,7 @@ func TestReadEndpoints(t *testing.T) {
 	alice := e.pod("jupyter-alice", map[string]string{"component": "singleuser-server", "tier": "gpu"})
 	e.pod("jupyter-bob", userLabels)
 	e.pod("other", map[string]string{"component": "something-else"})
-	s := startSidecar(t, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server"})
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server"})
 	s.waitReady()
 
 	// A pod in the cache.
@@ -118,13 +118,13 @@ func TestReadEndpoints(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.code)
 	st := r.json(t)
 	assert.Equal(t, "synced", st["state"])
-	assert.Equal(t, "pods", st["name"])
-	for _, k := range []string{"state", "reason", "lastEventTime", "gapsDetected", "restarts", "relists", "lagSeconds", "objects"} {
+	assert.Equal(t, "pods ns="+e.ns+";labels=component=singleuser-server;fields=", st["name"])
+	for _, k := range []string{"state", "reason", "lastEventTime", "gaps", "restarts", "relists", "lagSeconds", "objects"} {
 		assert.Contains(t, st, k)
 	}
 	assert.Equal(t, "", st["reason"], "reason is always present, empty while synced")
 	assert.EqualValues(t, 2, st["objects"])
-	assert.IsType(t, map[string]any{}, st["gapsDetected"])
+	assert.IsType(t, map[string]any{}, st["gaps"])
 	lastEvent, err := time.Parse(time.RFC3339Nano, st["lastEventTime"].(string))
 	require.NoError(t, err)
 	assert.False(t, lastEvent.IsZero())
@@ -144,8 +144,8 @@ func TestReadEndpoints(t *testing.T) {
 	r = s.get("/metrics")
 	require.Equal(t, http.StatusOK, r.code)
 	body := string(r.body)
-	assert.Contains(t, body, `kubespawn_reflector_state{reflector="pods",state="synced"} 1`)
-	assert.Contains(t, body, `kubespawn_reflector_state{reflector="events",state="synced"} 1`)
+	assert.Contains(t, body, `kubespawn_reflector_state{reflector="pods ns=`+e.ns+`;labels=component=singleuser-server;fields=",state="synced"} 1`)
+	assert.Contains(t, body, `kubespawn_reflector_state{reflector="events ns=`+e.ns+`;labels=;fields=involvedObject.kind=Pod",state="synced"} 1`)
 	assert.Contains(t, body, "kubespawn_reflector_lookups_total")
 	assert.Contains(t, body, "kubespawn_events_streams")
 	assert.Contains(t, body, "go_goroutines")
@@ -165,7 +165,7 @@ func mustRaw(t *testing.T, body []byte, key string) json.RawMessage {
 func TestBadPathsAndMethods(t *testing.T) {
 	e := newEnv(t)
 	e.pod("jupyter-alice", nil)
-	s := startSidecar(t, Config{Namespaces: []string{e.ns}})
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}})
 
 	for _, path := range []string{"/", "/nope", "/pods/" + e.ns, "/pods/" + e.ns + "/jupyter-alice/events/extra", "/status/x"} {
 		r := s.get(path)
@@ -206,7 +206,7 @@ func TestDeleteAuthAndSemantics(t *testing.T) {
 	e := newEnv(t)
 	alice := e.pod("jupyter-alice", nil)
 	e.pod("jupyter-bob", nil)
-	s := startSidecar(t, Config{Namespaces: []string{e.ns}, Token: token})
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Token: token})
 	s.waitReady()
 	path := "/pods/" + e.ns + "/jupyter-alice"
 	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
@@ -292,7 +292,7 @@ func TestStalledWatch(t *testing.T) {
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
-	s := startSidecar(t, Config{REST: p.ClientConfig(cluster.Config()), Namespaces: []string{e.ns}, StallTimeout: 5 * time.Second})
+	s := startSidecar(t, p.ClientConfig(cluster.Config()), Config{Namespaces: []string{e.ns}})
 	s.waitReady()
 
 	p.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
@@ -328,12 +328,12 @@ func TestStalledWatch(t *testing.T) {
 	require.Eventually(t, func() bool {
 		r := s.get("/status")
 		require.NoError(t, json.Unmarshal(r.body, &st))
-		return st.GapsDetected[reflector.GapStall] > 0
+		return st.Gaps[reflector.GapStall] > 0
 	}, 60*time.Second, 50*time.Millisecond)
 	assert.NotEqual(t, reflector.StateSynced, st.State)
 	assert.NotEmpty(t, st.Reason)
 	assert.GreaterOrEqual(t, st.Restarts, 1)
-	assert.Contains(t, string(s.get("/metrics").body), `kubespawn_reflector_gaps_detected_total{kind="stall",reflector="pods"}`)
+	assert.Contains(t, string(s.get("/metrics").body), `kubespawn_reflector_gaps_detected_total{kind="stall",reflector="pods ns=`)
 
 	// Recovery.
 	p.UnstallAll()
@@ -351,7 +351,7 @@ func TestEventsStreamWithSimulator(t *testing.T) {
 	sim, err := podsim.Start(t.Context(), e.direct, podsim.Options{})
 	require.NoError(t, err)
 	t.Cleanup(sim.Stop)
-	s := startSidecar(t, Config{Namespaces: []string{e.ns}})
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}})
 	s.waitReady()
 	pod := e.pod("jupyter-alice", userLabels)
 
@@ -406,7 +406,7 @@ func TestEventsStreamWithSimulator(t *testing.T) {
 // never shown; the stream ends on client disconnect; errors are JSON.
 func TestEventsStreamIsPerUID(t *testing.T) {
 	e := newEnv(t)
-	s := startSidecar(t, Config{Namespaces: []string{e.ns}})
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}})
 	s.waitReady()
 	event := func(pod *corev1.Pod, name, reason, message string) {
 		t.Helper()
@@ -463,9 +463,9 @@ func TestEventsStreamIsPerUID(t *testing.T) {
 	}
 
 	// The client goes away: the server's stream ends.
-	require.Equal(t, 1, s.srv.events.IndexStats().Streams)
+	require.Equal(t, 1, s.srv.events.Stats().Streams)
 	st.close()
-	require.Eventually(t, func() bool { return s.srv.events.IndexStats().Streams == 0 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return s.srv.events.Stats().Streams == 0 }, 30*time.Second, 20*time.Millisecond)
 
 	// Replaced by a pod with the same name: the stream ends.
 	st = s.openSSE("/pods/" + e.ns + "/jupyter-alice/events?uid=" + string(cur.UID))

@@ -15,11 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -48,14 +46,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("spawner", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration when empty")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.StringVar(&o.namespace, "namespace", "default", "namespace of the users' pods")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8082", "HTTP address (loopback by default)")
 	fs.StringVar(&o.image, "image", "quay.io/jupyter/base-notebook:latest", "default image of the users' pods")
 	fs.StringVar(&o.instance, "instance", "default", "this service's instance name (pod label "+"kubespawn.io/instance)")
 	fs.DurationVar(&o.startTimeout, "start-timeout", 5*time.Minute, "how long a start may take")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "how long a stop waits for the pod to be gone")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", 30*time.Second, "how long a stalled watch may go unnoticed (at least 1s)")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
 	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long watch recovery may fail before the process exits non-zero to be restarted")
 	fs.DurationVar(&o.imagePullGrace, "image-pull-grace", 30*time.Second, "how long an image pull may fail before the start fails")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Minute, "interval of the leader-elected sweeper; 0 disables it")
@@ -76,8 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.failureTimeout <= 0 {
 		return nil, errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --failure-timeout and --shutdown-timeout must be positive")
 	}
-	if o.stallTimeout < time.Second {
-		return nil, fmt.Errorf("--stall-timeout must be at least 1s, got %s", o.stallTimeout)
+	if o.stallTimeout < 4*time.Second {
+		return nil, fmt.Errorf("--stall-timeout must be at least 4s, got %s", o.stallTimeout)
 	}
 	if o.sweepInterval < 0 || o.orphanMinAge < 0 || o.maxAge < 0 {
 		return nil, errors.New("--sweep-interval, --orphan-min-age and --max-age must not be negative")
@@ -91,16 +89,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	return rest.InClusterConfig()
-}
-
 // run is the whole program. It returns nil after a graceful shutdown (ctx
 // ended: SIGTERM or SIGINT), and an error (exit status 1) for bad flags, a
-// startup error, or a reflector that failed for good, so that Kubernetes
+// startup error, or a cache that failed for good, so that Kubernetes
 // restarts the container.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
@@ -108,30 +99,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := klog.Background().WithName("spawner")
-	cfg, err := restConfig(o.kubeconfig)
-	if err != nil {
-		return fmt.Errorf("API server configuration: %w", err)
-	}
-	cfg.UserAgent = "kubespawn-demo-spawner"
-	client, err := kubernetes.NewForConfig(cfg)
+	ctx = klog.NewContext(ctx, logger)
+	cfg, err := service.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
+	cfg.UserAgent = "kubespawn-demo-spawner"
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	failed := make(chan error, 1)
-	srv, err := newServer(klog.NewContext(ctx, logger), Config{
-		Client: client, Registry: reflector.NewRegistry(), Metrics: metrics,
-		Namespace: o.namespace, Instance: o.instance, Image: o.image,
-		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace, StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout,
-		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, LeaseNamespace: o.leaseNamespace,
-		Logger: &logger,
-		OnFailure: func(err error) {
+	f, err := reflector.NewFactory(cfg, reflector.Options{
+		StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout, Registerer: metrics,
+		OnFailure: func(st reflector.Status) {
 			select {
-			case failed <- err:
+			case failed <- fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason):
 			default:
 			}
 		},
+	})
+	if err != nil {
+		return err
+	}
+	defer f.Shutdown()
+	srv, err := newServer(ctx, Config{
+		Factory: f, Metrics: metrics,
+		Namespace: o.namespace, Instance: o.instance, Image: o.image,
+		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace,
+		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, LeaseNamespace: o.leaseNamespace,
+		Logger: &logger,
 	})
 	if err != nil {
 		return err
@@ -143,28 +138,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// No WriteTimeout: starts and their progress streams last minutes.
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Shutdown cancels the starts in flight: each deletes its pod, then
+	// their requests get their answer.
 	hs.RegisterOnShutdown(srv.Shutdown)
+	f.Start(context.WithoutCancel(ctx)) // stopped by the deferred Shutdown
 	srv.Start()
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
 	logger.Info("Serving", "address", ln.Addr().String(), "namespace", o.namespace, "instance", o.instance, "sweepInterval", o.sweepInterval)
-
-	var result error
-	select {
-	case <-ctx.Done():
-		logger.Info("Shutting down: cancelling starts in progress; running pods stay", "cause", context.Cause(ctx))
-	case err := <-failed:
-		result = fmt.Errorf("%w; exiting so that the container is restarted", err)
-	case err := <-serveErr:
-		result = fmt.Errorf("HTTP server: %w", err)
-	}
-	// Shutdown (via RegisterOnShutdown) cancels the starts in flight: each
-	// deletes its pod, then their requests get their answer.
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(shutdownCtx); err != nil {
-		logger.Info("Graceful shutdown incomplete, closing connections", "err", err)
-		hs.Close()
-	}
-	return result
+	return service.Run(ctx, hs, ln, o.shutdownTimeout, failed)
 }

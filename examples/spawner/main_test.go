@@ -8,21 +8,18 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
 
@@ -34,7 +31,10 @@ import (
 
 var cluster *testcluster.Cluster
 
-func TestMain(m *testing.M) { testcluster.Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}
 
 // One pod simulator for the test binary (two would compete for the same
 // pods), on a direct admin client: it plays the scheduler and kubelet.
@@ -43,16 +43,7 @@ var (
 	simErr  error
 )
 
-func startSim(t *testing.T) {
-	t.Helper()
-	simOnce.Do(func() {
-		var c kubernetes.Interface
-		if c, simErr = kubernetes.NewForConfig(cluster.Config()); simErr == nil {
-			_, simErr = podsim.Start(context.Background(), c, podsim.Options{})
-		}
-	})
-	require.NoError(t, simErr, "starting the pod simulator")
-}
+func startSim(t *testing.T) { cluster.PodSim(t, podsim.Options{}) }
 
 // env is one test's namespace and a direct admin client.
 type env struct {
@@ -63,30 +54,10 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	require.NotNil(t, cluster, "testcluster did not start")
 	startSim(t)
-	direct, err := kubernetes.NewForConfig(cluster.Config())
-	require.NoError(t, err)
-	ns, err := direct.CoreV1().Namespaces().Create(t.Context(),
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "demo-"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	e := &env{t: t, ns: ns.Name, direct: direct}
-	// Registered first, so it runs last: no test may leave a pod behind.
-	t.Cleanup(func() {
-		ctx := context.Background()
-		left, err := direct.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
-		if assert.NoError(t, err) {
-			var names []string
-			for _, p := range left.Items {
-				names = append(names, p.Name)
-			}
-			assert.Empty(t, names, "pods left behind in %s", e.ns)
-		}
-		_ = direct.CoreV1().Pods(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{})
-		_ = direct.CoreV1().Events(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
-		_ = direct.CoreV1().Namespaces().Delete(ctx, e.ns, metav1.DeleteOptions{})
-	})
-	return e
+	// First, so that its cleanup runs last: no test may leave a pod behind.
+	ns := cluster.Namespace(t, "demo", testcluster.NoPodsLeft(""))
+	return &env{t: t, ns: ns, direct: cluster.Client(t)}
 }
 
 func (e *env) podName(user string) string {
@@ -113,28 +84,38 @@ type demo struct {
 	url string
 }
 
+// factory returns a started factory over the admin config (StallTimeout
+// 5s) whose metrics go to reg, shut down when the test ends.
+func (e *env) factory(reg *prometheus.Registry) *reflector.Factory {
+	e.t.Helper()
+	f, err := reflector.NewFactory(cluster.Config(), reflector.Options{StallTimeout: 5 * time.Second, Registerer: reg})
+	require.NoError(e.t, err)
+	e.t.Cleanup(f.Shutdown)
+	f.Start(context.Background())
+	return f
+}
+
 // config is the tests' Config: short timeouts, a 1s image-pull grace and
-// no sweeper unless a test sets SweepInterval.
-func (e *env) config(client kubernetes.Interface, reg *reflector.Registry) Config {
+// no sweeper unless a test sets SweepInterval. f nil: a factory of its own.
+func (e *env) config(f *reflector.Factory) Config {
 	logger := ktesting.NewLogger(e.t, ktesting.NewConfig(ktesting.Verbosity(2)))
+	metrics := prometheus.NewRegistry()
+	if f == nil {
+		f = e.factory(metrics)
+	}
 	return Config{
-		Client: client, Registry: reg,
+		Factory: f, Metrics: metrics,
 		Namespace: e.ns, Instance: "default", Image: "example.org/notebook:1",
 		StartTimeout: time.Minute, StopTimeout: 30 * time.Second, ImagePullGrace: time.Second,
-		StallTimeout: 5 * time.Second, DeleteGracePeriod: ptr.To(time.Second),
-		LeaseNamespace: e.ns, Logger: &logger,
+		DeleteGracePeriod: ptr.To(time.Second),
+		LeaseNamespace:    e.ns, Logger: &logger,
 	}
 }
 
 func (e *env) start(cfg Config) *demo {
 	e.t.Helper()
-	if cfg.Client == nil {
-		c, err := kubernetes.NewForConfig(cluster.Config())
-		require.NoError(e.t, err)
-		cfg.Client = c
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = reflector.NewRegistry()
+	if cfg.Factory == nil {
+		cfg.Factory = e.factory(cfg.Metrics)
 	}
 	srv, err := newServer(e.t.Context(), cfg)
 	require.NoError(e.t, err)
@@ -254,17 +235,4 @@ func (d *demo) sse(method, path string, body any) []sseEvent {
 		}
 	}
 	return out
-}
-
-// writeKubeconfig writes a kubeconfig file for the test cluster's admin.
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, clientcmd.WriteToFile(*kc, path))
-	return path
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/events"
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/reflector"
 	"github.com/kubespawn/kubespawn/spawner"
 )
@@ -28,26 +29,19 @@ const namePrefix = "kubespawn"
 
 // Config configures a Server.
 type Config struct {
-	// Client talks to the API server. Servers sharing Client and Registry
-	// share their watches.
-	Client kubernetes.Interface
-	// Registry shares reflectors within the process: one pod watch and one
-	// event watch per namespace, however many Servers (spawner instances)
-	// run in it.
-	Registry *reflector.Registry
-	// Metrics gets every metric: the reflectors' (from the first Server to
-	// acquire them) and each Server's spawner metrics, labelled
-	// spawner=<Instance>.
+	// Factory gives the shared pod and event caches and the client; the
+	// caller starts it and shuts it down. Servers sharing a Factory share
+	// their watches.
+	Factory *reflector.Factory
+	// Metrics gets each Server's spawner metrics, labelled
+	// spawner=<Instance>, and is served on /metrics (the factory's
+	// Registerer should be it too).
 	Metrics *prometheus.Registry
 
 	Namespace, Instance, Image string
 	StartTimeout, StopTimeout  time.Duration
 	ImagePullGrace             time.Duration
-	StallTimeout               time.Duration
-	// FailureTimeout: how long reflector recovery may fail before
-	// OnFailure (0: the reflector default, 2m).
-	FailureTimeout    time.Duration
-	DeleteGracePeriod *time.Duration
+	DeleteGracePeriod          *time.Duration
 
 	// SweepInterval: the sweeper runs every SweepInterval while this
 	// replica holds the Lease kubespawn-sweeper-<Instance> in
@@ -62,10 +56,7 @@ type Config struct {
 	// LeaseDuration, RenewDeadline, RetryPeriod: 0 for the defaults.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 
-	// OnFailure is called when a reflector fails for good (exit and be
-	// restarted).
-	OnFailure func(error)
-	Logger    *klog.Logger
+	Logger *klog.Logger
 }
 
 // Server is the demo spawner service: a user table in memory, one pod per
@@ -74,9 +65,7 @@ type Server struct {
 	cfg     Config
 	logger  klog.Logger
 	sp      *spawner.Spawner
-	pods    *reflector.Reflector[*corev1.Pod]
-	events  *events.Reflector
-	release []func()
+	pods    *reflector.PodCache
 	handler http.Handler
 
 	// ctx bounds background work (starts, the sweeper); cancelled by
@@ -98,9 +87,12 @@ type userServer struct {
 	progress  *progressLog
 }
 
-// newServer acquires the shared reflectors and builds the spawner; the
-// sweeper starts with Start.
-func newServer(ctx context.Context, cfg Config) (_ *Server, err error) {
+// newServer gets the shared caches from the factory and builds the
+// spawner; the sweeper starts with Start.
+func newServer(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Factory == nil {
+		return nil, errors.New("spawner service: no reflector.Factory")
+	}
 	s := &Server{cfg: cfg, logger: klog.Background(), users: map[string]*userServer{}}
 	if cfg.Logger != nil {
 		s.logger = *cfg.Logger
@@ -109,40 +101,19 @@ func newServer(ctx context.Context, cfg Config) (_ *Server, err error) {
 		cfg.Metrics = prometheus.NewRegistry()
 		s.cfg.Metrics = cfg.Metrics
 	}
-	defer func() {
-		if err != nil {
-			s.releaseAll()
-		}
-	}()
-	onFailure := func(st reflector.Status) {
-		if cfg.OnFailure != nil {
-			cfg.OnFailure(fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason))
-		}
-	}
-	base := reflector.Options{StallTimeout: cfg.StallTimeout, FailureTimeout: cfg.FailureTimeout, Registerer: cfg.Metrics, OnFailure: onFailure, Logger: &s.logger}
-
 	// One pod watch for every kubespawn pod of the namespace (all
 	// instances: the scope does not name ours, so instances share it).
-	podOpts := base
-	podOpts.Name = "pods"
-	podOpts.Scope = reflector.Scope{Namespaces: []string{cfg.Namespace}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue}
-	pods, releasePods, err := reflector.Acquire(ctx, cfg.Registry, cfg.Client, reflector.Pods, podOpts)
+	var err error
+	s.pods, err = cfg.Factory.Pods(reflector.Scope{Namespaces: []string{cfg.Namespace}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue})
 	if err != nil {
 		return nil, err
 	}
-	s.pods, s.release = pods, append(s.release, releasePods)
-
-	evOpts := base
-	evOpts.Name = "events"
-	evOpts.Scope = reflector.Scope{Namespaces: []string{cfg.Namespace}}
-	ev, releaseEvents, err := events.Acquire(ctx, cfg.Registry, cfg.Client, events.Options{Options: evOpts})
+	ev, err := events.For(cfg.Factory, reflector.Scope{Namespaces: []string{cfg.Namespace}}, events.Options{})
 	if err != nil {
 		return nil, err
 	}
-	s.events, s.release = ev, append(s.release, releaseEvents)
-
 	s.sp, err = spawner.New(spawner.Options{
-		Client: cfg.Client, Pods: pods, Events: ev,
+		Client: cfg.Factory.Client(), Pods: s.pods, Events: ev,
 		Instance: cfg.Instance, NamePrefix: namePrefix,
 		StartTimeout: cfg.StartTimeout, StopTimeout: cfg.StopTimeout, ImagePullGrace: cfg.ImagePullGrace,
 		DeleteGracePeriod: cfg.DeleteGracePeriod,
@@ -184,18 +155,10 @@ func (s *Server) Start() {
 // sweeper (releasing its Lease); running pods are left running.
 func (s *Server) Shutdown() { s.cancel() }
 
-// Close shuts down, waits for background work and releases the reflectors.
+// Close shuts down and waits for background work (starts, the sweeper).
 func (s *Server) Close() {
 	s.Shutdown()
 	s.wg.Wait()
-	s.releaseAll()
-}
-
-func (s *Server) releaseAll() {
-	for _, r := range slices.Backward(s.release) {
-		r()
-	}
-	s.release = nil
 }
 
 // isKnown is the sweeper's orphan test: does the user table have this pod?
@@ -215,8 +178,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /users/{user}/server", s.pollServer)
 	mux.HandleFunc("GET /users/{user}/server/progress", s.progress)
 	mux.HandleFunc("GET /known-pods", s.knownPods)
-	mux.HandleFunc("GET /healthz", s.health(func(c checker, r *http.Request) error { return c.Healthz(r) }))
-	mux.HandleFunc("GET /readyz", s.health(func(c checker, r *http.Request) error { return c.Readyz(r) }))
+	mux.HandleFunc("GET /healthz", service.Livez(s.cfg.Factory))
+	mux.HandleFunc("GET /readyz", service.Readyz(s.cfg.Factory))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -269,7 +232,7 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 	}
 	req := spawner.Request{
 		Key: user, Namespace: s.cfg.Namespace, Annotations: body.Annotations,
-		Spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: cmpOr(body.Image, s.cfg.Image)}}},
+		Spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: cmp.Or(body.Image, s.cfg.Image)}}},
 	}
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {
@@ -577,41 +540,6 @@ func (s *Server) knownPods(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-type checker interface {
-	Healthz(*http.Request) error
-	Readyz(*http.Request) error
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { service.WriteJSON(w, code, v) }
 
-// health answers 200 only if both shared reflectors pass check.
-func (s *Server) health(check func(checker, *http.Request) error) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var errs []string
-		for _, c := range []checker{s.pods, s.events} {
-			if err := check(c, r); err != nil {
-				errs = append(errs, err.Error())
-			}
-		}
-		if len(errs) > 0 {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "errors": errs})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
+func writeError(w http.ResponseWriter, code int, msg string) { service.WriteError(w, code, msg) }

@@ -15,17 +15,16 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubespawn/kubespawn/internal/podsim"
-	"github.com/kubespawn/kubespawn/reflector"
+	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
 func TestStartPollStop(t *testing.T) {
 	e := newEnv(t)
-	d := e.start(e.config(nil, nil))
+	d := e.start(e.config(nil))
 	name := e.podName("alice@example.com")
 
 	res := d.startUser("alice@example.com")
@@ -70,7 +69,7 @@ func TestStartPollStop(t *testing.T) {
 
 func TestStartStreamsProgress(t *testing.T) {
 	e := newEnv(t)
-	d := e.start(e.config(nil, nil))
+	d := e.start(e.config(nil))
 
 	evs := d.sse(http.MethodPost, "/users/bob/server?progress=sse", map[string]any{"image": "example.org/other:2"})
 	require.NotEmpty(t, evs)
@@ -100,7 +99,7 @@ func TestStartStreamsProgress(t *testing.T) {
 
 func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
 	e := newEnv(t)
-	d := e.start(e.config(nil, nil))
+	d := e.start(e.config(nil))
 	body := map[string]any{"image": "example.org/no-such:image", "annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioImagePullFailure}}
 
 	r := d.do(http.MethodPost, "/users/carol/server", body)
@@ -139,7 +138,7 @@ func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
 
 func TestKnownPodsListsExactlyRunningUsers(t *testing.T) {
 	e := newEnv(t)
-	d := e.start(e.config(nil, nil))
+	d := e.start(e.config(nil))
 	assert.Equal(t, KnownPods{Namespace: e.ns, Instance: "default", Pods: []string{}}, d.known())
 	for _, u := range []string{"alice", "bob", "carol"} {
 		d.startUser(u)
@@ -159,7 +158,7 @@ func TestKnownPodsListsExactlyRunningUsers(t *testing.T) {
 // 409 "stopped"; a second start while one is in progress is refused.
 func TestStopDuringStart(t *testing.T) {
 	e := newEnv(t)
-	d := e.start(e.config(nil, nil))
+	d := e.start(e.config(nil))
 	slow := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}}
 	started := make(chan response, 1)
 	go func() { started <- d.do(http.MethodPost, "/users/erin/server", slow) }()
@@ -190,7 +189,7 @@ func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
-	cfg := e.config(nil, nil)
+	cfg := e.config(nil)
 	cfg.SweepInterval, cfg.OrphanMinAge, cfg.Identity = 200*time.Millisecond, time.Second, "demo-1"
 	cfg.RetryPeriod = 200 * time.Millisecond
 	d := e.start(cfg)
@@ -256,22 +255,19 @@ func metric(t *testing.T, d *demo, name string) string {
 }
 
 // Two spawner instances in one process share one pod watch and one event
-// watch through the Registry; each knows only its own users.
-func TestInstancesShareReflectors(t *testing.T) {
+// watch through the factory; each knows only its own users.
+func TestInstancesShareCaches(t *testing.T) {
 	e := newEnv(t)
-	client, err := kubernetes.NewForConfig(cluster.Config())
-	require.NoError(t, err)
-	reg := reflector.NewRegistry()
-	cfgA, cfgB := e.config(client, reg), e.config(client, reg)
+	metrics := prometheus.NewRegistry()
+	f := e.factory(metrics)
+	cfgA, cfgB := e.config(f), e.config(f)
 	cfgA.Instance, cfgB.Instance = "hub-a", "hub-b"
-	// One metrics registry too: the reflectors' metrics once, the
-	// spawners' labelled spawner=<instance>.
-	cfgA.Metrics = prometheus.NewRegistry()
-	cfgB.Metrics = cfgA.Metrics
+	// One metrics registry too: the caches' metrics once, the spawners'
+	// labelled spawner=<instance>.
+	cfgA.Metrics, cfgB.Metrics = metrics, metrics
 	a, b := e.start(cfgA), e.start(cfgB)
-	assert.Equal(t, 2, reg.Len(), "one pod reflector and one event reflector")
 	assert.Same(t, a.srv.pods, b.srv.pods)
-	assert.Same(t, a.srv.events, b.srv.events)
+	assert.Len(t, f.Status(), 2, "one pod cache and one event cache")
 
 	a.startUser("ann")
 	b.startUser("ben")
@@ -279,18 +275,14 @@ func TestInstancesShareReflectors(t *testing.T) {
 	assert.Equal(t, []string{e.podName("ben")}, b.known().Pods)
 	assert.Equal(t, "hub-b", e.pod(e.podName("ben")).Labels[spawner.LabelInstance])
 	for _, d := range []*demo{a, b} {
-		assert.Contains(t, metric(t, d, "kubespawn_reflector_state"), `kubespawn_reflector_state{reflector="pods",state="synced"} 1`)
-		assert.Contains(t, metric(t, d, "kubespawn_reflector_state"), `kubespawn_reflector_state{reflector="events",state="synced"} 1`)
+		assert.Contains(t, metric(t, d, "kubespawn_reflector_state"), `reflector="pods ns=`+e.ns+`;labels=app.kubernetes.io/managed-by=kubespawn;fields=",state="synced"} 1`)
+		assert.Contains(t, metric(t, d, "kubespawn_reflector_state"), `reflector="events ns=`+e.ns+`;labels=;fields=involvedObject.kind=Pod",state="synced"} 1`)
 	}
 	starts := metric(t, a, "kubespawn_spawner_starts_total")
 	assert.Contains(t, starts, `kubespawn_spawner_starts_total{result="running",spawner="hub-a"} 1`)
 	assert.Contains(t, starts, `kubespawn_spawner_starts_total{result="running",spawner="hub-b"} 1`)
 	a.stopUser("ann")
 	b.stopUser("ben")
-	a.srv.Close()
-	assert.Equal(t, 2, reg.Len(), "still in use by hub-b")
-	b.srv.Close()
-	assert.Zero(t, reg.Len(), "released by the last user")
 }
 
 // run: the real program, with flags, until SIGTERM (ctx): a start in
@@ -307,7 +299,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--kubeconfig", writeKubeconfig(t, cluster.Config()), "--namespace", e.ns, "--listen", addr,
+		done <- run(ctx, []string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", e.ns, "--listen", addr,
 			"--instance", "demo", "--stall-timeout", "5s", "--sweep-interval", "1s", "--stop-timeout", "30s"}, &strings.Builder{})
 	}()
 	d := &demo{t: t, url: "http://" + addr}
@@ -338,8 +330,8 @@ func TestRunExitsOnReflectorFailure(t *testing.T) {
 	e := newEnv(t)
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
-	err = run(t.Context(), []string{"--kubeconfig", writeKubeconfig(t, saCfg), "--namespace", e.ns,
-		"--listen", "127.0.0.1:0", "--stall-timeout", "1s", "--failure-timeout", "2s", "--sweep-interval", "0"}, &strings.Builder{})
+	err = run(t.Context(), []string{"--kubeconfig", testcluster.KubeConfig(t, saCfg), "--namespace", e.ns,
+		"--listen", "127.0.0.1:0", "--stall-timeout", "4s", "--failure-timeout", "4s", "--sweep-interval", "0"}, &strings.Builder{})
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "failed")
 	assert.ErrorContains(t, err, "forbidden")

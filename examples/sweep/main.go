@@ -25,9 +25,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/reflector"
 	"github.com/kubespawn/kubespawn/spawner"
 )
@@ -85,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	o := &options{}
 	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster configuration inside a pod, else $KUBECONFIG or ~/.kube/config")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace to sweep (required)")
 	fs.StringVar(&o.instance, "instance", "default", "spawner instance whose pods to sweep (label "+spawner.LabelInstance+")")
 	fs.BoolVar(&o.allInstances, "all-instances", false, "sweep the pods of every spawner instance in the namespace")
@@ -145,17 +145,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	return o, sel, nil
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if cfg, err := rest.InClusterConfig(); err == nil {
-		return cfg, nil
-	}
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
-}
-
 // apiOnly is the spawner's PodCache for a one-shot CLI: every read goes to
 // the API server (no watch to open on a flooded cluster), and it never
 // notifies, so waiting for a deletion falls back to a live GET every
@@ -168,6 +157,8 @@ func (a apiOnly) Get(ctx context.Context, namespace, name string) (*corev1.Pod, 
 }
 
 func (apiOnly) Notify(string, string) (<-chan struct{}, func()) { return nil, func() {} }
+
+func (apiOnly) ExpectWrite(*corev1.Pod) {}
 
 // Reasons in the table.
 const (
@@ -304,7 +295,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := restConfig(o.kubeconfig)
+	cfg, err := service.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("API server configuration: %w", err)
 	}

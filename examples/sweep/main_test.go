@@ -5,20 +5,16 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"path/filepath"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubespawn/kubespawn/internal/testcluster"
@@ -27,7 +23,10 @@ import (
 
 var cluster *testcluster.Cluster
 
-func TestMain(m *testing.M) { testcluster.Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}
 
 // env is one test's namespace, a direct admin client and a kubeconfig file
 // for the CLI. No scheduler or kubelet runs in this package: pods stay
@@ -46,53 +45,12 @@ func newEnv(t *testing.T) *env { return newNamedEnv(t, "") }
 // newNamedEnv uses namespace name (generated if empty).
 func newNamedEnv(t *testing.T, name string) *env {
 	t.Helper()
-	require.NotNil(t, cluster, "testcluster did not start")
-	direct, err := kubernetes.NewForConfig(cluster.Config())
-	require.NoError(t, err)
-	meta := metav1.ObjectMeta{Name: name}
-	if name == "" {
-		meta.GenerateName = "sweep-"
+	opts := []testcluster.NamespaceOption{}
+	if name != "" {
+		opts = append(opts, testcluster.Named(name))
 	}
-	ns, err := direct.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: meta}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	e := &env{t: t, ns: ns.Name, direct: direct, kubeconfig: writeKubeconfig(t, cluster.Config())}
-	// No test leaves pods behind: what a test kept on purpose (dry runs,
-	// pods that must survive) is removed here, finalizers first. No
-	// namespace controller runs, so pods are deleted by hand.
-	t.Cleanup(func() {
-		ctx := context.Background()
-		pods, err := direct.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
-		if assert.NoError(t, err) {
-			for _, p := range pods.Items {
-				if len(p.Finalizers) > 0 {
-					p.Finalizers = nil
-					_, err := direct.CoreV1().Pods(e.ns).Update(ctx, &p, metav1.UpdateOptions{})
-					assert.NoError(t, err)
-				}
-			}
-		}
-		assert.NoError(t, direct.CoreV1().Pods(e.ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{}))
-		left, err := direct.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
-		if assert.NoError(t, err) {
-			assert.Empty(t, left.Items, "pods left behind in %s", e.ns)
-		}
-		_ = direct.CoreV1().Namespaces().Delete(ctx, e.ns, metav1.DeleteOptions{})
-	})
-	return e
-}
-
-// writeKubeconfig writes a kubeconfig file for cfg (host, CA, bearer
-// token) and returns its path.
-func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
-	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	require.NoError(t, clientcmd.WriteToFile(*kc, path))
-	return path
+	ns := cluster.Namespace(t, "sweep", opts...)
+	return &env{t: t, ns: ns, direct: cluster.Client(t), kubeconfig: testcluster.KubeConfig(t, cluster.Config())}
 }
 
 // leak describes a pod as a spawner left it behind.

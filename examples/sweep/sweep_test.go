@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
+	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
 func TestDryRunListsButDeletesNothing(t *testing.T) {
@@ -109,7 +110,7 @@ func TestPagination(t *testing.T) {
 	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true}) // TLS: kubeconfig credentials are only sent over TLS
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = proxy.Close() })
-	kubeconfig := writeKubeconfig(t, proxy.ClientConfig(cluster.Config()))
+	kubeconfig := testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
 	pods := e.leakMany("page", 8, leak{startedAgo: 5 * time.Hour})
 
 	out, _, err := runCLI(t, "--kubeconfig", kubeconfig, "--namespace", e.ns, "--older-than", "4h", "--page-size", "3", "--delete")
@@ -308,7 +309,7 @@ func TestBadFlags(t *testing.T) {
 		"orphan min age zero": {[]string{"--namespace", "u", "--orphans-from", "http://x/", "--orphan-min-age", "0"}, "--orphan-min-age must be positive"},
 		"unknown flag":        {[]string{"--namespace", "u", "--older-than", "4h", "--force"}, "flag provided but not defined: -force"},
 		"extra argument":      {[]string{"--namespace", "u", "--older-than", "4h", "delete"}, `unexpected arguments ["delete"]`},
-		"bad instance":        {[]string{"--kubeconfig", writeKubeconfig(t, cluster.Config()), "--namespace", "u", "--older-than", "4h", "--instance", "not a label!"}, "Instance"},
+		"bad instance":        {[]string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", "u", "--older-than", "4h", "--instance", "not a label!"}, "Instance"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, stderr, err := runCLI(t, tc.args...)

@@ -1,6 +1,7 @@
 package faultproxy_test
 
 import (
+	"os"
 	"testing"
 
 	"github.com/kubespawn/kubespawn/internal/testcluster"
@@ -10,4 +11,7 @@ import (
 // of this package. The unit tests do not use it.
 var cluster *testcluster.Cluster
 
-func TestMain(m *testing.M) { testcluster.Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}

@@ -2,6 +2,7 @@ package legacy_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -17,7 +18,10 @@ import (
 
 var cluster *testcluster.Cluster
 
-func TestMain(m *testing.M) { testcluster.Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}
 
 func createPod(t *testing.T, c kubernetes.Interface, ns, name string) {
 	t.Helper()

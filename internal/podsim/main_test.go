@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -32,26 +33,15 @@ var cluster *testcluster.Cluster
 func TestMain(m *testing.M) {
 	// Lets `go test ./internal/podsim/ -args -v=4` show the simulator's logs.
 	klog.InitFlags(nil)
-	testcluster.Main(m, &cluster)
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
 }
 
-// The package's tests share one simulator with the default options: two
-// simulators would compete to schedule the same unbound pods.
-var (
-	sharedOnce sync.Once
-	sharedSim  *podsim.Simulator
-	sharedErr  error
-)
-
+// sim is the package's shared simulator with the default options (two
+// simulators would compete to schedule the same unbound pods); Run stops it.
 func sim(t *testing.T) *podsim.Simulator {
 	t.Helper()
-	sharedOnce.Do(func() {
-		// Start's context bounds the simulator's life: it runs until the
-		// test binary exits.
-		sharedSim, sharedErr = podsim.Start(context.Background(), newClient(t), podsim.Options{})
-	})
-	require.NoError(t, sharedErr, "starting the shared simulator")
-	return sharedSim
+	return cluster.PodSim(t, podsim.Options{})
 }
 
 func newClient(t *testing.T) kubernetes.Interface {

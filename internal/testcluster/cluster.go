@@ -57,6 +57,8 @@ type Cluster struct {
 	etcdURL  string
 	extraAPI []string
 
+	simState
+
 	mu        sync.Mutex
 	etcd      *process
 	apiserver *process

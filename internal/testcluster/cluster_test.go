@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 
 var cluster *Cluster
 
-func TestMain(m *testing.M) { Main(m, &cluster) }
+func TestMain(m *testing.M) {
+	cluster = MustStart(Options{})
+	os.Exit(cluster.Run(m))
+}
 
 func TestServerVersionIsStamped(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(cluster.Config())

@@ -5,67 +5,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 )
-
-// subscribers fans cache changes out to Notify channels. Sends never
-// block: each channel holds at most one pending signal.
-type subscribers struct {
-	mu    sync.Mutex
-	byKey map[string]map[chan struct{}]struct{}
-}
-
-func (s *subscribers) init() { s.byKey = map[string]map[chan struct{}]struct{}{} }
-
-func (s *subscribers) subscribe(key string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.mu.Lock()
-	if s.byKey[key] == nil {
-		s.byKey[key] = map[chan struct{}]struct{}{}
-	}
-	s.byKey[key][ch] = struct{}{}
-	s.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.mu.Lock()
-			delete(s.byKey[key], ch)
-			if len(s.byKey[key]) == 0 {
-				delete(s.byKey, key)
-			}
-			s.mu.Unlock()
-		})
-	}
-}
-
-func poke(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
-func (s *subscribers) notifyObject(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ch := range s.byKey[key] {
-		poke(ch)
-	}
-}
-
-func (s *subscribers) notifyAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, chans := range s.byKey {
-		for ch := range chans {
-			poke(ch)
-		}
-	}
-}
 
 // HandlerRegistration is a handler added with AddEventHandler.
 type HandlerRegistration interface {
@@ -76,14 +18,14 @@ type HandlerRegistration interface {
 	HasSynced() bool
 }
 
-// AddEventHandler registers handler on every namespace's informer. client-go
+// addEventHandler registers handler on every shard's informer. client-go
 // buffers events per handler, so a slow handler delays only itself; one
 // stuck inside a call for longer than HandlerStallThreshold is reported in
 // Status.StuckHandlers and counted as a handler_stall gap.
-func (r *Reflector[T]) AddEventHandler(handler cache.ResourceEventHandler) (HandlerRegistration, error) {
-	h := &timedHandler{inner: handler, clock: r.opts.Clock}
+func (c *cache[T]) addEventHandler(handler toolscache.ResourceEventHandler) (HandlerRegistration, error) {
+	h := &timedHandler{inner: handler, clock: c.opts.Clock}
 	reg := &registration{remove: func() {}}
-	for _, s := range r.shards {
+	for _, s := range c.shards {
 		cr, err := s.informer.AddEventHandler(h)
 		if err != nil {
 			reg.Remove()
@@ -92,14 +34,14 @@ func (r *Reflector[T]) AddEventHandler(handler cache.ResourceEventHandler) (Hand
 		reg.regs = append(reg.regs, cr)
 		reg.informers = append(reg.informers, s.informer)
 	}
-	r.handlers.add(h)
-	reg.remove = func() { r.handlers.remove(h) }
+	c.handlers.add(h)
+	reg.remove = func() { c.handlers.remove(h) }
 	return reg, nil
 }
 
 type registration struct {
-	regs      []cache.ResourceEventHandlerRegistration
-	informers []cache.SharedIndexInformer
+	regs      []toolscache.ResourceEventHandlerRegistration
+	informers []toolscache.SharedIndexInformer
 	remove    func()
 	once      sync.Once
 }
@@ -123,17 +65,17 @@ func (g *registration) HasSynced() bool {
 }
 
 // checkHandlers counts each handler that became stuck since the last check.
-func (r *Reflector[T]) checkHandlers() {
-	for range r.handlers.newlyStuck(r.opts.Clock.Now(), r.opts.HandlerStallThreshold) {
-		r.stats.gap(GapHandlerStall)
-		r.logger.Info("Event handler stuck", "threshold", r.opts.HandlerStallThreshold)
+func (c *cache[T]) checkHandlers() {
+	for range c.handlers.newlyStuck(c.opts.Clock.Now(), c.opts.HandlerStallThreshold) {
+		c.stats.gap(GapHandlerStall)
+		c.log().Info("Event handler stuck", "threshold", c.opts.HandlerStallThreshold)
 	}
 }
 
 // timedHandler records when its handler entered the call in progress.
 type timedHandler struct {
-	inner     cache.ResourceEventHandler
-	clock     interface{ Now() time.Time }
+	inner     toolscache.ResourceEventHandler
+	clock     clock.PassiveClock
 	busySince atomic.Int64 // unix nanos; 0 when idle
 	reported  atomic.Bool
 }

@@ -1,0 +1,299 @@
+package reflector_test
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2/ktesting"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// fakeServer is a pod API on a fake clientset that behaves enough like a
+// kube-apiserver for the health rules to be driven with a fake clock: it
+// numbers resourceVersions, lists with a resourceVersion, streams changes
+// to main watches (which a test can stall), and answers probe watches
+// (timeoutSeconds=1) the way the test says.
+type fakeServer struct {
+	t      *testing.T
+	client *fake.Clientset
+
+	mu      sync.Mutex
+	rv      int
+	pods    map[string]*corev1.Pod
+	mains   []*watch.RaceFreeFakeWatcher
+	stalled bool
+	held    []watch.Event
+
+	// probe decides how probe watches answer.
+	probe probeMode
+	// listErr fails lists; listHang blocks them until release is closed.
+	listErr  error
+	listHang chan struct{}
+	// watchErr fails main watch requests.
+	watchErr error
+	// counters
+	lists, mainWatchOpens, probesSeen int
+}
+
+type probeMode int
+
+const (
+	probeReplay probeMode = iota // replay the changes since the probe's RV, then close: a real server
+	probeHang                    // headers, then nothing, never closed
+	probeRefuse                  // 429 with Retry-After
+)
+
+func newFakeServer(t *testing.T) *fakeServer {
+	f := &fakeServer{t: t, client: fake.NewClientset(), pods: map[string]*corev1.Pod{}, rv: 100}
+	f.client.PrependReactor("list", "pods", f.list)
+	f.client.PrependWatchReactor("pods", f.watch)
+	f.client.PrependReactor("get", "pods", f.get)
+	return f
+}
+
+func (f *fakeServer) list(a k8stesting.Action) (bool, runtime.Object, error) {
+	f.mu.Lock()
+	hang, err := f.listHang, f.listErr
+	f.lists++
+	f.mu.Unlock()
+	if hang != nil {
+		<-hang
+		return true, nil, apierrors.NewTimeoutError("released", 1)
+	}
+	if err != nil {
+		return true, nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ns := a.GetNamespace()
+	out := &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)}}
+	for _, p := range f.pods {
+		if ns == "" || p.Namespace == ns {
+			out.Items = append(out.Items, *p.DeepCopy())
+		}
+	}
+	return true, out, nil
+}
+
+func (f *fakeServer) get(a k8stesting.Action) (bool, runtime.Object, error) {
+	g := a.(k8stesting.GetAction)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.pods[g.GetNamespace()+"/"+g.GetName()]; ok {
+		return true, p.DeepCopy(), nil
+	}
+	return true, nil, apierrors.NewNotFound(corev1.Resource("pods"), g.GetName())
+}
+
+func (f *fakeServer) watch(a k8stesting.Action) (bool, watch.Interface, error) {
+	opts := a.(k8stesting.WatchActionImpl).GetListOptions()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if opts.TimeoutSeconds != nil && *opts.TimeoutSeconds == 1 {
+		f.probesSeen++
+		switch f.probe {
+		case probeRefuse:
+			return true, nil, apierrors.NewTooManyRequests("priority and fairness", 1)
+		case probeHang:
+			return true, watch.NewRaceFreeFake(), nil
+		}
+		since, _ := strconv.Atoi(opts.ResourceVersion)
+		w := watch.NewFakeWithChanSize(len(f.pods)+1, false)
+		for _, p := range f.pods {
+			if rv, _ := strconv.Atoi(p.ResourceVersion); rv > since {
+				w.Modify(p.DeepCopy())
+			}
+		}
+		w.Stop() // the server closes the probe
+		return true, w, nil
+	}
+	if f.watchErr != nil {
+		return true, nil, f.watchErr
+	}
+	f.mainWatchOpens++
+	w := watch.NewRaceFreeFake()
+	f.mains = append(f.mains, w)
+	return true, w, nil
+}
+
+// put creates or updates a pod, with the next resourceVersion, and
+// streams it to the main watches unless they are stalled.
+func (f *fakeServer) put(ns, name string, labels map[string]string) *corev1.Pod {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rv++
+	key := ns + "/" + name
+	typ := watch.Modified
+	p, ok := f.pods[key]
+	if !ok {
+		typ = watch.Added
+		p = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name),
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}}}
+	}
+	p = p.DeepCopy()
+	p.Labels = labels
+	p.ResourceVersion = strconv.Itoa(f.rv)
+	f.pods[key] = p
+	f.sendLocked(watch.Event{Type: typ, Object: p.DeepCopy()})
+	return p.DeepCopy()
+}
+
+// remove deletes a pod and streams the deletion.
+func (f *fakeServer) remove(ns, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rv++
+	p := f.pods[ns+"/"+name].DeepCopy()
+	delete(f.pods, ns+"/"+name)
+	p.ResourceVersion = strconv.Itoa(f.rv)
+	f.sendLocked(watch.Event{Type: watch.Deleted, Object: p})
+}
+
+// bookmark sends a bookmark at the current resourceVersion.
+func (f *fakeServer) bookmark() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sendLocked(watch.Event{Type: watch.Bookmark, Object: &corev1.Pod{ObjectMeta: metav1.ObjectMeta{ResourceVersion: strconv.Itoa(f.rv)}}})
+}
+
+func (f *fakeServer) sendLocked(ev watch.Event) {
+	if f.stalled {
+		f.held = append(f.held, ev)
+		return
+	}
+	for _, w := range f.mains {
+		if !w.IsStopped() {
+			w.Action(ev.Type, ev.Object)
+		}
+	}
+}
+
+// stall makes open and new main watches silent; unstall releases nothing
+// held (a stalled stream's events are lost with it, as when a connection
+// dies) and ends the stalled streams, as a cut connection does.
+func (f *fakeServer) stall() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stalled = true
+}
+
+func (f *fakeServer) set(fn func(f *fakeServer)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *fakeServer) counts() (lists, mainWatches, probes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists, f.mainWatchOpens, f.probesSeen
+}
+
+// harness is a factory on a fakeServer with a fake clock.
+type harness struct {
+	t     *testing.T
+	srv   *fakeServer
+	clk   *clocktesting.FakeClock
+	f     *reflector.Factory
+	pods  *reflector.PodCache
+	fails chan reflector.Status
+}
+
+func newHarness(t *testing.T, opts reflector.Options) *harness {
+	t.Helper()
+	h := &harness{t: t, srv: newFakeServer(t), clk: clocktesting.NewFakeClock(time.Now()), fails: make(chan reflector.Status, 16)}
+	opts.Clock = h.clk
+	opts.OnFailure = func(st reflector.Status) { h.fails <- st }
+	var err error
+	h.f, err = reflector.NewFactoryForClient(h.srv.client, opts)
+	require.NoError(t, err)
+	h.pods, err = h.f.Pods(reflector.Scope{Namespaces: []string{"ns"}})
+	require.NoError(t, err)
+	_, ctx := ktesting.NewTestContext(t)
+	h.f.Start(ctx)
+	t.Cleanup(h.f.Shutdown)
+	return h
+}
+
+// step advances the fake clock by d in steps, letting the monitor and
+// client-go run between them (real-time sleeps are only yields here: every
+// assertion waits for a condition).
+func (h *harness) step(d, by time.Duration) {
+	for elapsed := time.Duration(0); elapsed < d; elapsed += by {
+		h.clk.Step(by)
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// until steps the clock by `by` until cond holds, failing after max fake
+// time.
+func (h *harness) until(by, maxFake time.Duration, cond func() bool, msg string, args ...any) {
+	h.t.Helper()
+	for elapsed := time.Duration(0); ; elapsed += by {
+		// Let goroutines react before judging.
+		for range 50 {
+			if cond() {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if elapsed > maxFake {
+			h.t.Fatalf("after %s of fake time: "+msg+"; status %+v", append(append([]any{maxFake}, args...), h.pods.Status())...)
+		}
+		h.clk.Step(by)
+	}
+}
+
+func (h *harness) has(p reflector.Problem) bool {
+	for _, ps := range h.pods.Status().Problems {
+		if ps.Problem == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *harness) state() reflector.State { return h.pods.State() }
+
+func (h *harness) cached(name string) bool {
+	pods, src, err := h.pods.List(h.t.Context(), "ns", nil)
+	if err != nil || src != reflector.SourceCache {
+		return false
+	}
+	for _, p := range pods {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *harness) synced() {
+	h.t.Helper()
+	h.until(100*time.Millisecond, 30*time.Second, func() bool { return h.state() == reflector.StateSynced }, "synced")
+}
+
+func (h *harness) noFailure() {
+	h.t.Helper()
+	select {
+	case st := <-h.fails:
+		h.t.Fatalf("OnFailure called: %+v", st)
+	default:
+	}
+}
+
+var _ = fmt.Sprint

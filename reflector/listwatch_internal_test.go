@@ -1,0 +1,92 @@
+package reflector
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/klog/v2"
+)
+
+// TestForcedRelistAfterNaturalCloseIsApplied: a relist forced in the gap
+// between a watch that ended by itself and the next watch request is
+// applied to that request (issue: it used to be sent to the dead watch and
+// lost).
+func TestForcedRelistAfterNaturalCloseIsApplied(t *testing.T) {
+	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}})
+	server := watch.NewRaceFreeFake()
+	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) { return true, server, nil })
+	opts, err := Options{ProbeInterval: -1}.withDefaults()
+	require.NoError(t, err)
+	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
+	require.NoError(t, err)
+	lw := c.shards[0].lw
+
+	w, err := lw.WatchWithContext(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	server.Stop() // the server ends the watch (its timeout)
+	for range w.ResultChan() {
+	}
+	require.Eventually(t, func() bool {
+		lw.mu.Lock()
+		defer lw.mu.Unlock()
+		return lw.current == nil
+	}, 5*time.Second, time.Millisecond, "an ended watch is no longer current")
+
+	lw.forceRelist(RelistDrift, false) // between the close and the re-watch
+
+	_, err = lw.WatchWithContext(t.Context(), metav1.ListOptions{})
+	require.True(t, apierrors.IsResourceExpired(err), "the next watch request pays the relist: %v", err)
+	_, err = lw.WatchWithContext(t.Context(), metav1.ListOptions{})
+	require.True(t, apierrors.IsResourceExpired(err), "until a list has been made: %v", err)
+	_, err = lw.ListWithContext(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, c.stats.relists[RelistDrift])
+
+	server = watch.NewRaceFreeFake()
+	w, err = lw.WatchWithContext(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err, "paid: watches open again")
+	w.Stop()
+}
+
+// TestForcedRelistDuringWatchOpen: a relist forced while a watch request
+// is in flight expires that watch as soon as it opens.
+func TestForcedRelistDuringWatchOpen(t *testing.T) {
+	client := fake.NewClientset()
+	opened := make(chan struct{})
+	proceed := make(chan struct{})
+	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+		close(opened)
+		<-proceed
+		return true, watch.NewRaceFreeFake(), nil
+	})
+	opts, err := Options{ProbeInterval: -1}.withDefaults()
+	require.NoError(t, err)
+	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
+	require.NoError(t, err)
+	lw := c.shards[0].lw
+	type res struct {
+		w   watch.Interface
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		w, err := lw.WatchWithContext(t.Context(), metav1.ListOptions{})
+		done <- res{w, err}
+	}()
+	<-opened
+	lw.forceRelist(RelistStall, true)
+	close(proceed)
+	r := <-done
+	require.NoError(t, r.err)
+	ev, ok := <-r.w.ResultChan()
+	require.True(t, ok)
+	require.Equal(t, watch.Error, ev.Type)
+	require.True(t, apierrors.IsResourceExpired(apierrors.FromObject(ev.Object)))
+}
