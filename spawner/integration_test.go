@@ -74,6 +74,12 @@ type ienv struct {
 
 func newEnv(t *testing.T, mod func(*Options)) *ienv {
 	t.Helper()
+	return newEnvWith(t, reflector.Options{StallTimeout: 5 * time.Second}, mod)
+}
+
+// newEnvWith is newEnv with the factory's options ro.
+func newEnvWith(t *testing.T, ro reflector.Options, mod func(*Options)) *ienv {
+	t.Helper()
 	startSim(t)
 	// First, so that its cleanup runs last: no test may leave a pod behind.
 	ns := cluster.Namespace(t, "spawner", testcluster.NoPodsLeft(LabelManagedBy+"="+ManagedByValue))
@@ -84,7 +90,8 @@ func newEnv(t *testing.T, mod func(*Options)) *ienv {
 	t.Cleanup(func() { _ = e.proxy.Close() })
 
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	e.factory, err = reflector.NewFactory(e.proxy.ClientConfig(cluster.Config()), reflector.Options{StallTimeout: 5 * time.Second, Logger: &logger})
+	ro.Logger = &logger
+	e.factory, err = reflector.NewFactory(e.proxy.ClientConfig(cluster.Config()), ro)
 	require.NoError(t, err)
 	t.Cleanup(e.factory.Shutdown)
 	e.pods, err = e.factory.Pods(reflector.Scope{Namespaces: []string{e.ns}})
@@ -292,6 +299,32 @@ func TestIntegrationStartDuringStallReturnsReady(t *testing.T) {
 			assert.Empty(t, r.Name, "no per-pod watch: %s?%s", r.Path, r.RawQuery)
 		}
 	}
+	e.proxy.UnstallAll()
+	e.stop(t, res.Name)
+}
+
+// TestIntegrationStartIsACanary: with probes a minute apart, a Start
+// during a silent stall of every watch makes the pod cache find the stall
+// within the canary window plus one probe: the spawner reports its create.
+func TestIntegrationStartIsACanary(t *testing.T) {
+	e := newEnvWith(t, reflector.Options{StallTimeout: 2 * time.Minute, ProbeInterval: time.Minute}, nil)
+	time.Sleep(2 * time.Second) // past the first probe
+	e.stallPodWatches(t)
+	begin := time.Now()
+	done := make(chan error, 1)
+	var res *Result
+	go func() {
+		var err error
+		res, err = e.sp.Start(context.Background(), e.request("canary", ""))
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return e.pods.Status().Gaps[reflector.GapStall] > 0 }, 30*time.Second, 10*time.Millisecond, "stall found")
+	found := e.pods.Status().StateSince.Sub(begin)
+	t.Logf("stall found %s after the Start began (probe interval 1m)", found)
+	// Canary window 1s + a probe whose replay lacks the create 1s after its
+	// headers; the create itself and a loaded machine get the rest.
+	assert.Less(t, found, 5*time.Second)
+	require.NoError(t, <-done, "the start completes from live reads")
 	e.proxy.UnstallAll()
 	e.stop(t, res.Name)
 }
