@@ -70,15 +70,26 @@ func (c *cache[T]) collector() prometheus.Collector { return c.metrics }
 // connection of its transport, HTTP/1.1 and HTTP/2 alike, so that a dead
 // TCP connection is never reused, without touching other caches or the
 // client returned by Client. cfg is copied; it is not modified.
+//
+// Client-side rate limiting: when cfg sets none (QPS 0 and no
+// RateLimiter), the factory's clients have none, and the API server's
+// priority and fairness (429 with Retry-After, which client-go honours) is
+// the limit. client-go's own default, 5 requests a second with bursts of
+// 10, would hold a class of 1,000 users starting at once to about 200
+// seconds of creates. Set cfg.QPS and cfg.Burst to choose a limit.
 func NewFactory(cfg *rest.Config, opts Options) (*Factory, error) {
 	if cfg == nil {
 		return nil, fmt.Errorf("%w: nil rest.Config", ErrInvalidOptions)
+	}
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg.QPS = -1 // no client-side limit: the server's priority and fairness decides
 	}
 	client, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
-	return newFactory(rest.CopyConfig(cfg), client, opts)
+	return newFactory(cfg, client, opts)
 }
 
 // NewFactoryForClient returns a Factory whose caches all use client: for

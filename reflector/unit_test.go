@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/kubespawn/kubespawn/reflector"
@@ -370,3 +371,18 @@ func TestMultiNamespaceScope(t *testing.T) {
 }
 
 var _ = watch.Added
+
+// TestFactoryLeavesRateLimitingToTheServer: without a limit in the
+// config, the factory's client has none (client-go's default 5 QPS would
+// throttle a class starting at once); a configured limit is kept.
+func TestFactoryLeavesRateLimitingToTheServer(t *testing.T) {
+	f, err := reflector.NewFactory(&rest.Config{Host: "https://127.0.0.1:1"}, reflector.Options{})
+	require.NoError(t, err)
+	defer f.Shutdown()
+	rc := f.Client().CoreV1().RESTClient().(*rest.RESTClient)
+	assert.Nil(t, rc.GetRateLimiter(), "no client-side rate limiter")
+	g, err := reflector.NewFactory(&rest.Config{Host: "https://127.0.0.1:1", QPS: 7, Burst: 9}, reflector.Options{})
+	require.NoError(t, err)
+	defer g.Shutdown()
+	assert.NotNil(t, g.Client().CoreV1().RESTClient().(*rest.RESTClient).GetRateLimiter())
+}
