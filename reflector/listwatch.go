@@ -9,11 +9,14 @@ import (
 	"sync/atomic"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/watchlist"
 	"k8s.io/utils/clock"
+
+	"github.com/kubespawn/kubespawn/internal/signal"
 )
 
 // listWatcher is the informer's ListerWatcher for one shard. It adds the
@@ -216,7 +219,7 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 		return nil, err
 	}
 
-	tw := &trackedWatch[T]{inner: w, out: make(chan watch.Event), expireCh: make(chan struct{}, 1), stopCh: make(chan struct{}), lw: lw, cancel: cancel}
+	tw := &trackedWatch[T]{inner: w, out: make(chan watch.Event), expiry: signal.NewFlag(), stopCh: make(chan struct{}), lw: lw, cancel: cancel}
 	if isWatchList {
 		// The initial events must keep coming (one at least every
 		// StallTimeout) and end within the list deadline, or the relist
@@ -260,7 +263,7 @@ func (lw *listWatcher[T]) IsWatchListSemanticsUnSupported() bool {
 type trackedWatch[T object] struct {
 	inner    watch.Interface
 	out      chan watch.Event
-	expireCh chan struct{}
+	expiry   signal.Flag
 	stopCh   chan struct{}
 	stopOnce sync.Once
 	lw       *listWatcher[T]
@@ -304,12 +307,7 @@ func (w *trackedWatch[T]) Stop() {
 	})
 }
 
-func (w *trackedWatch[T]) expire() {
-	select {
-	case w.expireCh <- struct{}{}:
-	default:
-	}
-}
+func (w *trackedWatch[T]) expire() { w.expiry.Raise() }
 
 func (w *trackedWatch[T]) run() {
 	defer func() {
@@ -331,13 +329,13 @@ func (w *trackedWatch[T]) run() {
 			w.observe(ev)
 			select {
 			case w.out <- ev:
-			case <-w.expireCh:
+			case <-w.expiry.C():
 				w.sendExpired()
 				return
 			case <-w.stopCh:
 				return
 			}
-		case <-w.expireCh:
+		case <-w.expiry.C():
 			w.sendExpired()
 			return
 		case <-w.stopCh:
@@ -379,7 +377,7 @@ func (w *trackedWatch[T]) observe(ev watch.Event) {
 }
 
 func isInitialEventsEnd(obj runtime.Object) bool {
-	m, err := metaAccessor(obj)
+	m, err := meta.Accessor(obj)
 	return err == nil && m.GetAnnotations()[metav1.InitialEventsAnnotationKey] == "true"
 }
 

@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -187,8 +186,6 @@ func (s *shard[T]) probeRequest(ctx context.Context, opts metav1.ListOptions) (w
 func isExpired(err error) bool {
 	return apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
 }
-
-func metaAccessor(obj runtime.Object) (metav1.Object, error) { return meta.Accessor(obj) }
 
 // rvAtLeast reports whether resourceVersion a >= b. Unparseable versions
 // compare as not-at-least, which errs towards probing again.

@@ -41,8 +41,9 @@
 //  6. Operations on one pod name are serialised within a process; Stop
 //     cancels a Start in progress for the same name, which cleans up, then
 //     Stop deletes.
-//  7. Bad input gets a typed error (ErrInvalidOptions, ErrInvalidRequest,
-//     ErrInvalidPolicy) before anything is sent to the API server. Every
+//  7. Bad input gets a typed error (ErrInvalidOptions, ErrInvalidArgument,
+//     the same values as package reflector's) before anything is sent to the
+//     API server. Every
 //     failed Start is a *StartError whose Reason is one of the sentinel
 //     errors (ErrImagePull, ErrUnschedulable, ErrStartTimeout, ...), usable
 //     with errors.Is, carrying the pod name and its last Warning events.

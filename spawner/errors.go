@@ -7,18 +7,20 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // Sentinel errors. Every error the spawner returns wraps one of them, so
 // callers branch with errors.Is.
 var (
-	// ErrInvalidOptions: New was given unusable Options.
-	ErrInvalidOptions = errors.New("spawner: invalid options")
-	// ErrInvalidRequest: a Start, Stop, Poll or PodName argument is unusable.
-	// Nothing was sent to the API server.
-	ErrInvalidRequest = errors.New("spawner: invalid request")
-	// ErrInvalidPolicy: a SweepPolicy or SweeperOptions is unusable.
-	ErrInvalidPolicy = errors.New("spawner: invalid sweep policy")
+	// ErrInvalidOptions: New was given unusable Options. It is
+	// reflector.ErrInvalidOptions: one error for one idea.
+	ErrInvalidOptions = reflector.ErrInvalidOptions
+	// ErrInvalidArgument: a Request, StopOptions, SweepPolicy,
+	// SweeperOptions or other argument is unusable; nothing was sent to the
+	// API server. It is reflector.ErrInvalidArgument.
+	ErrInvalidArgument = reflector.ErrInvalidArgument
 
 	// ErrRejected: the API server refused the create permanently (Invalid,
 	// BadRequest, Forbidden, ...). It was not retried.
@@ -167,5 +169,5 @@ func (e *StartError) Unwrap() []error {
 }
 
 func invalidRequest(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidRequest}, args...)...)
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)
 }

@@ -67,8 +67,12 @@ func Example() {
 			Interval: 10 * time.Minute,
 			Policy: spawner.SweepPolicy{
 				Namespace: ns, MaxAge: 24 * time.Hour, Delete: true,
-				IsKnown: func(ctx context.Context, pod *corev1.Pod) (bool, error) {
-					return userIsActive(pod.Annotations[spawner.AnnotationKey]), nil
+				// Pods of users the service no longer has are orphans.
+				Select: func(ctx context.Context, pod *corev1.Pod) (spawner.SweepReason, error) {
+					if userIsActive(pod.Annotations[spawner.AnnotationKey]) {
+						return "", nil
+					}
+					return spawner.SweepReasonOrphan, nil
 				},
 			},
 		})

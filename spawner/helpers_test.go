@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +46,10 @@ func newFakeClient(objs ...runtime.Object) *fake.Clientset {
 			pod.CreationTimestamp = metav1.Now()
 		}
 		return false, nil, nil // on to the object tracker
+	})
+	// The server's clock, as a SelfSubjectReview tells it (see serverClock).
+	c.PrependReactor("create", "selfsubjectreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &authenticationv1.SelfSubjectReview{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.Now()}}, nil
 	})
 	c.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		d := a.(k8stesting.DeleteAction)
@@ -244,7 +249,7 @@ func newFixture(t *testing.T, mod func(*Options), objs ...runtime.Object) *fixtu
 	cache := newFakeCache(t, client)
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(4)))
 	o := Options{
-		Client: client, Pods: cache, Logger: &logger,
+		Client: client, Pods: cache, Logger: &logger, Instance: "default",
 		StartTimeout: 10 * time.Second, StopTimeout: 5 * time.Second,
 		FallbackInterval: 50 * time.Millisecond, ImagePullGrace: 100 * time.Millisecond,
 		CreateBackoff: fastBackoff,
@@ -254,6 +259,11 @@ func newFixture(t *testing.T, mod func(*Options), objs ...runtime.Object) *fixtu
 	}
 	sp, err := New(o)
 	require.NoError(t, err)
+	// The server's clock is the spawner's unless a test says otherwise.
+	serverClock := sp.opts.Clock
+	client.PrependReactor("create", "selfsubjectreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &authenticationv1.SelfSubjectReview{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(serverClock.Now())}}, nil
+	})
 	return &fixture{client: client, cache: cache, sp: sp}
 }
 
@@ -315,6 +325,18 @@ func (f *fakeEvents) ForgetPod(uid types.UID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.forgotten = append(f.forgotten, uid)
+}
+
+// orphansOf turns an "is this pod known" test into a SweepPolicy.Select:
+// unknown pods are orphans.
+func orphansOf(isKnown func(context.Context, *corev1.Pod) (bool, error)) func(context.Context, *corev1.Pod) (SweepReason, error) {
+	return func(ctx context.Context, pod *corev1.Pod) (SweepReason, error) {
+		known, err := isKnown(ctx, pod)
+		if err != nil || known {
+			return "", err
+		}
+		return SweepReasonOrphan, nil
+	}
 }
 
 func sha(s string) []byte {

@@ -104,7 +104,7 @@ func newEnvWith(t *testing.T, ro reflector.Options, mod func(*Options)) *ienv {
 	require.NoError(t, e.events.WaitForSync(t.Context()))
 
 	e.options = Options{
-		Client: e.client, Pods: e.pods, Events: e.events, Logger: &logger, Registerer: e.reg,
+		Client: e.client, Pods: e.pods, Events: e.events, Logger: &logger, Registerer: e.reg, Instance: "it",
 		StartTimeout: 60 * time.Second, StopTimeout: 30 * time.Second,
 		ImagePullGrace: time.Second, FallbackInterval: 500 * time.Millisecond,
 		DeleteGracePeriod: ptr.To(time.Second),
@@ -560,20 +560,25 @@ func TestIntegrationCreateErrors(t *testing.T) {
 		{Key: "q", Namespace: e.ns, Spec: testSpec(), StartTimeout: -1},
 	} {
 		_, err := e.sp.Start(t.Context(), req)
-		require.ErrorIs(t, err, ErrInvalidRequest)
+		require.ErrorIs(t, err, ErrInvalidArgument)
 	}
 	assert.Zero(t, countCreates())
 }
 
-// offsetClock is the real clock shifted forward, to age pods without
-// waiting.
-type offsetClock struct {
+// aheadClock is the real clock running ahead: a machine whose clock is
+// skewed. Sweeps measure ages on the server's clock, so it must not make
+// young pods look old.
+type aheadClock struct {
 	clock.RealClock
-	offset time.Duration
+	ahead time.Duration
 }
 
-func (c offsetClock) Now() time.Time                  { return time.Now().Add(c.offset) }
-func (c offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+func (c aheadClock) Now() time.Time                  { return time.Now().Add(c.ahead) }
+func (c aheadClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// ageAtLeast waits until pods created now are older than d on the
+// server's clock (its timestamps have second resolution).
+func ageAtLeast(d time.Duration) { time.Sleep(d + 2*time.Second) }
 
 // createManaged creates n pods labelled as the spawner's, directly.
 func (e *ienv) createManaged(t *testing.T, prefix string, n int, scenario string) []string {
@@ -604,10 +609,18 @@ func TestIntegrationSweeper(t *testing.T) {
 	for _, n := range unscheduled {
 		require.Nil(t, e.get(t, n).Status.StartTime)
 	}
-	sweeper := e.spawner(t, func(o *Options) { o.Clock = offsetClock{offset: 2 * time.Hour} })
-	policy := SweepPolicy{Namespace: e.ns, MaxAge: time.Hour}
+	// A sweeper on a machine whose clock runs two hours ahead: ages are the
+	// server's, so pods seconds old are not "older than an hour".
+	skewed := e.spawner(t, func(o *Options) { o.Clock = aheadClock{ahead: 2 * time.Hour} })
+	res, err := skewed.Sweep(t.Context(), SweepPolicy{Namespace: e.ns, MaxAge: time.Hour, Select: orphansOf(func(context.Context, *corev1.Pod) (bool, error) { return false, nil }), MinAge: time.Hour, Delete: true})
+	require.NoError(t, err)
+	assert.Empty(t, res.Selected, "a skewed local clock ages nothing")
+	assert.Equal(t, 4, res.Scanned)
 
-	res, err := sweeper.Sweep(t.Context(), policy)
+	sweeper := e.spawner(t, nil)
+	ageAtLeast(time.Second)
+	policy := SweepPolicy{Namespace: e.ns, MaxAge: time.Second}
+	res, err = sweeper.Sweep(t.Context(), policy)
 	require.NoError(t, err)
 	assert.True(t, res.DryRun)
 	assert.Len(t, res.Selected, 4)
@@ -616,16 +629,17 @@ func TestIntegrationSweeper(t *testing.T) {
 		e.get(t, n) // dry run deleted nothing
 	}
 
-	// A younger MaxAge selects nothing: fine.
+	// An older MaxAge selects nothing: fine.
 	res, err = e.sp.Sweep(t.Context(), SweepPolicy{Namespace: e.ns, MaxAge: time.Hour, Delete: true})
 	require.NoError(t, err)
 	assert.Empty(t, res.Selected)
 
 	// Orphans only: the service knows run-0.
 	policy.MaxAge = 0
-	policy.IsKnown = func(_ context.Context, p *corev1.Pod) (bool, error) {
+	policy.MinAge = time.Second
+	policy.Select = orphansOf(func(_ context.Context, p *corev1.Pod) (bool, error) {
 		return p.Annotations[AnnotationKey] == "run-0", nil
-	}
+	})
 	policy.Delete = true
 	res, err = sweeper.Sweep(t.Context(), policy)
 	require.NoError(t, err)
@@ -634,16 +648,17 @@ func TestIntegrationSweeper(t *testing.T) {
 		e.gone(t, d.Name, "")
 	}
 	e.get(t, running[0])
-	assert.Equal(t, 3.0, testutil.ToFloat64(sweeper.metrics.swept.WithLabelValues(SweepReasonOrphan)))
+	assert.Equal(t, 3.0, testutil.ToFloat64(sweeper.metrics.swept.WithLabelValues(string(SweepReasonOrphan))))
 	e.stop(t, running[0])
 }
 
 func TestIntegrationSweeperPaginates(t *testing.T) {
 	e := newEnv(t, nil)
 	names := e.createManaged(t, "page", 12, podsim.ScenarioUnschedulable)
-	sweeper := e.spawner(t, func(o *Options) { o.Clock = offsetClock{offset: 2 * time.Hour} })
+	sweeper := e.spawner(t, nil)
+	ageAtLeast(time.Second)
 	e.proxy.ResetStats()
-	res, err := sweeper.Sweep(t.Context(), SweepPolicy{Namespace: e.ns, MaxAge: time.Hour, PageSize: 5, Delete: true})
+	res, err := sweeper.Sweep(t.Context(), SweepPolicy{Namespace: e.ns, MaxAge: time.Second, PageSize: 5, Delete: true})
 	require.NoError(t, err)
 	assert.Equal(t, 12, res.Scanned)
 	assert.Len(t, res.Deleted, 12)
@@ -665,6 +680,7 @@ func TestIntegrationSweeperPaginates(t *testing.T) {
 func TestIntegrationSweeperLeaderElection(t *testing.T) {
 	e := newEnv(t, nil)
 	names := e.createManaged(t, "le", 4, podsim.ScenarioUnschedulable)
+	ageAtLeast(time.Second)
 	type replica struct {
 		sp     *Spawner
 		cancel context.CancelFunc
@@ -674,13 +690,13 @@ func TestIntegrationSweeperLeaderElection(t *testing.T) {
 	var replicas [2]*replica
 	for i := range replicas {
 		ctx, cancel := context.WithCancel(t.Context())
-		r := &replica{sp: e.spawner(t, func(o *Options) { o.Clock = offsetClock{offset: 2 * time.Hour} }), cancel: cancel, done: make(chan struct{})}
+		r := &replica{sp: e.spawner(t, nil), cancel: cancel, done: make(chan struct{})}
 		replicas[i] = r
 		t.Cleanup(func() { cancel(); <-r.done })
 		go func() {
 			defer close(r.done)
 			err := r.sp.RunSweeper(ctx, SweeperOptions{
-				Policy:        SweepPolicy{Namespace: e.ns, MaxAge: time.Hour, Delete: true},
+				Policy:        SweepPolicy{Namespace: e.ns, MaxAge: time.Second, Delete: true},
 				Interval:      300 * time.Millisecond,
 				LeaseName:     "sweeper",
 				Identity:      fmt.Sprintf("replica-%d", i),
@@ -698,7 +714,7 @@ func TestIntegrationSweeperLeaderElection(t *testing.T) {
 	}
 	assert.Zero(t, follower.sweeps.Load(), "only the leader sweeps")
 	swept := func(r *replica) float64 {
-		return testutil.ToFloat64(r.sp.metrics.swept.WithLabelValues(SweepReasonMaxAge))
+		return testutil.ToFloat64(r.sp.metrics.swept.WithLabelValues(string(SweepReasonMaxAge)))
 	}
 	assert.Equal(t, 4.0, swept(leader), "the leader swept every pod")
 	assert.Zero(t, swept(follower))

@@ -49,7 +49,7 @@ func TestPodNameRejectsBadInput(t *testing.T) {
 		{strings.Repeat("p", 41), "a"},
 	} {
 		_, err := PodName(c.prefix, c.key)
-		assert.ErrorIsf(t, err, ErrInvalidRequest, "%q %q", c.prefix, c.key)
+		assert.ErrorIsf(t, err, ErrInvalidArgument, "%q %q", c.prefix, c.key)
 	}
 }
 
@@ -64,7 +64,7 @@ func FuzzPodName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, prefix, k1, k2 string) {
 		n1, err := PodName(prefix, k1)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidRequest) {
+			if !errors.Is(err, ErrInvalidArgument) {
 				t.Fatalf("untyped error %v", err)
 			}
 			prefixOK := prefix == "" || (len(prefix) <= maxPrefixLen && len(validation.IsDNS1123Label(prefix)) == 0)

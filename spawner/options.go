@@ -9,6 +9,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
@@ -49,15 +50,20 @@ type Options struct {
 	// decision that a pod does not exist goes through it.
 	Client kubernetes.Interface
 	// Pods is the shared pod cache (one watch per scope and process), from
-	// reflector.Factory.Pods.
+	// reflector.Factory.Pods. Nil makes every read a live GET and every
+	// wait poll every FallbackInterval: for one-shot programs that only
+	// sweep or stop (a CLI on a flooded cluster should open no watch); a
+	// service gives its shared cache.
 	Pods PodCache
 	// Events, if set, feeds Request.Progress and the Warning events of a
 	// StartError; from events.For.
 	Events EventSource
 
 	// Instance identifies this service instance; it is the value of
-	// LabelInstance on every pod. Default "default". Must be a valid label
-	// value.
+	// LabelInstance on every pod and names the sweeper's Lease. Required,
+	// and a valid label value: two services sharing a namespace with the
+	// same Instance would take each other's pods for their own (and their
+	// sweepers each other's pods for orphans), so there is no default.
 	Instance string
 	// NamePrefix is the prefix of pod names (see PodName). Default
 	// "kubespawn".
@@ -66,7 +72,7 @@ type Options struct {
 	// StartTimeout bounds a Start (create, retries and waiting). Default 5m.
 	StartTimeout time.Duration
 	// MaxStartTimeout is the longest Request.StartTimeout accepted; a longer
-	// one is rejected with ErrInvalidRequest. It is also the default
+	// one is rejected with ErrInvalidArgument. It is also the default
 	// SweepPolicy.OrphanMinAge, so that the orphan sweep never selects the
 	// pod of a start still in progress (set it alike in every process that
 	// starts or sweeps the same pods). Default: StartTimeout; must not be
@@ -107,7 +113,6 @@ type Options struct {
 }
 
 const (
-	defaultInstance         = "default"
 	defaultNamePrefix       = "kubespawn"
 	defaultStartTimeout     = 5 * time.Minute
 	defaultStopTimeout      = time.Minute
@@ -121,8 +126,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Client == nil {
 		problems = append(problems, "Client is required")
 	}
-	if o.Pods == nil {
-		problems = append(problems, "Pods is required")
+	if o.Pods == nil && o.Client != nil {
+		o.Pods = apiReads{o.Client}
 	}
 	for _, d := range []struct {
 		name string
@@ -136,9 +141,8 @@ func (o Options) withDefaults() (Options, error) {
 		problems = append(problems, fmt.Sprintf("DeleteGracePeriod must not be negative, got %s", *o.DeleteGracePeriod))
 	}
 	if o.Instance == "" {
-		o.Instance = defaultInstance
-	}
-	if errs := validation.IsValidLabelValue(o.Instance); len(errs) > 0 {
+		problems = append(problems, "Instance is required (two services in one namespace must not share one)")
+	} else if errs := validation.IsValidLabelValue(o.Instance); len(errs) > 0 {
 		problems = append(problems, fmt.Sprintf("Instance %q: %s", o.Instance, strings.Join(errs, "; ")))
 	}
 	if o.NamePrefix == "" {
@@ -189,3 +193,16 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// apiReads is the PodCache of a Spawner given none: every read is a live
+// GET, and nothing notifies, so waits poll every FallbackInterval.
+type apiReads struct{ client kubernetes.Interface }
+
+func (a apiReads) Get(ctx context.Context, namespace, name string) (*corev1.Pod, reflector.Source, error) {
+	pod, err := a.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	return pod, reflector.SourceAPI, err
+}
+
+func (apiReads) Notify(string, string) (<-chan struct{}, func()) { return nil, func() {} }
+
+func (apiReads) ExpectWrite(*corev1.Pod) {}

@@ -27,7 +27,7 @@ const maxWarningEvents = 5
 // confirms it gone; if that cleanup fails, or a create whose outcome is
 // unknown can be neither found nor ruled out within the settle window, the
 // error says so (ErrCleanupFailed) and the pod is counted and logged for the
-// sweeper. Errors are *StartError (or wrap ErrInvalidRequest) and match the
+// sweeper. Errors are *StartError (or wrap ErrInvalidArgument) and match the
 // sentinel errors with errors.Is.
 func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
 	begin := s.opts.Clock.Now()

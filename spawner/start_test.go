@@ -33,20 +33,20 @@ func TestNewValidatesOptions(t *testing.T) {
 	cache := newFakeCache(t, client)
 	neg := -time.Second
 	for name, o := range map[string]Options{
-		"no client":         {Pods: cache},
-		"no pods":           {Client: client},
-		"negative start":    {Client: client, Pods: cache, StartTimeout: -1},
-		"negative stop":     {Client: client, Pods: cache, StopTimeout: -1},
-		"negative grace":    {Client: client, Pods: cache, ImagePullGrace: -1},
-		"negative fallback": {Client: client, Pods: cache, FallbackInterval: -1},
-		"negative delete":   {Client: client, Pods: cache, DeleteGracePeriod: &neg},
+		"no client":         {Pods: cache, Instance: "i"},
+		"no instance":       {Client: client, Pods: cache},
+		"negative start":    {Client: client, Pods: cache, Instance: "i", StartTimeout: -1},
+		"negative stop":     {Client: client, Pods: cache, Instance: "i", StopTimeout: -1},
+		"negative grace":    {Client: client, Pods: cache, Instance: "i", ImagePullGrace: -1},
+		"negative fallback": {Client: client, Pods: cache, Instance: "i", FallbackInterval: -1},
+		"negative delete":   {Client: client, Pods: cache, Instance: "i", DeleteGracePeriod: &neg},
 		"bad instance":      {Client: client, Pods: cache, Instance: "not a label value!"},
-		"bad prefix":        {Client: client, Pods: cache, NamePrefix: "Upper"},
+		"bad prefix":        {Client: client, Pods: cache, Instance: "i", NamePrefix: "Upper"},
 	} {
 		_, err := New(o)
 		assert.ErrorIs(t, err, ErrInvalidOptions, name)
 	}
-	sp, err := New(Options{Client: client, Pods: cache})
+	sp, err := New(Options{Client: client, Pods: cache, Instance: "default"})
 	require.NoError(t, err)
 	assert.Equal(t, 5*time.Minute, sp.opts.StartTimeout)
 	assert.Equal(t, time.Minute, sp.opts.StopTimeout)
@@ -55,9 +55,9 @@ func TestNewValidatesOptions(t *testing.T) {
 	assert.Equal(t, "default", sp.opts.Instance)
 
 	reg := prometheus.NewRegistry()
-	_, err = New(Options{Client: client, Pods: cache, Registerer: reg})
+	_, err = New(Options{Client: client, Pods: cache, Instance: "default", Registerer: reg})
 	require.NoError(t, err)
-	_, err = New(Options{Client: client, Pods: cache, Registerer: reg})
+	_, err = New(Options{Client: client, Pods: cache, Instance: "default", Registerer: reg})
 	assert.ErrorIs(t, err, ErrInvalidOptions, "duplicate metrics registration")
 }
 
@@ -86,7 +86,7 @@ func TestStartBadInputCreatesNothing(t *testing.T) {
 	} {
 		res, err := f.sp.Start(ctx, req)
 		assert.Nil(t, res, name)
-		assert.ErrorIs(t, err, ErrInvalidRequest, name)
+		assert.ErrorIs(t, err, ErrInvalidArgument, name)
 	}
 	for name, call := range map[string]func() error{
 		"stop no ns":   func() error { return f.sp.Stop(ctx, "", "x", StopOptions{}) },
@@ -106,7 +106,7 @@ func TestStartBadInputCreatesNothing(t *testing.T) {
 		"sweep no criterion": func() error { _, err := f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS}); return err },
 	} {
 		err := call()
-		if !errors.Is(err, ErrInvalidRequest) && !errors.Is(err, ErrInvalidPolicy) {
+		if !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("%s: want a typed error, got %v", name, err)
 		}
 	}
@@ -823,18 +823,18 @@ func TestMaxStartTimeout(t *testing.T) {
 	client := newFakeClient()
 	cache := newFakeCache(t, client)
 	for name, o := range map[string]Options{
-		"negative":    {Client: client, Pods: cache, MaxStartTimeout: -1},
-		"below start": {Client: client, Pods: cache, StartTimeout: time.Minute, MaxStartTimeout: time.Second},
+		"negative":    {Client: client, Pods: cache, Instance: "i", MaxStartTimeout: -1},
+		"below start": {Client: client, Pods: cache, Instance: "i", StartTimeout: time.Minute, MaxStartTimeout: time.Second},
 	} {
 		_, err := New(o)
 		assert.ErrorIs(t, err, ErrInvalidOptions, name)
 	}
-	sp, err := New(Options{Client: client, Pods: cache, StartTimeout: time.Minute})
+	sp, err := New(Options{Client: client, Pods: cache, Instance: "i", StartTimeout: time.Minute})
 	require.NoError(t, err)
 	assert.Equal(t, time.Minute, sp.opts.MaxStartTimeout, "default: StartTimeout")
 
 	f := newFixture(t, func(o *Options) { o.MaxStartTimeout = time.Hour })
 	_, err = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec(), StartTimeout: 2 * time.Hour})
-	require.ErrorIs(t, err, ErrInvalidRequest)
+	require.ErrorIs(t, err, ErrInvalidArgument)
 	assert.Empty(t, verbs(f.client))
 }

@@ -21,41 +21,58 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/pager"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
-// Sweep reasons, in SweptPod.Reason and the swept_pods_total metric.
+// SweepReason says why a sweep selected a pod (SweptPod.Reason, the
+// swept_pods_total metric's reason label).
+type SweepReason string
+
+// The reasons the spawner's own criteria give; a Select function may give
+// others.
 const (
-	SweepReasonMaxAge = "max_age"
-	SweepReasonOrphan = "orphan"
+	SweepReasonMaxAge SweepReason = "max_age"
+	SweepReasonOrphan SweepReason = "orphan"
 )
 
-// SweepPolicy selects the spawner's pods to delete. A pod is selected when
-// it is older than MaxAge, or when IsKnown says the service does not know
-// it (an orphan), or both. At least one criterion is required. Nothing is
-// deleted unless Delete is true.
+// SweepPolicy selects the spawner's pods to delete. The pods considered
+// are the spawner's (LabelManagedBy, and LabelInstance unless
+// AllInstances) that also match Selector and NameContains. Of those, a pod
+// is selected when it is older than MaxAge, or else, once it is at least
+// MinAge old, when Select gives a reason. At least one of MaxAge and
+// Select is required. Nothing is deleted unless Delete is true.
+//
+// Ages are measured against the API server's clock (read once per sweep),
+// never the local one: a local clock running ahead would make young pods
+// look old. A sweep that cannot read the server's clock fails.
 type SweepPolicy struct {
 	// Namespace to sweep. Required.
 	Namespace string
 	// AllInstances sweeps the pods of every spawner instance; by default
 	// only those with this spawner's LabelInstance.
 	AllInstances bool
+	// Selector, if set, narrows the pods considered (it is sent to the API
+	// server with the spawner's own labels).
+	Selector labels.Selector
+	// NameContains, if set, narrows the pods considered to those whose name
+	// contains it.
+	NameContains string
 	// MaxAge selects pods older than this. The age runs from
 	// status.startTime or, for pods never started (never scheduled, for
 	// instance), from metadata.creationTimestamp. Zero disables.
 	MaxAge time.Duration
-	// IsKnown, if set, is asked about each pod (not selected by MaxAge);
-	// pods it does not know are orphans. An error leaves the pod alone.
-	IsKnown func(ctx context.Context, pod *corev1.Pod) (bool, error)
-	// OrphanMinAge protects young pods from the orphan criterion: a pod
-	// being started may not be known to the service yet. Default: the
-	// spawner's MaxStartTimeout (the longest start it allows), so that no
-	// start in progress loses its pod; set it explicitly (at least the
-	// longest start timeout in use) when the starting processes are
-	// configured differently.
-	OrphanMinAge time.Duration
-	// NameContains, if set, restricts the sweep to pods whose name contains
-	// it.
-	NameContains string
+	// Select, if set, is asked about each pod considered that MaxAge did
+	// not select and that is at least MinAge old; a non-empty reason
+	// selects it (SweepReasonOrphan for a pod the service does not know,
+	// say). An error leaves the pod alone. It is asked again, under the
+	// pod's lock, just before the delete.
+	Select func(ctx context.Context, pod *corev1.Pod) (SweepReason, error)
+	// MinAge protects young pods from Select: a pod being started may not
+	// be known to the service yet. Default: the spawner's MaxStartTimeout
+	// (the longest start it allows), so that no start in progress loses
+	// its pod; set it explicitly (at least the longest start timeout in
+	// use) when the starting processes are configured differently.
+	MinAge time.Duration
 	// Delete must be true to delete; otherwise the sweep is a dry run that
 	// reports what it would delete.
 	Delete bool
@@ -73,11 +90,12 @@ type SweptPod struct {
 	Name      string
 	UID       types.UID
 	// Key is the pod's user/session key (AnnotationKey).
-	Key string
+	Key   string
+	Phase corev1.PodPhase
+	// Age, on the API server's clock.
 	Age time.Duration
-	// Reason is SweepReasonMaxAge or SweepReasonOrphan for selected pods,
-	// or why a pod was skipped.
-	Reason string
+	// Reason is why a selected pod was selected, or why a pod was skipped.
+	Reason SweepReason
 	// Err is set for pods whose deletion failed or that were skipped
 	// because of an error.
 	Err error
@@ -86,7 +104,7 @@ type SweptPod struct {
 // SweepResult says what a sweep found and did.
 type SweepResult struct {
 	DryRun bool
-	// Scanned counts the spawner's pods listed.
+	// Scanned counts the pods considered.
 	Scanned int
 	// Selected are the pods the policy selects: to be deleted in a dry run;
 	// otherwise those still selected when re-checked under their name lock
@@ -97,10 +115,10 @@ type SweepResult struct {
 	// Failed are selected pods that could not be deleted or confirmed gone.
 	Failed []SweptPod
 	// Skipped are pods left alone although they might match: terminating
-	// already, in use by an operation of this spawner ("busy"), or IsKnown
+	// already, in use by an operation of this spawner ("busy"), or Select
 	// failed; and, when deleting, pods that no longer matched when
-	// re-checked ("gone", "replaced", "terminating", "known",
-	// "no_longer_selected", "is_known_failed").
+	// re-checked ("gone", "replaced", "terminating", "no_longer_selected",
+	// "select_failed").
 	Skipped []SweptPod
 }
 
@@ -114,17 +132,20 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 	if p.Namespace == "" {
 		problems = append(problems, "Namespace is required")
 	}
-	if p.MaxAge < 0 || p.OrphanMinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
-		problems = append(problems, "MaxAge, OrphanMinAge, PageSize, Concurrency and GracePeriod must not be negative")
+	if p.MaxAge < 0 || p.MinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
+		problems = append(problems, "MaxAge, MinAge, PageSize, Concurrency and GracePeriod must not be negative")
 	}
-	if p.MaxAge == 0 && p.IsKnown == nil {
-		problems = append(problems, "set MaxAge, IsKnown or both")
+	if p.MaxAge == 0 && p.Select == nil {
+		problems = append(problems, "set MaxAge, Select or both")
 	}
 	if len(problems) > 0 {
-		return p, fmt.Errorf("%w: %s", ErrInvalidPolicy, strings.Join(problems, "; "))
+		return p, fmt.Errorf("%w: sweep policy: %s", ErrInvalidArgument, strings.Join(problems, "; "))
 	}
-	if p.OrphanMinAge == 0 {
-		p.OrphanMinAge = s.opts.MaxStartTimeout
+	if p.Selector == nil {
+		p.Selector = labels.Everything()
+	}
+	if p.MinAge == 0 {
+		p.MinAge = s.opts.MaxStartTimeout
 	}
 	if p.PageSize == 0 {
 		p.PageSize = defaultPageSize
@@ -167,17 +188,25 @@ func (s *Spawner) Sweep(ctx context.Context, policy SweepPolicy) (SweepResult, e
 
 func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error) {
 	res := SweepResult{DryRun: !p.Delete}
-	sel := labels.Set{LabelManagedBy: ManagedByValue}
+	own := labels.Set{LabelManagedBy: ManagedByValue}
 	if !p.AllInstances {
-		sel[LabelInstance] = s.opts.Instance
+		own[LabelInstance] = s.opts.Instance
 	}
-	now := s.opts.Clock.Now()
+	sel := labels.SelectorFromSet(own)
+	if reqs, ok := p.Selector.Requirements(); ok {
+		sel = sel.Add(reqs...)
+	}
+	clk, err := s.serverClock(ctx)
+	if err != nil {
+		return res, err
+	}
+	now := clk.Now()
 	pods := s.opts.Client.CoreV1().Pods(p.Namespace)
 	lp := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) {
 		return pods.List(ctx, opts)
 	}))
 	lp.PageSize = p.PageSize
-	err := lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: sel.String()}, func(obj runtime.Object) error {
+	err = lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: sel.String()}, func(obj runtime.Object) error {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
 			return nil
@@ -186,7 +215,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		if p.NameContains != "" && !strings.Contains(pod.Name, p.NameContains) {
 			return nil
 		}
-		sp := SweptPod{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Key: pod.Annotations[AnnotationKey], Age: podAge(pod, now)}
+		sp := SweptPod{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Key: pod.Annotations[AnnotationKey], Phase: pod.Status.Phase, Age: podAge(pod, now)}
 		switch {
 		case pod.DeletionTimestamp != nil:
 			sp.Reason = skipTerminating
@@ -202,7 +231,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		case reason != "":
 			sp.Reason = reason
 			res.Selected = append(res.Selected, sp)
-		case skip == skipIsKnownFailed:
+		case skip == skipSelectFailed:
 			sp.Reason, sp.Err = skip, err
 			res.Skipped = append(res.Skipped, sp)
 		}
@@ -221,7 +250,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 	// matches. Selected keeps the pods deletion was attempted for.
 	type outcome struct {
 		sp   SweptPod
-		skip string
+		skip SweepReason
 	}
 	candidates := res.Selected
 	outcomes := make([]outcome, len(candidates))
@@ -233,7 +262,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			sp, skip, err := s.sweepOne(ctx, p, sp)
+			sp, skip, err := s.sweepOne(ctx, p, clk, sp)
 			if err != nil && skip == "" {
 				sp.Err = err
 			}
@@ -253,7 +282,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		default:
 			res.Selected = append(res.Selected, o.sp)
 			res.Deleted = append(res.Deleted, o.sp)
-			s.metrics.swept.WithLabelValues(o.sp.Reason).Inc()
+			s.metrics.swept.WithLabelValues(string(o.sp.Reason)).Inc()
 		}
 	}
 	var errs []error
@@ -266,33 +295,28 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 	return res, nil
 }
 
-// Reasons a selected pod is skipped at deletion time (SweptPod.Reason).
+// Reasons a pod is skipped (SweptPod.Reason).
 const (
-	skipBusy          = "busy"
-	skipGone          = "gone"
-	skipReplaced      = "replaced"
-	skipTerminating   = "terminating"
-	skipKnown         = "known"
-	skipNotSelected   = "no_longer_selected"
-	skipIsKnownFailed = "is_known_failed"
+	skipBusy         SweepReason = "busy"
+	skipGone         SweepReason = "gone"
+	skipReplaced     SweepReason = "replaced"
+	skipTerminating  SweepReason = "terminating"
+	skipNotSelected  SweepReason = "no_longer_selected"
+	skipSelectFailed SweepReason = "select_failed"
 )
 
-// matchPolicy applies p to pod: reason is SweepReasonMaxAge or
-// SweepReasonOrphan when the pod is selected; otherwise skip may say why
-// (skipKnown, or skipIsKnownFailed with IsKnown's error).
-func matchPolicy(ctx context.Context, p SweepPolicy, pod *corev1.Pod, age time.Duration) (reason, skip string, err error) {
+// matchPolicy applies p to pod: reason is set when the pod is selected;
+// otherwise skip may say why (skipSelectFailed, with Select's error).
+func matchPolicy(ctx context.Context, p SweepPolicy, pod *corev1.Pod, age time.Duration) (reason, skip SweepReason, err error) {
 	switch {
 	case p.MaxAge > 0 && age > p.MaxAge:
 		return SweepReasonMaxAge, "", nil
-	case p.IsKnown != nil && age >= p.OrphanMinAge:
-		known, err := p.IsKnown(ctx, pod)
+	case p.Select != nil && age >= p.MinAge:
+		reason, err := p.Select(ctx, pod)
 		if err != nil {
-			return "", skipIsKnownFailed, err
+			return "", skipSelectFailed, err
 		}
-		if known {
-			return "", skipKnown, nil
-		}
-		return SweepReasonOrphan, "", nil
+		return reason, "", nil
 	}
 	return "", "", nil
 }
@@ -302,8 +326,8 @@ func matchPolicy(ctx context.Context, p SweepPolicy, pod *corev1.Pod, age time.D
 // whose lock is taken is skipped, never waited for. Under the lock the pod
 // is read again from the API server and the policy re-applied: a pod gone,
 // replaced (another UID), terminating or no longer selected is skipped (the
-// skip reason is returned, with IsKnown's error for skipIsKnownFailed).
-func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, sp SweptPod) (SweptPod, string, error) {
+// skip reason is returned, with Select's error for skipSelectFailed).
+func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, clk clock.PassiveClock, sp SweptPod) (SweptPod, SweepReason, error) {
 	unlock, ok := s.locks.tryLock(lockKey(sp.Namespace, sp.Name))
 	if !ok {
 		return sp, skipBusy, nil
@@ -322,7 +346,7 @@ func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, sp SweptPod) (Swe
 	case pod.DeletionTimestamp != nil:
 		return sp, skipTerminating, nil
 	}
-	sp.Age = podAge(pod, s.opts.Clock.Now())
+	sp.Age, sp.Phase = podAge(pod, clk.Now()), pod.Status.Phase
 	reason, skip, err := matchPolicy(tctx, p, pod, sp.Age)
 	if reason == "" {
 		if skip == "" {
@@ -360,7 +384,8 @@ type SweeperOptions struct {
 	// Interval between sweeps while leading. Default 10m.
 	Interval time.Duration
 	// LeaseName and LeaseNamespace name the coordination.k8s.io Lease.
-	// Defaults: "kubespawn-sweeper" and Policy.Namespace.
+	// Defaults: "kubespawn-sweeper-<Instance>" and Policy.Namespace, so
+	// that two services sharing a namespace elect their sweepers apart.
 	LeaseName      string
 	LeaseNamespace string
 	// Identity of this replica in the Lease. Default: hostname plus a
@@ -383,13 +408,13 @@ func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 		return err
 	}
 	if opts.Interval < 0 {
-		return fmt.Errorf("%w: negative Interval", ErrInvalidPolicy)
+		return fmt.Errorf("%w: sweeper: negative Interval", ErrInvalidArgument)
 	}
 	if opts.Interval == 0 {
 		opts.Interval = 10 * time.Minute
 	}
 	if opts.LeaseName == "" {
-		opts.LeaseName = "kubespawn-sweeper"
+		opts.LeaseName = "kubespawn-sweeper-" + s.opts.Instance
 	}
 	if opts.LeaseNamespace == "" {
 		opts.LeaseNamespace = opts.Policy.Namespace
@@ -442,7 +467,7 @@ func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 	for ctx.Err() == nil {
 		le, err := leaderelection.NewLeaderElector(cfg)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
+			return fmt.Errorf("%w: sweeper: %v", ErrInvalidArgument, err)
 		}
 		le.Run(ctx)
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
@@ -83,7 +85,7 @@ func TestSweep(t *testing.T) {
 		}
 		return known[p.Annotations[AnnotationKey]], nil
 	}
-	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, IsKnown: isKnown, OrphanMinAge: 10 * time.Minute})
+	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, Select: orphansOf(isKnown), MinAge: 10 * time.Minute})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old-running"}, names(res.Selected))
 	assert.Equal(t, SweepReasonOrphan, res.Selected[0].Reason)
@@ -104,7 +106,7 @@ func TestSweep(t *testing.T) {
 	}
 	assert.True(t, f.podExists(t, existing("young-running", nil).Name))
 	assert.True(t, f.podExists(t, existing("other-instance", nil).Name))
-	assert.Equal(t, 2.0, testutil.ToFloat64(f.sp.metrics.swept.WithLabelValues(SweepReasonMaxAge)))
+	assert.Equal(t, 2.0, testutil.ToFloat64(f.sp.metrics.swept.WithLabelValues(string(SweepReasonMaxAge))))
 
 	// Nothing left to match: fine.
 	res, err = f.sp.Sweep(ctx, SweepPolicy{Namespace: testNS, MaxAge: 4 * time.Hour, Delete: true})
@@ -128,7 +130,7 @@ func TestSweepSkipsPodsInUse(t *testing.T) {
 	unlock()
 	require.NoError(t, err)
 	assert.Empty(t, res.Selected)
-	assert.Equal(t, "busy", res.Skipped[0].Reason)
+	assert.Equal(t, SweepReason("busy"), res.Skipped[0].Reason)
 	assert.True(t, f.podExists(t, old.Name))
 }
 
@@ -141,12 +143,12 @@ func TestSweepPolicyValidation(t *testing.T) {
 		"negative page": {Namespace: testNS, MaxAge: time.Hour, PageSize: -1},
 	} {
 		_, err := f.sp.Sweep(t.Context(), p)
-		assert.ErrorIs(t, err, ErrInvalidPolicy, name)
+		assert.ErrorIs(t, err, ErrInvalidArgument, name)
 	}
 	err := f.sp.RunSweeper(t.Context(), SweeperOptions{Policy: SweepPolicy{Namespace: testNS}})
-	assert.ErrorIs(t, err, ErrInvalidPolicy)
+	assert.ErrorIs(t, err, ErrInvalidArgument)
 	err = f.sp.RunSweeper(t.Context(), SweeperOptions{Policy: SweepPolicy{Namespace: testNS, MaxAge: time.Hour}, LeaseDuration: time.Second, RenewDeadline: 2 * time.Second})
-	assert.ErrorIs(t, err, ErrInvalidPolicy, "leader election timings")
+	assert.ErrorIs(t, err, ErrInvalidArgument, "leader election timings")
 	assert.Empty(t, verbs(f.client))
 }
 
@@ -171,14 +173,14 @@ func TestSweepDoesNotDeletePodJustAdopted(t *testing.T) {
 		}
 		return known.Load(), nil
 	}
-	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, IsKnown: isKnown, Delete: true})
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, Select: orphansOf(isKnown), Delete: true})
 	require.NoError(t, err)
 	require.NotNil(t, adopted)
 	assert.True(t, adopted.Adopted)
 	assert.Empty(t, res.Deleted)
 	assert.Empty(t, res.Selected)
 	require.Len(t, res.Skipped, 1)
-	assert.Equal(t, "known", res.Skipped[0].Reason)
+	assert.Equal(t, SweepReason("no_longer_selected"), res.Skipped[0].Reason, "known now: no longer selected")
 	assert.True(t, f.podExists(t, running.Name), "the adopted pod survives")
 	assert.NotContains(t, verbs(f.client), "delete pods")
 }
@@ -189,7 +191,7 @@ func TestSweepRechecksBeforeDelete(t *testing.T) {
 	for name, c := range map[string]struct {
 		// change runs between the list and the delete.
 		change func(t *testing.T, f *fixture, pod *corev1.Pod)
-		reason string
+		reason SweepReason
 	}{
 		"locked by a start": {func(t *testing.T, f *fixture, pod *corev1.Pod) {
 			unlock, err := f.sp.locks.lock(t.Context(), lockKey(pod.Namespace, pod.Name), nil)
@@ -235,7 +237,7 @@ func TestSweepRechecksBeforeDelete(t *testing.T) {
 			var err error
 			go func() {
 				defer close(done)
-				res, err = f.sp.Sweep(context.Background(), SweepPolicy{Namespace: testNS, IsKnown: isKnown, OrphanMinAge: time.Minute, Delete: true})
+				res, err = f.sp.Sweep(context.Background(), SweepPolicy{Namespace: testNS, Select: orphansOf(isKnown), MinAge: time.Minute, Delete: true})
 			}()
 			select {
 			case <-done:
@@ -252,23 +254,63 @@ func TestSweepRechecksBeforeDelete(t *testing.T) {
 	}
 }
 
-// OrphanMinAge defaults to the longest start the spawner allows: a pod
+// MinAge defaults to the longest start the spawner allows: a pod
 // younger than that may belong to a start in progress.
-func TestSweepOrphanMinAgeDefault(t *testing.T) {
+func TestSweepMinAgeDefault(t *testing.T) {
 	now := time.Now()
 	clk := clocktesting.NewFakeClock(now)
 	young := existing("young", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-30 * time.Minute)) })
 	old := existing("old", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(now.Add(-2 * time.Hour)) })
 	f := newFixture(t, func(o *Options) { o.Clock = clk; o.MaxStartTimeout = time.Hour }, young, old)
-	p, err := f.sp.sweepDefaults(SweepPolicy{Namespace: testNS, IsKnown: func(context.Context, *corev1.Pod) (bool, error) { return false, nil }})
+	p, err := f.sp.sweepDefaults(SweepPolicy{Namespace: testNS, Select: orphansOf(func(context.Context, *corev1.Pod) (bool, error) { return false, nil })})
 	require.NoError(t, err)
-	assert.Equal(t, time.Hour, p.OrphanMinAge)
-	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, IsKnown: func(context.Context, *corev1.Pod) (bool, error) { return false, nil }})
+	assert.Equal(t, time.Hour, p.MinAge)
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, Select: orphansOf(func(context.Context, *corev1.Pod) (bool, error) { return false, nil })})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old"}, names(res.Selected), "a pod younger than MaxStartTimeout is protected")
 
 	g := newFixture(t, nil) // MaxStartTimeout unset: StartTimeout (10s here)
 	p, err = g.sp.sweepDefaults(SweepPolicy{Namespace: testNS, MaxAge: time.Hour})
 	require.NoError(t, err)
-	assert.Equal(t, 10*time.Second, p.OrphanMinAge)
+	assert.Equal(t, 10*time.Second, p.MinAge)
+}
+
+// TestSweepAgesOnTheServerClock: a local clock three hours ahead of the
+// API server's makes a one-hour-old pod look four hours old; the sweep
+// measures on the server's clock and leaves it alone. A sweep that cannot
+// read the server's clock fails rather than guess.
+func TestSweepAgesOnTheServerClock(t *testing.T) {
+	hourOld := existing("hour-old", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour)) })
+	ahead := clocktesting.NewFakeClock(time.Now().Add(3 * time.Hour))
+	f := newFixture(t, func(o *Options) { o.Clock = ahead }, hourOld)
+	f.client.PrependReactor("create", "selfsubjectreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &authenticationv1.SelfSubjectReview{ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.Now()}}, nil // the server's real time
+	})
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: 2 * time.Hour, Delete: true})
+	require.NoError(t, err)
+	assert.Empty(t, res.Selected, "one hour old on the server's clock")
+	res, err = f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: 30 * time.Minute})
+	require.NoError(t, err)
+	require.Len(t, res.Selected, 1)
+	assert.InDelta(t, time.Hour.Seconds(), res.Selected[0].Age.Seconds(), 5, "the age is the server's")
+	name := res.Selected[0].Name
+
+	f.client.PrependReactor("create", "selfsubjectreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(authenticationv1.Resource("selfsubjectreviews"), "", errors.New("no"))
+	})
+	_, err = f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: 30 * time.Minute, Delete: true})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the API server's clock")
+	assert.True(t, f.podExists(t, name))
+}
+
+// TestSweepWithoutAPodCache: a Spawner given no pod cache (a one-shot
+// CLI) sweeps with live reads only.
+func TestSweepWithoutAPodCache(t *testing.T) {
+	old := existing("old", func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour)) })
+	f := newFixture(t, func(o *Options) { o.Pods = nil }, old)
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: time.Hour, Delete: true})
+	require.NoError(t, err)
+	require.Len(t, res.Deleted, 1)
+	assert.False(t, f.podExists(t, res.Deleted[0].Name))
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/reflector"
+	"github.com/kubespawn/kubespawn/spawner"
 )
 
 func main() {
@@ -50,7 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.namespace, "namespace", "default", "namespace of the users' pods")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8082", "HTTP address (loopback by default)")
 	fs.StringVar(&o.image, "image", "quay.io/jupyter/base-notebook:latest", "default image of the users' pods")
-	fs.StringVar(&o.instance, "instance", "default", "this service's instance name (pod label "+"kubespawn.io/instance)")
+	fs.StringVar(&o.instance, "instance", "", "this service's instance name, required: the pod label "+spawner.LabelInstance+" and the sweeper's Lease; two services sharing a namespace need two")
 	fs.DurationVar(&o.startTimeout, "start-timeout", 5*time.Minute, "how long a start may take")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "how long a stop waits for the pod to be gone")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
@@ -68,8 +69,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	if o.namespace == "" || o.image == "" {
-		return nil, errors.New("--namespace and --image must not be empty")
+	if o.namespace == "" || o.image == "" || o.instance == "" {
+		return nil, errors.New("--namespace, --instance and --image must not be empty")
 	}
 	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.failureTimeout <= 0 {
 		return nil, errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --failure-timeout and --shutdown-timeout must be positive")

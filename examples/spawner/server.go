@@ -137,7 +137,7 @@ func (s *Server) Start() {
 		err := s.sp.RunSweeper(s.ctx, spawner.SweeperOptions{
 			Policy: spawner.SweepPolicy{
 				Namespace: s.cfg.Namespace, Delete: true,
-				IsKnown: s.isKnown, OrphanMinAge: s.cfg.OrphanMinAge, MaxAge: s.cfg.MaxAge,
+				Select: s.orphan, MinAge: s.cfg.OrphanMinAge, MaxAge: s.cfg.MaxAge,
 			},
 			Interval:       s.cfg.SweepInterval,
 			LeaseName:      "kubespawn-sweeper-" + s.cfg.Instance,
@@ -161,12 +161,16 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// isKnown is the sweeper's orphan test: does the user table have this pod?
-func (s *Server) isKnown(_ context.Context, pod *corev1.Pod) (bool, error) {
+// orphan is the sweeper's selection: a pod the user table does not have
+// is an orphan.
+func (s *Server) orphan(_ context.Context, pod *corev1.Pod) (spawner.SweepReason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.users[pod.Annotations[spawner.AnnotationKey]]
-	return u != nil && u.pod == pod.Name && (u.uid == "" || u.uid == pod.UID), nil
+	if u != nil && u.pod == pod.Name && (u.uid == "" || u.uid == pod.UID) {
+		return "", nil
+	}
+	return spawner.SweepReasonOrphan, nil
 }
 
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -308,7 +312,7 @@ func classify(err error) (string, int) {
 		reason string
 		status int
 	}{
-		{spawner.ErrInvalidRequest, "invalid_request", http.StatusBadRequest},
+		{spawner.ErrInvalidArgument, "invalid_request", http.StatusBadRequest},
 		{spawner.ErrAlreadyRunning, "already_running", http.StatusConflict},
 		{spawner.ErrNameConflict, "name_conflict", http.StatusConflict},
 		{spawner.ErrStopRequested, "stopped", http.StatusConflict},

@@ -331,7 +331,7 @@ func TestRunExitsOnReflectorFailure(t *testing.T) {
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
 	err = run(t.Context(), []string{"--kubeconfig", testcluster.KubeConfig(t, saCfg), "--namespace", e.ns,
-		"--listen", "127.0.0.1:0", "--stall-timeout", "4s", "--failure-timeout", "4s", "--sweep-interval", "0"}, &strings.Builder{})
+		"--listen", "127.0.0.1:0", "--instance", "demo", "--stall-timeout", "4s", "--failure-timeout", "4s", "--sweep-interval", "0"}, &strings.Builder{})
 	require.Error(t, err)
 	assert.ErrorContains(t, err, "failed")
 	assert.ErrorContains(t, err, "forbidden")
@@ -347,6 +347,7 @@ func TestRunBadFlags(t *testing.T) {
 		{"extra"},
 		{"--no-such-flag"},
 		{"--failure-timeout", "0"},
+		{"--namespace", "u"}, // no --instance
 	} {
 		err := run(t.Context(), args, &strings.Builder{})
 		assert.Error(t, err, "%v", args)

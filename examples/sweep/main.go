@@ -13,13 +13,11 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -28,7 +26,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/examples/internal/service"
-	"github.com/kubespawn/kubespawn/reflector"
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
@@ -87,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace to sweep (required)")
-	fs.StringVar(&o.instance, "instance", "default", "spawner instance whose pods to sweep (label "+spawner.LabelInstance+")")
+	fs.StringVar(&o.instance, "instance", "", "spawner instance whose pods to sweep (label "+spawner.LabelInstance+"); required unless --all-instances")
 	fs.BoolVar(&o.allInstances, "all-instances", false, "sweep the pods of every spawner instance in the namespace")
 	fs.StringVar(&o.selector, "selector", "", "extra label selector, ANDed with "+spawner.LabelManagedBy+"="+spawner.ManagedByValue+" (e.g. 'tier=free,image!=big')")
 	fs.DurationVar(&o.olderThan, "older-than", 0, "select pods older than this Go duration (e.g. 4h, 90m); age from status.startTime, else creationTimestamp")
@@ -111,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	var problems []string
 	if o.namespace == "" {
 		problems = append(problems, "--namespace is required")
+	}
+	if o.instance == "" && !o.allInstances {
+		problems = append(problems, "--instance is required (or --all-instances): two services sharing a namespace must never sweep each other's pods")
 	}
 	if o.olderThan == 0 && o.orphansFrom == "" {
 		problems = append(problems, "nothing selects pods: set --older-than, --orphans-from or both")
@@ -145,90 +145,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	return o, sel, nil
 }
 
-// apiOnly is the spawner's PodCache for a one-shot CLI: every read goes to
-// the API server (no watch to open on a flooded cluster), and it never
-// notifies, so waiting for a deletion falls back to a live GET every
-// FallbackInterval.
-type apiOnly struct{ client kubernetes.Interface }
-
-func (a apiOnly) Get(ctx context.Context, namespace, name string) (*corev1.Pod, reflector.Source, error) {
-	pod, err := a.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
-	return pod, reflector.SourceAPI, err
-}
-
-func (apiOnly) Notify(string, string) (<-chan struct{}, func()) { return nil, func() {} }
-
-func (apiOnly) ExpectWrite(*corev1.Pod) {}
-
-// Reasons in the table.
-const (
-	reasonTooOld = "too-old"
-	reasonOrphan = "orphan"
-)
-
-// seen is what the selection callback records about a selected pod:
-// SweptPod carries neither phase nor our reason.
-type seen struct {
-	phase  corev1.PodPhase
-	reason string
-}
-
-// selector decides, for each listed pod, whether to sweep it. SweepPolicy's
-// MaxAge would select old pods before any callback is asked (so --selector
-// could not narrow it) and SweptPod has no phase, so every criterion is
-// applied here, in SweepPolicy.IsKnown: "known" means "leave it alone".
-type selector struct {
-	labels       labels.Selector
-	olderThan    time.Duration
-	known        map[string]bool // nil without --orphans-from
-	orphanMinAge time.Duration
-	now          func() time.Time
-
-	mu   sync.Mutex
-	seen map[types.UID]seen
-}
-
-func (s *selector) isKnown(_ context.Context, pod *corev1.Pod) (bool, error) {
-	if !s.labels.Matches(labels.Set(pod.Labels)) {
-		return true, nil
+// orphans selects the pods the service does not know (--orphans-from).
+func orphans(known map[string]bool) func(context.Context, *corev1.Pod) (spawner.SweepReason, error) {
+	return func(_ context.Context, pod *corev1.Pod) (spawner.SweepReason, error) {
+		if known[pod.Name] {
+			return "", nil
+		}
+		return spawner.SweepReasonOrphan, nil
 	}
-	age := podAge(pod, s.now())
-	reason := ""
-	switch {
-	case s.olderThan > 0 && age > s.olderThan:
-		reason = reasonTooOld
-	case s.known != nil && age >= s.orphanMinAge && !s.known[pod.Name]:
-		reason = reasonOrphan
-	default:
-		return true, nil
-	}
-	s.mu.Lock()
-	s.seen[pod.UID] = seen{phase: pod.Status.Phase, reason: reason}
-	s.mu.Unlock()
-	return false, nil
-}
-
-// minAge is the youngest age at which some criterion may select a pod: the
-// sweep asks isKnown only about pods at least that old.
-func (s *selector) minAge() time.Duration {
-	m := time.Duration(0)
-	if s.olderThan > 0 {
-		m = s.olderThan
-	}
-	if s.known != nil && (m == 0 || s.orphanMinAge < m) {
-		m = s.orphanMinAge
-	}
-	return m
-}
-
-// podAge runs from status.startTime, else creationTimestamp (pods never
-// scheduled have no startTime), as spawner.Sweep computes it.
-func podAge(pod *corev1.Pod, now time.Time) time.Duration {
-	start := pod.CreationTimestamp.Time
-	if pod.Status.StartTime != nil {
-		start = pod.Status.StartTime.Time
-	}
-	return now.Sub(start)
 }
 
 // KnownPods is the answer --orphans-from expects: either this object or a
@@ -309,23 +233,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	sel := &selector{labels: labelSel, olderThan: o.olderThan, orphanMinAge: o.orphanMinAge, now: time.Now, seen: map[types.UID]seen{}}
+	policy := spawner.SweepPolicy{
+		Namespace:    o.namespace,
+		AllInstances: o.allInstances,
+		Selector:     labelSel,
+		NameContains: o.nameContains,
+		MaxAge:       o.olderThan,
+		MinAge:       o.orphanMinAge,
+		Delete:       o.delete,
+		PageSize:     o.pageSize,
+		Concurrency:  o.concurrency,
+	}
 	if o.orphansFrom != "" {
 		// Fetched before listing: a pod started after this answer is
 		// younger than --orphan-min-age, so never taken for an orphan.
-		if sel.known, err = fetchKnown(ctx, o.orphansFrom, o); err != nil {
+		known, err := fetchKnown(ctx, o.orphansFrom, o)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "%s knows %d pods\n", o.orphansFrom, len(sel.known))
+		fmt.Fprintf(stderr, "%s knows %d pods\n", o.orphansFrom, len(known))
+		policy.Select = orphans(known)
+	}
+	if o.gracePeriod >= 0 {
+		policy.GracePeriod = &o.gracePeriod
 	}
 
 	// Quiet by default: the table is the output. -v style logging is for
-	// the library's own use.
+	// the library's own use. No pod cache: a one-shot CLI on a flooded
+	// cluster opens no watch, every read is a live GET.
 	logger := klog.Background().V(1)
 	sp, err := spawner.New(spawner.Options{
 		Client:           client,
-		Pods:             apiOnly{client},
-		Instance:         o.instance,
+		Instance:         cmp.Or(o.instance, "sweep-cli"), // with --all-instances it only names the CLI; it filters nothing
 		StopTimeout:      o.timeout,
 		FallbackInterval: time.Second,
 		Logger:           &logger,
@@ -333,28 +272,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
-	policy := spawner.SweepPolicy{
-		Namespace:    o.namespace,
-		AllInstances: o.allInstances,
-		IsKnown:      sel.isKnown,
-		OrphanMinAge: sel.minAge(),
-		NameContains: o.nameContains,
-		Delete:       o.delete,
-		PageSize:     o.pageSize,
-		Concurrency:  o.concurrency,
-	}
-	if o.gracePeriod >= 0 {
-		policy.GracePeriod = &o.gracePeriod
-	}
 	res, sweepErr := sp.Sweep(ctx, policy)
 	if sweepErr != nil && len(res.Failed) == 0 {
 		return sweepErr // the list itself failed: nothing was decided
 	}
-	report(stdout, o, sel, res)
+	report(stdout, o, res)
 	if len(res.Failed) > 0 {
 		return fmt.Errorf("%w: %d of %d pods not deleted (see the table)", errDeleteFailed, len(res.Failed), len(res.Selected))
 	}
 	return nil
+}
+
+// reasonLabel is a reason as the table shows it.
+func reasonLabel(r spawner.SweepReason) string {
+	if r == spawner.SweepReasonMaxAge {
+		return "too-old"
+	}
+	return string(r)
 }
 
 type row struct {
@@ -364,7 +298,7 @@ type row struct {
 	action string
 }
 
-func report(w io.Writer, o *options, sel *selector, res spawner.SweepResult) {
+func report(w io.Writer, o *options, res spawner.SweepResult) {
 	scope := "instance " + o.instance
 	if o.allInstances {
 		scope = "all instances"
@@ -389,8 +323,7 @@ func report(w io.Writer, o *options, sel *selector, res spawner.SweepResult) {
 	}
 	rows := make([]row, 0, len(res.Selected))
 	for _, p := range res.Selected {
-		s := sel.seen[p.UID]
-		r := row{pod: p, phase: string(s.phase), reason: s.reason, action: "would-delete"}
+		r := row{pod: p, phase: string(p.Phase), reason: reasonLabel(p.Reason), action: "would-delete"}
 		if r.phase == "" {
 			r.phase = "Unknown"
 		}

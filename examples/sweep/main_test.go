@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -145,7 +146,11 @@ func (e *env) requireGone(pods ...*corev1.Pod) {
 // prepended to args.
 func (e *env) sweep(args ...string) (stdout, stderr string, err error) {
 	e.t.Helper()
-	return runCLI(e.t, append([]string{"--kubeconfig", e.kubeconfig, "--namespace", e.ns}, args...)...)
+	base := []string{"--kubeconfig", e.kubeconfig, "--namespace", e.ns}
+	if !slices.Contains(args, "--instance") && !slices.Contains(args, "--all-instances") {
+		base = append(base, "--instance", "default")
+	}
+	return runCLI(e.t, append(base, args...)...)
 }
 
 func runCLI(t *testing.T, args ...string) (string, string, error) {

@@ -49,7 +49,7 @@ func runbookSteps(t *testing.T) []runbookStep {
 
 // TestRunbookRecovery floods namespace "users" with leaked pods and walks
 // the recovery of ../RUNBOOK.md: every `sweep` command there, in order,
-// literally (only $NS and $SPAWNER expanded), through run(...), checking
+// literally (only $NS, $INSTANCE and $SPAWNER expanded), through run(...), checking
 // the outcome the runbook states for each step.
 func TestRunbookRecovery(t *testing.T) {
 	e := newNamedEnv(t, "users")
@@ -62,17 +62,17 @@ func TestRunbookRecovery(t *testing.T) {
 	// The flood: pods running for hours (two of the most-used image), pods
 	// the service lost track of, the service's own pods, a pod starting
 	// right now and one never scheduled.
-	ipython := e.leakMany("ipython-in-depth", 2, leak{startedAgo: 5 * time.Hour})
-	bokeh := e.leakMany("bokeh-notebooks", 4, leak{startedAgo: 5 * time.Hour})
-	lost := e.leakMany("lost", 3, leak{startedAgo: time.Hour})
-	known := []*corev1.Pod{e.leak("alice", leak{startedAgo: time.Hour}), e.leak("bob", leak{startedAgo: time.Hour})}
-	starting := e.leak("newcomer", leak{startedAgo: time.Minute})
-	pending := e.leak("pending", leak{})
+	ipython := e.leakMany("ipython-in-depth", 2, leak{startedAgo: 5 * time.Hour, instance: "hub-1"})
+	bokeh := e.leakMany("bokeh-notebooks", 4, leak{startedAgo: 5 * time.Hour, instance: "hub-1"})
+	lost := e.leakMany("lost", 3, leak{startedAgo: time.Hour, instance: "hub-1"})
+	known := []*corev1.Pod{e.leak("alice", leak{startedAgo: time.Hour, instance: "hub-1"}), e.leak("bob", leak{startedAgo: time.Hour, instance: "hub-1"})}
+	starting := e.leak("newcomer", leak{startedAgo: time.Minute, instance: "hub-1"})
+	pending := e.leak("pending", leak{instance: "hub-1"})
 	survivors := append(append([]*corev1.Pod{}, known...), starting, pending)
 
 	// The service's /known-pods, as the demo spawner serves it.
-	spawnerURL := knownPodsServer(t, KnownPods{Namespace: "users", Instance: "default", Pods: names(known)}).URL
-	vars := map[string]string{"NS": "users", "SPAWNER": spawnerURL}
+	spawnerURL := knownPodsServer(t, KnownPods{Namespace: "users", Instance: "hub-1", Pods: names(known)}).URL
+	vars := map[string]string{"NS": "users", "INSTANCE": "hub-1", "SPAWNER": spawnerURL}
 
 	checks := map[string]func(out, errOut string){
 		"dry-run-by-age": func(out, _ string) {

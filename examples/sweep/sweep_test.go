@@ -113,7 +113,7 @@ func TestPagination(t *testing.T) {
 	kubeconfig := testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
 	pods := e.leakMany("page", 8, leak{startedAgo: 5 * time.Hour})
 
-	out, _, err := runCLI(t, "--kubeconfig", kubeconfig, "--namespace", e.ns, "--older-than", "4h", "--page-size", "3", "--delete")
+	out, _, err := runCLI(t, "--kubeconfig", kubeconfig, "--namespace", e.ns, "--instance", "default", "--older-than", "4h", "--page-size", "3", "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "scanned 8 kubespawn pods")
 	assert.Contains(t, out, "8 pods matched, 8 deleted, 0 failed (dry run: no)")
@@ -309,6 +309,7 @@ func TestBadFlags(t *testing.T) {
 		"orphan min age zero": {[]string{"--namespace", "u", "--orphans-from", "http://x/", "--orphan-min-age", "0"}, "--orphan-min-age must be positive"},
 		"unknown flag":        {[]string{"--namespace", "u", "--older-than", "4h", "--force"}, "flag provided but not defined: -force"},
 		"extra argument":      {[]string{"--namespace", "u", "--older-than", "4h", "delete"}, `unexpected arguments ["delete"]`},
+		"no instance":         {[]string{"--namespace", "u", "--older-than", "4h"}, "--instance is required"},
 		"bad instance":        {[]string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", "u", "--older-than", "4h", "--instance", "not a label!"}, "Instance"},
 	} {
 		t.Run(name, func(t *testing.T) {
