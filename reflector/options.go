@@ -107,6 +107,13 @@ type Options struct {
 	// reported as stuck. Default 10s.
 	HandlerStallThreshold time.Duration
 
+	// FullPods makes pod caches hold full pod objects (managedFields
+	// still dropped, [StripManagedFields]) instead of the slim view
+	// ([SlimPod]), which keeps what a spawner reads at about a third of
+	// the memory. Answers from the API server go through the same
+	// transform either way.
+	FullPods bool
+
 	// OnFailure is called (in its own goroutine) each time a cache enters
 	// the failed state, with its Status.
 	OnFailure func(Status)

@@ -20,16 +20,23 @@ type PodCache struct{ c *cache[*corev1.Pod] }
 
 // Pods returns the factory's PodCache for scope, creating it on first use
 // (and starting it if the factory has started). Scopes that normalize to
-// the same namespaces and selectors share one cache. It returns
-// ErrInvalidOptions for a bad scope, ErrStopped after the factory's
-// lifetime, or the metrics registration error.
+// the same namespaces and selectors share one cache. Its pods are the slim
+// view of [SlimPod] (from the cache and from the API server alike) unless
+// Options.FullPods is set; the full object is one explicit API read away,
+// through [Factory.Client]. It returns ErrInvalidOptions for a bad scope,
+// ErrStopped after the factory's lifetime, or the metrics registration
+// error.
 func (f *Factory) Pods(scope Scope) (*PodCache, error) {
 	scope, err := scope.normalize()
 	if err != nil {
 		return nil, err
 	}
 	v, err := f.getOrCreate("pods "+scope.String(), func(client kubernetes.Interface, closeConns func(), logger klog.Logger) (*factoryEntry, error) {
-		c, err := newCache(podKind, f.opts, scope, client, closeConns, logger)
+		k := podKind
+		if !f.opts.FullPods {
+			k.transform = SlimPodTransform
+		}
+		c, err := newCache(k, f.opts, scope, client, closeConns, logger)
 		if err != nil {
 			return nil, err
 		}

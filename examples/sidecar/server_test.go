@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubespawn/kubespawn/internal/benchpod"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/reflector"
@@ -484,4 +485,61 @@ func TestEventsStreamIsPerUID(t *testing.T) {
 	}
 	require.Equal(t, "gone", last.name, "the stream ends with a gone event")
 	assert.True(t, strings.Contains(last.data, "deleted") || strings.Contains(last.data, "replaced"), last.data)
+}
+
+// TestPodResponsesAreTheSlimView: with default options the sidecar serves
+// reflector's slim pod view, from the cache and from the API server alike:
+// images, ports and status, never the environment (which holds tokens).
+func TestPodResponsesAreTheSlimView(t *testing.T) {
+	e := newEnv(t)
+	require.NoError(t, benchpod.Create(t.Context(), e.direct, e.ns, 0, 1, 1, nil))
+	outside := benchpod.Pod(e.ns, 1)
+	outside.Labels["component"] = "something-else"
+	_, err := e.direct.CoreV1().Pods(e.ns).Create(t.Context(), outside, metav1.CreateOptions{FieldManager: "jupyterhub"})
+	require.NoError(t, err)
+	full, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), benchpod.Name(0), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotEmpty(t, full.Spec.Containers[0].Env)
+	require.NotEmpty(t, full.ManagedFields)
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: benchpod.Selector})
+	s.waitReady()
+
+	var r response
+	var got podBody
+	require.Eventually(t, func() bool {
+		r = s.get("/pods/" + e.ns + "/" + benchpod.Name(0))
+		require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+		got = decode[podBody](t, r)
+		return got.Source == "cache"
+	}, 30*time.Second, 50*time.Millisecond)
+	check := func(r response, p *corev1.Pod) {
+		t.Helper()
+		for _, secret := range []string{"JUPYTERHUB_API_TOKEN", "5f2c0e4b8a9d4c7f9e1b3a6d8c0f2e4a", "managedFields", corev1.LastAppliedConfigAnnotation} {
+			assert.NotContains(t, string(r.body), secret)
+		}
+		require.Len(t, p.Spec.Containers, 2)
+		for _, c := range p.Spec.Containers {
+			assert.Nil(t, c.Env, c.Name)
+			assert.Nil(t, c.VolumeMounts, c.Name)
+			assert.Empty(t, c.Resources, c.Name)
+		}
+		assert.Nil(t, p.Spec.Volumes)
+		assert.Equal(t, "quay.io/jupyter/scipy-notebook:2026-11-02", p.Spec.Containers[0].Image)
+		assert.Equal(t, int32(8888), p.Spec.Containers[0].Ports[0].ContainerPort)
+		assert.Equal(t, "Pod", p.Kind)
+	}
+	check(r, got.Pod)
+	assert.Equal(t, full.UID, got.Pod.UID)
+	assert.Equal(t, full.Labels, got.Pod.Labels)
+	assert.Equal(t, corev1.PodRunning, got.Pod.Status.Phase)
+	assert.Equal(t, full.Status.PodIP, got.Pod.Status.PodIP)
+	assert.Len(t, got.Pod.Status.ContainerStatuses, 2)
+	assert.Len(t, got.Pod.Status.Conditions, 5)
+
+	// Outside the selector: the API server answers, in the same shape.
+	r = s.get("/pods/" + e.ns + "/" + benchpod.Name(1))
+	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	got = decode[podBody](t, r)
+	assert.Equal(t, "api", got.Source)
+	check(r, got.Pod)
 }

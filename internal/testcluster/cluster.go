@@ -45,6 +45,9 @@ type Options struct {
 	// APIServerArgs are appended to kube-apiserver's arguments (e.g. to
 	// change --watch-cache or feature gates in one test package).
 	APIServerArgs []string
+	// EtcdArgs are appended to etcd's arguments (e.g. a larger
+	// --quota-backend-bytes for benchmarks with 100,000 pods).
+	EtcdArgs []string
 }
 
 // Cluster is a running etcd and kube-apiserver pair.
@@ -107,17 +110,18 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	c.etcd, err = startProcess(filepath.Join(binDir, "etcd"), filepath.Join(dir, "etcd.log"),
+	etcdArgs := []string{
 		"--name", "default",
 		"--data-dir", filepath.Join(dir, "etcd-data"),
 		"--listen-client-urls", c.etcdURL,
 		"--advertise-client-urls", c.etcdURL,
 		"--listen-peer-urls", peerURL,
 		"--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL,
+		"--initial-cluster", "default=" + peerURL,
 		"--unsafe-no-fsync", // test data; durability across machine crashes is irrelevant
 		"--log-level", "warn",
-	)
+	}
+	c.etcd, err = startProcess(filepath.Join(binDir, "etcd"), filepath.Join(dir, "etcd.log"), append(etcdArgs, opts.EtcdArgs...)...)
 	if err != nil {
 		return nil, err
 	}

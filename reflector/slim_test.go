@@ -1,0 +1,265 @@
+package reflector_test
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes/fake"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubespawn/kubespawn/internal/benchpod"
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// terminating is a realistic pod that is being deleted, with an owner, a
+// failed container and a waiting one, so that every kept field is set.
+func terminating() *corev1.Pod {
+	p := benchpod.Realistic("users", 7)
+	now := metav1.NewTime(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	p.GenerateName = "jupyter-"
+	p.Generation = 2
+	p.DeletionTimestamp = &now
+	p.DeletionGracePeriodSeconds = ptr.To(int64(30))
+	p.Finalizers = []string{"example.org/keep"}
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: "n", UID: "u"}}
+	p.Spec.HostNetwork = true
+	p.Status.Reason, p.Status.Message = "Evicted", "The node was low on resource: memory."
+	p.Status.NominatedNodeName = "other-node"
+	p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled", Message: "killed"}}
+	p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error"}}
+	p.Status.ContainerStatuses[0].RestartCount = 3
+	p.Status.ContainerStatuses[1].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}
+	p.Status.ContainerStatuses[1].AllocatedResources = corev1.ResourceList{corev1.ResourceCPU: p.Spec.Containers[1].Resources.Requests[corev1.ResourceCPU]}
+	p.Status.ContainerStatuses[1].Resources = &p.Spec.Containers[1].Resources
+	p.Status.ContainerStatuses[1].VolumeMounts = []corev1.VolumeMountStatus{{Name: "home", MountPath: "/home/jovyan"}}
+	p.Status.EphemeralContainerStatuses = []corev1.ContainerStatus{{Name: "debug"}}
+	p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug", Image: "busybox"}}}
+	return p
+}
+
+// selectable are the fields the API server lets pods be selected by (as
+// reflector's podFields, which a test compares with the API server).
+func selectable(p *corev1.Pod) fields.Set {
+	ip := ""
+	if len(p.Status.PodIPs) > 0 {
+		ip = p.Status.PodIPs[0].IP
+	}
+	return fields.Set{
+		"metadata.name": p.Name, "metadata.namespace": p.Namespace,
+		"spec.nodeName": p.Spec.NodeName, "spec.restartPolicy": string(p.Spec.RestartPolicy),
+		"spec.schedulerName": p.Spec.SchedulerName, "spec.serviceAccountName": p.Spec.ServiceAccountName,
+		"spec.hostNetwork": strconv.FormatBool(p.Spec.HostNetwork), "status.phase": string(p.Status.Phase),
+		"status.podIP": ip, "status.nominatedNodeName": p.Status.NominatedNodeName,
+	}
+}
+
+func TestSlimPodIsIdempotent(t *testing.T) {
+	p := terminating()
+	once := reflector.SlimPod(p)
+	twice := reflector.SlimPod(once)
+	assert.Equal(t, once, twice)
+	out, err := reflector.SlimPodTransform(once)
+	require.NoError(t, err)
+	assert.Equal(t, once, out)
+	assert.Nil(t, reflector.SlimPod(nil))
+	// The input is not modified.
+	assert.Equal(t, terminating(), p)
+}
+
+func TestSlimPodTransformLeavesOtherObjectsAlone(t *testing.T) {
+	full := terminating()
+	tomb := toolscache.DeletedFinalStateUnknown{Key: "users/jupyter-user-000007", Obj: full}
+	out, err := reflector.SlimPodTransform(tomb)
+	require.NoError(t, err)
+	assert.Equal(t, tomb, out)
+	for _, obj := range []any{"not an object", &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e"}}, (*corev1.Pod)(nil), nil} {
+		out, err := reflector.SlimPodTransform(obj)
+		require.NoError(t, err)
+		assert.Equal(t, obj, out)
+	}
+}
+
+func TestSlimPodKeepsWhatSpawnersRead(t *testing.T) {
+	p := terminating()
+	s := reflector.SlimPod(p)
+
+	assert.Equal(t, p.TypeMeta, s.TypeMeta)
+	m, sm := p.ObjectMeta, s.ObjectMeta
+	assert.Equal(t, m.Name, sm.Name)
+	assert.Equal(t, m.GenerateName, sm.GenerateName)
+	assert.Equal(t, m.Namespace, sm.Namespace)
+	assert.Equal(t, m.UID, sm.UID)
+	assert.Equal(t, m.ResourceVersion, sm.ResourceVersion)
+	assert.Equal(t, m.Generation, sm.Generation)
+	assert.Equal(t, m.CreationTimestamp, sm.CreationTimestamp)
+	assert.Equal(t, m.DeletionTimestamp, sm.DeletionTimestamp)
+	assert.Equal(t, m.DeletionGracePeriodSeconds, sm.DeletionGracePeriodSeconds)
+	assert.Equal(t, m.Labels, sm.Labels)
+	assert.Len(t, sm.Labels, 9)
+	assert.Equal(t, m.OwnerReferences, sm.OwnerReferences)
+	wantAnn := map[string]string{}
+	for k, v := range m.Annotations {
+		if k != corev1.LastAppliedConfigAnnotation {
+			wantAnn[k] = v
+		}
+	}
+	assert.Equal(t, wantAnn, sm.Annotations)
+	assert.Len(t, sm.Annotations, 5)
+
+	assert.Equal(t, selectable(p), selectable(s), "every field selector must keep working on the slim view")
+	assert.Equal(t, p.Spec.TerminationGracePeriodSeconds, s.Spec.TerminationGracePeriodSeconds)
+	require.Len(t, s.Spec.InitContainers, 1)
+	require.Len(t, s.Spec.Containers, 2)
+	for i, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+		got := append(append([]corev1.Container{}, s.Spec.InitContainers...), s.Spec.Containers...)[i]
+		assert.Equal(t, corev1.Container{Name: c.Name, Image: c.Image, Ports: c.Ports}, got)
+	}
+	assert.Equal(t, []corev1.ContainerPort{{Name: "notebook-port", ContainerPort: 8888, Protocol: corev1.ProtocolTCP}}, s.Spec.Containers[0].Ports)
+
+	st, ss := p.Status, s.Status
+	assert.Equal(t, st.Phase, ss.Phase)
+	assert.Equal(t, st.Conditions, ss.Conditions)
+	assert.Len(t, ss.Conditions, 5)
+	assert.Equal(t, st.Reason, ss.Reason)
+	assert.Equal(t, st.Message, ss.Message)
+	assert.Equal(t, st.NominatedNodeName, ss.NominatedNodeName)
+	assert.Equal(t, st.HostIP, ss.HostIP)
+	assert.Equal(t, st.HostIPs, ss.HostIPs)
+	assert.Equal(t, st.PodIP, ss.PodIP)
+	assert.Equal(t, st.PodIPs, ss.PodIPs)
+	assert.Equal(t, st.StartTime, ss.StartTime)
+	require.Len(t, ss.InitContainerStatuses, 1)
+	require.Len(t, ss.ContainerStatuses, 2)
+	all := append(append([]corev1.ContainerStatus{}, st.InitContainerStatuses...), st.ContainerStatuses...)
+	got := append(append([]corev1.ContainerStatus{}, ss.InitContainerStatuses...), ss.ContainerStatuses...)
+	for i, c := range all {
+		assert.Equal(t, corev1.ContainerStatus{
+			Name: c.Name, State: c.State, LastTerminationState: c.LastTerminationState, Ready: c.Ready,
+			RestartCount: c.RestartCount, Image: c.Image, ImageID: c.ImageID, ContainerID: c.ContainerID, Started: c.Started,
+		}, got[i])
+	}
+	assert.Equal(t, int32(137), ss.ContainerStatuses[0].State.Terminated.ExitCode)
+	assert.Equal(t, "OOMKilled", ss.ContainerStatuses[0].State.Terminated.Reason)
+	assert.Equal(t, "Error", ss.ContainerStatuses[0].LastTerminationState.Terminated.Reason)
+	assert.Equal(t, "ImagePullBackOff", ss.ContainerStatuses[1].State.Waiting.Reason)
+	assert.Equal(t, "Completed", ss.InitContainerStatuses[0].State.Terminated.Reason)
+}
+
+func TestSlimPodDropsTheRest(t *testing.T) {
+	p := terminating()
+	s := reflector.SlimPod(p)
+	assert.Nil(t, s.ManagedFields)
+	assert.Nil(t, s.Finalizers)
+	assert.NotContains(t, s.Annotations, corev1.LastAppliedConfigAnnotation)
+	for _, c := range append(append([]corev1.Container{}, s.Spec.InitContainers...), s.Spec.Containers...) {
+		assert.Nil(t, c.Env, c.Name)
+		assert.Nil(t, c.Command, c.Name)
+		assert.Nil(t, c.Args, c.Name)
+		assert.Empty(t, c.Resources, c.Name)
+		assert.Nil(t, c.VolumeMounts, c.Name)
+		assert.Nil(t, c.ReadinessProbe, c.Name)
+		assert.Nil(t, c.Lifecycle, c.Name)
+		assert.Nil(t, c.SecurityContext, c.Name)
+		assert.Empty(t, c.TerminationMessagePath, c.Name)
+		assert.Empty(t, c.ImagePullPolicy, c.Name)
+	}
+	assert.Nil(t, s.Spec.Volumes)
+	assert.Nil(t, s.Spec.SecurityContext)
+	assert.Nil(t, s.Spec.Tolerations)
+	assert.Nil(t, s.Spec.Affinity)
+	assert.Nil(t, s.Spec.EphemeralContainers)
+	assert.Nil(t, s.Spec.AutomountServiceAccountToken)
+	assert.Empty(t, s.Spec.DNSPolicy)
+	assert.Empty(t, s.Status.QOSClass)
+	assert.Nil(t, s.Status.EphemeralContainerStatuses)
+	for _, c := range s.Status.ContainerStatuses {
+		assert.Nil(t, c.AllocatedResources, c.Name)
+		assert.Nil(t, c.Resources, c.Name)
+		assert.Nil(t, c.VolumeMounts, c.Name)
+	}
+	// Nothing of the environment survives, in any form.
+	b, err := json.Marshal(s)
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "JUPYTERHUB_API_TOKEN")
+	assert.NotContains(t, string(b), "5f2c0e4b8a9d4c7f9e1b3a6d8c0f2e4a")
+}
+
+func TestSlimPodShrinksARealisticPod(t *testing.T) {
+	p := benchpod.Realistic("users", 42)
+	s := reflector.SlimPod(p)
+	full, slim := p.Size(), s.Size() // protobuf bytes
+	stripped, err := reflector.StripManagedFields(p.DeepCopy())
+	require.NoError(t, err)
+	t.Logf("protobuf: full %d B, managedFields stripped %d B, slim %d B", full, stripped.(*corev1.Pod).Size(), slim)
+	assert.Greater(t, full, 8000, "the realistic pod is realistic")
+	assert.Less(t, slim*4, full, "the slim view is under a quarter of the full pod")
+}
+
+// TestCachesServeTheSlimViewByDefault: default options give slim pods from
+// the cache and from the API server alike; FullPods gives full pods
+// without managedFields.
+func TestCachesServeTheSlimViewByDefault(t *testing.T) {
+	for _, full := range []bool{false, true} {
+		t.Run("FullPods="+strconv.FormatBool(full), func(t *testing.T) {
+			a, b := benchpod.Realistic("users", 1), benchpod.Realistic("users", 2)
+			client := fake.NewClientset(a)
+			f, err := reflector.NewFactoryForClient(client, reflector.Options{ProbeInterval: -1, FullPods: full})
+			require.NoError(t, err)
+			defer f.Shutdown()
+			pods, err := f.Pods(reflector.Scope{Namespaces: []string{"users"}})
+			require.NoError(t, err)
+			f.Start(t.Context())
+			require.NoError(t, pods.WaitForSync(t.Context()))
+			check := func(got *corev1.Pod, want *corev1.Pod) {
+				t.Helper()
+				assert.Nil(t, got.ManagedFields)
+				if full {
+					assert.Equal(t, want.Spec.Containers[0].Env, got.Spec.Containers[0].Env)
+					assert.Contains(t, got.Annotations, corev1.LastAppliedConfigAnnotation)
+				} else {
+					assert.Equal(t, reflector.SlimPod(want), got)
+				}
+			}
+			got, src, err := pods.Get(t.Context(), "users", a.Name)
+			require.NoError(t, err)
+			assert.Equal(t, reflector.SourceCache, src)
+			check(got, a)
+			list, _, err := pods.List(t.Context(), "", nil)
+			require.NoError(t, err)
+			require.Len(t, list, 1)
+			check(list[0], a)
+
+			// A stopped cache answers from the API server, through the
+			// same transform.
+			_, err = client.CoreV1().Pods("users").Create(t.Context(), b, metav1.CreateOptions{})
+			require.NoError(t, err)
+			f.Shutdown()
+			got, src, err = pods.Get(t.Context(), "users", b.Name)
+			require.NoError(t, err)
+			assert.Equal(t, reflector.SourceAPI, src)
+			check(got, b)
+			list, src, err = pods.List(t.Context(), "", nil)
+			require.NoError(t, err)
+			assert.Equal(t, reflector.SourceAPI, src)
+			require.Len(t, list, 2)
+			for _, p := range list {
+				want := a
+				if p.Name == b.Name {
+					want = b
+				}
+				check(p, want)
+			}
+			_, _, err = pods.Get(t.Context(), "users", "nobody")
+			require.True(t, apierrors.IsNotFound(err))
+		})
+	}
+}
