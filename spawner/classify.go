@@ -1,9 +1,14 @@
 package spawner
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -125,7 +130,9 @@ func firstTerminated(pod *corev1.Pod) *corev1.ContainerStateTerminated {
 
 // isTransient reports whether a failed request may succeed if retried:
 // 429, 5xx, timeouts and connection errors. Validation and authorisation
-// errors are not.
+// errors are not, and neither are transport errors that no retry can fix
+// (an untrusted or mismatched certificate, a host name that does not
+// resolve, a malformed URL): such a request never reached the API server.
 func isTransient(err error) bool {
 	if err == nil {
 		return false
@@ -138,21 +145,67 @@ func isTransient(err error) bool {
 		}
 		return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err)
 	}
+	if neverReachesServer(err) {
+		return false
+	}
 	if utilnet.IsConnectionReset(err) || utilnet.IsConnectionRefused(err) || utilnet.IsProbableEOF(err) {
 		return true
 	}
 	var ne net.Error
-	return errors.As(err, &ne)
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op)
+}
+
+// neverReachesServer reports transport errors that mean the request could
+// not be delivered, and never will be as configured: certificate and
+// name-resolution failures, unusable URLs.
+func neverReachesServer(err error) bool {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		dns       *net.DNSError
+	)
+	switch {
+	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
+		return true
+	case errors.As(err, &dns):
+		return dns.IsNotFound
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) && strings.Contains(ue.Err.Error(), "unsupported protocol scheme")
 }
 
 // maybeCreated reports whether a failed create may nevertheless have
-// created the pod: anything but a 4xx answer from the server (a timeout or a
-// broken connection can hide a success).
-func maybeCreated(err error) bool {
+// created the pod: anything but a 4xx answer from the server (a timeout or
+// a broken connection can hide a success), unless the request was never
+// sent (see createSent).
+func maybeCreated(err error, sent createSent) bool {
 	var st apierrors.APIStatus
 	if errors.As(err, &st) {
 		code := st.Status().Code
 		return code < 400 || code >= 500
 	}
+	if neverReachesServer(err) {
+		return false
+	}
+	if sent == notSent && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || utilnet.IsConnectionRefused(err)) {
+		return false // cancelled, or refused, before the request was written
+	}
 	return true
 }
+
+// createSent is what an HTTP trace says of a create request: written to
+// the connection, not written, or unknown (no HTTP transport: a fake
+// clientset).
+type createSent int
+
+const (
+	sentUnknown createSent = iota
+	notSent
+	sent
+)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -729,4 +730,46 @@ func TestIntegrationSweeperLeaderElection(t *testing.T) {
 	stoppedAt := leader.sweeps.Load()
 	require.Eventually(t, func() bool { return follower.sweeps.Load() > 0 }, 30*time.Second, 50*time.Millisecond)
 	assert.Equal(t, stoppedAt, leader.sweeps.Load())
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestIntegrationCancelBeforeTheCreateIsSentIsNotAmbiguous: the caller
+// cancels while the create request is still on the client side (never
+// written to a connection). Nothing can have been created, so the start
+// fails as cancelled with nothing to look for: no settle window, no search
+// for the pod.
+func TestIntegrationCancelBeforeTheCreateIsSentIsNotAmbiguous(t *testing.T) {
+	e := newEnv(t, nil)
+	var gets atomic.Int64
+	entered := make(chan struct{}, 1)
+	cfg := cluster.Config()
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			switch {
+			case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/pods"):
+				entered <- struct{}{}
+				<-r.Context().Done() // held before it is sent, until the caller gives up
+				return nil, r.Context().Err()
+			case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/pods/"):
+				gets.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	require.NoError(t, err)
+	sp := e.spawner(t, func(o *Options) { o.Client = client; o.StopTimeout = time.Minute })
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { <-entered; cancel() }()
+	_, err = sp.Start(ctx, e.request("not-sent", ""))
+	require.ErrorIs(t, err, ErrStartCancelled)
+	var se *StartError
+	require.ErrorAs(t, err, &se)
+	assert.Nil(t, se.Cleanup, "no cleanup failure: nothing was sent")
+	assert.False(t, se.Deleted)
+	assert.Zero(t, gets.Load(), "no search for a pod that cannot exist")
+	e.gone(t, e.podName("not-sent"), "")
 }

@@ -62,6 +62,7 @@ func (s *Spawner) Poll(ctx context.Context, namespace, name string) (PodStatus, 
 		src = reflector.SourceAPI
 	}
 	if apierrors.IsNotFound(err) {
+		s.decidedAbsent(src)
 		return PodStatus{State: StateStopped, Reason: "NotFound", Message: "the API server has no such pod", Source: src}, nil
 	}
 	if err != nil {

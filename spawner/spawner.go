@@ -7,6 +7,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/events"
@@ -54,6 +56,7 @@ type metrics struct {
 	cleanupFailed prometheus.Counter
 	swept         *prometheus.CounterVec
 	sweeps        *prometheus.CounterVec
+	absence       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -74,16 +77,40 @@ func newMetrics() *metrics {
 			Help: "Pods deleted (and confirmed gone) by the sweeper, by reason (max_age, orphan)."}, []string{"reason"}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweeps_total",
 			Help: "Sweep runs by mode (dry_run, delete) and result (ok, error)."}, []string{"mode", "result"}),
+		absence: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "absence_decisions_total",
+			Help: "Decisions that a pod does not exist (or is gone, or was replaced), by the source of the answer they rest on: always api (the cache never proves absence); any other value is a bug."}, []string{"source"}),
 	}
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps} {
+	m.absence.WithLabelValues(string(reflector.SourceAPI)) // exported from the start, at 0
+	for _, c := range []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps, m.absence} {
 		if err := r.Register(c); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// decidedAbsent records a decision that a pod does not exist, is gone or
+// was replaced, and the source of the answer it rests on: counted so that
+// "absence decided without the API server" is a number, not an assumption.
+func (s *Spawner) decidedAbsent(src reflector.Source) {
+	s.metrics.absence.WithLabelValues(string(src)).Inc()
+}
+
+// AbsenceDecisions returns how many decisions that a pod does not exist
+// rested on each source of answer (see the absence_decisions_total
+// metric): every one on SourceAPI.
+func (s *Spawner) AbsenceDecisions() map[reflector.Source]int {
+	out := map[reflector.Source]int{}
+	for _, src := range []reflector.Source{reflector.SourceAPI, reflector.SourceCache} {
+		m := &dto.Metric{}
+		if err := s.metrics.absence.WithLabelValues(string(src)).Write(m); err == nil {
+			out[src] = int(m.GetCounter().GetValue())
+		}
+	}
+	return out
 }
 
 // nameLocks serialises operations per pod (namespace/name) and lets Stop
@@ -96,8 +123,10 @@ type nameLocks struct {
 type nameLock struct {
 	sem  chan struct{} // capacity 1: held while an operation runs
 	refs int           // holders and waiters; the entry is removed at 0
-	// cancelStart cancels the Start holding the lock, if any.
+	// cancelStart cancels the Start holding the lock, if any; startUID is
+	// the UID of the pod it created or adopted, once known.
 	cancelStart context.CancelCauseFunc
+	startUID    types.UID
 	// stopGen counts Stop requests, so that a Start that was already waiting
 	// (or acquiring) when a Stop came is cancelled as soon as it holds the
 	// lock: a Stop cancels every Start of the name that began before it.
@@ -143,7 +172,7 @@ func (l *nameLocks) lock(ctx context.Context, key string, startCancel context.Ca
 	}
 	return func() {
 		l.mu.Lock()
-		nl.cancelStart = nil
+		nl.cancelStart, nl.startUID = nil, ""
 		l.mu.Unlock()
 		<-nl.sem
 		release()
@@ -165,6 +194,33 @@ func (l *nameLocks) cancelStart(key string, cause error) bool {
 		return true
 	}
 	return false
+}
+
+// cancelStartOf cancels the Start holding key's lock if it created or
+// adopted the pod uid. busy reports whether any operation holds or waits
+// for the lock.
+func (l *nameLocks) cancelStartOf(key string, uid types.UID, cause error) (cancelled, busy bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	nl := l.m[key]
+	if nl == nil {
+		return false, false
+	}
+	if nl.cancelStart != nil && nl.startUID == uid {
+		nl.cancelStart(cause)
+		return true, true
+	}
+	return false, true
+}
+
+// setStartUID records the UID of the pod the Start holding key's lock
+// created or adopted.
+func (l *nameLocks) setStartUID(key string, uid types.UID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if nl := l.m[key]; nl != nil && nl.cancelStart != nil {
+		nl.startUID = uid
+	}
 }
 
 // tryLock acquires key's lock only if no operation holds or waits for it;

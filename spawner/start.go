@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -12,9 +14,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/events"
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // maxWarningEvents is how many Warning events a StartError carries.
@@ -118,6 +122,13 @@ func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeo
 // failure's reason and message come from the status and never wait.
 const warningGrace = time.Second
 
+// setUID records the UID of the pod this start created or adopted, here
+// and in its name lock (a Stop with that UID cancels this start).
+func (a *attempt) setUID(uid types.UID) {
+	a.uid = uid
+	a.s.locks.setStartUID(lockKey(a.want.Namespace, a.want.Name), uid)
+}
+
 // attachWarnings sets se.Events to the pod's last Warning events, waiting
 // up to warningGrace for one when a fail-fast reason has none yet.
 func (a *attempt) attachWarnings(ctx context.Context, se *StartError) {
@@ -201,15 +212,18 @@ func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
 	b := a.s.opts.CreateBackoff()
 	b.Reset()
 	for {
-		created, err := pods.Create(ctx, a.want.DeepCopy(), metav1.CreateOptions{})
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx) // nothing sent: not ambiguous
+		}
+		created, sent, err := a.create(ctx, pods)
 		if err == nil {
-			a.uid = created.UID
+			a.setUID(created.UID)
 			a.s.opts.Pods.ExpectWrite(created) // the cache must see it: a canary
 			logger.V(2).Info("Pod created", "uid", created.UID, "rv", created.ResourceVersion)
 			return created, nil
 		}
 		if ctx.Err() != nil {
-			a.ambiguous = a.ambiguous || maybeCreated(err)
+			a.ambiguous = a.ambiguous || maybeCreated(err, sent)
 			return nil, err
 		}
 		if apierrors.IsAlreadyExists(err) {
@@ -222,7 +236,7 @@ func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
 				continue // the old pod is gone: create again
 			}
 		} else if !isTransient(err) {
-			if maybeCreated(err) {
+			if maybeCreated(err, sent) {
 				// Not an answer of the API server (a 201 whose body could
 				// not be read, for instance): the pod may exist. Not
 				// retried, but not a rejection either; cleanup looks for it.
@@ -231,7 +245,7 @@ func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
 			}
 			return nil, &StartError{Reason: ErrRejected, Err: err}
 		}
-		a.ambiguous = a.ambiguous || maybeCreated(err)
+		a.ambiguous = a.ambiguous || maybeCreated(err, sent)
 		d := b.NextBackOff()
 		if d == backoff.Stop {
 			return nil, &StartError{Reason: ErrCreateFailed, Message: "retries exhausted", Err: err}
@@ -246,6 +260,27 @@ func (a *attempt) ensure(ctx context.Context) (*corev1.Pod, error) {
 	}
 }
 
+// create sends one create and reports, from an HTTP trace, whether the
+// request was written to a connection: a create cancelled before that
+// cannot have created anything, so its cleanup need not look for a pod.
+func (a *attempt) create(ctx context.Context, pods typedcorev1.PodInterface) (*corev1.Pod, createSent, error) {
+	var transport, wrote atomic.Bool
+	trace := &httptrace.ClientTrace{
+		GetConn:      func(string) { transport.Store(true) },
+		WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) },
+	}
+	created, err := pods.Create(httptrace.WithClientTrace(ctx, trace), a.want.DeepCopy(), metav1.CreateOptions{})
+	switch {
+	case wrote.Load():
+		return created, sent, err
+	case transport.Load() || ctx.Err() != nil:
+		// The HTTP transport was asked but never wrote the request, or the
+		// context ended before it was even asked.
+		return created, notSent, err
+	}
+	return created, sentUnknown, err // no HTTP transport (a fake clientset)
+}
+
 // resolveExisting inspects, through the API server, the pod that made the
 // create fail with AlreadyExists. It returns the pod to wait for, or nil
 // and nil error to create again, or an error.
@@ -255,12 +290,13 @@ func (a *attempt) resolveExisting(ctx context.Context) (*corev1.Pod, error) {
 	pod, err := pods.Get(ctx, a.want.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
+		a.s.decidedAbsent(reflector.SourceAPI)
 		return nil, nil // gone in between
 	case err != nil:
 		return nil, err
 	case pod.Annotations[AnnotationStartID] == a.startID:
 		// An earlier create of this very start succeeded behind an error.
-		a.uid = pod.UID
+		a.setUID(pod.UID)
 		return pod, nil
 	case !a.ours(pod):
 		return nil, &StartError{Reason: ErrNameConflict, UID: pod.UID,
@@ -281,7 +317,8 @@ func (a *attempt) resolveExisting(ctx context.Context) (*corev1.Pod, error) {
 		return nil, nil
 	case a.s.opts.AdoptRunning:
 		logger.Info("Adopting the existing pod", "uid", pod.UID)
-		a.uid, a.adopted = pod.UID, true
+		a.setUID(pod.UID)
+		a.adopted = true
 		return pod, nil
 	default:
 		return nil, &StartError{Reason: ErrAlreadyRunning, UID: pod.UID, Message: fmt.Sprintf("phase %s", pod.Status.Phase)}
@@ -359,6 +396,7 @@ func (a *attempt) observe(ctx context.Context, useCache bool) (*corev1.Pod, erro
 	pod, err := a.s.opts.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
+		a.s.decidedAbsent(reflector.SourceAPI)
 		return nil, &StartError{Reason: ErrDeletedExternally, Message: "the API server has no such pod"}
 	case err != nil:
 		if ctx.Err() != nil {
@@ -367,6 +405,7 @@ func (a *attempt) observe(ctx context.Context, useCache bool) (*corev1.Pod, erro
 		klog.FromContext(ctx).V(2).Info("Live GET failed; will retry", "err", err)
 		return nil, nil
 	case pod.UID != a.uid:
+		a.s.decidedAbsent(reflector.SourceAPI)
 		return nil, &StartError{Reason: ErrDeletedExternally, Message: fmt.Sprintf("replaced by pod UID %s", pod.UID)}
 	case pod.DeletionTimestamp != nil:
 		return nil, &StartError{Reason: ErrDeletedExternally, Message: "pod is being deleted"}
@@ -470,7 +509,7 @@ func (a *attempt) cleanup(parent context.Context) (deleted bool, err error) {
 		if uid, err = a.findAmbiguous(parent); err != nil {
 			return false, err
 		}
-		a.uid = uid
+		a.setUID(uid)
 	}
 	ctx, cancel := s.withTimeout(context.WithoutCancel(parent), s.opts.StopTimeout, ErrStopTimeout)
 	defer cancel()

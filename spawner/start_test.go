@@ -2,10 +2,13 @@ package spawner
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -616,14 +619,58 @@ func TestStartReadErrorAfterCreateIsCleanedUp(t *testing.T) {
 func TestMaybeCreated(t *testing.T) {
 	for code := 400; code < 500; code++ {
 		err := apierrors.NewGenericServerResponse(code, "POST", corev1.Resource("pods"), "x", "", 0, false)
-		assert.False(t, maybeCreated(err), "%d: the API server refused", code)
+		assert.False(t, maybeCreated(err, sent), "%d: the API server refused", code)
 	}
 	for _, err := range []error{
 		apierrors.NewInternalError(errors.New("x")), apierrors.NewServiceUnavailable("x"),
 		apierrors.NewServerTimeout(corev1.Resource("pods"), "create", 1), apierrors.NewTimeoutError("x", 1),
 		errors.New("unexpected error when reading response body"), syscall.ECONNRESET,
 	} {
-		assert.True(t, maybeCreated(err), "%v", err)
+		assert.True(t, maybeCreated(err, sent), "%v", err)
+		assert.True(t, maybeCreated(err, sentUnknown), "%v", err)
+	}
+	// Never written: a cancel or a refused dial before the request left.
+	for _, err := range []error{context.Canceled, context.DeadlineExceeded, &url.Error{Op: "Post", URL: "https://x", Err: syscall.ECONNREFUSED}} {
+		assert.False(t, maybeCreated(err, notSent), "%v", err)
+		assert.True(t, maybeCreated(err, sent), "%v: written, so it may have arrived", err)
+	}
+	// Transport errors that never reach the server, sent or not.
+	for _, err := range permanentTransportErrors() {
+		assert.False(t, maybeCreated(err, sentUnknown), "%v", err)
+	}
+}
+
+// permanentTransportErrors are errors no retry can fix: the request never
+// reached the API server.
+func permanentTransportErrors() []error {
+	return []error{
+		&url.Error{Op: "Post", URL: "https://api", Err: x509.UnknownAuthorityError{}},
+		&url.Error{Op: "Post", URL: "https://api", Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "api"}},
+		&url.Error{Op: "Post", URL: "https://api", Err: &tls.CertificateVerificationError{Err: errors.New("expired")}},
+		&url.Error{Op: "Post", URL: "https://api", Err: &net.DNSError{Err: "no such host", Name: "api", IsNotFound: true}},
+		&url.Error{Op: "Post", URL: "ftp://api", Err: errors.New("unsupported protocol scheme \"ftp\"")},
+	}
+}
+
+// TestPermanentTransportErrorsAreNotRetried: a certificate or DNS error is
+// neither retried for the create's whole budget nor taken for an
+// ambiguous create: the start fails at once, with nothing to clean up.
+func TestPermanentTransportErrorsAreNotRetried(t *testing.T) {
+	for _, perm := range permanentTransportErrors() {
+		assert.False(t, isTransient(perm), "%v", perm)
+		creates := 0
+		f := newFixture(t, nil)
+		f.client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			creates++
+			return true, nil, perm
+		})
+		_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+		require.ErrorIs(t, err, ErrRejected, "%v", perm)
+		assert.NotErrorIs(t, err, ErrCleanupFailed)
+		assert.Equal(t, 1, creates, "not retried: %v", perm)
+	}
+	for _, tr := range []error{syscall.ECONNRESET, &url.Error{Op: "Post", URL: "https://x", Err: syscall.ECONNREFUSED}, &net.OpError{Op: "dial", Err: errors.New("i/o timeout")}} {
+		assert.True(t, isTransient(tr), "%v", tr)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // StopOptions tunes one Stop.
@@ -63,19 +65,35 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	defer cancel()
 
 	key := lockKey(namespace, name)
-	if s.locks.cancelStart(key, ErrStopRequested) {
-		logger.Info("Stop cancels the start in progress")
-	}
-	unlock, err := s.locks.lock(tctx, key, nil)
-	if err != nil {
-		if errors.Is(err, ErrStopTimeout) {
-			s.metrics.stops.WithLabelValues("timeout").Inc()
-		} else {
-			s.metrics.stops.WithLabelValues("error").Inc()
+	takeLock := true
+	if opts.UID == "" {
+		if s.locks.cancelStart(key, ErrStopRequested) {
+			logger.Info("Stop cancels the start in progress")
 		}
-		return fmt.Errorf("spawner: stop %s/%s: waiting for the operation in progress: %w", namespace, name, err)
+	} else {
+		// A Stop of pod UID stops that pod, never a successor: only a
+		// Start that created or adopted that very pod is cancelled. An
+		// operation on another pod of the name (a Start creating the
+		// next one) is neither cancelled nor waited for: the UID
+		// precondition of the DELETE already keeps its pod safe.
+		cancelled, busy := s.locks.cancelStartOf(key, opts.UID, ErrStopRequested)
+		if cancelled {
+			logger.Info("Stop cancels the start of this pod")
+		}
+		takeLock = cancelled || !busy
 	}
-	defer unlock()
+	if takeLock {
+		unlock, err := s.locks.lock(tctx, key, nil)
+		if err != nil {
+			if errors.Is(err, ErrStopTimeout) {
+				s.metrics.stops.WithLabelValues("timeout").Inc()
+			} else {
+				s.metrics.stops.WithLabelValues("error").Inc()
+			}
+			return fmt.Errorf("spawner: stop %s/%s: waiting for the operation in progress: %w", namespace, name, err)
+		}
+		defer unlock()
+	}
 
 	alreadyGone, err := s.deleteAndConfirm(tctx, namespace, name, opts.UID, grace)
 	if err == nil {
@@ -134,12 +152,14 @@ func (s *Spawner) deleteAndConfirm(ctx context.Context, namespace, name string, 
 			break
 		}
 		if apierrors.IsNotFound(err) {
+			s.decidedAbsent(reflector.SourceAPI)
 			return true, nil
 		}
 		if apierrors.IsConflict(err) && uid != "" {
 			// The precondition failed: the name may belong to a successor.
 			pod, gerr := pods.Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(gerr) || (gerr == nil && pod.UID != uid) {
+				s.decidedAbsent(reflector.SourceAPI)
 				return true, nil
 			}
 			err = errors.Join(err, gerr)
@@ -155,6 +175,7 @@ func (s *Spawner) deleteAndConfirm(ctx context.Context, namespace, name string, 
 		// Without a precondition, find out which pod is left terminating.
 		pod, err := s.liveGet(ctx, namespace, name)
 		if apierrors.IsNotFound(err) {
+			s.decidedAbsent(reflector.SourceAPI)
 			return false, nil
 		}
 		if err != nil {
@@ -184,6 +205,7 @@ func (s *Spawner) waitGone(ctx context.Context, namespace, name string, uid type
 		if live {
 			pod, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) || (err == nil && pod.UID != uid) {
+				s.decidedAbsent(reflector.SourceAPI)
 				return nil
 			}
 			if err == nil {

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
@@ -107,6 +108,70 @@ func TestStopCancelsStart(t *testing.T) {
 	})
 	<-created
 	require.NoError(t, f.sp.Stop(t.Context(), testNS, name, StopOptions{}))
+	wg.Wait()
+	require.ErrorIs(t, startErr, ErrStopRequested)
+	assert.False(t, f.podExists(t, name))
+}
+
+// TestLateStopNeverStopsASuccessor: a Stop carrying the UID of an earlier
+// pod (late, or retried) arrives while a Start creates the next pod of the
+// name: the Start is not cancelled, its pod stays, and the Stop returns at
+// once (the earlier pod is gone).
+func TestLateStopNeverStopsASuccessor(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.StartTimeout = time.Minute })
+	created := make(chan struct{})
+	var once sync.Once
+	f.client.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() { close(created) })
+		return false, nil, nil
+	})
+	fakeKubelet(t, f.client, 300*time.Millisecond, setReady)
+	name, _ := PodName("kubespawn", "alice")
+	var res *Result
+	var startErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		res, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	})
+	<-created
+	stopCtx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, f.sp.Stop(stopCtx, testNS, name, StopOptions{UID: "uid-of-an-earlier-pod"}), "the earlier pod is gone")
+	wg.Wait()
+	require.NoError(t, startErr, "the successor's start goes on")
+	assert.True(t, f.podExists(t, name))
+	assert.NotEqual(t, types.UID("uid-of-an-earlier-pod"), res.UID)
+
+	// A Stop with the successor's own UID does stop it.
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, name, StopOptions{UID: res.UID}))
+	assert.False(t, f.podExists(t, name))
+}
+
+// TestStopWithTheStartsUIDCancelsIt: a Stop carrying the UID of the pod a
+// Start is still waiting for cancels that Start, which deletes its pod.
+func TestStopWithTheStartsUIDCancelsIt(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.StartTimeout = time.Minute })
+	uids := make(chan types.UID, 1)
+	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		pod.UID = randUID()
+		uids <- pod.UID
+		return false, nil, nil
+	})
+	name, _ := PodName("kubespawn", "alice")
+	var startErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	})
+	uid := <-uids
+	require.Eventually(t, func() bool {
+		f.sp.locks.mu.Lock()
+		defer f.sp.locks.mu.Unlock()
+		nl := f.sp.locks.m[lockKey(testNS, name)]
+		return nl != nil && nl.startUID == uid
+	}, 5*time.Second, time.Millisecond)
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, name, StopOptions{UID: uid}))
 	wg.Wait()
 	require.ErrorIs(t, startErr, ErrStopRequested)
 	assert.False(t, f.podExists(t, name))
@@ -221,4 +286,24 @@ func TestStopTimeoutCoversLockWait(t *testing.T) {
 	require.ErrorIs(t, err, ErrStopTimeout)
 	assert.Less(t, time.Since(begin), 5*time.Second)
 	assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.stops.WithLabelValues("timeout")))
+}
+
+// TestAbsenceIsDecidedOnTheAPIServersWord: every decision that a pod is
+// gone is counted with the source of the answer it rests on. A cache that
+// lies (claims NotFound for a running pod) changes nothing: the decision
+// still rests on the API server.
+func TestAbsenceIsDecidedOnTheAPIServersWord(t *testing.T) {
+	running := existing("alice", setReady)
+	f := newFixture(t, nil, running)
+	f.cache.lie.Store(true)
+	st, err := f.sp.Poll(t.Context(), testNS, running.Name)
+	require.NoError(t, err)
+	assert.Equal(t, StateRunning, st.State, "the lie is not believed")
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, running.Name, StopOptions{}))
+	st, err = f.sp.Poll(t.Context(), testNS, running.Name)
+	require.NoError(t, err)
+	assert.Equal(t, StateStopped, st.State)
+	got := f.sp.AbsenceDecisions()
+	assert.Positive(t, got[reflector.SourceAPI])
+	assert.Zero(t, got[reflector.SourceCache])
 }

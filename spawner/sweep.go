@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/tools/pager"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // SweepReason says why a sweep selected a pod (SweptPod.Reason, the
@@ -338,6 +340,7 @@ func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, clk clock.Passive
 	pod, err := s.liveGet(tctx, sp.Namespace, sp.Name)
 	switch {
 	case apierrors.IsNotFound(err):
+		s.decidedAbsent(reflector.SourceAPI)
 		return sp, skipGone, nil
 	case err != nil:
 		return sp, "", fmt.Errorf("re-reading the pod: %w", err)

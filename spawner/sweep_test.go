@@ -314,3 +314,40 @@ func TestSweepWithoutAPodCache(t *testing.T) {
 	require.Len(t, res.Deleted, 1)
 	assert.False(t, f.podExists(t, res.Deleted[0].Name))
 }
+
+// TestTwoServicesInOneNamespaceNeverSweepEachOther: each instance's
+// sweeper considers only its own pods, and elects its leader on a Lease of
+// its own, even when both take every pod they do not know for an orphan.
+func TestTwoServicesInOneNamespaceNeverSweepEachOther(t *testing.T) {
+	old := func(key, instance string) *corev1.Pod {
+		return existing(key, func(p *corev1.Pod) {
+			p.Labels[LabelInstance] = instance
+			p.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+		})
+	}
+	f := newFixture(t, func(o *Options) { o.Instance = "hub-a" }, old("ann", "hub-a"), old("ben", "hub-b"))
+	b, err := New(Options{Client: f.client, Pods: f.cache, Instance: "hub-b"})
+	require.NoError(t, err)
+	everyone := func(context.Context, *corev1.Pod) (SweepReason, error) { return SweepReasonOrphan, nil }
+	for _, sp := range []*Spawner{f.sp, b} {
+		res, err := sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, Select: everyone, MinAge: time.Minute})
+		require.NoError(t, err)
+		require.Len(t, res.Selected, 1)
+		assert.Contains(t, res.Selected[0].Key, map[string]string{"hub-a": "ann", "hub-b": "ben"}[sp.opts.Instance])
+	}
+	// Their sweepers' Leases differ.
+	for _, sp := range []*Spawner{f.sp, b} {
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() {
+			done <- sp.RunSweeper(ctx, SweeperOptions{Policy: SweepPolicy{Namespace: testNS, Select: everyone}, Interval: time.Hour, RetryPeriod: 10 * time.Millisecond})
+		}()
+		lease := "kubespawn-sweeper-" + sp.opts.Instance
+		require.Eventually(t, func() bool {
+			_, err := f.client.CoordinationV1().Leases(testNS).Get(t.Context(), lease, metav1.GetOptions{})
+			return err == nil
+		}, 10*time.Second, 10*time.Millisecond, "lease %s", lease)
+		cancel()
+		require.NoError(t, <-done)
+	}
+}
