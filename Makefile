@@ -18,7 +18,7 @@ VERSION_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 TOOLS_MOD := internal/tools/go.mod internal/tools/go.sum
 
-.PHONY: all tools test test-short demo bench localcluster vet fmt clean help
+.PHONY: all tools test test-short demo bench bench-scale localcluster vet fmt clean help
 
 all: test
 
@@ -47,8 +47,16 @@ test: tools ## run all tests, integration included, with -race
 demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 	$(GO) run ./examples/incident-replay
 
-bench: tools ## benchmarks against plain client-go (see BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./reflector/ ./events/
+bench: tools ## the performance table of BENCHMARKS.md at 1,000 and 10,000 pods, and the Go benchmarks
+	@mkdir -p out
+	set -o pipefail; $(GO) run ./internal/cmd/bench -sizes 1000,10000 -json out/bench.json | tee out/bench.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Get' -benchmem -count 6 -timeout 20m ./reflector/ | tee out/bench-get.txt
+	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col /impl out/bench-get.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 20m ./events/
+
+bench-scale: tools ## P3, P4, P8, P9 at 1,000, 10,000 and 100,000 pods (see BENCHMARKS.md)
+	@mkdir -p out
+	set -o pipefail; $(GO) run ./internal/cmd/bench -sizes 1000,10000,100000 -figures P3,P4,P8,P9 -json out/bench-scale.json | tee out/bench-scale.txt
 
 localcluster: tools ## start a local control plane + pod simulator and write a kubeconfig
 	$(GO) run ./internal/cmd/localcluster

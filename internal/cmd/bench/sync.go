@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	krt "k8s.io/apimachinery/pkg/runtime"
+	clientfeatures "k8s.io/client-go/features"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/pager"
+
+	"github.com/kubespawn/kubespawn/reflector"
+)
+
+// syncResult is one variant's medians at one size.
+type syncResult struct {
+	Sync    time.Duration
+	PerPod  float64 // heap bytes held per cached pod
+	Peak    float64 // heap peak during the sync above the heap before it
+	Samples int
+}
+
+// heapNow is the live heap after two collections.
+func heapNow() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// peakSampler samples HeapAlloc every 20 ms until stop, returning the
+// highest value seen.
+func peakSampler() (stop func() uint64) {
+	done := make(chan struct{})
+	var peak uint64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		var m runtime.MemStats
+		for {
+			runtime.ReadMemStats(&m)
+			peak = max(peak, m.HeapAlloc)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return func() uint64 { close(done); wg.Wait(); return peak }
+}
+
+// setWatchList switches client-go's WatchListClient feature (read when an
+// informer is created).
+func setWatchList(on bool) {
+	type setter interface {
+		Set(clientfeatures.Feature, bool) error
+	}
+	if s, ok := clientfeatures.FeatureGates().(setter); ok {
+		_ = s.Set(clientfeatures.WatchListClient, on)
+	}
+}
+
+// variant starts a cache of ns and returns once it has synced, with its
+// stop function.
+type variant struct {
+	name string
+	// attribution variants are timed only (P4's breakdown), once.
+	attribution bool
+	start       func(ctx context.Context, cfg *rest.Config, ns string, want int) (stop func(), err error)
+}
+
+func informerVariant(name string, transform cache.TransformFunc, json, watchList bool) variant {
+	return variant{name: name, attribution: json || !watchList, start: func(ctx context.Context, cfg *rest.Config, ns string, want int) (func(), error) {
+		setWatchList(watchList)
+		defer setWatchList(true)
+		c := rest.CopyConfig(cfg)
+		if json {
+			c.ContentType, c.AcceptContentTypes = "application/json", "application/json"
+		}
+		inf, stop := startInformer(kubernetes.NewForConfigOrDie(ownTransport(c)), ns, "", transform)
+		for !inf.HasSynced() {
+			if ctx.Err() != nil {
+				stop()
+				return nil, ctx.Err()
+			}
+			// The same 20 ms poll as reflector's WaitForSync.
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := len(inf.GetStore().ListKeys()); got != want {
+			stop()
+			return nil, fmt.Errorf("%s synced with %d pods, want %d", name, got, want)
+		}
+		return stop, nil
+	}}
+}
+
+// ownTransport gives cfg's clients a transport of their own (client-go
+// shares one per TLS config otherwise), as each kubespawn cache has.
+func ownTransport(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return c
+}
+
+// startInformer starts a plain SharedInformerFactory pod informer of ns
+// (and selector).
+func startInformer(client kubernetes.Interface, ns, selector string, transform cache.TransformFunc) (cache.SharedIndexInformer, func()) {
+	opts := []informers.SharedInformerOption{informers.WithNamespace(ns)}
+	if selector != "" {
+		opts = append(opts, informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	}
+	if transform != nil {
+		opts = append(opts, informers.WithTransform(transform))
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, opts...)
+	inf := f.Core().V1().Pods().Informer()
+	stop := make(chan struct{})
+	f.Start(stop)
+	return inf, func() { close(stop); f.Shutdown() }
+}
+
+func kubespawnVariant(name string, opts reflector.Options, watchList bool) variant {
+	return variant{name: name, attribution: !watchList, start: func(ctx context.Context, cfg *rest.Config, ns string, want int) (func(), error) {
+		setWatchList(watchList)
+		defer setWatchList(true)
+		pods, stop, err := startKubespawn(ctx, cfg, ns, "", opts)
+		if err == nil {
+			if got := pods.Status().Objects; got != want {
+				stop()
+				return nil, fmt.Errorf("%s synced with %d pods, want %d", name, got, want)
+			}
+		}
+		return stop, err
+	}}
+}
+
+// startKubespawn starts a factory with a pod cache of ns (and selector)
+// and waits for its sync.
+func startKubespawn(ctx context.Context, cfg *rest.Config, ns, selector string, opts reflector.Options) (*reflector.PodCache, func(), error) {
+	f, err := reflector.NewFactory(cfg, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	pods, err := f.Pods(reflector.Scope{Namespaces: []string{ns}, LabelSelector: selector})
+	if err != nil {
+		return nil, nil, err
+	}
+	f.Start(context.Background())
+	if err := f.WaitForCacheSync(ctx); err != nil {
+		f.Shutdown()
+		return nil, nil, err
+	}
+	return pods, f.Shutdown, nil
+}
+
+const (
+	vInformer      = "informer"
+	vInformerStrip = "informer + managedFields strip"
+	vSlim          = "kubespawn (slim, default)"
+	vFull          = "kubespawn FullPods"
+)
+
+// measureSync: P3 (heap per cached pod), P4 (initial sync), P8 (100,000
+// pods: heap, sync, peak) at n pods, each variant built and torn down in
+// turn, reps times, medians kept.
+func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c config) error {
+	variants := []variant{
+		informerVariant(vInformer, nil, false, true),
+		informerVariant(vInformerStrip, reflector.StripManagedFields, false, true),
+		kubespawnVariant(vSlim, reflector.Options{}, true),
+		kubespawnVariant(vFull, reflector.Options{FullPods: true}, true),
+		informerVariant("informer, WatchList off (paginated LIST)", nil, false, false),
+		kubespawnVariant("kubespawn, WatchList off", reflector.Options{}, false),
+		informerVariant("informer, JSON", nil, true, true),
+	}
+	reps := c.reps
+	if n >= 100000 {
+		reps = 1
+	}
+	samples := map[string][]syncResult{}
+	for rep := range reps {
+		for _, v := range variants {
+			if v.attribution && rep > 0 || v.name == "informer, JSON" && n >= 100000 {
+				continue // JSON at 100,000 pods: minutes and gigabytes, shown at the smaller sizes
+			}
+			before := heapNow()
+			peak := peakSampler()
+			start := time.Now()
+			stop, err := v.start(ctx, e.cfg, ns, n)
+			d := time.Since(start)
+			p := peak()
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			after := heapNow()
+			stop()
+			s := syncResult{Sync: d, PerPod: float64(int64(after)-int64(before)) / float64(n), Peak: float64(int64(p) - int64(before))}
+			samples[v.name] = append(samples[v.name], s)
+			logf("  %d pods, %s: sync %s, %s/pod, peak +%s", n, v.name, ms(d), kb(s.PerPod), kb(s.Peak))
+		}
+	}
+	med := map[string]syncResult{}
+	for name, ss := range samples {
+		var syncs []time.Duration
+		var per, peak []float64
+		for _, s := range ss {
+			syncs, per, peak = append(syncs, s.Sync), append(per, s.PerPod), append(peak, s.Peak)
+		}
+		med[name] = syncResult{Sync: median(syncs), PerPod: medianF(per), Peak: medianF(peak), Samples: len(ss)}
+	}
+	if r.syncs == nil {
+		r.syncs = map[int]map[string]syncResult{}
+	}
+	r.syncs[n] = med
+
+	// Pagination: the LIST alone, as one response and in pages of 500.
+	lists := map[string]time.Duration{}
+	for _, l := range []struct {
+		name  string
+		json  bool
+		limit int64
+		rv    string
+	}{
+		{"LIST protobuf, one response (watch cache, RV=0)", false, 0, "0"},
+		{"LIST protobuf, pages of 500 (consistent)", false, 500, ""},
+		{"LIST JSON, one response (watch cache, RV=0)", true, 0, "0"},
+	} {
+		if l.json && n >= 100000 {
+			continue
+		}
+		cfg := rest.CopyConfig(e.cfg)
+		if l.json {
+			cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
+		}
+		client := kubernetes.NewForConfigOrDie(cfg)
+		start := time.Now()
+		p := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (krt.Object, error) {
+			return client.CoreV1().Pods(ns).List(ctx, opts)
+		}))
+		p.PageSize = l.limit
+		items := 0
+		err := p.EachListItem(ctx, metav1.ListOptions{ResourceVersion: l.rv, Limit: l.limit}, func(krt.Object) error { items++; return nil })
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+		lists[l.name] = time.Since(start)
+		logf("  %d pods, %s: %s (%d items)", n, l.name, ms(lists[l.name]), items)
+	}
+	runtime.GC()
+
+	inf, slim, full, strip := med[vInformer], med[vSlim], med[vFull], med[vInformerStrip]
+	size := fmt.Sprintf("%d pods", n)
+	r.add(row{ID: "P3", Figure: "heap per cached pod, " + size,
+		Value:    fmt.Sprintf("%s (FullPods %s)", kb(slim.PerPod), kb(full.PerPod)),
+		Baseline: fmt.Sprintf("%s (with a managedFields strip %s)", kb(inf.PerPod), kb(strip.PerPod)),
+		Ratio:    ratio(slim.PerPod, inf.PerPod) + " (FullPods " + ratio(full.PerPod, inf.PerPod) + ")",
+		Goal:     "≤ 0.33×", Met: met(slim.PerPod*3 <= inf.PerPod)})
+	r.add(row{ID: "P4", Figure: "initial sync, " + size,
+		Value:    fmt.Sprintf("%s (FullPods %s)", ms(slim.Sync), ms(full.Sync)),
+		Baseline: ms(inf.Sync),
+		Ratio:    ratio(float64(slim.Sync), float64(inf.Sync)),
+		Goal:     "≤ 1.0×", Met: met(slim.Sync <= inf.Sync)})
+	r.notef("P4 at %d pods, what contributes (one run each): informer WatchList (default, protobuf) %s; informer with WatchList off, i.e. a paginated LIST then a watch, %s; kubespawn with WatchList off %s; informer over JSON %s; the LIST alone: %s",
+		n, ms(inf.Sync), ms(med["informer, WatchList off (paginated LIST)"].Sync), ms(med["kubespawn, WatchList off"].Sync), ms(med["informer, JSON"].Sync),
+		fmt.Sprintf("protobuf in one response %s, protobuf in pages of 500 %s, JSON in one response %s",
+			ms(lists["LIST protobuf, one response (watch cache, RV=0)"]), ms(lists["LIST protobuf, pages of 500 (consistent)"]), ms(lists["LIST JSON, one response (watch cache, RV=0)"])))
+	r.notef("P3/P4/P8 at %d pods: medians of %d runs; heap peak during the sync above the heap before it: kubespawn %s, FullPods %s, informer %s, informer + strip %s",
+		n, slim.Samples, kb(slim.Peak), kb(full.Peak), kb(inf.Peak), kb(strip.Peak))
+	if n >= 100000 {
+		heap := slim.PerPod * float64(n)
+		r.add(row{ID: "P8", Figure: fmt.Sprintf("%d pods in one reflector: heap / sync / peak during sync", n),
+			Value:    fmt.Sprintf("%s / %s / %s", kb(heap), ms(slim.Sync), kb(slim.Peak)),
+			Baseline: fmt.Sprintf("%s / %s / %s", kb(inf.PerPod*float64(n)), ms(inf.Sync), kb(inf.Peak)),
+			Ratio:    fmt.Sprintf("heap %s, sync %s, peak %s", ratio(slim.PerPod, inf.PerPod), ratio(float64(slim.Sync), float64(inf.Sync)), ratio(slim.Peak, inf.Peak)),
+			Goal:     "heap ≤ 0.5 GB, sync ≤ 20 s (2 cores)", Met: met(heap <= 0.5e9 && slim.Sync <= 20*time.Second)})
+	}
+	return nil
+}
+
+// growth: P9, per-pod heap and sync time per 1,000 pods at each size.
+func (r *results) growth(sizes []int) {
+	if len(sizes) < 2 {
+		return
+	}
+	val, base := "", ""
+	for _, n := range sizes {
+		m := r.syncs[n]
+		if m == nil {
+			continue
+		}
+		s, i := m[vSlim], m[vInformer]
+		val += fmt.Sprintf("%dk: %s/pod, %s/1k pods; ", n/1000, kb(s.PerPod), ms(s.Sync/time.Duration(max(n/1000, 1))))
+		base += fmt.Sprintf("%dk: %s/pod, %s/1k pods; ", n/1000, kb(i.PerPod), ms(i.Sync/time.Duration(max(n/1000, 1))))
+	}
+	first, last := r.syncs[sizes[0]], r.syncs[sizes[len(sizes)-1]]
+	if first == nil || last == nil {
+		return
+	}
+	k := float64(sizes[len(sizes)-1]) / float64(sizes[0])
+	heapGrowth := last[vSlim].PerPod * float64(sizes[len(sizes)-1]) / (first[vSlim].PerPod * float64(sizes[0]))
+	syncGrowth := float64(last[vSlim].Sync) / float64(first[vSlim].Sync)
+	infHeap := last[vInformer].PerPod * float64(sizes[len(sizes)-1]) / (first[vInformer].PerPod * float64(sizes[0]))
+	infSync := float64(last[vInformer].Sync) / float64(first[vInformer].Sync)
+	r.add(row{ID: "P9", Figure: fmt.Sprintf("cost growth %dk → %dk pods (×%.0f)", sizes[0]/1000, sizes[len(sizes)-1]/1000, k),
+		Value:    fmt.Sprintf("%sheap ×%.1f, sync ×%.1f", val, heapGrowth, syncGrowth),
+		Baseline: fmt.Sprintf("%sheap ×%.1f, sync ×%.1f", base, infHeap, infSync),
+		Ratio:    fmt.Sprintf("heap growth / pod growth %.2f, sync %.2f", heapGrowth/k, syncGrowth/k),
+		Goal:     "linear", Met: met(heapGrowth/k <= 1.25 && syncGrowth/k <= 1.25)})
+}
