@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -64,6 +63,7 @@ type options struct {
 	selector        string
 	listen          string
 	tokenFile       string
+	streams         service.StreamLimits
 	stallTimeout    time.Duration
 	failureTimeout  time.Duration
 	shutdownTimeout time.Duration
@@ -76,8 +76,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "path to a kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.Var(&o.namespaces, "namespace", "namespace to watch (repeatable, or comma-separated)")
 	fs.StringVar(&o.selector, "selector", "", "label selector of the pods to watch, e.g. component=singleuser-server")
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:8081", "address to serve HTTP on (loopback by default)")
-	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token that enables DELETE /pods/{namespace}/{name}; DELETE is not served without it")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8081", "address to serve HTTP on (loopback by default; any other address needs --token-file)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token that every pod route requires and that enables DELETE /pods/{namespace}/{name}; without it the sidecar serves loopback only, and no DELETE")
+	fs.IntVar(&o.streams.Max, "max-streams", service.DefaultMaxStreams, "event streams open at once, in all (0: no cap); more get 429")
+	fs.IntVar(&o.streams.PerClient, "max-streams-per-client", service.DefaultMaxStreamsPerClient, "event streams open at once from one client IP (0: no cap); more get 429")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
 	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long recovery may fail before the sidecar exits non-zero to be restarted")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "grace period for in-flight requests on SIGTERM")
@@ -97,25 +99,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.failureTimeout <= 0 || o.shutdownTimeout <= 0 {
 		return nil, errors.New("--failure-timeout and --shutdown-timeout must be positive")
 	}
+	if o.streams.Max < 0 || o.streams.PerClient < 0 {
+		return nil, errors.New("--max-streams and --max-streams-per-client must not be negative")
+	}
 	return o, nil
 }
 
 // readToken reads the bearer token file. An unreadable or empty file is an
-// error: DELETE is never silently disabled when a token file was given.
-func readToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if tok == "" {
-		return "", fmt.Errorf("--token-file %s is empty", path)
-	}
-	return tok, nil
-}
+// error: authentication is never silently disabled when a file was given.
+var readToken = service.ReadTokenFile
 
 // run is the whole program: it returns nil after a graceful shutdown (ctx
 // ended: SIGTERM or SIGINT), and an error, which main turns into exit
@@ -130,6 +122,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	ctx = klog.NewContext(ctx, logger)
 	token, err := readToken(o.tokenFile)
 	if err != nil {
+		return err
+	}
+	if err := service.CheckListen(o.listen, service.NewAuth(token)); err != nil {
 		return err
 	}
 	cfg, err := service.RESTConfig(o.kubeconfig)
@@ -162,6 +157,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Namespaces: o.namespaces.values,
 		Selector:   o.selector,
 		Token:      token,
+		Streams:    o.streams,
 		Metrics:    metrics,
 		Logger:     &logger,
 	})
@@ -172,17 +168,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: the events endpoint streams for as long as a
-		// pod starts.
-	}
+	// Every timeout set; the event streams extend their write deadline
+	// before each write. On loopback, the Host header must be loopback.
+	hs := service.NewHTTPServer(o.listen, srv.Handler())
 	hs.RegisterOnShutdown(srv.CloseStreams)
 	f.Start(context.WithoutCancel(ctx)) // stopped by the deferred Shutdown, after the HTTP server
 	logger.Info("Serving", "address", ln.Addr().String(), "namespaces", o.namespaces.values, "selector", o.selector,
-		"stallTimeout", o.stallTimeout, "deleteEnabled", token != "")
+		"stallTimeout", o.stallTimeout, "authenticated", token != "", "maxStreams", o.streams.Max, "maxStreamsPerClient", o.streams.PerClient)
 	return service.Run(ctx, hs, ln, o.shutdownTimeout, failed)
 }
 

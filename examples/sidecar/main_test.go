@@ -82,6 +82,9 @@ type sidecar struct {
 	srv  *Server
 	url  string
 	logs *logBuffer
+	// token is the Config's: get and openSSE send it (the pod routes
+	// require it when it is set).
+	token string
 }
 
 // startSidecar runs a Server for cfg on a factory over restCfg (nil: the
@@ -115,7 +118,7 @@ func startSidecar(t *testing.T, restCfg *rest.Config, cfg Config) *sidecar {
 			t.Logf("sidecar logs:\n%s", logs.String())
 		}
 	})
-	return &sidecar{t: t, srv: srv, url: ts.URL, logs: logs}
+	return &sidecar{t: t, srv: srv, url: ts.URL, logs: logs, token: cfg.Token}
 }
 
 type response struct {
@@ -147,9 +150,19 @@ func (s *sidecar) do(method, path string, header http.Header) response {
 	return response{code: resp.StatusCode, header: resp.Header, body: body}
 }
 
+// bearer is the Authorization header of the sidecar's token (nil without
+// one).
+func (s *sidecar) bearer() http.Header {
+	if s.token == "" {
+		return nil
+	}
+	return http.Header{"Authorization": {"Bearer " + s.token}}
+}
+
+// get reads path with the sidecar's token, if it has one.
 func (s *sidecar) get(path string) response {
 	s.t.Helper()
-	return s.do(http.MethodGet, path, nil)
+	return s.do(http.MethodGet, path, s.bearer())
 }
 
 // waitReady waits until /readyz answers 200.
@@ -182,6 +195,9 @@ func (s *sidecar) openSSE(path string) *sseStream {
 	ctx, cancel := context.WithCancel(s.t.Context())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+path, nil)
 	require.NoError(s.t, err)
+	for k, v := range s.bearer() {
+		req.Header[k] = v
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(s.t, err)
 	require.Equal(s.t, http.StatusOK, resp.StatusCode)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
@@ -38,9 +37,13 @@ type Config struct {
 	Namespaces []string
 	// Selector is the label selector of the pods to watch ("" for all).
 	Selector string
-	// Token, if not empty, enables DELETE /pods/{namespace}/{name} for
-	// requests carrying "Authorization: Bearer <Token>".
+	// Token, if not empty, is required ("Authorization: Bearer <Token>")
+	// by every route that reads or deletes pods, and enables
+	// DELETE /pods/{namespace}/{name}. Without it the pod routes are
+	// unauthenticated and run must listen on loopback only.
 	Token string
+	// Streams caps the event streams open at once (0: no cap).
+	Streams service.StreamLimits
 	// APITimeout bounds each request this server makes to the API server
 	// on behalf of an HTTP client (0: 30s).
 	APITimeout time.Duration
@@ -69,8 +72,9 @@ type Server struct {
 	stream  eventStreamer
 	client  kubernetes.Interface // for DELETE, never cached
 	handler http.Handler
-	// tokenSum is the SHA-256 of the token; nil when DELETE is disabled.
-	tokenSum []byte
+	auth    service.Auth
+	scope   labels.Selector // --selector: pods outside it are never served or deleted
+	streams *service.StreamLimiter
 
 	// done is closed by CloseStreams: it ends every SSE stream so that
 	// http.Server.Shutdown does not wait for them.
@@ -92,7 +96,8 @@ func newServer(cfg Config) (*Server, error) {
 	if len(cfg.Namespaces) == 0 {
 		return nil, errors.New("sidecar: at least one namespace is needed")
 	}
-	if _, err := labels.Parse(cfg.Selector); err != nil {
+	scope, err := labels.Parse(cfg.Selector)
+	if err != nil {
 		return nil, fmt.Errorf("sidecar: bad --selector %q: %w", cfg.Selector, err)
 	}
 	if cfg.APITimeout == 0 {
@@ -104,15 +109,11 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, logger: klog.Background(), done: make(chan struct{}), client: cfg.Factory.Client()}
+	s := &Server{cfg: cfg, logger: klog.Background(), done: make(chan struct{}), client: cfg.Factory.Client(),
+		auth: service.NewAuth(cfg.Token), scope: scope, streams: service.NewStreamLimiter(cfg.Streams)}
 	if cfg.Logger != nil {
 		s.logger = *cfg.Logger
 	}
-	if cfg.Token != "" {
-		sum := sha256.Sum256([]byte(cfg.Token))
-		s.tokenSum = sum[:]
-	}
-	var err error
 	if s.pods, err = cfg.Factory.Pods(reflector.Scope{Namespaces: cfg.Namespaces, LabelSelector: cfg.Selector}); err != nil {
 		return nil, fmt.Errorf("sidecar: pod cache: %w", err)
 	}
@@ -133,16 +134,19 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /pods", s.listPods)
+	// Every route that reads or deletes pods needs the token (when one is
+	// configured); health, status and metrics hold no pod data.
+	pods := func(h http.HandlerFunc) http.Handler { return s.auth.Require("kubespawn-sidecar", h) }
+	mux.Handle("GET /pods", pods(s.listPods))
 	mux.Handle("/pods", service.MethodNotAllowed("GET, HEAD"))
-	mux.HandleFunc("GET /pods/{namespace}/{name}", s.getPod)
+	mux.Handle("GET /pods/{namespace}/{name}", pods(s.getPod))
 	podMethods := "GET, HEAD"
-	if s.tokenSum != nil {
-		mux.HandleFunc("DELETE /pods/{namespace}/{name}", s.deletePod)
+	if s.auth.Enabled() {
+		mux.Handle("DELETE /pods/{namespace}/{name}", pods(s.deletePod))
 		podMethods = "GET, HEAD, DELETE"
 	}
 	mux.Handle("/pods/{namespace}/{name}", service.MethodNotAllowed(podMethods))
-	mux.HandleFunc("GET /pods/{namespace}/{name}/events", s.podEvents)
+	mux.Handle("GET /pods/{namespace}/{name}/events", pods(s.streams.Limit(s.podEvents)))
 	mux.Handle("/pods/{namespace}/{name}/events", service.MethodNotAllowed("GET, HEAD"))
 	for path, h := range map[string]http.HandlerFunc{
 		"/status": s.status, "/readyz": service.Readyz(s.cfg.Factory), "/livez": service.Livez(s.cfg.Factory),
@@ -173,14 +177,45 @@ type listResponse struct {
 type errorResponse struct {
 	Source reflector.Source `json:"source,omitempty"`
 	Error  string           `json:"error"`
+	// OutOfScope: the pod exists but is outside --selector (403).
+	OutOfScope bool `json:"outOfScope,omitempty"`
 }
 
 func (s *Server) apiContext(r *http.Request) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.Context(), s.cfg.APITimeout)
 }
 
+// podRef reads and checks the {namespace} and {name} of the path: names
+// the API server would reject are a 400 here, not an API error.
+func (s *Server) podRef(w http.ResponseWriter, r *http.Request) (ns, name string, ok bool) {
+	ns, name = r.PathValue("namespace"), r.PathValue("name")
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad namespace %q: %s", ns, strings.Join(errs, "; ")))
+		return "", "", false
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad pod name %q: %s", name, strings.Join(errs, "; ")))
+		return "", "", false
+	}
+	return ns, name, true
+}
+
+// outOfScope answers 403 for a pod that exists but is outside --selector:
+// never served, never deleted, and never a 404 (it is not gone).
+func (s *Server) outOfScope(w http.ResponseWriter, pod *corev1.Pod) bool {
+	if s.scope.Matches(labels.Set(pod.Labels)) {
+		return false
+	}
+	writeJSON(w, http.StatusForbidden, errorResponse{Source: reflector.SourceAPI, OutOfScope: true,
+		Error: fmt.Sprintf("pod %s/%s exists but is outside this sidecar's scope (--selector %q)", pod.Namespace, pod.Name, s.cfg.Selector)})
+	return true
+}
+
 func (s *Server) getPod(w http.ResponseWriter, r *http.Request) {
-	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	ns, name, ok := s.podRef(w, r)
+	if !ok {
+		return
+	}
 	ctx, cancel := s.apiContext(r)
 	defer cancel()
 	pod, src, err := s.pods.Get(ctx, ns, name)
@@ -188,11 +223,18 @@ func (s *Server) getPod(w http.ResponseWriter, r *http.Request) {
 		s.writeReadError(w, src, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, podResponse{Source: src, Pod: withTypeMeta(pod)})
+	if s.outOfScope(w, pod) {
+		return
+	}
+	writeJSON(w, http.StatusOK, podResponse{Source: src, Pod: podView(pod)})
 }
 
 func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if ns := q.Get("namespace"); ns != "" && len(validation.IsDNS1123Label(ns)) > 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad namespace %q", ns))
+		return
+	}
 	sel, err := labels.Parse(q.Get("selector"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad selector: %v", err))
@@ -207,7 +249,7 @@ func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
 	}
 	items := make([]*corev1.Pod, 0, len(pods))
 	for _, p := range pods {
-		items = append(items, withTypeMeta(p))
+		items = append(items, podView(p))
 	}
 	slices.SortFunc(items, func(a, b *corev1.Pod) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
@@ -226,14 +268,6 @@ func (s *Server) writeReadError(w http.ResponseWriter, src reflector.Source, err
 	default:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	}
-}
-
-// withTypeMeta returns a shallow copy of p (cached objects are shared and
-// never modified) with apiVersion and kind set.
-func withTypeMeta(p *corev1.Pod) *corev1.Pod {
-	c := *p
-	c.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
-	return &c
 }
 
 // --- health ---
@@ -265,34 +299,21 @@ type deleteResponse struct {
 	AlreadyGone bool `json:"alreadyGone,omitempty"`
 }
 
-func (s *Server) authorized(r *http.Request) bool {
-	auth := r.Header.Get("Authorization")
-	const prefix = "Bearer "
-	if len(auth) <= len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
-		return false
-	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(auth[len(prefix):])))
-	return subtle.ConstantTimeCompare(got[:], s.tokenSum) == 1
-}
-
 // deletePod always asks the API server: the cache never decides whether a
-// pod exists.
+// pod exists. The pod is read from the API server first: one outside
+// --selector is refused (403), and the DELETE carries that pod's UID as a
+// precondition, so a pod that replaced it in between is never deleted.
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="kubespawn-sidecar"`)
-		writeError(w, http.StatusUnauthorized, "a valid bearer token is required")
+	ns, name, ok := s.podRef(w, r)
+	if !ok {
 		return
 	}
-	ns, name := r.PathValue("namespace"), r.PathValue("name")
 	if !slices.Contains(s.cfg.Namespaces, ns) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q is not served by this sidecar", ns))
 		return
 	}
-	opts := metav1.DeleteOptions{}
 	q := r.URL.Query()
-	if uid := q.Get("uid"); uid != "" {
-		opts.Preconditions = metav1.NewUIDPreconditions(uid)
-	}
+	opts := metav1.DeleteOptions{}
 	if g := q.Get("gracePeriodSeconds"); g != "" {
 		n, err := strconv.ParseInt(g, 10, 64)
 		if err != nil || n < 0 {
@@ -303,10 +324,21 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.apiContext(r)
 	defer cancel()
-	err := s.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
+	pod, err := s.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err == nil {
+		if s.outOfScope(w, pod) {
+			return
+		}
+		uid := pod.UID
+		if want := q.Get("uid"); want != "" {
+			uid = types.UID(want) // another incarnation's UID: the API server answers Conflict
+		}
+		opts.Preconditions = metav1.NewUIDPreconditions(string(uid))
+		err = s.client.CoreV1().Pods(ns).Delete(ctx, name, opts)
+	}
 	switch {
 	case err == nil:
-		s.logger.Info("Deleted pod", "pod", klog.KRef(ns, name), "uid", q.Get("uid"))
+		s.logger.Info("Deleted pod", "pod", klog.KRef(ns, name), "uid", pod.UID)
 		writeJSON(w, http.StatusOK, deleteResponse{Deleted: true})
 	case apierrors.IsNotFound(err):
 		writeJSON(w, http.StatusOK, deleteResponse{AlreadyGone: true})
@@ -337,12 +369,18 @@ type goneEvent struct {
 // podEvents streams the progress of one pod (one UID) as Server-Sent
 // Events until the client goes away or the pod is gone.
 func (s *Server) podEvents(w http.ResponseWriter, r *http.Request) {
-	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	ns, name, ok := s.podRef(w, r)
+	if !ok {
+		return
+	}
 	getCtx, cancel := s.apiContext(r)
 	pod, src, err := s.pods.Get(getCtx, ns, name)
 	cancel()
 	if err != nil {
 		s.writeReadError(w, src, err)
+		return
+	}
+	if s.outOfScope(w, pod) {
 		return
 	}
 	if want := r.URL.Query().Get("uid"); want != "" && types.UID(want) != pod.UID {
@@ -367,19 +405,8 @@ func (s *Server) podEvents(w http.ResponseWriter, r *http.Request) {
 	keepAlive := time.NewTicker(s.cfg.KeepAlive)
 	defer keepAlive.Stop()
 
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	write := func(format string, args ...any) bool {
-		if _, err := fmt.Fprintf(w, format, args...); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	if !write(": pod %s/%s uid %s\n\n", ns, name, uid) {
+	es := service.StartEventStream(w)
+	if es.Comment(fmt.Sprintf("pod %s/%s uid %s", ns, name, uid)) != nil {
 		return
 	}
 	gone := func() (bool, string) {
@@ -407,30 +434,30 @@ func (s *Server) podEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			data, _ := json.Marshal(toProgress(u))
-			if !write("event: progress\ndata: %s\n\n", data) {
+			if es.Event("progress", data) != nil {
 				return
 			}
 		case <-changed:
 			if isGone, why := gone(); isGone {
-				s.endGone(write, why)
+				endGone(es, why)
 				return
 			}
 		case <-check.C:
 			if isGone, why := gone(); isGone {
-				s.endGone(write, why)
+				endGone(es, why)
 				return
 			}
 		case <-keepAlive.C:
-			if !write(": keep-alive\n\n") {
+			if es.Comment("keep-alive") != nil {
 				return
 			}
 		}
 	}
 }
 
-func (s *Server) endGone(write func(string, ...any) bool, why string) {
+func endGone(es *service.EventStream, why string) {
 	data, _ := json.Marshal(goneEvent{Message: why})
-	write("event: gone\ndata: %s\n\n", data)
+	_ = es.Event("gone", data)
 }
 
 func toProgress(u events.Update) progressEvent {

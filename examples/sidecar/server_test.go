@@ -81,10 +81,12 @@ func TestReadEndpoints(t *testing.T) {
 	assert.Equal(t, "api", nf.Source)
 	assert.Contains(t, nf.Error, "not found")
 
-	// A pod outside the selector exists all the same: the API server has it.
+	// A pod outside the selector is out of scope: never served, and never
+	// a 404 (it exists, the API server has it).
 	r = s.get("/pods/" + e.ns + "/other")
-	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	require.Equal(t, http.StatusForbidden, r.code, "%s", r.body)
 	assert.Equal(t, "api", decode[podBody](t, r).Source)
+	assert.Equal(t, true, r.json(t)["outOfScope"])
 
 	// A namespace the sidecar does not serve is a client error, not a 404.
 	r = s.get("/pods/kube-system/anything")
@@ -276,7 +278,9 @@ func TestDeleteAuthAndSemantics(t *testing.T) {
 	r = s.do(http.MethodDelete, "/pods/kube-system/kube-apiserver", bearer(token))
 	require.Equal(t, http.StatusBadRequest, r.code, "%s", r.body)
 
-	// Reads need no token; the token never reaches the logs.
+	// With a token configured, reads need it too (they serve pods); the
+	// token never reaches the logs.
+	require.Equal(t, http.StatusUnauthorized, s.do(http.MethodGet, "/pods", nil).code)
 	require.Equal(t, http.StatusOK, s.get("/pods").code)
 	logs := s.logs.String()
 	require.Contains(t, logs, "HTTP request", "requests are logged")
@@ -536,10 +540,14 @@ func TestPodResponsesAreTheSlimView(t *testing.T) {
 	assert.Len(t, got.Pod.Status.ContainerStatuses, 2)
 	assert.Len(t, got.Pod.Status.Conditions, 5)
 
-	// Outside the selector: the API server answers, in the same shape.
+	// Outside the selector: out of scope since the services were hardened
+	// (a 403 from the API server's answer, never the pod, never a 404).
 	r = s.get("/pods/" + e.ns + "/" + benchpod.Name(1))
-	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	require.Equal(t, http.StatusForbidden, r.code, "%s", r.body)
 	got = decode[podBody](t, r)
 	assert.Equal(t, "api", got.Source)
-	check(r, got.Pod)
+	assert.Nil(t, got.Pod)
+	for _, secret := range []string{"JUPYTERHUB_API_TOKEN", "5f2c0e4b8a9d4c7f9e1b3a6d8c0f2e4a", "managedFields"} {
+		assert.NotContains(t, string(r.body), secret)
+	}
 }
