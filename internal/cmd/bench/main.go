@@ -51,6 +51,12 @@ type config struct {
 }
 
 func main() {
+	if job := os.Getenv(childEnv); job != "" {
+		klog.SetOutput(io.Discard)
+		klog.LogToStderr(false)
+		child(job)
+		return
+	}
 	var (
 		sizes   = flag.String("sizes", "1000,10000", "pod counts for P3, P4 and P9 (P8 at the largest, if at least 100000)")
 		figures = flag.String("figures", "P1,P2,P3,P4,P5,P6,P7,P8,P9,P10", "figures to measure")

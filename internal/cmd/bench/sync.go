@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"runtime"
 	"sync"
 	"time"
@@ -35,6 +38,21 @@ func heapNow() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// settledHeap is the live heap once collections stop freeing memory (a
+// stopped cache's goroutines may hold on to its objects for a moment).
+func settledHeap() uint64 {
+	h := heapNow()
+	for range 30 {
+		time.Sleep(100 * time.Millisecond)
+		next := heapNow()
+		if next+256<<10 > h {
+			return next
+		}
+		h = next
+	}
+	return h
 }
 
 // peakSampler samples HeapAlloc every 20 ms until stop, returning the
@@ -171,22 +189,80 @@ const (
 	vFull          = "kubespawn FullPods"
 )
 
-// measureSync: P3 (heap per cached pod), P4 (initial sync), P8 (100,000
-// pods: heap, sync, peak) at n pods, each variant built and torn down in
-// turn, reps times, medians kept.
-func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c config) error {
-	variants := []variant{
-		informerVariant(vInformer, nil, false, true),
-		informerVariant(vInformerStrip, reflector.StripManagedFields, false, true),
-		kubespawnVariant(vSlim, reflector.Options{}, true),
-		kubespawnVariant(vFull, reflector.Options{FullPods: true}, true),
-		informerVariant("informer, WatchList off (paginated LIST)", nil, false, false),
-		kubespawnVariant("kubespawn, WatchList off", reflector.Options{}, false),
-		informerVariant("informer, JSON", nil, true, true),
+// byName are the variants a child process may run.
+var byName map[string]variant
+
+// childEnv carries a child's job: one variant, measured in a fresh
+// process so that no cache measured before it is in its heap.
+const childEnv = "KUBESPAWN_BENCH_CHILD"
+
+type childJob struct {
+	Host, Token string
+	CA          []byte
+	Variant, NS string
+	N           int
+}
+
+// runChild measures variant in a fresh process.
+func runChild(ctx context.Context, cfg *rest.Config, name, ns string, n int) (syncResult, error) {
+	job, _ := json.Marshal(childJob{Host: cfg.Host, Token: cfg.BearerToken, CA: cfg.CAData, Variant: name, NS: ns, N: n})
+	exe, err := os.Executable()
+	if err != nil {
+		return syncResult{}, err
 	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return syncResult{}, fmt.Errorf("child: %w", err)
+	}
+	var res syncResult
+	return res, json.Unmarshal(out, &res)
+}
+
+// child runs the job in KUBESPAWN_BENCH_CHILD and prints its result.
+func child(job string) {
+	var j childJob
+	if err := json.Unmarshal([]byte(job), &j); err != nil {
+		fatalf("child: %v", err)
+	}
+	cfg := &rest.Config{Host: j.Host, BearerToken: j.Token, TLSClientConfig: rest.TLSClientConfig{CAData: j.CA}, QPS: -1}
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	measureVariants() // fills byName
+	v, ok := byName[j.Variant]
+	if !ok {
+		fatalf("child: no variant %q", j.Variant)
+	}
+	before := settledHeap()
+	peak := peakSampler()
+	start := time.Now()
+	stop, err := v.start(context.Background(), cfg, j.NS, j.N)
+	d := time.Since(start)
+	p := peak()
+	if err != nil {
+		fatalf("child: %s: %v", v.name, err)
+	}
+	after := heapNow()
+	res := syncResult{Sync: d, PerPod: float64(int64(after)-int64(before)) / float64(j.N), Peak: float64(int64(p) - int64(before))}
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+	stop()
+}
+
+// measureSync: P3 (heap per cached pod), P4 (initial sync), P8 (100,000
+// pods: heap, sync, peak) at n pods, each variant measured in a fresh child
+// process (so that no earlier cache lingers in its heap), in turn, reps
+// times, medians kept.
+func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c config) error {
+	variants := measureVariants()
 	reps := c.reps
-	if n >= 100000 {
+	switch {
+	case n >= 100000:
 		reps = 1
+	case n <= 1000:
+		reps = max(reps, 7) // quick, and noisy on a shared machine
 	}
 	samples := map[string][]syncResult{}
 	for rep := range reps {
@@ -194,20 +270,12 @@ func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c co
 			if v.attribution && rep > 0 || v.name == "informer, JSON" && n >= 100000 {
 				continue // JSON at 100,000 pods: minutes and gigabytes, shown at the smaller sizes
 			}
-			before := heapNow()
-			peak := peakSampler()
-			start := time.Now()
-			stop, err := v.start(ctx, e.cfg, ns, n)
-			d := time.Since(start)
-			p := peak()
+			s, err := runChild(ctx, e.cfg, v.name, ns, n)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
-			after := heapNow()
-			stop()
-			s := syncResult{Sync: d, PerPod: float64(int64(after)-int64(before)) / float64(n), Peak: float64(int64(p) - int64(before))}
 			samples[v.name] = append(samples[v.name], s)
-			logf("  %d pods, %s: sync %s, %s/pod, peak +%s", n, v.name, ms(d), kb(s.PerPod), kb(s.Peak))
+			logf("  %d pods, %s: sync %s, %s/pod, peak +%s", n, v.name, ms(s.Sync), kb(s.PerPod), kb(s.Peak))
 		}
 	}
 	med := map[string]syncResult{}
@@ -317,4 +385,22 @@ func (r *results) growth(sizes []int) {
 		Baseline: fmt.Sprintf("%sheap ×%.1f, sync ×%.1f", base, infHeap, infSync),
 		Ratio:    fmt.Sprintf("heap growth / pod growth %.2f, sync %.2f", heapGrowth/k, syncGrowth/k),
 		Goal:     "linear", Met: met(heapGrowth/k <= 1.25 && syncGrowth/k <= 1.25)})
+}
+
+// measureVariants are the caches P3, P4 and P8 compare.
+func measureVariants() []variant {
+	variants := []variant{
+		informerVariant(vInformer, nil, false, true),
+		informerVariant(vInformerStrip, reflector.StripManagedFields, false, true),
+		kubespawnVariant(vSlim, reflector.Options{}, true),
+		kubespawnVariant(vFull, reflector.Options{FullPods: true}, true),
+		informerVariant("informer, WatchList off (paginated LIST)", nil, false, false),
+		kubespawnVariant("kubespawn, WatchList off", reflector.Options{}, false),
+		informerVariant("informer, JSON", nil, true, true),
+	}
+	byName = map[string]variant{}
+	for _, v := range variants {
+		byName[v.name] = v
+	}
+	return variants
 }
