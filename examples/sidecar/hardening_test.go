@@ -19,8 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/kubespawn/kubespawn/examples/internal/manifest"
 	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
@@ -275,33 +275,9 @@ func TestRunChecksHostAndAuthenticates(t *testing.T) {
 // podLabels in a namespace with nsLabels (sameNS: the policy's own).
 func admits(t *testing.T, policy *networkingv1.NetworkPolicy, port int, podLabels, nsLabels map[string]string, sameNS bool) bool {
 	t.Helper()
-	matches := func(sel *metav1.LabelSelector, set map[string]string) bool { return matchesSelector(t, sel, set) }
-	for _, rule := range policy.Spec.Ingress {
-		portOK := len(rule.Ports) == 0
-		for _, p := range rule.Ports {
-			portOK = portOK || p.Port == nil || p.Port.IntValue() == port
-		}
-		if !portOK {
-			continue
-		}
-		if len(rule.From) == 0 {
-			return true
-		}
-		for _, peer := range rule.From {
-			require.Nil(t, peer.IPBlock, "no ipBlock peers: they admit by address, not by pod")
-			switch {
-			case peer.NamespaceSelector == nil && peer.PodSelector != nil:
-				if sameNS && matches(peer.PodSelector, podLabels) {
-					return true
-				}
-			case peer.NamespaceSelector != nil:
-				if matches(peer.NamespaceSelector, nsLabels) && (peer.PodSelector == nil || matches(peer.PodSelector, podLabels)) {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	ok, err := manifest.Admits(policy, port, manifest.Peer{Pod: podLabels, Namespace: nsLabels, SameNamespace: sameNS})
+	require.NoError(t, err)
+	return ok
 }
 
 // TestDeployNetworkPolicy: networkpolicy.yaml selects the hub's pod of
@@ -341,7 +317,7 @@ func TestDeployNetworkPolicy(t *testing.T) {
 
 func matchesSelector(t *testing.T, sel *metav1.LabelSelector, set map[string]string) bool {
 	t.Helper()
-	s, err := metav1.LabelSelectorAsSelector(sel)
+	ok, err := manifest.Selects(sel, set)
 	require.NoError(t, err)
-	return s.Matches(labels.Set(set))
+	return ok
 }

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -22,29 +19,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/kubespawn/kubespawn/examples/internal/manifest"
 )
 
 // readManifests decodes every document of a deploy YAML file.
 func readManifests(t *testing.T, path string) []runtime.Object {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	objs, err := manifest.Read(path)
 	require.NoError(t, err)
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
-	var objs []runtime.Object
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		require.NoError(t, err, "%s: %s", path, doc)
-		objs = append(objs, obj)
-	}
 	return objs
 }
 

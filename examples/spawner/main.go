@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -38,9 +37,10 @@ func main() {
 }
 
 type options struct {
-	kubeconfig, namespace, listen, image, instance, leaseNamespace          string
-	startTimeout, stopTimeout, stallTimeout, imagePullGrace, failureTimeout time.Duration
-	sweepInterval, orphanMinAge, maxAge, shutdownTimeout                    time.Duration
+	kubeconfig, namespace, listen, image, instance, leaseNamespace, tokenFile string
+	streams                                                                   service.StreamLimits
+	startTimeout, stopTimeout, stallTimeout, imagePullGrace, failureTimeout   time.Duration
+	sweepInterval, orphanMinAge, maxAge, shutdownTimeout                      time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -49,7 +49,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.StringVar(&o.namespace, "namespace", "default", "namespace of the users' pods")
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:8082", "HTTP address (loopback by default)")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8082", "HTTP address (loopback by default; any other address needs --token-file)")
+	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token that every /users route and /known-pods require; without it the service listens on loopback only")
+	fs.IntVar(&o.streams.Max, "max-streams", service.DefaultMaxStreams, "progress streams open at once, in all (0: no cap); more get 429")
+	fs.IntVar(&o.streams.PerClient, "max-streams-per-client", service.DefaultMaxStreamsPerClient, "progress streams open at once from one client IP (0: no cap); more get 429")
 	fs.StringVar(&o.image, "image", "quay.io/jupyter/base-notebook:latest", "default image of the users' pods")
 	fs.StringVar(&o.instance, "instance", "", "this service's instance name, required: the pod label "+spawner.LabelInstance+" and the sweeper's Lease; two services sharing a namespace need two")
 	fs.DurationVar(&o.startTimeout, "start-timeout", 5*time.Minute, "how long a start may take")
@@ -78,8 +81,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.stallTimeout < 4*time.Second {
 		return nil, fmt.Errorf("--stall-timeout must be at least 4s, got %s", o.stallTimeout)
 	}
-	if o.sweepInterval < 0 || o.orphanMinAge < 0 || o.maxAge < 0 {
-		return nil, errors.New("--sweep-interval, --orphan-min-age and --max-age must not be negative")
+	if o.sweepInterval < 0 || o.orphanMinAge < 0 || o.maxAge < 0 || o.streams.Max < 0 || o.streams.PerClient < 0 {
+		return nil, errors.New("--sweep-interval, --orphan-min-age, --max-age and --max-streams(-per-client) must not be negative")
 	}
 	if o.orphanMinAge == 0 {
 		o.orphanMinAge = o.startTimeout
@@ -101,6 +104,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := klog.Background().WithName("spawner")
 	ctx = klog.NewContext(ctx, logger)
+	token, err := service.ReadTokenFile(o.tokenFile)
+	if err != nil {
+		return err
+	}
+	if err := service.CheckListen(o.listen, service.NewAuth(token)); err != nil {
+		return err
+	}
 	cfg, err := service.RESTConfig(o.kubeconfig)
 	if err != nil {
 		return err
@@ -127,6 +137,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Namespace: o.namespace, Instance: o.instance, Image: o.image,
 		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace,
 		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, LeaseNamespace: o.leaseNamespace,
+		Token: token, Streams: o.streams,
 		Logger: &logger,
 	})
 	if err != nil {
@@ -137,13 +148,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// No WriteTimeout: starts and their progress streams last minutes.
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Every timeout set: starts, stops and progress streams extend their
+	// write deadline. On loopback, the Host header must be loopback.
+	hs := service.NewHTTPServer(o.listen, srv.Handler())
 	// Shutdown cancels the starts in flight: each deletes its pod, then
 	// their requests get their answer.
 	hs.RegisterOnShutdown(srv.Shutdown)
 	f.Start(context.WithoutCancel(ctx)) // stopped by the deferred Shutdown
 	srv.Start()
-	logger.Info("Serving", "address", ln.Addr().String(), "namespace", o.namespace, "instance", o.instance, "sweepInterval", o.sweepInterval)
+	logger.Info("Serving", "address", ln.Addr().String(), "namespace", o.namespace, "instance", o.instance, "sweepInterval", o.sweepInterval, "authenticated", token != "")
 	return service.Run(ctx, hs, ln, o.shutdownTimeout, failed)
 }

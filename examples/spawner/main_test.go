@@ -82,6 +82,8 @@ type demo struct {
 	t   *testing.T
 	srv *Server
 	url string
+	// token is the Config's: do and sse send it.
+	token string
 }
 
 // factory returns a started factory over the admin config (StallTimeout
@@ -126,7 +128,7 @@ func (e *env) start(cfg Config) *demo {
 		ts.Close()
 		srv.Close()
 	})
-	d := &demo{t: e.t, srv: srv, url: ts.URL}
+	d := &demo{t: e.t, srv: srv, url: ts.URL, token: cfg.Token}
 	d.waitReady()
 	return d
 }
@@ -143,7 +145,21 @@ func (r response) json(t *testing.T) map[string]any {
 	return m
 }
 
+// bearer is the Authorization header of the demo's token (nil without).
+func (d *demo) bearer() http.Header {
+	if d.token == "" {
+		return nil
+	}
+	return http.Header{"Authorization": {"Bearer " + d.token}}
+}
+
+// do sends a request with the demo's token, if it has one.
 func (d *demo) do(method, path string, body any) response {
+	d.t.Helper()
+	return d.doWith(method, path, body, d.bearer())
+}
+
+func (d *demo) doWith(method, path string, body any, header http.Header) response {
 	d.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -153,6 +169,9 @@ func (d *demo) do(method, path string, body any) response {
 	}
 	req, err := http.NewRequestWithContext(d.t.Context(), method, d.url+path, rd)
 	require.NoError(d.t, err)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(d.t, err)
 	defer resp.Body.Close()
@@ -214,6 +233,9 @@ func (d *demo) sse(method, path string, body any) []sseEvent {
 	}
 	req, err := http.NewRequestWithContext(d.t.Context(), method, d.url+path, rd)
 	require.NoError(d.t, err)
+	for k, v := range d.bearer() {
+		req.Header[k] = v
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(d.t, err)
 	defer resp.Body.Close()

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -56,6 +59,13 @@ type Config struct {
 	// LeaseDuration, RenewDeadline, RetryPeriod: 0 for the defaults.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 
+	// Token, if not empty, is required ("Authorization: Bearer <Token>")
+	// by every /users route and /known-pods. Without it run listens on
+	// loopback only.
+	Token string
+	// Streams caps the progress streams open at once (0: no cap).
+	Streams service.StreamLimits
+
 	Logger *klog.Logger
 }
 
@@ -67,6 +77,8 @@ type Server struct {
 	sp      *spawner.Spawner
 	pods    *reflector.PodCache
 	handler http.Handler
+	auth    service.Auth
+	streams *service.StreamLimiter
 
 	// ctx bounds background work (starts, the sweeper); cancelled by
 	// Shutdown, which cancels starts in flight (they delete their pods).
@@ -85,7 +97,14 @@ type userServer struct {
 	uid       types.UID
 	podIP     string
 	progress  *progressLog
+	// cancel cancels this start (a client that asked for
+	// cancelOnDisconnect went away); the start then deletes its pod.
+	cancel context.CancelCauseFunc
 }
+
+// errClientGone cancels a start whose client asked for cancelOnDisconnect
+// and went away (a hub that died with its start, say).
+var errClientGone = errors.New("the client that asked for this start went away (cancelOnDisconnect)")
 
 // newServer gets the shared caches from the factory and builds the
 // spawner; the sweeper starts with Start.
@@ -93,7 +112,8 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Factory == nil {
 		return nil, errors.New("spawner service: no reflector.Factory")
 	}
-	s := &Server{cfg: cfg, logger: klog.Background(), users: map[string]*userServer{}}
+	s := &Server{cfg: cfg, logger: klog.Background(), users: map[string]*userServer{},
+		auth: service.NewAuth(cfg.Token), streams: service.NewStreamLimiter(cfg.Streams)}
 	if cfg.Logger != nil {
 		s.logger = *cfg.Logger
 	}
@@ -177,11 +197,14 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /users/{user}/server", s.startServer)
-	mux.HandleFunc("DELETE /users/{user}/server", s.stopServer)
-	mux.HandleFunc("GET /users/{user}/server", s.pollServer)
-	mux.HandleFunc("GET /users/{user}/server/progress", s.progress)
-	mux.HandleFunc("GET /known-pods", s.knownPods)
+	// Every route that creates, deletes or reads pods needs the token
+	// (when one is configured); health and metrics hold no pod data.
+	authed := func(h http.HandlerFunc) http.Handler { return s.auth.Require("kubespawn-spawner", h) }
+	mux.Handle("POST /users/{user}/server", authed(s.startServer))
+	mux.Handle("DELETE /users/{user}/server", authed(s.stopServer))
+	mux.Handle("GET /users/{user}/server", authed(s.pollServer))
+	mux.Handle("GET /users/{user}/server/progress", authed(s.streams.Limit(s.progress)))
+	mux.Handle("GET /known-pods", authed(s.knownPods))
 	mux.HandleFunc("GET /healthz", service.Livez(s.cfg.Factory))
 	mux.HandleFunc("GET /readyz", service.Readyz(s.cfg.Factory))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
@@ -222,16 +245,44 @@ type progressJSON struct {
 	Reason   string `json:"reason,omitempty"`
 }
 
+// maxUserLen bounds {user}: a key, not a document.
+const maxUserLen = 256
+
+// userRef reads and checks {user} and returns its pod name: empty, too
+// long, invalid UTF-8 or control characters are a 400.
+func userRef(w http.ResponseWriter, r *http.Request) (user, pod string, ok bool) {
+	user = r.PathValue("user")
+	bad := len(user) > maxUserLen || !utf8.ValidString(user) || strings.ContainsFunc(user, unicode.IsControl)
+	name, err := spawner.PodName(namePrefix, user)
+	if bad || err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad user name %q: 1 to %d characters of valid UTF-8, no control characters", user, maxUserLen))
+		return "", "", false
+	}
+	return user, name, true
+}
+
 func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
-	user := r.PathValue("user")
-	var body startBody
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+	user, name, ok := userRef(w, r)
+	if !ok {
 		return
 	}
-	name, err := spawner.PodName(namePrefix, user)
+	q := r.URL.Query()
+	stream := q.Get("progress") == "sse"
+	if stream {
+		release, ok := s.streams.Acquire(r)
+		if !ok {
+			service.TooManyStreams(w, s.cfg.Streams)
+			return
+		}
+		defer release()
+	}
+	var body startBody
+	raw, err := service.ReadBody(w, r, 1<<20)
+	if err == nil && len(bytes.TrimSpace(raw)) > 0 {
+		err = json.Unmarshal(raw, &body)
+	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
 		return
 	}
 	req := spawner.Request{
@@ -249,19 +300,32 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "shutting down")
 		return
 	}
-	u := &userServer{user: user, pod: name, state: "starting", progress: newProgressLog()}
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	u := &userServer{user: user, pod: name, state: "starting", progress: newProgressLog(), cancel: cancel}
 	s.users[user] = u // known before the create: the sweeper never takes it for an orphan
 	s.wg.Add(1)
 	s.mu.Unlock()
 
 	req.Progress = func(up events.Update) { u.progress.add(toProgress(up)) }
-	go s.start(u, req)
+	go s.start(ctx, u, req)
 
-	if r.URL.Query().Get("progress") == "sse" {
+	// By default the start goes on if the client goes away (it can poll
+	// or reattach); with cancelOnDisconnect it is cancelled, and deletes
+	// its pod.
+	if q.Get("cancelOnDisconnect") == "true" {
+		defer func() {
+			select {
+			case <-u.progress.done:
+			default:
+				cancel(errClientGone)
+			}
+		}()
+	}
+	if stream {
 		s.streamProgress(w, r, u.progress)
 		return
 	}
-	// The start goes on if the client goes away; it can poll.
+	service.ExtendWrite(w, s.cfg.StartTimeout+s.cfg.StopTimeout+service.WriteTimeout)
 	select {
 	case <-u.progress.done:
 		res := u.progress.final
@@ -272,9 +336,10 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 
 // start runs in the background, bounded by the server's lifetime, not the
 // request's.
-func (s *Server) start(u *userServer, req spawner.Request) {
+func (s *Server) start(ctx context.Context, u *userServer, req spawner.Request) {
 	defer s.wg.Done()
-	res, err := s.sp.Start(s.ctx, req)
+	defer u.cancel(nil)
+	res, err := s.sp.Start(ctx, req)
 	out := serverJSON{User: u.user, Pod: u.pod}
 	s.mu.Lock()
 	if err == nil {
@@ -390,49 +455,50 @@ func (l *progressLog) since(i int) ([]progressJSON, bool, <-chan struct{}) {
 }
 
 // streamProgress sends Server-Sent Events: "progress" per update (replayed
-// from the start), then one "result" with the start's outcome.
+// from the start), then one "result" with the start's outcome. It ends
+// early when the client goes away or stops reading (a write misses its
+// deadline).
 func (s *Server) streamProgress(w http.ResponseWriter, r *http.Request, l *progressLog) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusInternalServerError, "streaming unsupported")
-		return
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
+	es := service.StartEventStream(w)
 	keepAlive := time.NewTicker(15 * time.Second)
 	defer keepAlive.Stop()
 	sent := 0
 	for {
 		ups, done, changed := l.since(sent)
 		for _, u := range ups {
-			writeSSE(w, "progress", u)
+			if writeSSE(es, "progress", u) != nil {
+				return
+			}
 		}
 		sent += len(ups)
 		if done {
-			writeSSE(w, "result", l.final)
-			fl.Flush()
+			_ = writeSSE(es, "result", l.final)
 			return
 		}
-		fl.Flush()
 		select {
 		case <-changed:
 		case <-keepAlive.C:
-			_, _ = io.WriteString(w, ": keep-alive\n\n")
+			if es.Comment("keep-alive") != nil {
+				return
+			}
 		case <-r.Context().Done():
 			return
 		}
 	}
 }
 
-func writeSSE(w io.Writer, event string, v any) {
+func writeSSE(es *service.EventStream, event string, v any) error {
 	b, _ := json.Marshal(v)
-	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b)
+	return es.Event(event, b)
 }
 
 func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
+	user, _, ok := userRef(w, r)
+	if !ok {
+		return
+	}
 	s.mu.Lock()
-	u := s.users[r.PathValue("user")]
+	u := s.users[user]
 	s.mu.Unlock()
 	if u == nil {
 		writeError(w, http.StatusNotFound, "no server started by this service for this user")
@@ -444,10 +510,19 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 // --- stop, poll ---
 
 func (s *Server) stopServer(w http.ResponseWriter, r *http.Request) {
-	user := r.PathValue("user")
-	name, err := spawner.PodName(namePrefix, user)
+	user, name, ok := userRef(w, r)
+	if !ok {
+		return
+	}
+	service.ExtendWrite(w, s.cfg.StopTimeout+service.WriteTimeout)
+	// The pod of the name, if any, must be in scope: a pod of another
+	// instance, or not created by a spawner, is never deleted.
+	st, err := s.sp.Poll(r.Context(), s.cfg.Namespace, name)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if s.outOfScope(w, st.Pod) {
 		return
 	}
 	s.mu.Lock()
@@ -455,6 +530,8 @@ func (s *Server) stopServer(w http.ResponseWriter, r *http.Request) {
 	var uid types.UID
 	if u != nil {
 		u.state, uid = "stopping", u.uid
+	} else if st.Pod != nil {
+		uid = st.Pod.UID // not ours to track: exactly the pod that was checked
 	}
 	s.mu.Unlock()
 	// Always a DELETE to the API server, whatever the table says. Stop
@@ -491,24 +568,60 @@ type pollJSON struct {
 	UID          types.UID        `json:"uid,omitempty"`
 	PodIP        string           `json:"podIP,omitempty"`
 	Source       reflector.Source `json:"source"`
+	// Deleted: the pod had terminated on its own and this poll deleted it.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// inScope: the pod is a spawner's pod of this instance.
+func (s *Server) inScope(pod *corev1.Pod) bool {
+	return pod.Labels[spawner.LabelManagedBy] == spawner.ManagedByValue && pod.Labels[spawner.LabelInstance] == s.cfg.Instance
+}
+
+// outOfScope answers 403 for a pod (not nil) that is not this instance's:
+// never reported, never deleted, and never a 404 (it is not gone).
+func (s *Server) outOfScope(w http.ResponseWriter, pod *corev1.Pod) bool {
+	if pod == nil || s.inScope(pod) {
+		return false
+	}
+	writeJSON(w, http.StatusForbidden, map[string]any{"outOfScope": true,
+		"error": fmt.Sprintf("pod %s/%s exists but is not a pod of this service (instance %q)", pod.Namespace, pod.Name, s.cfg.Instance)})
+	return true
 }
 
 func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
-	user := r.PathValue("user")
-	name, err := spawner.PodName(namePrefix, user)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	user, name, ok := userRef(w, r)
+	if !ok {
 		return
 	}
+	service.ExtendWrite(w, s.cfg.StopTimeout+service.WriteTimeout)
 	st, err := s.sp.Poll(r.Context(), s.cfg.Namespace, name)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error()) // unknown: never "gone"
+		return
+	}
+	if s.outOfScope(w, st.Pod) {
 		return
 	}
 	out := pollJSON{User: user, Pod: name, State: st.State, Ready: st.Ready, Terminating: st.Terminating,
 		Reason: st.Reason, Message: st.Message, ExitCode: st.ExitCode, Source: st.Source}
 	if st.Pod != nil {
 		out.UID, out.PodIP = st.Pod.UID, st.Pod.Status.PodIP
+	}
+	if st.State == spawner.StateStopped && st.Pod != nil {
+		// Terminated on its own (evicted, failed, completed): whoever is
+		// told "stopped" will not stop it (JupyterHub never calls stop()
+		// after a poll() that says so), so it is deleted now, before the
+		// answer. Until that is confirmed the answer is 503: unknown.
+		if err := s.sp.Stop(context.WithoutCancel(r.Context()), s.cfg.Namespace, name, spawner.StopOptions{UID: st.Pod.UID}); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "the pod terminated and could not be deleted yet: "+err.Error())
+			return
+		}
+		out.Deleted = true
+		s.mu.Lock()
+		if u := s.users[user]; u != nil && u.state != "starting" && (u.uid == "" || u.uid == st.Pod.UID) {
+			delete(s.users, user)
+		}
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {

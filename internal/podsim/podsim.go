@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -136,6 +137,12 @@ type Options struct {
 	// Logger receives the simulator's contextual logs; default
 	// klog.FromContext of the context given to Start.
 	Logger klog.Logger
+	// PodIP, if set, is the IP every pod of the node reports (status.podIP
+	// and podIPs) instead of a unique one from 127.244.0.0/16. It must be a
+	// loopback address: one stand-in server listening there (a simulated
+	// notebook server, say) then answers at the IP of every pod, as the
+	// pod's own process would on a real node.
+	PodIP string
 }
 
 // podKey identifies one incarnation of a pod: a pod recreated with the same
@@ -206,6 +213,11 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 	}
 	if opts.StartDelay < 0 || opts.StepDelay < 0 || opts.MaxGracePeriod < 0 {
 		return nil, fmt.Errorf("podsim: negative delay in options %+v", opts)
+	}
+	if opts.PodIP != "" {
+		if ip, err := netip.ParseAddr(opts.PodIP); err != nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("podsim: PodIP %q is not a loopback address", opts.PodIP)
+		}
 	}
 	logger := opts.Logger
 	if logger.GetSink() == nil {
