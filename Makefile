@@ -18,7 +18,7 @@ VERSION_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 TOOLS_MOD := internal/tools/go.mod internal/tools/go.sum
 
-.PHONY: all tools test test-short demo bench bench-scale localcluster vet fmt clean help
+.PHONY: all tools test test-short demo soak bench bench-scale localcluster vet fmt clean help
 
 all: test
 
@@ -46,6 +46,10 @@ test: tools ## run all tests, integration included, with -race
 
 demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 	$(GO) run ./examples/incident-replay
+
+soak: tools ## 1,000 start/stop cycles under random faults, kubespawn vs the 2018 replica (SOAK_SEED replays)
+	$(GO) build -o $(BIN)/soak ./internal/cmd/soak
+	$(BIN)/soak
 
 bench: tools ## the performance table of BENCHMARKS.md at 1,000 and 10,000 pods, and the Go benchmarks
 	@mkdir -p out

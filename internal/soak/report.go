@@ -1,0 +1,120 @@
+package soak
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is what a soak found.
+type Report struct {
+	Seed     uint64
+	Cycles   int
+	Users    int
+	Faults   map[FaultKind]int
+	Duration time.Duration
+	LogDir   string
+	// Kubespawn and Legacy are the two runs of the same schedule.
+	Kubespawn, Legacy RunReport
+}
+
+// RunReport is one run's outcome.
+type RunReport struct {
+	Name   string
+	Cycles int
+	// Starts counts starts by outcome (running, or the failure reason).
+	Starts map[string]int
+	// Leaks are the service's pods left on the API server that belong to
+	// no user believed running, once faults are off and everything settled.
+	Leaks []string
+	// WrongDeletions are pods of users believed running that were deleted
+	// while their user did not stop them.
+	WrongDeletions []string
+	// AbsenceFromAPI and AbsenceWithoutAPI count the service's decisions
+	// that a pod did not exist, by the source they rested on (counted by
+	// the library itself; kubespawn only).
+	AbsenceFromAPI, AbsenceWithoutAPI int
+	// Stalls are the silent stalls injected and when each was noticed.
+	Stalls []StallTiming
+	// APIErrorAnswers counts the requests of the service that the proxy
+	// answered with an error (429, 5xx, injected): each was retried or
+	// recovered from.
+	APIErrorAnswers int
+	// Workload is how long the cycles took; Settle how long the end
+	// checks waited for stops and sweepers; Duration the whole run.
+	Workload, Settle, Duration time.Duration
+}
+
+// StallTiming is one silent stall and how long it went unnoticed.
+type StallTiming struct {
+	At       time.Time
+	Detected bool
+	After    time.Duration
+}
+
+// Print writes the report as a table, kubespawn beside the 2018 replica.
+func (r Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nsoak: seed %d (SOAK_SEED=%d replays it), %d cycles per run, %d users, %s in all\n", r.Seed, r.Seed, r.Cycles, r.Users, r.Duration.Round(time.Second))
+	kinds := slices.Sorted(maps.Keys(r.Faults))
+	var fs []string
+	for _, k := range kinds {
+		fs = append(fs, fmt.Sprintf("%s %d", k, r.Faults[k]))
+	}
+	fmt.Fprintf(w, "faults per run: %s\n\n", strings.Join(fs, ", "))
+	row := func(name string, a, b any) { fmt.Fprintf(w, "%36s  %22v  %22v\n", name, a, b) }
+	row("", "kubespawn", "2018 replica")
+	row("cycles", r.Kubespawn.Cycles, r.Legacy.Cycles)
+	row("starts running", r.Kubespawn.Starts["running"], r.Legacy.Starts["running"])
+	row("starts failed", failed(r.Kubespawn.Starts), failed(r.Legacy.Starts))
+	row("PODS LEAKED", len(r.Kubespawn.Leaks), len(r.Legacy.Leaks))
+	row("WRONG DELETIONS", len(r.Kubespawn.WrongDeletions), len(r.Legacy.WrongDeletions))
+	row("absence decided without the API", r.Kubespawn.AbsenceWithoutAPI, "(not counted)")
+	row("absence decided by the API", r.Kubespawn.AbsenceFromAPI, "(not counted)")
+	row("silent stalls detected", stallSummary(r.Kubespawn.Stalls), "never (no detection)")
+	row("API error answers absorbed", r.Kubespawn.APIErrorAnswers, r.Legacy.APIErrorAnswers)
+	row("run time", r.Kubespawn.Duration.Round(time.Second), r.Legacy.Duration.Round(time.Second))
+	fmt.Fprintf(w, "\nkubespawn starts by outcome: %s\n", outcomes(r.Kubespawn.Starts))
+	for _, l := range r.Kubespawn.Leaks {
+		fmt.Fprintf(w, "  kubespawn leaked: %s\n", l)
+	}
+	for _, d := range r.Kubespawn.WrongDeletions {
+		fmt.Fprintf(w, "  kubespawn wrong deletion: %s\n", d)
+	}
+	fmt.Fprintf(w, "instance logs: %s\n", r.LogDir)
+}
+
+func failed(m map[string]int) int {
+	n := 0
+	for k, v := range m {
+		if k != "running" {
+			n += v
+		}
+	}
+	return n
+}
+
+func outcomes(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func stallSummary(st []StallTiming) string {
+	var ds []time.Duration
+	for _, s := range st {
+		if s.Detected {
+			ds = append(ds, s.After)
+		}
+	}
+	if len(ds) == 0 {
+		return fmt.Sprintf("0 of %d", len(st))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return fmt.Sprintf("%d of %d, %.1f-%.1fs (median %.1fs)", len(ds), len(st), ds[0].Seconds(), ds[len(ds)-1].Seconds(), ds[len(ds)/2].Seconds())
+}

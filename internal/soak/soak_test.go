@@ -1,0 +1,70 @@
+package soak_test
+
+import (
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/internal/soak"
+	"github.com/kubespawn/kubespawn/internal/testcluster"
+)
+
+var cluster *testcluster.Cluster
+
+func TestMain(m *testing.M) {
+	if soak.IsInstance() { // re-executed as a service instance
+		os.Exit(soak.RunInstance())
+	}
+	cluster = testcluster.MustStart(testcluster.Options{})
+	os.Exit(cluster.Run(m))
+}
+
+// TestSoak is the short soak of `make test`: 100 cycles of each run on a
+// seeded schedule (SOAK_SEED replays one), kubespawn against the 2018
+// replica. kubespawn leaks nothing and deletes nothing wrongly; the replica
+// leaks, which proves the soak has teeth.
+func TestSoak(t *testing.T) {
+	cluster.PodSim(t, podsim.Options{})
+	seed := uint64(20180707)
+	if s, err := strconv.ParseUint(os.Getenv("SOAK_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	cycles := 100
+	if n, err := strconv.Atoi(os.Getenv("SOAK_CYCLES")); err == nil && n > 0 {
+		cycles = n
+	}
+	logDir := os.Getenv("SOAK_LOG_DIR") // to keep the instances' logs
+	if logDir == "" {
+		logDir = t.TempDir()
+	}
+	rep, err := soak.Run(t.Context(), soak.Config{Cluster: cluster, Seed: seed, Cycles: cycles, Progress: testWriter{t}, LogDir: logDir})
+	require.NoError(t, err)
+	rep.Print(testWriter{t})
+
+	k := rep.Kubespawn
+	assert.Equal(t, cycles, k.Cycles)
+	assert.Empty(t, k.Leaks, "kubespawn leaked pods")
+	assert.Empty(t, k.WrongDeletions, "kubespawn deleted pods of users believed running")
+	assert.Zero(t, k.AbsenceWithoutAPI, "an absence decided without the API server")
+	assert.Positive(t, k.AbsenceFromAPI, "absence decisions are counted")
+	assert.Positive(t, k.Starts["running"])
+	detected := 0
+	for _, s := range k.Stalls {
+		if s.Detected {
+			detected++
+		}
+	}
+	assert.Positive(t, detected, "silent stalls are found")
+	assert.NotEmpty(t, rep.Legacy.Leaks, "the 2018 replica leaks on the same schedule: the soak has teeth")
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(b))
+	return len(b), nil
+}
