@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -115,13 +116,15 @@ func statusWrites(req *http.Request) (string, bool) {
 	return name, ok && sub == "status" && (req.Method == http.MethodPut || req.Method == http.MethodPatch)
 }
 
+var createSeq atomic.Int64
+
 func creates(req *http.Request) (string, bool) {
 	_, _, ok := podPath(req)
 	if !ok || req.Method != http.MethodPost || strings.Contains(req.URL.Path, "/pods/") {
 		return "", false
 	}
 	// The name is in the body; one entry per create is enough.
-	return fmt.Sprintf("create-%p", req), true
+	return fmt.Sprintf("create-%d", createSeq.Add(1)), true
 }
 
 // spawnEnv is a namespace with the pod simulator, a factory (optionally
