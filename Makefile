@@ -56,7 +56,8 @@ bench: tools ## the performance table of BENCHMARKS.md at 1,000 and 10,000 pods,
 	set -o pipefail; $(GO) run ./internal/cmd/bench -sizes 1000,10000 -json out/bench.json | tee out/bench.txt
 	set -o pipefail; $(GO) test -run '^$$' -bench 'Get' -benchmem -count 6 -timeout 20m ./reflector/ | tee out/bench-get.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col /impl out/bench-get.txt
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 20m ./events/
+	$(GO) test -run '^$$' -bench 'EventCacheMemory/kubespawn' -benchmem -count 1 -timeout 20m ./events/
+	$(GO) test -run '^$$' -bench 'EventCacheMemory/informer' -benchmem -count 1 -timeout 20m ./events/
 
 bench-scale: tools ## P3, P4, P8, P9 at 1,000, 10,000 and 100,000 pods (see BENCHMARKS.md)
 	@mkdir -p out

@@ -1,7 +1,10 @@
 package events
 
 // Memory of the event cache against a plain client-go Event informer, on
-// the real control plane. `make bench` runs it; see BENCHMARKS.md.
+// the real control plane. `make bench` runs each variant in a process of
+// its own (-bench 'EventCacheMemory/kubespawn', then .../informer): in one
+// process a cache measured first can still be in the heap when the next is
+// measured. See BENCHMARKS.md.
 
 import (
 	"context"
