@@ -40,12 +40,29 @@ $(BIN)/etcd: $(TOOLS_MOD)
 	cd internal/tools && $(GO) build -o $@.tmp go.etcd.io/etcd/server/v3
 	@mv $@.tmp $@
 
-test: tools ## run all tests, integration included, with -race
+test: tools jupyterhub ## run all tests, integration included, with -race
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
 
 demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 	$(GO) run ./examples/incident-replay
+
+# examples/jupyterhub drives Debian's JupyterHub 3.0 (its tests are part of
+# make test): installed with apt-get when missing.
+.PHONY: jupyterhub demo-jupyterhub
+jupyterhub: ## install Debian's JupyterHub 3.0 if missing (apt-get, as root; ~1-2 min)
+	@if [ -x /usr/bin/jupyterhub ] && /usr/bin/python3 -c 'import jupyterhub' 2>/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "JupyterHub 3.0 is missing and installing it needs root: run 'sudo apt-get update && sudo apt-get install -y jupyterhub' (or make jupyterhub as root), then re-run" >&2; exit 1; \
+	else \
+	  echo ">> installing JupyterHub 3.0 from the Debian archive (apt-get, ~1-2 min)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jupyterhub >/dev/null \
+	    || { echo "FAIL: apt-get install jupyterhub failed" >&2; exit 1; }; \
+	  /usr/bin/python3 -c 'import jupyterhub' || { echo "FAIL: /usr/bin/python3 cannot import jupyterhub after the install" >&2; exit 1; }; \
+	fi
+
+demo-jupyterhub: tools jupyterhub ## the 2018 incident with a real JupyterHub driving kubespawn: 50 users, table (~2 min)
+	$(GO) run ./examples/jupyterhub
 
 soak: tools ## 1,000 start/stop cycles under random faults, kubespawn vs the 2018 replica (SOAK_SEED replays)
 	$(GO) build -o $(BIN)/soak ./internal/cmd/soak

@@ -221,18 +221,8 @@ func TestRunRefusesWideListenWithoutTokenAndChecksHost(t *testing.T) {
 		require.NoError(t, <-done)
 	}()
 	get := func(host, path string, header http.Header) int {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+path, nil)
-		require.NoError(t, err)
-		req.Host = host
-		for k, v := range header {
-			req.Header[k] = v
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := service.Probe(t.Context(), "http://"+addr+path, host, header)
+		return code
 	}
 	require.Eventually(t, func() bool { return get(addr, "/readyz", nil) == http.StatusOK }, time.Minute, 50*time.Millisecond)
 	bearer := http.Header{"Authorization": {"Bearer " + testToken}}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -162,4 +163,27 @@ func LogRequests(logger klog.Logger, next http.Handler) http.Handler {
 		next.ServeHTTP(rec, r)
 		logger.V(2).Info("HTTP request", "method", r.Method, "path", r.URL.Path, "status", rec.code, "duration", time.Since(start))
 	})
+}
+
+// Probe sends a GET to url (with host as the Host header when not empty,
+// and header) and returns the answer's status code: for health checks,
+// readiness waits and tests of the Host and token checks.
+func Probe(ctx context.Context, url, host string, header http.Header) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

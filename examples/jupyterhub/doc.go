@@ -1,0 +1,17 @@
+// Command jupyterhub is `make demo-jupyterhub`: the 2018 mybinder.org
+// incident replayed with a real, unmodified JupyterHub 3.0 (Debian's) whose
+// spawner is KubespawnSpawner (kubespawn_spawner.py beside this file),
+// driving the demo spawner service (examples/spawner) on a local control
+// plane. It prints a table of what the hub and the API server ended with.
+//
+// Real: JupyterHub and its configurable-http-proxy, the Python spawner
+// class, the kubespawn spawner service (a child process), kube-apiserver
+// and etcd. Simulated: the kubelet and scheduler (internal/podsim, every
+// pod reports the loopback IP 127.0.0.1) and the notebook servers (one
+// stand-in HTTP server on loopback that answers for a user while the API
+// server has the user's pod Running and Ready).
+//
+// The package's tests (jupyterhub_test.go) drive the same hub only
+// through its REST API: 20 concurrent users, the incident with the hub's
+// own start timeout, and a hub restart in the middle of starts.
+package main

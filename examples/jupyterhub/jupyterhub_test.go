@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/internal/testcluster"
+)
+
+var (
+	cluster    *testcluster.Cluster
+	spawnerBin string
+)
+
+// TestMain fails the package loudly, never skips, when JupyterHub is not
+// installed or the spawner service cannot be built.
+func TestMain(m *testing.M) {
+	if err := CheckJupyterHub(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "kubespawn-jupyterhub-test-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	spawnerBin, err = BuildSpawner(ctx, dir)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		os.Exit(1)
+	}
+	cluster = testcluster.MustStart(testcluster.Options{})
+	code := cluster.Run(m)
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type hubConfig struct {
+	throughProxy bool
+	startTimeout time.Duration
+	sweep        time.Duration
+}
+
+// newHubEnv is one test's namespace (no pod may be left in it), the
+// package's pod simulator (every pod at 127.0.0.1) and a running hub,
+// service and stand-in, stopped when the test ends.
+func newHubEnv(t *testing.T, c hubConfig) *Env {
+	t.Helper()
+	ns := cluster.Namespace(t, "hub", testcluster.NoPodsLeft(""), testcluster.KeepEvents())
+	cluster.PodSim(t, podsim.Options{PodIP: "127.0.0.1"})
+	dir := t.TempDir()
+	e, err := StartEnv(t.Context(), EnvConfig{
+		Admin: cluster.Config(), Client: cluster.Client(t), Namespace: ns, Dir: dir, SpawnerBinary: spawnerBin,
+		ThroughProxy: c.throughProxy, HubStartTimeout: c.startTimeout, HTTPTimeout: 10 * time.Second,
+		SweepInterval: c.sweep, OrphanMinAge: 3 * c.startTimeout,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", e.Logs())
+		}
+		e.Close()
+	})
+	return e
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%02d", prefix, i)
+	}
+	return out
+}
+
+// TestTwentyConcurrentUsers: 20 users start at once through the hub's
+// REST API; all become ready in the hub with their pods running, the
+// service's progress messages reach the hub's own progress stream, and
+// stopping them through the hub removes every pod.
+func TestTwentyConcurrentUsers(t *testing.T) {
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
+	ctx := t.Context()
+	users := names("conc", 20)
+	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	slow := map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "2s"}
+	progress := map[string][]ProgressEvent{}
+	results := make(chan struct {
+		name string
+		evs  []ProgressEvent
+	}, len(users))
+	require.NoError(t, parallel(users, len(users), func(name string) error {
+		if err := e.Hub.StartServer(ctx, name, slow); err != nil {
+			return err
+		}
+		evs, err := e.Hub.Progress(ctx, name)
+		results <- struct {
+			name string
+			evs  []ProgressEvent
+		}{name, evs}
+		return err
+	}))
+	close(results)
+	for r := range results {
+		progress[r.name] = r.evs
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	seen, err := e.Hub.Settled(sctx, users)
+	require.NoError(t, err)
+	pods, err := PodsOnServer(ctx, e.Config.Client, e.Config.Namespace)
+	require.NoError(t, err)
+	for _, name := range users {
+		s, ok := seen[name].Server()
+		require.True(t, ok, "%s has a server", name)
+		assert.True(t, s.Ready, "%s ready in the hub", name)
+		p := pods[name]
+		require.NotNil(t, p, "%s has a pod", name)
+		assert.Equal(t, corev1.PodRunning, p.Status.Phase)
+		evs := progress[name]
+		require.NotEmpty(t, evs, name)
+		assert.Equal(t, "Server requested", evs[0].Message, name)
+		last := evs[len(evs)-1]
+		assert.True(t, last.Ready, "%s: the stream ends ready: %+v", name, last)
+		var fromKubespawn []string
+		for _, ev := range evs[1 : len(evs)-1] {
+			if ev.Progress > 0 && ev.Progress < 100 && ev.Message != "" {
+				fromKubespawn = append(fromKubespawn, ev.Message)
+			}
+		}
+		assert.NotEmpty(t, fromKubespawn, "%s: the pod's progress reached the hub: %+v", name, evs)
+		assert.True(t, slices.ContainsFunc(fromKubespawn, func(m string) bool {
+			return strings.Contains(m, "Successfully assigned") || strings.Contains(m, "Started")
+		}),
+			"%s: Kubernetes events of the pod: %v", name, fromKubespawn)
+	}
+	known, err := e.Service.KnownPods(ctx)
+	require.NoError(t, err)
+	assert.Len(t, known, len(users))
+
+	require.NoError(t, StopAll(ctx, e, users))
+	known, err = e.Service.KnownPods(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, known)
+}
+
+// TestIncidentWithTheRealHub is the 2018 incident with a real JupyterHub:
+// the pod watch between the service and the API server stalls silently
+// mid-run and stays stalled; some pods never become ready, so the hub's
+// own start_timeout fires and the hub itself calls stop(); some fail to
+// pull their image; users stop servers during the stall. At the end, read
+// straight from the API server: no pod the hub does not believe running,
+// no server the hub believes running without its pod.
+func TestIncidentWithTheRealHub(t *testing.T) {
+	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 15 * time.Second, sweep: time.Minute})
+	o := IncidentOptions{Users: 24, Launch: 4 * time.Second, StallAt: 0.35, NeverReady: 6, BadImage: 8, Slow: 4, StopEvery: 3}
+	neverReady, badImage := 0, 0
+	for i := range o.Users {
+		switch scenarioOf(o, i)[podsim.AnnotationScenario] {
+		case podsim.ScenarioNeverReady:
+			neverReady++
+		case podsim.ScenarioImagePullFailure:
+			badImage++
+		}
+	}
+	require.Positive(t, neverReady)
+	require.Positive(t, badImage)
+	var log strings.Builder
+	o.Out = &log
+	rep, err := RunIncident(t.Context(), e, o)
+	t.Logf("incident:\n%s", log.String())
+	require.NoError(t, err)
+	var table strings.Builder
+	PrintReport(&table, rep)
+	t.Logf("%s", table.String())
+
+	assert.Empty(t, rep.Final.Leaked, "pods on the API server that the hub does not believe running")
+	assert.Empty(t, rep.Final.Missing, "servers the hub believes running without a pod")
+	assert.Equal(t, rep.Final.HubRunning, rep.Final.Pods)
+	assert.True(t, rep.StallDetected, "the service reported the stalled watch on /readyz")
+	assert.Equal(t, neverReady, rep.TimedOut, "the hub's own start_timeout fired for every never-ready pod")
+	assert.GreaterOrEqual(t, e.Service.Count("Stop cancels the start"), neverReady, "and the hub's stop() cancelled each start in the service")
+	assert.Equal(t, badImage, rep.FailedFast, "image pull failures fail fast, before the timeout")
+	assert.Equal(t, o.Users-neverReady-badImage, rep.Started)
+	assert.Positive(t, rep.StoppedByUsers)
+	assert.Equal(t, rep.Started-rep.StoppedByUsers, rep.Final.HubRunning)
+	// After the clean-up (watch back, every server stopped through the hub).
+	known, err := e.Service.KnownPods(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, known)
+}
+
+// TestHubRestart: the hub process stops in the middle of starts and
+// starts again on the same database. Servers that were running stay
+// running and known to the hub (its check_spawner path: poll() said
+// running, the URL answered); the starts that died with the hub were
+// cancelled by the spawner service (their requests ended) and their pods
+// deleted; nothing is orphaned, and the restarted hub starts and stops
+// servers as before.
+func TestHubRestart(t *testing.T) {
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: 2 * time.Second})
+	ctx := t.Context()
+	running, pending := names("run", 4), names("pend", 3)
+	all := append(slices.Clone(running), pending...)
+	require.NoError(t, e.Hub.CreateUsers(ctx, all))
+	require.NoError(t, parallel(running, 4, func(name string) error { return e.Hub.StartServer(ctx, name, nil) }))
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	seen, err := e.Hub.Settled(sctx, running)
+	require.NoError(t, err)
+	for _, name := range running {
+		s, ok := seen[name].Server()
+		require.True(t, ok && s.Ready, "%s ready before the restart", name)
+	}
+	hang := map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}
+	require.NoError(t, parallel(pending, 3, func(name string) error { return e.Hub.StartServer(ctx, name, hang) }))
+	require.Eventually(t, func() bool {
+		pods, err := PodsOnServer(ctx, e.Config.Client, e.Config.Namespace)
+		require.NoError(t, err)
+		return len(pods) == len(all)
+	}, time.Minute, 50*time.Millisecond, "the pending starts created their pods")
+	for _, name := range pending {
+		u, err := e.Hub.User(ctx, name)
+		require.NoError(t, err)
+		s, ok := u.Server()
+		require.True(t, ok && s.Pending != nil && *s.Pending == "spawn", "%s pending in the hub: %+v", name, u)
+	}
+
+	e.Hub.Stop() // SIGTERM in the middle of the starts; servers are left running
+	// The starts that died with the hub: cancelled, their pods deleted.
+	require.Eventually(t, func() bool {
+		for _, name := range pending {
+			if gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, name); err != nil || !gone {
+				return false
+			}
+		}
+		return true
+	}, time.Minute, 50*time.Millisecond, "the pods of the starts that died with the hub are deleted")
+	known, err := e.Service.KnownPods(ctx)
+	require.NoError(t, err)
+	assert.Len(t, known, len(running), "the service knows exactly the running servers")
+
+	require.NoError(t, e.Hub.Start(ctx))
+	assert.Equal(t, len(running), e.Hub.Count("still running"), "check_spawner kept every running server")
+	for _, name := range running {
+		u, err := e.Hub.User(ctx, name)
+		require.NoError(t, err)
+		s, ok := u.Server()
+		assert.True(t, ok && s.Ready, "%s still running and known to the restarted hub: %+v", name, u)
+	}
+	for _, name := range pending {
+		u, err := e.Hub.User(ctx, name)
+		require.NoError(t, err)
+		_, ok := u.Server()
+		assert.False(t, ok, "%s's dead start is not a server of the restarted hub: %+v", name, u)
+	}
+	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, all)
+	require.NoError(t, err)
+	assert.Empty(t, a.Leaked, "orphaned pods")
+	assert.Empty(t, a.Missing)
+	assert.Equal(t, len(running), a.HubRunning)
+
+	// The restarted hub works as before.
+	require.NoError(t, e.Hub.StartServer(ctx, pending[0], nil))
+	seen, err = e.Hub.Settled(sctx, all)
+	require.NoError(t, err)
+	s, ok := seen[pending[0]].Server()
+	assert.True(t, ok && s.Ready, "a new start after the restart")
+	require.NoError(t, StopAll(ctx, e, all))
+}

@@ -1,0 +1,321 @@
+"""A JupyterHub Spawner backed by kubespawn's spawner service (examples/spawner).
+
+The hub never talks to Kubernetes: it asks the service, which starts one pod per
+user with the kubespawn library (a self-healing pod cache that never decides
+"this pod does not exist" from the cache alone).
+
+What JupyterHub does with each method, and what this spawner answers (see
+README.md beside this file):
+
+- ``start()``: ``POST /users/{key}/server?progress=sse&cancelOnDisconnect=true``.
+  The answer is the start's event stream: progress events, then one result.
+  Returns ``(pod IP, port)``. The start is bound to this request: if the hub
+  process dies, the service cancels the start and deletes its pod.
+- ``poll()``: ``GET /users/{key}/server``. ``None`` (running) while the pod is
+  starting, running or its state is unknown (service unreachable, slow, 5xx,
+  401, ...); an exit status only when the service says the pod is stopped, which
+  it does only on the API server's NotFound or for a pod that terminated (and
+  that the service deleted before answering). JupyterHub never calls ``stop()``
+  after a ``poll()`` that is not ``None``, and at start-up drops any server whose
+  ``poll()`` raised or was not ``None``: so ``poll()`` never raises.
+- ``stop()``: ``DELETE /users/{key}/server`` (always reaches the API server,
+  cancels a start in progress, returns once the pod is gone), then cancels this
+  spawner's own ``start()`` if the hub left it running after a start timeout.
+- ``progress()``: the start's events as ``{"progress", "message"}``.
+- ``get_url()``: after a hub restart, the URL from the pod's current IP.
+
+Standard library and what JupyterHub depends on (tornado, traitlets) only.
+"""
+
+import asyncio
+import json
+from urllib.parse import quote
+
+from jupyterhub.spawner import Spawner
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from traitlets import Dict, Float, Integer, List, Unicode, default
+
+__all__ = ["KubespawnSpawner"]
+
+
+class ServiceError(Exception):
+    """The spawner service refused or failed a request."""
+
+
+class KubespawnSpawner(Spawner):
+    """Spawner that asks kubespawn's spawner service for one pod per server."""
+
+    service_url = Unicode(
+        "http://127.0.0.1:8082",
+        help="Base URL of the kubespawn spawner service (examples/spawner).",
+    ).tag(config=True)
+
+    token_file = Unicode(
+        "",
+        help="""File holding the service's bearer token (its --token-file).
+        Read once; empty for a service on loopback without a token.""",
+    ).tag(config=True)
+
+    image = Unicode(
+        "", help="Image of the user's pod; empty for the service's --image."
+    ).tag(config=True)
+
+    annotations = Dict(
+        {}, help="Annotations added to every user pod."
+    ).tag(config=True)
+
+    user_annotation_keys = List(
+        Unicode(),
+        [],
+        help="""Annotation keys users may set through user_options["annotations"]
+        (empty: none). The tests use it to pick a pod-simulator scenario; a real
+        deployment leaves it empty.""",
+    ).tag(config=True)
+
+    request_timeout = Float(
+        10, help="Timeout in seconds of poll and get_url requests to the service."
+    ).tag(config=True)
+
+    stop_timeout = Float(
+        90,
+        help="""Timeout in seconds of a stop request: above the service's
+        --stop-timeout, which bounds the wait for the pod to be gone.""",
+    ).tag(config=True)
+
+    max_connections = Integer(
+        512,
+        help="""Connections to the service at once, for the whole hub: each
+        start in progress holds one. Keep it above concurrent_spawn_limit.""",
+    ).tag(config=True)
+
+    @default("port")
+    def _default_port(self):
+        return 8888
+
+    _clients = {}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.pod_name = ""
+        self.pod_uid = ""
+        self._token = None
+        self._start_task = None
+        self._events = []
+        self._events_changed = asyncio.Event()
+        self._start_done = True
+
+    # -- state -------------------------------------------------------------
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.pod_name = state.get("pod_name", "")
+        self.pod_uid = state.get("pod_uid", "")
+
+    def get_state(self):
+        state = super().get_state()
+        if self.pod_name:
+            state["pod_name"] = self.pod_name
+            state["pod_uid"] = self.pod_uid
+        return state
+
+    def clear_state(self):
+        super().clear_state()
+        self.pod_name = ""
+        self.pod_uid = ""
+
+    # -- the service -------------------------------------------------------
+
+    @property
+    def key(self):
+        """The user/session key of the service: the user, or user/server."""
+        return self.user.name if not self.name else f"{self.user.name}/{self.name}"
+
+    def _url(self, suffix=""):
+        base = self.service_url.rstrip("/")
+        return f"{base}/users/{quote(self.key, safe='')}/server{suffix}"
+
+    def _headers(self):
+        if self._token is None:
+            self._token = ""
+            if self.token_file:
+                with open(self.token_file) as f:
+                    self._token = f.read().strip()
+                if not self._token:
+                    raise ServiceError(f"token file {self.token_file} is empty")
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = "Bearer " + self._token
+        return headers
+
+    def _client(self):
+        # One client per event loop and size: the default AsyncHTTPClient
+        # queues beyond 10 requests, and every start in progress holds one.
+        loop = asyncio.get_running_loop()
+        key = (id(loop), self.max_connections)
+        client = KubespawnSpawner._clients.get(key)
+        if client is None:
+            client = AsyncHTTPClient(force_instance=True, max_clients=self.max_connections)
+            KubespawnSpawner._clients[key] = client
+        return client
+
+    async def _call(self, method, suffix="", timeout=None):
+        """One request; returns (status, JSON body or {}). Raises on transport
+        errors (unreachable, timeout)."""
+        req = HTTPRequest(
+            self._url(suffix),
+            method=method,
+            headers=self._headers(),
+            request_timeout=timeout or self.request_timeout,
+            connect_timeout=min(timeout or self.request_timeout, 10),
+        )
+        resp = await self._client().fetch(req, raise_error=False)
+        if resp.code == 599:
+            raise ServiceError(f"{method} {req.url}: {resp.error}")
+        try:
+            body = json.loads(resp.body or b"{}")
+        except ValueError:
+            body = {}
+        return resp.code, body if isinstance(body, dict) else {}
+
+    # -- start -------------------------------------------------------------
+
+    def _start_body(self):
+        body = {}
+        if self.image:
+            body["image"] = self.image
+        annotations = dict(self.annotations)
+        asked = (self.user_options or {}).get("annotations") or {}
+        for k, v in asked.items():
+            if k in self.user_annotation_keys and isinstance(v, str):
+                annotations[k] = v
+        if annotations:
+            body["annotations"] = annotations
+        return body
+
+    def _add_event(self, event):
+        self._events.append(event)
+        changed, self._events_changed = self._events_changed, asyncio.Event()
+        changed.set()
+
+    async def start(self):
+        self._start_task = asyncio.current_task()
+        self._events = []
+        self._start_done = False
+        result = {}
+        buf = bytearray()
+
+        def on_chunk(chunk):
+            buf.extend(chunk)
+            while b"\n\n" in buf:
+                raw, _, rest = bytes(buf).partition(b"\n\n")
+                buf[:] = rest
+                name, data = "", ""
+                for line in raw.decode("utf-8", "replace").split("\n"):
+                    if line.startswith("event: "):
+                        name = line[len("event: "):]
+                    elif line.startswith("data: "):
+                        data += line[len("data: "):]
+                if not name or not data:
+                    continue  # comments, keep-alives
+                try:
+                    value = json.loads(data)
+                except ValueError:
+                    continue
+                if name == "progress":
+                    self._add_event(value)
+                elif name == "result":
+                    result.update(value)
+
+        # Longer than the hub's own start_timeout: the hub gives up first and
+        # calls stop(), which ends this stream.
+        timeout = self.start_timeout + self.stop_timeout + 60
+        req = HTTPRequest(
+            self._url("?progress=sse&cancelOnDisconnect=true"),
+            method="POST",
+            headers=self._headers(),
+            body=json.dumps(self._start_body()),
+            streaming_callback=on_chunk,
+            request_timeout=timeout,
+            connect_timeout=10,
+        )
+        try:
+            resp = await self._client().fetch(req, raise_error=False)
+        finally:
+            self._start_done = True
+            self._add_event({})  # wakes progress() readers; never yielded
+        if resp.code != 200:
+            try:
+                err = json.loads(bytes(buf) or resp.body or b"{}").get("error", "")
+            except ValueError:
+                err = ""
+            raise ServiceError(f"start of {self.key} refused: HTTP {resp.code} {err or resp.error}")
+        if result.get("state") != "running":
+            raise ServiceError(
+                f"start of {self.key} failed ({result.get('reason', 'no result')}): "
+                f"{result.get('error', 'the stream ended without a result')}"
+            )
+        self.pod_name = result.get("pod", "")
+        self.pod_uid = result.get("uid", "")
+        ip = result.get("podIP")
+        if not ip:
+            raise ServiceError(f"start of {self.key}: running pod without an IP")
+        return (ip, self.port)
+
+    async def progress(self):
+        i = 0
+        while True:
+            changed = self._events_changed
+            while i < len(self._events):
+                ev = self._events[i]
+                i += 1
+                if ev:
+                    yield {"progress": ev.get("progress", 0), "message": ev.get("message", "")}
+            if self._start_done:
+                return
+            await changed.wait()
+
+    # -- poll, stop, url ---------------------------------------------------
+
+    async def poll(self):
+        try:
+            code, body = await self._call("GET")
+        except Exception as e:  # unknown reads as running: never raise
+            self.log.warning("kubespawn: poll of %s: service unreachable (%s); assuming running", self.key, e)
+            return None
+        state = body.get("state")
+        if code == 404 and state == "stopped" and body.get("reason") == "NotFound":
+            return 0  # the API server said so
+        if code == 200 and state == "stopped":
+            # Terminated on its own; the service deleted the pod before saying so.
+            exit_code = body.get("exitCode")
+            return exit_code if isinstance(exit_code, int) else 0
+        if code == 200:
+            return None  # running, pending, unknown
+        self.log.warning(
+            "kubespawn: poll of %s: HTTP %s %s; assuming running", self.key, code, body.get("error", "")
+        )
+        return None
+
+    async def stop(self, now=False):
+        code, body = await self._call("DELETE", timeout=self.stop_timeout)
+        task, self._start_task = self._start_task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            # A timed-out start is not cancelled by the hub: cancel it here
+            # (the DELETE already cancelled it on the service's side).
+            task.cancel()
+        if code != 200:
+            raise ServiceError(f"stop of {self.key}: HTTP {code} {body.get('error', '')}")
+        self.clear_state()
+
+    async def get_url(self):
+        url = self.server.url if self.server else ""
+        try:
+            code, body = await self._call("GET")
+        except Exception as e:
+            self.log.warning("kubespawn: get_url of %s: %s", self.key, e)
+            return url
+        ip = body.get("podIP")
+        if code != 200 or not ip or body.get("state") != "running" or not self.server:
+            return url
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"{self.server.proto}://{host}:{self.port}{self.server.base_url}"

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/internal/testcluster"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo-jupyterhub:", err)
+		os.Exit(1)
+	}
+}
+
+// errLeaked: the exit status is 0 only if nothing leaked.
+var errLeaked = errors.New("pods leaked, or servers the hub believes running have no pod")
+
+func run(ctx context.Context, args []string, out, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo-jupyterhub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	users := fs.Int("users", 50, "users launching servers")
+	launch := fs.Duration("launch", 15*time.Second, "launches are spread over this long")
+	startTimeout := fs.Duration("start-timeout", 20*time.Second, "the hub's start_timeout")
+	spawnerBin := fs.String("spawner", "", "the spawner service binary (default: built from examples/spawner)")
+	keep := fs.Bool("keep", false, "keep the logs directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
+	if err := CheckJupyterHub(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "kubespawn-demo-jupyterhub-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	} else {
+		fmt.Fprintf(out, "logs in %s\n", dir)
+	}
+	fmt.Fprintln(out, "Starting etcd + kube-apiserver, the pod simulator, the kubespawn spawner service and JupyterHub 3.0 ...")
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	c, err := testcluster.Start(cctx, testcluster.Options{})
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	client, err := kubernetes.NewForConfig(c.Config())
+	if err != nil {
+		return err
+	}
+	sim, err := podsim.Start(ctx, client, podsim.Options{PodIP: "127.0.0.1"})
+	if err != nil {
+		return err
+	}
+	defer sim.Stop()
+	ns, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "jupyterhub-users"}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	if *spawnerBin == "" {
+		if *spawnerBin, err = BuildSpawner(ctx, dir); err != nil {
+			return err
+		}
+	}
+	e, err := StartEnv(ctx, EnvConfig{
+		Admin: c.Config(), Client: client, Namespace: ns.Name, Dir: dir, SpawnerBinary: *spawnerBin, ThroughProxy: true,
+		HubStartTimeout: *startTimeout, HTTPTimeout: 10 * time.Second, SweepInterval: 10 * time.Second, OrphanMinAge: 3 * *startTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	fmt.Fprintf(out, "JupyterHub at %s, spawner service at %s (pods in namespace %s)\n\n", e.Hub.URL, e.Service.URL, ns.Name)
+	rep, err := RunIncident(ctx, e, IncidentOptions{
+		Users: *users, Launch: *launch, StallAt: 0.35, NeverReady: 7, BadImage: 10, Slow: 4, StopEvery: 4, Out: out,
+	})
+	if err != nil {
+		fmt.Fprint(stderr, e.Logs())
+		return err
+	}
+	PrintReport(out, rep)
+	if rep.Leaked() > 0 || len(rep.Final.Missing) > 0 {
+		return errLeaked
+	}
+	return nil
+}
