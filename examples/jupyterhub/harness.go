@@ -144,6 +144,7 @@ func startProcess(name, logPath string, env []string, dir string, path string, a
 // stop sends SIGTERM, waits up to grace, then kills the whole group (a
 // hub's proxy too).
 func (p *process) stop(grace time.Duration) {
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // if frozen
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.exited:
@@ -256,6 +257,13 @@ func (s *Service) KnownPods(ctx context.Context) ([]string, error) {
 
 // Stop ends the service (SIGTERM: starts in flight are cancelled).
 func (s *Service) Stop() { s.stop(30 * time.Second) }
+
+// Freeze stops the service process (SIGSTOP): connections open, nothing
+// answers, as a service that is slow or cut off. Thaw resumes it.
+func (s *Service) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen service (SIGCONT).
+func (s *Service) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // --- the stand-in notebook server ---
 
@@ -395,6 +403,19 @@ func (h *Hub) Start(ctx context.Context) error {
 	if err := waitHTTP(wctx, h.URL+"/hub/api/users", h.auth(), http.StatusOK, p.exited); err != nil {
 		h.stop(5 * time.Second)
 		return fmt.Errorf("jupyterhub: %w\n%s", err, h.Tail(40))
+	}
+	// The API answers after init_spawners_timeout (10 s) even if the checks
+	// of the servers in the database (poll, get_url, the URL) go on in the
+	// background: wait for them, "Initialized N spawners in S seconds".
+	for h.Count(" spawners in ") == 0 {
+		select {
+		case <-wctx.Done():
+			h.stop(5 * time.Second)
+			return fmt.Errorf("jupyterhub: the servers in its database were not checked in time: %w\n%s", context.Cause(wctx), h.Tail(40))
+		case <-p.exited:
+			return fmt.Errorf("jupyterhub exited\n%s", h.Tail(40))
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	return nil
 }

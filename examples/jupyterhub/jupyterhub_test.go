@@ -205,8 +205,9 @@ func TestIncidentWithTheRealHub(t *testing.T) {
 // running and known to the hub (its check_spawner path: poll() said
 // running, the URL answered); the starts that died with the hub were
 // cancelled by the spawner service (their requests ended) and their pods
-// deleted; nothing is orphaned, and the restarted hub starts and stops
-// servers as before.
+// deleted; nothing is orphaned. A second restart while the service is
+// frozen (every poll() times out) keeps the running servers too, and the
+// hub then starts and stops servers as before.
 func TestHubRestart(t *testing.T) {
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: 2 * time.Second})
 	ctx := t.Context()
@@ -246,9 +247,12 @@ func TestHubRestart(t *testing.T) {
 		}
 		return true
 	}, time.Minute, 50*time.Millisecond, "the pods of the starts that died with the hub are deleted")
-	known, err := e.Service.KnownPods(ctx)
-	require.NoError(t, err)
-	assert.Len(t, known, len(running), "the service knows exactly the running servers")
+	var known []string
+	require.Eventually(t, func() bool {
+		known, err = e.Service.KnownPods(ctx)
+		require.NoError(t, err)
+		return len(known) == len(running)
+	}, time.Minute, 50*time.Millisecond, "the service forgets the cancelled starts: it knows exactly the running servers (%v)", known)
 
 	require.NoError(t, e.Hub.Start(ctx))
 	assert.Equal(t, len(running), e.Hub.Count("still running"), "check_spawner kept every running server")
@@ -265,6 +269,28 @@ func TestHubRestart(t *testing.T) {
 		assert.False(t, ok, "%s's dead start is not a server of the restarted hub: %+v", name, u)
 	}
 	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, all)
+	require.NoError(t, err)
+	assert.Empty(t, a.Leaked, "orphaned pods")
+	assert.Empty(t, a.Missing)
+	assert.Equal(t, len(running), a.HubRunning)
+
+	// Once more, with the service frozen while the hub starts: every
+	// poll() times out, which must read as running (a poll() that raised
+	// or said stopped would drop the servers without stop(): orphans).
+	e.Hub.Stop()
+	require.NoError(t, e.Service.Freeze())
+	thawed := false
+	defer func() {
+		if !thawed {
+			_ = e.Service.Thaw()
+		}
+	}()
+	require.NoError(t, e.Hub.Start(ctx))
+	require.NoError(t, e.Service.Thaw())
+	thawed = true
+	assert.Equal(t, len(running), e.Hub.Count("still running"), "unknown reads as running: every server kept")
+	assert.GreaterOrEqual(t, e.Hub.Count("service unreachable"), len(running), "the polls did time out")
+	a, err = Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, all)
 	require.NoError(t, err)
 	assert.Empty(t, a.Leaked, "orphaned pods")
 	assert.Empty(t, a.Missing)
