@@ -44,7 +44,8 @@ type Config struct {
 	SlowFraction             float64
 	ImagePullFailureFraction float64
 	StopFraction             float64
-	// NamespacePrefix is prepended to "baseline" and "kubespawn".
+	// NamespacePrefix is prepended to "baseline-" and "kubespawn-" to make
+	// the generated namespace names.
 	NamespacePrefix string
 	// Progress receives the live progress lines (nil: discarded).
 	Progress io.Writer
@@ -184,10 +185,14 @@ func replay(ctx context.Context, cfg *rest.Config, c Config) (*Report, error) {
 func runOne(ctx context.Context, cfg *rest.Config, direct kubernetes.Interface, name, label string,
 	newBackend func(context.Context, *rest.Config, string, klog.Logger) (backend, error), plans []userPlan, c Config) (RunResult, error) {
 	res := RunResult{Name: name, Label: label, StallAt: c.StallAt}
-	ns := c.NamespacePrefix + name
-	if _, err := direct.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return res, fmt.Errorf("creating namespace %s: %w", ns, err)
+	// A generated name: a second replay on the same cluster must not meet
+	// the first one's namespace (a test cluster has no namespace
+	// controller, so it stays Terminating).
+	created, err := direct.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: c.NamespacePrefix + name + "-"}}, metav1.CreateOptions{})
+	if err != nil {
+		return res, fmt.Errorf("creating namespace %s…: %w", c.NamespacePrefix+name, err)
 	}
+	ns := created.Name
 	proxy, err := faultproxy.New(cfg, faultproxy.Options{})
 	if err != nil {
 		return res, err

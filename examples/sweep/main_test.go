@@ -41,16 +41,10 @@ type env struct {
 	kubeconfig string
 }
 
-func newEnv(t *testing.T) *env { return newNamedEnv(t, "") }
-
-// newNamedEnv uses namespace name (generated if empty).
-func newNamedEnv(t *testing.T, name string) *env {
+// newEnv makes a fresh namespace named after prefix.
+func newEnv(t *testing.T, prefix string) *env {
 	t.Helper()
-	opts := []testcluster.NamespaceOption{}
-	if name != "" {
-		opts = append(opts, testcluster.Named(name))
-	}
-	ns := cluster.Namespace(t, "sweep", opts...)
+	ns := cluster.Namespace(t, prefix)
 	return &env{t: t, ns: ns, direct: cluster.Client(t), kubeconfig: testcluster.KubeConfig(t, cluster.Config())}
 }
 

@@ -47,12 +47,12 @@ func runbookSteps(t *testing.T) []runbookStep {
 	return steps
 }
 
-// TestRunbookRecovery floods namespace "users" with leaked pods and walks
+// TestRunbookRecovery floods a namespace "users-…" with leaked pods and walks
 // the recovery of ../RUNBOOK.md: every `sweep` command there, in order,
 // literally (only $NS, $INSTANCE and $SPAWNER expanded), through run(...), checking
 // the outcome the runbook states for each step.
 func TestRunbookRecovery(t *testing.T) {
-	e := newNamedEnv(t, "users")
+	e := newEnv(t, "users")
 	// No --kubeconfig in the runbook: the CLI finds $KUBECONFIG (not in a
 	// pod here).
 	t.Setenv("KUBECONFIG", e.kubeconfig)
@@ -71,8 +71,8 @@ func TestRunbookRecovery(t *testing.T) {
 	survivors := append(append([]*corev1.Pod{}, known...), starting, pending)
 
 	// The service's /known-pods, as the demo spawner serves it.
-	spawnerURL := knownPodsServer(t, KnownPods{Namespace: "users", Instance: "hub-1", Pods: names(known)}).URL
-	vars := map[string]string{"NS": "users", "INSTANCE": "hub-1", "SPAWNER": spawnerURL}
+	spawnerURL := knownPodsServer(t, KnownPods{Namespace: e.ns, Instance: "hub-1", Pods: names(known)}).URL
+	vars := map[string]string{"NS": e.ns, "INSTANCE": "hub-1", "SPAWNER": spawnerURL}
 
 	checks := map[string]func(out, errOut string){
 		"dry-run-by-age": func(out, _ string) {
@@ -117,7 +117,7 @@ func TestRunbookRecovery(t *testing.T) {
 		},
 		"verify": func(out, _ string) {
 			assert.Contains(t, out, "no pods matched")
-			assert.Contains(t, out, "scanned 4 kubespawn pods in namespace users")
+			assert.Contains(t, out, "scanned 4 kubespawn pods in namespace "+e.ns)
 			e.requirePresent(survivors...)
 		},
 	}

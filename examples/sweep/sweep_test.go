@@ -19,7 +19,7 @@ import (
 )
 
 func TestDryRunListsButDeletesNothing(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	old := e.leakMany("old", 3, leak{startedAgo: 5 * time.Hour})
 	young := e.leakMany("young", 2, leak{startedAgo: time.Hour})
 
@@ -37,7 +37,7 @@ func TestDryRunListsButDeletesNothing(t *testing.T) {
 }
 
 func TestDeleteDeletesAndConfirms(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	old := e.leakMany("old", 3, leak{startedAgo: 5 * time.Hour})
 	young := e.leakMany("young", 2, leak{startedAgo: time.Hour})
 
@@ -61,7 +61,7 @@ func TestDeleteDeletesAndConfirms(t *testing.T) {
 // Pods never scheduled have no status.startTime (delete-pods.py crashed on
 // them): their age runs from creationTimestamp.
 func TestNeverScheduledPodsSweptByCreationAge(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	pending := e.leakMany("pending", 3, leak{})
 	for _, p := range pending {
 		require.Nil(t, p.Status.StartTime)
@@ -86,7 +86,7 @@ func TestNeverScheduledPodsSweptByCreationAge(t *testing.T) {
 }
 
 func TestEmptyMatch(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	// An empty namespace, then pods none of which match.
 	for _, args := range [][]string{{"--older-than", "4h"}, {"--older-than", "4h", "--delete"}} {
 		out, _, err := e.sweep(args...)
@@ -106,7 +106,7 @@ func TestEmptyMatch(t *testing.T) {
 // 8 pods in pages of 3: three list requests (checked at a recording proxy
 // in front of the API server), every pod seen and deleted.
 func TestPagination(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true}) // TLS: kubeconfig credentials are only sent over TLS
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = proxy.Close() })
@@ -144,7 +144,7 @@ func knownPodsServer(t *testing.T, body any) *httptest.Server {
 }
 
 func TestOrphansFrom(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	known := e.leakMany("known", 2, leak{startedAgo: time.Hour})
 	orphans := e.leakMany("orphan", 3, leak{startedAgo: time.Hour})
 	// Young pods are protected even though unknown: they may be starting.
@@ -188,7 +188,7 @@ func TestOrphansFrom(t *testing.T) {
 // A list from the wrong service (namespace or instance) or a service that
 // cannot answer must never turn every pod into an orphan.
 func TestOrphansFromRefusesWrongOrFailingService(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	pods := e.leakMany("p", 2, leak{startedAgo: time.Hour})
 	for name, tc := range map[string]struct {
 		handler http.HandlerFunc
@@ -222,7 +222,7 @@ func TestOrphansFromRefusesWrongOrFailingService(t *testing.T) {
 }
 
 func TestNameContainsAndSelector(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	ipy := e.leakMany("ipython-in-depth", 2, leak{startedAgo: 5 * time.Hour, labels: map[string]string{"tier": "free"}})
 	bokeh := e.leakMany("bokeh-notebooks", 2, leak{startedAgo: 5 * time.Hour, labels: map[string]string{"tier": "paid"}})
 	freeBokeh := e.leak("bokeh-free", leak{startedAgo: 5 * time.Hour, labels: map[string]string{"tier": "free"}})
@@ -244,7 +244,7 @@ func TestNameContainsAndSelector(t *testing.T) {
 }
 
 func TestInstances(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	mine := e.leakMany("a", 2, leak{startedAgo: 5 * time.Hour})
 	theirs := e.leakMany("b", 2, leak{startedAgo: 5 * time.Hour, instance: "hub-2"})
 	// Not kubespawn's: never considered, whatever its age.
@@ -271,7 +271,7 @@ func TestInstances(t *testing.T) {
 // deletion: the row says so, the others are deleted, and the exit status
 // is non-zero.
 func TestDeleteFailureExitsNonZero(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "sweep")
 	ok := e.leakMany("ok", 2, leak{startedAgo: 5 * time.Hour})
 	stuck := e.leak("stuck", leak{startedAgo: 5 * time.Hour, finalizer: true})
 

@@ -37,24 +37,23 @@ func createPod(t *testing.T, c kubernetes.Interface, ns, name string) {
 func TestReplicaFreezesOnSilentStall(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	direct := kubernetes.NewForConfigOrDie(cluster.Config())
-	_, err := direct.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	ns := cluster.Namespace(t, "legacy")
+	direct := cluster.Client(t)
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
 	defer p.Close()
 	client := kubernetes.NewForConfigOrDie(legacy.JSONConfig(p.ClientConfig(cluster.Config())))
 
-	r := legacy.New(client, legacy.Of2018("legacy", ""))
+	r := legacy.New(client, legacy.Of2018(ns, ""))
 	go r.Run(ctx)
-	createPod(t, direct, "legacy", "before")
+	createPod(t, direct, ns, "before")
 	require.Eventually(t, func() bool { _, ok := r.Get("before"); return ok }, 20*time.Second, 20*time.Millisecond)
 
 	p.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
 	// Let the open watch pass its server timeout (10s) and KubeSpawner's
 	// restart period (30s) while stalled: the replica never sees the close
 	// and never relists.
-	createPod(t, direct, "legacy", "during")
+	createPod(t, direct, ns, "during")
 	time.Sleep(35 * time.Second)
 	_, ok := r.Get("during")
 	require.False(t, ok, "the replica's cache is frozen, as in 2018")

@@ -29,31 +29,32 @@ func TestServerVersionIsStamped(t *testing.T) {
 
 func TestServiceAccountHasOnlyItsRole(t *testing.T) {
 	ctx := t.Context()
+	ns := cluster.Namespace(t, "sa")
 	admin := kubernetes.NewForConfigOrDie(cluster.Config())
-	cfg, err := cluster.ServiceAccountConfig(ctx, "sa-test", "reader")
+	cfg, err := cluster.ServiceAccountConfig(ctx, ns, "reader")
 	require.NoError(t, err)
 	sa := kubernetes.NewForConfigOrDie(cfg)
 
-	_, err = sa.CoreV1().Pods("sa-test").List(ctx, metav1.ListOptions{})
+	_, err = sa.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	require.True(t, apierrors.IsForbidden(err), "no role yet: want Forbidden, got %v", err)
 
-	_, err = admin.RbacV1().Roles("sa-test").Create(ctx, &rbacv1.Role{
+	_, err = admin.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "pod-reader"},
 		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = admin.RbacV1().RoleBindings("sa-test").Create(ctx, &rbacv1.RoleBinding{
+	_, err = admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "pod-reader"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pod-reader"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "reader", Namespace: "sa-test"}},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "reader", Namespace: ns}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
 	require.Eventually(t, func() bool {
-		_, err := sa.CoreV1().Pods("sa-test").List(ctx, metav1.ListOptions{})
+		_, err := sa.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		return err == nil
 	}, 10*time.Second, 100*time.Millisecond, "role grants list")
-	_, err = sa.CoreV1().Pods("sa-test").Get(ctx, "x", metav1.GetOptions{})
+	_, err = sa.CoreV1().Pods(ns).Get(ctx, "x", metav1.GetOptions{})
 	require.True(t, apierrors.IsForbidden(err), "role grants no get: want Forbidden, got %v", err)
 	_, err = sa.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
 	require.True(t, apierrors.IsForbidden(err), "role is namespaced: want Forbidden, got %v", err)
@@ -61,14 +62,15 @@ func TestServiceAccountHasOnlyItsRole(t *testing.T) {
 
 func TestRestartAPIServerKeepsData(t *testing.T) {
 	ctx := t.Context()
+	ns := cluster.Namespace(t, "restart")
 	client := kubernetes.NewForConfigOrDie(cluster.Config())
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "survivor", Namespace: "default"}, Data: map[string]string{"k": "v"}}
-	_, err := client.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "survivor"}, Data: map[string]string{"k": "v"}}
+	_, err := client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{})
 	require.NoError(t, err)
 
 	require.NoError(t, cluster.RestartAPIServer(ctx))
 
-	got, err := client.CoreV1().ConfigMaps("default").Get(ctx, "survivor", metav1.GetOptions{})
+	got, err := client.CoreV1().ConfigMaps(ns).Get(ctx, "survivor", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, "v", got.Data["k"])
 }

@@ -97,12 +97,7 @@ type NamespaceOption func(*nsOptions)
 type nsOptions struct {
 	noPodsLeft *string
 	keepEvents bool
-	name       string
 }
-
-// Named gives the namespace that exact name instead of a generated one
-// (for tests that replay documents naming it, such as the runbook).
-func Named(name string) NamespaceOption { return func(o *nsOptions) { o.name = name } }
 
 // NoPodsLeft makes the namespace's cleanup fail the test if any pod
 // matching selector ("" for every pod) is left: the check the spawner's
@@ -131,10 +126,10 @@ func (c *Cluster) Namespace(t testing.TB, prefix string, opts ...NamespaceOption
 		opt(&o)
 	}
 	client := c.Client(t)
+	// Always a generated name: no namespace controller runs, so a deleted
+	// namespace stays Terminating and a fixed name could not be reused by
+	// the next run (go test -count).
 	meta := metav1.ObjectMeta{GenerateName: prefix + "-"}
-	if o.name != "" {
-		meta = metav1.ObjectMeta{Name: o.name}
-	}
 	ns, err := client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: meta}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("testcluster: create namespace: %v", err)
