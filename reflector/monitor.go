@@ -184,6 +184,8 @@ func (s *shard[T]) restart(now time.Time, p Problem, gap Gap, reason RelistReaso
 	s.setLocked(p, now, why)
 	s.probeFailingSince = time.Time{}
 	s.mu.Unlock()
+	// The state first: whoever sees the gap counted sees the cache degraded.
+	s.computeState(now, true)
 	s.c.stats.gap(gap)
 	s.c.stats.restart()
 	s.c.log().Info("Restarting watch", "namespace", s.namespace, "gap", gap, "why", why)
@@ -193,7 +195,6 @@ func (s *shard[T]) restart(now time.Time, p Problem, gap Gap, reason RelistReaso
 	// Always a plain LIST: whatever made the watch miss changes may hang a
 	// WatchList through the same path.
 	s.lw.forceRelist(reason, true)
-	s.computeState(now, true)
 }
 
 // computeState derives the shard's state from its problems. Before the

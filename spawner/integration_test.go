@@ -319,8 +319,9 @@ func TestIntegrationStartIsACanary(t *testing.T) {
 		res, err = e.sp.Start(context.Background(), e.request("canary", ""))
 		done <- err
 	}()
-	require.Eventually(t, func() bool { return e.pods.Status().Gaps[reflector.GapStall] > 0 }, 30*time.Second, 10*time.Millisecond, "stall found")
-	found := e.pods.Status().StateSince.Sub(begin)
+	var st reflector.Status
+	require.Eventually(t, func() bool { st = e.pods.Status(); return st.Gaps[reflector.GapStall] > 0 }, 30*time.Second, 10*time.Millisecond, "stall found")
+	found := st.StateSince.Sub(begin)
 	t.Logf("stall found %s after the Start began (probe interval 1m)", found)
 	// Canary window 1s + a probe whose replay lacks the create 1s after its
 	// headers; the create itself and a loaded machine get the rest.

@@ -3,7 +3,9 @@ package faultproxy
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Verb is the Kubernetes API verb of a request, as the kube-apiserver's
@@ -53,6 +55,10 @@ type RequestInfo struct {
 	Name string
 	// Path is the URL path of the request.
 	Path string
+	// TimeoutSeconds is a list or watch's timeoutSeconds parameter (0 when
+	// absent): a reflector's main watch asks for minutes, a probe for
+	// seconds.
+	TimeoutSeconds int
 }
 
 // Key returns the accounting key of the request: its verb and its resource,
@@ -163,6 +169,7 @@ func Classify(method string, u *url.URL) RequestInfo {
 		if name, ok := exactNameSelector(q.Get("fieldSelector")); ok {
 			ri.Name = name
 		}
+		ri.TimeoutSeconds, _ = strconv.Atoi(q.Get("timeoutSeconds"))
 	}
 	if ri.Name == "" && ri.Verb == VerbDelete {
 		ri.Verb = VerbDeleteCollection
@@ -218,6 +225,10 @@ type Match struct {
 	// Namespace is the request's namespace; "" matches any, including
 	// cluster-scoped and all-namespaces requests.
 	Namespace string
+	// MinTimeout, when set, matches only lists and watches whose
+	// timeoutSeconds is at least that long: the reflectors' long main
+	// watches, not their short probes.
+	MinTimeout time.Duration
 }
 
 // Matches reports whether a request with the given info is selected by m.
@@ -226,6 +237,9 @@ func (m Match) Matches(ri RequestInfo) bool {
 		return false
 	}
 	if m.Namespace != "" && m.Namespace != ri.Namespace {
+		return false
+	}
+	if m.MinTimeout > 0 && time.Duration(ri.TimeoutSeconds)*time.Second < m.MinTimeout {
 		return false
 	}
 	if m.Resource == "" {

@@ -3,6 +3,7 @@ package faultproxy_test
 import (
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -107,6 +108,9 @@ func TestMatch(t *testing.T) {
 	podStatus := classify("PATCH", "/api/v1/namespaces/ns1/pods/p1/status")
 	lease := classify("PUT", "/apis/coordination.k8s.io/v1/namespaces/ns1/leases/l1")
 	version := classify("GET", "/version")
+	mainWatch := classify("GET", "/api/v1/namespaces/ns1/pods?watch=true&timeoutSeconds=438")
+	probe := classify("GET", "/api/v1/namespaces/ns1/pods?watch=true&timeoutSeconds=3")
+	long := faultproxy.Match{Verb: faultproxy.VerbWatch, MinTimeout: time.Minute}
 
 	tests := []struct {
 		name string
@@ -132,6 +136,9 @@ func TestMatch(t *testing.T) {
 		{"core group", faultproxy.Match{Resource: "pods."}, watchPods, true},
 		{"core group vs named", faultproxy.Match{Resource: "leases."}, lease, false},
 		{"resource never matches non-resource", faultproxy.Match{Resource: "pods"}, version, false},
+		{"long watch", long, mainWatch, true},
+		{"short watch is not long", long, probe, false},
+		{"watch without a timeout is not long", long, watchPods, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

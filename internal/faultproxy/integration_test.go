@@ -69,6 +69,15 @@ func (e *env) client(t *testing.T, cfg *rest.Config) kubernetes.Interface {
 	return cs
 }
 
+// encodings are the two wire formats a fault must work with.
+var encodings = []struct {
+	name string
+	cfg  func() *rest.Config
+}{
+	{"json", func() *rest.Config { return cluster.Config() }}, // cluster is set in TestMain
+	{"protobuf", protobufConfig},
+}
+
 func protobufConfig() *rest.Config {
 	cfg := cluster.Config()
 	cfg.ContentType = protobuf
@@ -148,13 +157,7 @@ func podName(t *testing.T, ev watch.Event) string {
 // silent while a direct watch sees the pod; after Unstall the proxied watch
 // catches up.
 func TestStalledPodWatch(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  func() *rest.Config
-	}{
-		{"json", cluster.Config},
-		{"protobuf", protobufConfig},
-	} {
+	for _, tc := range encodings {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, faultproxy.Options{})
 			proxied := watchPodsIn(t, e.client(t, tc.cfg()), e.ns)
@@ -400,13 +403,7 @@ func TestInjectStatusOnWatch(t *testing.T) {
 }
 
 func TestInjectWatchError(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  func() *rest.Config
-	}{
-		{"json", cluster.Config},
-		{"protobuf", protobufConfig},
-	} {
+	for _, tc := range encodings {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, faultproxy.Options{})
 			cs := e.client(t, tc.cfg())
