@@ -5,4 +5,7 @@ package reflector
 var (
 	PodFieldsForTest   = podFields
 	EventFieldsForTest = eventFields
+	// The pod caches' default transform, which slim_test checks on
+	// tombstones and for idempotence.
+	SlimPodTransformForTest = slimPodTransform
 )

@@ -34,7 +34,7 @@ func (f *Factory) Pods(scope Scope) (*PodCache, error) {
 	v, err := f.getOrCreate("pods "+scope.String(), func(client kubernetes.Interface, closeConns func(), logger klog.Logger) (*factoryEntry, error) {
 		k := podKind
 		if !f.opts.FullPods {
-			k.transform = SlimPodTransform
+			k.transform = slimPodTransform
 		}
 		c, err := newCache(k, f.opts, scope, client, closeConns, logger)
 		if err != nil {

@@ -1,14 +1,12 @@
 package reflector
 
 import (
+	"unique"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// AnnotationLastApplied is the annotation kubectl apply writes: a JSON copy
-// of the whole object as last applied (often a kilobyte or more), which
-// the slim pod view drops.
-const AnnotationLastApplied = corev1.LastAppliedConfigAnnotation
 
 // SlimPod returns the slim view of p that pod caches hold by default (see
 // [Options.FullPods]): exactly what the packages of this repository read
@@ -52,8 +50,11 @@ const AnnotationLastApplied = corev1.LastAppliedConfigAnnotation
 // examples/sweep (labels, phase, reason, creationTimestamp, startTime),
 // and the scope's field selector ([podFields]).
 //
-// The result is a new Pod that shares the kept maps, slices and pointers
-// with p: copy it (DeepCopy) before changing it. SlimPod is idempotent
+// Strings shared among pods (label and annotation keys and values, images,
+// image IDs, container names, the namespace and node, condition types) are
+// interned, so thousands of pods hold one copy each (see BENCHMARKS.md,
+// P3). The result is a new Pod that shares the other kept slices and
+// pointers with p: copy it (DeepCopy) before changing it. SlimPod is idempotent
 // (SlimPod(SlimPod(p)) equals SlimPod(p)) and returns nil for nil. The
 // full object is one API read away: Factory.Client().CoreV1().Pods(ns).Get.
 func SlimPod(p *corev1.Pod) *corev1.Pod {
@@ -65,16 +66,16 @@ func SlimPod(p *corev1.Pod) *corev1.Pod {
 		TypeMeta: p.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name:                       m.Name,
-			GenerateName:               m.GenerateName,
-			Namespace:                  m.Namespace,
+			GenerateName:               intern(m.GenerateName),
+			Namespace:                  intern(m.Namespace),
 			UID:                        m.UID,
 			ResourceVersion:            m.ResourceVersion,
 			Generation:                 m.Generation,
 			CreationTimestamp:          m.CreationTimestamp,
 			DeletionTimestamp:          m.DeletionTimestamp,
 			DeletionGracePeriodSeconds: m.DeletionGracePeriodSeconds,
-			Labels:                     m.Labels,
-			Annotations:                slimAnnotations(m.Annotations),
+			Labels:                     internMap(m.Labels, ""),
+			Annotations:                internMap(m.Annotations, corev1.LastAppliedConfigAnnotation),
 			OwnerReferences:            m.OwnerReferences,
 		},
 		Spec: corev1.PodSpec{
@@ -82,18 +83,18 @@ func SlimPod(p *corev1.Pod) *corev1.Pod {
 			Containers:                    slimContainers(p.Spec.Containers),
 			RestartPolicy:                 p.Spec.RestartPolicy,
 			TerminationGracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds,
-			ServiceAccountName:            p.Spec.ServiceAccountName,
-			NodeName:                      p.Spec.NodeName,
+			ServiceAccountName:            intern(p.Spec.ServiceAccountName),
+			NodeName:                      intern(p.Spec.NodeName),
 			HostNetwork:                   p.Spec.HostNetwork,
-			SchedulerName:                 p.Spec.SchedulerName,
+			SchedulerName:                 intern(p.Spec.SchedulerName),
 		},
 		Status: corev1.PodStatus{
 			Phase:                 p.Status.Phase,
-			Conditions:            p.Status.Conditions,
+			Conditions:            internConditions(p.Status.Conditions),
 			Message:               p.Status.Message,
 			Reason:                p.Status.Reason,
 			NominatedNodeName:     p.Status.NominatedNodeName,
-			HostIP:                p.Status.HostIP,
+			HostIP:                intern(p.Status.HostIP),
 			HostIPs:               p.Status.HostIPs,
 			PodIP:                 p.Status.PodIP,
 			PodIPs:                p.Status.PodIPs,
@@ -104,20 +105,48 @@ func SlimPod(p *corev1.Pod) *corev1.Pod {
 	}
 }
 
-// slimAnnotations drops the last-applied-configuration annotation; a map
-// without it is shared as it is.
-func slimAnnotations(a map[string]string) map[string]string {
-	if _, ok := a[AnnotationLastApplied]; !ok {
-		return a
+// maxInterned bounds the strings worth interning: names, images, label
+// values; longer ones (JSON in annotations) are rarely shared.
+const maxInterned = 256
+
+// intern returns the canonical copy of s (package unique: weakly held, so
+// a string no pod uses any more is freed). Among thousands of pods most
+// strings are the same few (label keys and values, images, the node, the
+// condition types): one copy each instead of one per pod.
+func intern(s string) string {
+	if s == "" || len(s) > maxInterned {
+		return s
 	}
-	if len(a) == 1 {
+	return unique.Make(s).Value()
+}
+
+// internMap copies m with interned keys and values, dropping key drop
+// ("" drops nothing); nil for an empty result.
+func internMap(m map[string]string, drop string) map[string]string {
+	n := len(m)
+	if _, ok := m[drop]; ok && drop != "" {
+		n--
+	}
+	if n <= 0 {
 		return nil
 	}
-	out := make(map[string]string, len(a)-1)
-	for k, v := range a {
-		if k != AnnotationLastApplied {
-			out[k] = v
+	out := make(map[string]string, n)
+	for k, v := range m {
+		if drop == "" || k != drop {
+			out[intern(k)] = intern(v)
 		}
+	}
+	return out
+}
+
+func internConditions(cs []corev1.PodCondition) []corev1.PodCondition {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]corev1.PodCondition, len(cs))
+	for i, c := range cs {
+		c.Type, c.Status, c.Reason = corev1.PodConditionType(intern(string(c.Type))), corev1.ConditionStatus(intern(string(c.Status))), intern(c.Reason)
+		out[i] = c
 	}
 	return out
 }
@@ -128,7 +157,7 @@ func slimContainers(cs []corev1.Container) []corev1.Container {
 	}
 	out := make([]corev1.Container, len(cs))
 	for i := range cs {
-		out[i] = corev1.Container{Name: cs[i].Name, Image: cs[i].Image, Ports: cs[i].Ports}
+		out[i] = corev1.Container{Name: intern(cs[i].Name), Image: intern(cs[i].Image), Ports: cs[i].Ports}
 	}
 	return out
 }
@@ -141,24 +170,31 @@ func slimStatuses(ss []corev1.ContainerStatus) []corev1.ContainerStatus {
 	for i := range ss {
 		s := &ss[i]
 		out[i] = corev1.ContainerStatus{
-			Name:                 s.Name,
+			Name:                 intern(s.Name),
 			State:                s.State,
 			LastTerminationState: s.LastTerminationState,
 			Ready:                s.Ready,
 			RestartCount:         s.RestartCount,
-			Image:                s.Image,
-			ImageID:              s.ImageID,
+			Image:                intern(s.Image),
+			ImageID:              intern(s.ImageID),
 			ContainerID:          s.ContainerID,
 			Started:              s.Started,
+		}
+		// A terminated state repeats the container's ID: one copy. (A
+		// copy of the state, not the shared one, is changed.)
+		if t := s.State.Terminated; t != nil && t.ContainerID == s.ContainerID && t.ContainerID != "" {
+			dup := *t
+			dup.ContainerID = s.ContainerID
+			out[i].State.Terminated = &dup
 		}
 	}
 	return out
 }
 
-// SlimPodTransform is the default transform of pod caches, a client-go
+// slimPodTransform is the default transform of pod caches, a client-go
 // TransformFunc: [SlimPod] for pods; other objects (tombstones such as
 // DeletedFinalStateUnknown) are returned untouched. It is idempotent.
-func SlimPodTransform(obj any) (any, error) {
+func slimPodTransform(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok || p == nil {
 		return obj, nil

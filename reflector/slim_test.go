@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -67,7 +68,7 @@ func TestSlimPodIsIdempotent(t *testing.T) {
 	once := reflector.SlimPod(p)
 	twice := reflector.SlimPod(once)
 	assert.Equal(t, once, twice)
-	out, err := reflector.SlimPodTransform(once)
+	out, err := reflector.SlimPodTransformForTest(once)
 	require.NoError(t, err)
 	assert.Equal(t, once, out)
 	assert.Nil(t, reflector.SlimPod(nil))
@@ -78,11 +79,11 @@ func TestSlimPodIsIdempotent(t *testing.T) {
 func TestSlimPodTransformLeavesOtherObjectsAlone(t *testing.T) {
 	full := terminating()
 	tomb := toolscache.DeletedFinalStateUnknown{Key: "users/jupyter-user-000007", Obj: full}
-	out, err := reflector.SlimPodTransform(tomb)
+	out, err := reflector.SlimPodTransformForTest(tomb)
 	require.NoError(t, err)
 	assert.Equal(t, tomb, out)
 	for _, obj := range []any{"not an object", &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e"}}, (*corev1.Pod)(nil), nil} {
-		out, err := reflector.SlimPodTransform(obj)
+		out, err := reflector.SlimPodTransformForTest(obj)
 		require.NoError(t, err)
 		assert.Equal(t, obj, out)
 	}
@@ -202,6 +203,41 @@ func TestSlimPodShrinksARealisticPod(t *testing.T) {
 	t.Logf("protobuf: full %d B, managedFields stripped %d B, slim %d B", full, stripped.(*corev1.Pod).Size(), slim)
 	assert.Greater(t, full, 8000, "the realistic pod is realistic")
 	assert.Less(t, slim*4, full, "the slim view is under a quarter of the full pod")
+}
+
+// TestSlimPodSharesStringsAmongPods: two pods decoded apart (as from a
+// LIST) hold one copy of the strings they have in common once slimmed;
+// the values themselves are unchanged.
+func TestSlimPodSharesStringsAmongPods(t *testing.T) {
+	decoded := func(i int) *corev1.Pod {
+		b, err := benchpod.Realistic("users", i).Marshal()
+		require.NoError(t, err)
+		var p corev1.Pod
+		require.NoError(t, p.Unmarshal(b))
+		return &p
+	}
+	a, b := decoded(1), decoded(2)
+	same := func(x, y string) bool { return unsafe.StringData(x) == unsafe.StringData(y) }
+	require.False(t, same(a.Namespace, b.Namespace), "decoding gives each pod its own copy")
+	sa, sb := reflector.SlimPod(a), reflector.SlimPod(b)
+	assert.Equal(t, a.Labels, sa.Labels)
+	assert.True(t, same(sa.Namespace, sb.Namespace), "namespace")
+	assert.True(t, same(sa.Spec.NodeName, sb.Spec.NodeName), "node")
+	assert.True(t, same(sa.Labels["app"], sb.Labels["app"]), "label value")
+	for k := range sa.Labels {
+		for k2 := range sb.Labels {
+			if k == k2 {
+				assert.True(t, same(k, k2), "label key %s", k)
+			}
+		}
+	}
+	assert.True(t, same(sa.Spec.Containers[0].Image, sb.Spec.Containers[0].Image), "image")
+	assert.True(t, same(sa.Status.ContainerStatuses[0].ImageID, sb.Status.ContainerStatuses[0].ImageID), "image ID")
+	assert.True(t, same(string(sa.Status.Conditions[0].Type), string(sb.Status.Conditions[0].Type)), "condition type")
+	// Within a pod, a terminated state's container ID is the status's.
+	init := sa.Status.InitContainerStatuses[0]
+	assert.True(t, same(init.ContainerID, init.State.Terminated.ContainerID), "container ID")
+	assert.Equal(t, a.Status.InitContainerStatuses[0].State.Terminated, init.State.Terminated)
 }
 
 // TestCachesServeTheSlimViewByDefault: default options give slim pods from

@@ -3,12 +3,14 @@ package reflector
 import (
 	"maps"
 	"sync"
+	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/watch"
 )
 
 // stats are a cache's counters; Status and metrics read them.
 type stats struct {
+	hits          atomic.Int64 // cache/found lookups: the hot path takes no lock
 	mu            sync.Mutex
 	events        map[watch.EventType]int
 	relists       map[RelistReason]int
@@ -36,6 +38,7 @@ func (s *stats) restart()                { s.mu.Lock(); s.restarts++; s.mu.Unloc
 func (s *stats) probe(outcome string)    { s.mu.Lock(); s.probes[outcome]++; s.mu.Unlock() }
 func (s *stats) audit(result string)     { s.mu.Lock(); s.audits[result]++; s.mu.Unlock() }
 func (s *stats) canary(result string)    { s.mu.Lock(); s.canaries[result]++; s.mu.Unlock() }
+func (s *stats) hit()                    { s.hits.Add(1) }
 func (s *stats) lookup(src Source, result string) {
 	s.mu.Lock()
 	s.lookups[[2]string{string(src), result}]++
@@ -64,9 +67,13 @@ type counters struct {
 func (s *stats) snapshot() counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	lookups := maps.Clone(s.lookups)
+	if n := s.hits.Load(); n > 0 {
+		lookups[[2]string{string(SourceCache), "found"}] += int(n)
+	}
 	return counters{
 		events: maps.Clone(s.events), relists: maps.Clone(s.relists), gaps: maps.Clone(s.gaps),
-		lookups: maps.Clone(s.lookups), probes: maps.Clone(s.probes), audits: maps.Clone(s.audits),
+		lookups: lookups, probes: maps.Clone(s.probes), audits: maps.Clone(s.audits),
 		canaries: maps.Clone(s.canaries), drift: s.driftRepaired, restarts: s.restarts,
 	}
 }
