@@ -395,8 +395,9 @@ func TestStartCleanupFailureIsReported(t *testing.T) {
 	assert.Equal(t, 1.0, testutil.ToFloat64(f.sp.metrics.cleanupFailed))
 }
 
-func TestStartDeletedExternally(t *testing.T) {
-	f := newFixture(t, nil)
+// deleteAfterCreate makes someone else delete every pod 50 ms after its
+// create.
+func (f *fixture) deleteAfterCreate() {
 	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
 		go func() {
@@ -405,6 +406,11 @@ func TestStartDeletedExternally(t *testing.T) {
 		}()
 		return false, nil, nil
 	})
+}
+
+func TestStartDeletedExternally(t *testing.T) {
+	f := newFixture(t, nil)
+	f.deleteAfterCreate()
 	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
 	require.ErrorIs(t, err, ErrDeletedExternally)
 }
@@ -848,14 +854,7 @@ func TestStopNotBlockedByBlockedProgress(t *testing.T) {
 func TestStartDeletedExternallyIsNotReportedDeleted(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	f := newFixture(t, func(o *Options) { o.Registerer = reg })
-	f.client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
-		go func() {
-			time.Sleep(50 * time.Millisecond)
-			_ = f.client.CoreV1().Pods(testNS).Delete(context.Background(), pod.Name, metav1.DeleteOptions{})
-		}()
-		return false, nil, nil
-	})
+	f.deleteAfterCreate()
 	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
 	require.ErrorIs(t, err, ErrDeletedExternally)
 	var se *StartError

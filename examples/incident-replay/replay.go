@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -247,17 +248,7 @@ func runOne(ctx context.Context, cfg *rest.Config, direct kubernetes.Interface, 
 	}
 	go func() {
 		defer close(samplerDone)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		takeSample()
-		for {
-			select {
-			case <-sampleCtx.Done():
-				return
-			case <-t.C:
-				takeSample()
-			}
-		}
+		wait.UntilWithContext(sampleCtx, func(context.Context) { takeSample() }, time.Second)
 	}()
 	progress := func() {
 		extra := ""
@@ -271,16 +262,7 @@ func runOne(ctx context.Context, cfg *rest.Config, direct kubernetes.Interface, 
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)
-		t := time.NewTicker(c.ProgressInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-progressCtx.Done():
-				return
-			case <-t.C:
-				progress()
-			}
-		}
+		wait.UntilWithContext(progressCtx, func(context.Context) { progress() }, c.ProgressInterval)
 	}()
 
 	// The stall: every pod watch through this run's proxy, open or new,
