@@ -304,3 +304,44 @@ func TestHubRestart(t *testing.T) {
 	assert.True(t, ok && s.Ready, "a new start after the restart")
 	require.NoError(t, StopAll(ctx, e, all))
 }
+
+// TestPodEvictedWhileRunning: a running server's pod is evicted. The
+// hub's periodic poll() hears "stopped" (exit code 137), and since the
+// hub never calls stop() after that, the service deleted the pod before
+// answering: the hub forgets the server and the API server has no pod
+// left; the other server is untouched.
+func TestPodEvictedWhileRunning(t *testing.T) {
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
+	ctx := t.Context()
+	users := []string{"evicted", "stays"}
+	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	require.NoError(t, e.Hub.StartServer(ctx, "evicted", map[string]string{podsim.AnnotationScenario: podsim.ScenarioEvict, podsim.AnnotationStartDelay: "3s"}))
+	require.NoError(t, e.Hub.StartServer(ctx, "stays", nil))
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	seen, err := e.Hub.Settled(sctx, users)
+	require.NoError(t, err)
+	for _, name := range users {
+		s, ok := seen[name].Server()
+		require.True(t, ok && s.Ready, "%s ready", name)
+	}
+	// Evicted 3 s after it started; the hub polls every 5 s.
+	require.Eventually(t, func() bool {
+		u, err := e.Hub.User(ctx, "evicted")
+		require.NoError(t, err)
+		_, ok := u.Server()
+		return !ok
+	}, 2*time.Minute, 100*time.Millisecond, "the hub saw the evicted server stop")
+	gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, "evicted")
+	require.NoError(t, err)
+	assert.True(t, gone, "the evicted pod was deleted, though the hub never calls stop() for it")
+	// The hub's own account: its poll callback (which polls once more:
+	// NotFound by then, exit code 0) and User.stop() without stop().
+	assert.Equal(t, 1, e.Hub.Count("User evicted server stopped, with exit code"), "the hub's poll noticed")
+	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, users)
+	require.NoError(t, err)
+	assert.Empty(t, a.Leaked)
+	assert.Empty(t, a.Missing)
+	assert.Equal(t, 1, a.HubRunning)
+	require.NoError(t, StopAll(ctx, e, users))
+}

@@ -11,8 +11,9 @@ README.md beside this file):
   The answer is the start's event stream: progress events, then one result.
   Returns ``(pod IP, port)``. The start is bound to this request: if the hub
   process dies, the service cancels the start and deletes its pod.
-- ``poll()``: ``GET /users/{key}/server``. ``None`` (running) while the pod is
-  starting, running or its state is unknown (service unreachable, slow, 5xx,
+- ``poll()``: ``GET /users/{key}/server``. ``None`` (running) while this
+  spawner's start is in progress, while the pod is starting or running, or
+  its state is unknown (service unreachable, slow, 5xx,
   401, ...); an exit status only when the service says the pod is stopped, which
   it does only on the API server's NotFound or for a pod that terminated (and
   that the service deleted before answering). JupyterHub never calls ``stop()``
@@ -277,6 +278,13 @@ class KubespawnSpawner(Spawner):
     # -- poll, stop, url ---------------------------------------------------
 
     async def poll(self):
+        task = self._start_task
+        if task is not None and not task.done():
+            # JupyterHub's contract: a start not finished polls as running.
+            # (Before its pod is created the API server has none: "stopped"
+            # would keep the hub from calling stop(), and the start would go
+            # on to leave a pod nobody knows.)
+            return None
         try:
             code, body = await self._call("GET")
         except Exception as e:  # unknown reads as running: never raise
@@ -284,6 +292,8 @@ class KubespawnSpawner(Spawner):
             return None
         state = body.get("state")
         if code == 404 and state == "stopped" and body.get("reason") == "NotFound":
+            if body.get("serviceState") in ("starting", "stopping"):
+                return None  # a start or stop in progress in the service
             return 0  # the API server said so
         if code == 200 and state == "stopped":
             # Terminated on its own; the service deleted the pod before saying so.
