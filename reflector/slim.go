@@ -1,12 +1,9 @@
 package reflector
 
 import (
-	"unique"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
 
 // SlimPod returns the slim view of p that pod caches hold by default (see
 // [Options.FullPods]): exactly what the packages of this repository read
@@ -52,12 +49,18 @@ import (
 //
 // Strings shared among pods (label and annotation keys and values, images,
 // image IDs, container names, the namespace and node, condition types) are
-// interned, so thousands of pods hold one copy each (see BENCHMARKS.md,
-// P3). The result is a new Pod that shares the other kept slices and
+// interned (intern.go), so thousands of pods hold one copy each (see
+// BENCHMARKS.md, P3). The result is a new Pod that shares the other kept slices and
 // pointers with p: copy it (DeepCopy) before changing it. SlimPod is idempotent
 // (SlimPod(SlimPod(p)) equals SlimPod(p)) and returns nil for nil. The
 // full object is one API read away: Factory.Client().CoreV1().Pods(ns).Get.
-func SlimPod(p *corev1.Pod) *corev1.Pod {
+func SlimPod(p *corev1.Pod) *corev1.Pod { return slimPod(p, false) }
+
+// slimPod is SlimPod; inPlace lets it intern p's label and annotation
+// maps in place instead of copying them (client-go lets a transform
+// mutate the object it is given: it is the informer's own, just decoded).
+// Copying them was measured at a third of the transform's cost.
+func slimPod(p *corev1.Pod, inPlace bool) *corev1.Pod {
 	if p == nil {
 		return nil
 	}
@@ -74,8 +77,8 @@ func SlimPod(p *corev1.Pod) *corev1.Pod {
 			CreationTimestamp:          m.CreationTimestamp,
 			DeletionTimestamp:          m.DeletionTimestamp,
 			DeletionGracePeriodSeconds: m.DeletionGracePeriodSeconds,
-			Labels:                     internMap(m.Labels, ""),
-			Annotations:                internMap(m.Annotations, corev1.LastAppliedConfigAnnotation),
+			Labels:                     internMap(m.Labels, "", inPlace),
+			Annotations:                internMap(m.Annotations, corev1.LastAppliedConfigAnnotation, inPlace),
 			OwnerReferences:            m.OwnerReferences,
 		},
 		Spec: corev1.PodSpec{
@@ -105,30 +108,29 @@ func SlimPod(p *corev1.Pod) *corev1.Pod {
 	}
 }
 
-// maxInterned bounds the strings worth interning: names, images, label
-// values; longer ones (JSON in annotations) are rarely shared.
-const maxInterned = 256
-
-// intern returns the canonical copy of s (package unique: weakly held, so
-// a string no pod uses any more is freed). Among thousands of pods most
-// strings are the same few (label keys and values, images, the node, the
-// condition types): one copy each instead of one per pod.
-func intern(s string) string {
-	if s == "" || len(s) > maxInterned {
-		return s
+// internMap returns m with interned keys and values and without key drop
+// ("" drops nothing), nil if that leaves it empty: m itself when inPlace,
+// else a copy.
+func internMap(m map[string]string, drop string, inPlace bool) map[string]string {
+	if drop != "" {
+		if _, ok := m[drop]; ok && inPlace {
+			delete(m, drop)
+		}
 	}
-	return unique.Make(s).Value()
-}
-
-// internMap copies m with interned keys and values, dropping key drop
-// ("" drops nothing); nil for an empty result.
-func internMap(m map[string]string, drop string) map[string]string {
 	n := len(m)
 	if _, ok := m[drop]; ok && drop != "" {
 		n--
 	}
 	if n <= 0 {
 		return nil
+	}
+	if inPlace {
+		for k, v := range m {
+			// Assigning an existing key stores the key given: the
+			// interned copy replaces the decoded one.
+			m[intern(k)] = intern(v)
+		}
+		return m
 	}
 	out := make(map[string]string, n)
 	for k, v := range m {
@@ -199,5 +201,5 @@ func slimPodTransform(obj any) (any, error) {
 	if !ok || p == nil {
 		return obj, nil
 	}
-	return SlimPod(p), nil
+	return slimPod(p, true), nil
 }
