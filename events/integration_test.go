@@ -30,6 +30,15 @@ import (
 
 func startSim(t *testing.T) { cluster.PodSim(t, podsim.Options{}) }
 
+// simulated is the setting of the pod-lifecycle tests: the pod simulator,
+// a direct client, a namespace and a started Index over it with defaults.
+func simulated(t *testing.T) (kubernetes.Interface, string, *Index) {
+	t.Helper()
+	startSim(t)
+	ns := newNamespace(t)
+	return newClient(t), ns, startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
+}
+
 // newClient is a direct admin client (QPS -1).
 func newClient(t *testing.T) kubernetes.Interface { return cluster.Client(t) }
 
@@ -122,10 +131,7 @@ func assertMonotonic(t *testing.T, us []Update) {
 }
 
 func TestPodLifecycleProgress(t *testing.T) {
-	startSim(t)
-	client := newClient(t)
-	ns := newNamespace(t)
-	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
+	client, ns, r := simulated(t)
 	pod := createPod(t, client, ns, newPod("lifecycle", podsim.ScenarioNormal))
 	ch, err := r.Stream(t.Context(), pod)
 	require.NoError(t, err)
@@ -162,10 +168,7 @@ func updatesOf(evs []*corev1.Event) []Update {
 }
 
 func TestImagePullFailureWarnings(t *testing.T) {
-	startSim(t)
-	client := newClient(t)
-	ns := newNamespace(t)
-	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
+	client, ns, r := simulated(t)
 	pod := createPod(t, client, ns, newPod("pullfail", podsim.ScenarioImagePullFailure))
 	ch, err := r.Stream(t.Context(), pod)
 	require.NoError(t, err)
@@ -195,10 +198,7 @@ func TestImagePullFailureWarnings(t *testing.T) {
 }
 
 func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
-	startSim(t)
-	client := newClient(t)
-	ns := newNamespace(t)
-	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
+	client, ns, r := simulated(t)
 	old := createPod(t, client, ns, newPod("same-name", podsim.ScenarioNormal))
 	ch, err := r.Stream(t.Context(), old)
 	require.NoError(t, err)

@@ -205,6 +205,16 @@ func TestSlimPodShrinksARealisticPod(t *testing.T) {
 	assert.Less(t, slim*4, full, "the slim view is under a quarter of the full pod")
 }
 
+// TestSlimPodTransformEqualsSlimPod: the caches' transform, which works in
+// place on the informer's own object, gives what SlimPod gives.
+func TestSlimPodTransformEqualsSlimPod(t *testing.T) {
+	want := reflector.SlimPod(terminating())
+	out, err := reflector.SlimPodTransformForTest(terminating())
+	require.NoError(t, err)
+	assert.Equal(t, want, out)
+	assert.NotContains(t, out.(*corev1.Pod).Annotations, corev1.LastAppliedConfigAnnotation)
+}
+
 // TestSlimPodSharesStringsAmongPods: two pods decoded apart (as from a
 // LIST) hold one copy of the strings they have in common once slimmed;
 // the values themselves are unchanged.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/reflector"
 )
@@ -137,17 +137,8 @@ func (r response) json(t *testing.T) map[string]any {
 
 func (s *sidecar) do(method, path string, header http.Header) response {
 	s.t.Helper()
-	req, err := http.NewRequestWithContext(s.t.Context(), method, s.url+path, nil)
-	require.NoError(s.t, err)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	return response{code: resp.StatusCode, header: resp.Header, body: body}
+	code, h, body := servicetest.Do(s.t, method, s.url+path, nil, header)
+	return response{code: code, header: h, body: body}
 }
 
 // bearer is the Authorization header of the sidecar's token (nil without

@@ -97,15 +97,7 @@ func TestRunReturnsErrorOnReflectorFailure(t *testing.T) {
 			"--listen=127.0.0.1:0", "--stall-timeout=4s", "--failure-timeout=4s",
 		}, io.Discard)
 	}()
-	var runErr error
-	require.Eventually(t, func() bool {
-		select {
-		case runErr = <-done:
-			return true
-		default:
-			return false
-		}
-	}, 120*time.Second, 50*time.Millisecond, "run returns")
+	runErr := returned(t, done, 120*time.Second)
 	require.Error(t, runErr)
 	assert.ErrorContains(t, runErr, "failed")
 	assert.ErrorContains(t, runErr, "forbidden")
@@ -141,15 +133,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	cancel()
-	var runErr error
-	require.Eventually(t, func() bool {
-		select {
-		case runErr = <-done:
-			return true
-		default:
-			return false
-		}
-	}, 60*time.Second, 20*time.Millisecond, "run returns")
+	runErr := returned(t, done, 60*time.Second)
 	require.NoError(t, runErr)
 	_, err = io.ReadAll(resp.Body) // the stream was ended by the server
 	require.NoError(t, err)
@@ -233,4 +217,16 @@ func TestProcessExitsZeroOnSIGTERM(t *testing.T) {
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait(), "output:\n%s", out)
 	assert.Contains(t, out.String(), "Shutting down")
+}
+
+// returned waits up to timeout for run to return and gives its error.
+func returned(t *testing.T, done <-chan error, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("run did not return within %s", timeout)
+		return nil
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/reflector"
@@ -167,17 +168,8 @@ func (d *demo) doWith(method, path string, body any, header http.Header) respons
 		require.NoError(d.t, err)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(d.t.Context(), method, d.url+path, rd)
-	require.NoError(d.t, err)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(d.t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(d.t, err)
-	return response{code: resp.StatusCode, body: b}
+	code, _, b := servicetest.Do(d.t, method, d.url+path, rd, header)
+	return response{code: code, body: b}
 }
 
 func (d *demo) waitReady() {
