@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -45,6 +46,11 @@ type listWatcher[T object] struct {
 	// through it would hang until its deadline before client-go falls back.
 	plainList bool
 }
+
+// initialEventsPerDeadline is how many initial events of a WatchList earn
+// it another list deadline (10,000 pods: 2-5 s on 2 cores, well within
+// one).
+const initialEventsPerDeadline = 10_000
 
 // errSkipWatchList makes client-go fall back from WatchList to LIST.
 var errSkipWatchList = errors.New("kubespawn: relisting with a plain LIST after a stalled watch")
@@ -233,6 +239,7 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 			s.onHung(requestWatchList)
 			lw.forceRelist(reason, true)
 		}
+		tw.initialDeadline = s.c.opts.Clock.Now().Add(s.c.opts.listDeadline())
 		tw.initialTimer = afterFunc(s.c.opts.Clock, s.c.opts.listDeadline(), cut)
 		tw.progressTimer = afterFunc(s.c.opts.Clock, s.c.opts.StallTimeout, cut)
 	}
@@ -271,13 +278,15 @@ type trackedWatch[T object] struct {
 
 	// WatchList relists: the initial events, their deadline and the relist
 	// they pay when the initial-events-end bookmark arrives.
-	initial       bool
-	initialDone   atomic.Bool
-	cut           atomic.Bool
-	initialTimer  clock.Timer
-	progressTimer clock.Timer
-	paid          int
-	reason        RelistReason
+	initial         bool
+	initialEvents   int       // received so far; only run's goroutine
+	initialDeadline time.Time // only run's goroutine, after the open
+	initialDone     atomic.Bool
+	cut             atomic.Bool
+	initialTimer    clock.Timer
+	progressTimer   clock.Timer
+	paid            int
+	reason          RelistReason
 }
 
 func (lw *listWatcher[T]) ended(tw *trackedWatch[T]) {
@@ -351,6 +360,15 @@ func (w *trackedWatch[T]) observe(ev watch.Event) {
 	s.onEvent()
 	if w.initial && !w.initialDone.Load() {
 		w.progressTimer.Reset(s.c.opts.StallTimeout)
+		// The bound grows with the state: another list deadline for every
+		// initialEventsPerDeadline objects received, so a large namespace
+		// streaming steadily is never cut (and relisted from scratch)
+		// while a trickle still is.
+		w.initialEvents++
+		if w.initialEvents%initialEventsPerDeadline == 0 {
+			w.initialDeadline = w.initialDeadline.Add(s.c.opts.listDeadline())
+			w.initialTimer.Reset(w.initialDeadline.Sub(s.c.opts.Clock.Now()))
+		}
 	}
 	switch ev.Type {
 	case watch.Bookmark:

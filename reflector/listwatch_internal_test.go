@@ -1,6 +1,8 @@
 package reflector
 
 import (
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 )
 
 // TestForcedRelistAfterNaturalCloseIsApplied: a relist forced in the gap
@@ -89,4 +93,65 @@ func TestForcedRelistDuringWatchOpen(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, watch.Error, ev.Type)
 	require.True(t, apierrors.IsResourceExpired(apierrors.FromObject(ev.Object)))
+}
+
+// TestWatchListDeadlineGrowsWithTheState: the initial events of a WatchList
+// are cut at the list deadline, plus one more for every 10,000 objects
+// received: a large state streaming steadily is not cut and relisted
+// from scratch; the bound still holds.
+func TestWatchListDeadlineGrowsWithTheState(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	client := fake.NewClientset()
+	server := watch.NewRaceFreeFake()
+	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) { return true, server, nil })
+	opts, err := Options{ProbeInterval: -1, StallTimeout: 4 * time.Second, Clock: clk}.withDefaults()
+	require.NoError(t, err)
+	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
+	require.NoError(t, err)
+	lw := c.shards[0].lw
+	deadline := opts.listDeadline() // 24 s
+
+	start := clk.Now()
+	w, err := lw.WatchWithContext(t.Context(), metav1.ListOptions{SendInitialEvents: ptr.To(true)})
+	require.NoError(t, err)
+	defer w.Stop()
+	send := func(i int) {
+		server.Add(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("p-%d", i), ResourceVersion: strconv.Itoa(i + 1)}})
+		ev := <-w.ResultChan()
+		require.Equal(t, watch.Added, ev.Type, "event %d: %v", i, ev.Object)
+	}
+	i := 0
+	for ; i < 10_000; i++ { // initialEventsPerDeadline, as documented
+		send(i)
+	}
+	// Steady progress for longer than one deadline: not cut.
+	step := opts.StallTimeout / 2
+	for elapsed := time.Duration(0); elapsed < deadline+deadline/2; elapsed += step {
+		clk.Step(step)
+		send(i)
+		i++
+	}
+	hung := func() int { c.stats.mu.Lock(); defer c.stats.mu.Unlock(); return c.stats.gaps[GapHungRequest] }
+	// A timer's function runs on a goroutine of its own: give a cut at
+	// the first deadline time to be counted.
+	time.Sleep(200 * time.Millisecond)
+	require.Zero(t, hung(), "10,000 objects earned a second deadline")
+
+	// Until the second deadline, events flow; past it the stream is cut.
+	for clk.Since(start) < 2*deadline-step {
+		clk.Step(step)
+		send(i)
+		i++
+	}
+	require.Zero(t, hung())
+	clk.Step(2 * step)
+	select {
+	case ev, ok := <-w.ResultChan():
+		require.True(t, ok)
+		require.Equal(t, watch.Error, ev.Type)
+		require.True(t, apierrors.IsResourceExpired(apierrors.FromObject(ev.Object)), "cut: the informer relists")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the initial events were not cut at their second deadline")
+	}
+	require.Eventually(t, func() bool { return hung() == 1 }, 5*time.Second, time.Millisecond)
 }

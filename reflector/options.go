@@ -218,7 +218,8 @@ const canaryReplayTimeout = time.Second
 func (o Options) openDeadline() time.Duration { return o.probeDeadline() }
 
 // listDeadline bounds one LIST request (a page, or an unpaginated list
-// from the watch cache) and the initial events of a WatchList.
+// from the watch cache) and the initial events of a WatchList, which earn
+// another for every 10,000 objects (initialEventsPerDeadline).
 func (o Options) listDeadline() time.Duration { return 6 * o.StallTimeout }
 
 // getDeadline bounds one GET the cache sends on a reader's behalf.
