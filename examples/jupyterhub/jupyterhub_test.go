@@ -215,14 +215,9 @@ func TestHubRestart(t *testing.T) {
 	all := append(slices.Clone(running), pending...)
 	require.NoError(t, e.Hub.CreateUsers(ctx, all))
 	require.NoError(t, parallel(running, 4, func(name string) error { return e.Hub.StartServer(ctx, name, nil) }))
+	requireReady(t, e, running)
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	seen, err := e.Hub.Settled(sctx, running)
-	require.NoError(t, err)
-	for _, name := range running {
-		s, ok := seen[name].Server()
-		require.True(t, ok && s.Ready, "%s ready before the restart", name)
-	}
 	hang := map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}
 	require.NoError(t, parallel(pending, 3, func(name string) error { return e.Hub.StartServer(ctx, name, hang) }))
 	require.Eventually(t, func() bool {
@@ -249,6 +244,7 @@ func TestHubRestart(t *testing.T) {
 	}, time.Minute, 50*time.Millisecond, "the pods of the starts that died with the hub are deleted")
 	var known []string
 	require.Eventually(t, func() bool {
+		var err error
 		known, err = e.Service.KnownPods(ctx)
 		require.NoError(t, err)
 		return len(known) == len(running)
@@ -298,7 +294,7 @@ func TestHubRestart(t *testing.T) {
 
 	// The restarted hub works as before.
 	require.NoError(t, e.Hub.StartServer(ctx, pending[0], nil))
-	seen, err = e.Hub.Settled(sctx, all)
+	seen, err := e.Hub.Settled(sctx, all)
 	require.NoError(t, err)
 	s, ok := seen[pending[0]].Server()
 	assert.True(t, ok && s.Ready, "a new start after the restart")
@@ -317,14 +313,7 @@ func TestPodEvictedWhileRunning(t *testing.T) {
 	require.NoError(t, e.Hub.CreateUsers(ctx, users))
 	require.NoError(t, e.Hub.StartServer(ctx, "evicted", map[string]string{podsim.AnnotationScenario: podsim.ScenarioEvict, podsim.AnnotationStartDelay: "3s"}))
 	require.NoError(t, e.Hub.StartServer(ctx, "stays", nil))
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	seen, err := e.Hub.Settled(sctx, users)
-	require.NoError(t, err)
-	for _, name := range users {
-		s, ok := seen[name].Server()
-		require.True(t, ok && s.Ready, "%s ready", name)
-	}
+	requireReady(t, e, users)
 	// Evicted 3 s after it started; the hub polls every 5 s.
 	require.Eventually(t, func() bool {
 		u, err := e.Hub.User(ctx, "evicted")
@@ -344,4 +333,18 @@ func TestPodEvictedWhileRunning(t *testing.T) {
 	assert.Empty(t, a.Missing)
 	assert.Equal(t, 1, a.HubRunning)
 	require.NoError(t, StopAll(ctx, e, users))
+}
+
+// requireReady waits (two minutes at most) for the hub to settle and
+// requires every one of users to have a ready server.
+func requireReady(t *testing.T, e *Env, users []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	seen, err := e.Hub.Settled(ctx, users)
+	require.NoError(t, err)
+	for _, name := range users {
+		s, ok := seen[name].Server()
+		require.True(t, ok && s.Ready, "%s ready", name)
+	}
 }
