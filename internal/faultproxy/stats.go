@@ -25,17 +25,11 @@ type Counter struct {
 
 // Record describes one request through the proxy.
 type Record struct {
-	Verb        Verb
-	Group       string
-	Version     string
-	Resource    string
-	Subresource string
-	Namespace   string
-	Name        string
-	// Method, Path and RawQuery are the client's HTTP request line; Proto is
+	// RequestInfo is how the proxy classified the request (Path included).
+	RequestInfo
+	// Method and RawQuery complete the client's HTTP request line; Proto is
 	// its protocol ("HTTP/1.1", "HTTP/2.0").
 	Method   string
-	Path     string
 	RawQuery string
 	Proto    string
 	// Status is the HTTP status code sent to the client, or 0 if none was
