@@ -72,9 +72,11 @@ func (s *shard[T]) runProbe(ctx context.Context, started time.Time, cacheRV, exp
 		return r
 	}
 	// The server has changes the cache lacks: give the main watch a grace
-	// to deliver them (none for a canary: its window was the grace).
-	if expectRV == "" {
-		t := o.Clock.NewTimer(o.probeGrace())
+	// to deliver them (none for a canary: its window was the grace; and no
+	// longer than the window of a spawner's write among them, which must
+	// not wait for this routine probe's grace on top of its own window).
+	if grace := s.graceFor(r.newest, o.probeGrace()); expectRV == "" && grace > 0 {
+		t := o.Clock.NewTimer(grace)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -87,6 +89,22 @@ func (s *shard[T]) runProbe(ctx context.Context, started time.Time, cacheRV, exp
 		r.err = fmt.Errorf("watch stalled: the server holds changes up to resourceVersion %s that the cache (at %s) has not received", r.newest, current)
 	}
 	return r
+}
+
+// graceFor is how long a probe that saw changes up to newest waits for
+// the cache: grace, cut short at the earliest due time of a canary the
+// change covers.
+func (s *shard[T]) graceFor(newest string, grace time.Duration) time.Duration {
+	now := s.now()
+	end := now.Add(grace)
+	s.mu.Lock()
+	for _, cn := range s.canaries {
+		if rvAtLeast(newest, cn.rv) && cn.due.Before(end) {
+			end = cn.due
+		}
+	}
+	s.mu.Unlock()
+	return max(end.Sub(now), 0)
 }
 
 // probeWatch runs one probe watch from rv and returns the newest

@@ -201,6 +201,23 @@ func TestCanaryFindsAMissedWrite(t *testing.T) {
 	h.pods.ExpectWrite(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "x", ResourceVersion: "999"}})
 }
 
+// Canary during a routine probe: a write lands just before a routine probe
+// starts; the probe sees the change and waits its grace (2 s) for the
+// cache. The write's canary must not wait for that grace on top of its own
+// window: found within the canary window.
+func TestCanaryIsNotDelayedByARoutineProbe(t *testing.T) {
+	h := newHarness(t, reflector.Options{ProbeInterval: 5 * time.Second, AuditInterval: -1})
+	h.srv.put("ns", "a", nil)
+	h.synced()
+	h.step(4500*time.Millisecond, 100*time.Millisecond) // the next routine probe is 0.5 s away
+	h.srv.stall()
+	p := h.srv.put("ns", "created", nil)
+	h.pods.ExpectWrite(p)
+	start := h.clk.Now()
+	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the stall is found")
+	assert.LessOrEqual(t, h.clk.Since(start), 1200*time.Millisecond, "the canary window (1 s), not the routine probe's grace")
+}
+
 // Rule idle: the open main watch delivers nothing for IdleTimeout; it is
 // restarted, and the problem clears once the new watch is confirmed.
 func TestRuleIdle(t *testing.T) {
