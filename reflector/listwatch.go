@@ -41,6 +41,10 @@ type listWatcher[T object] struct {
 	wanted, done int
 	// reason labels the next relist.
 	reason RelistReason
+	// begun counts the relists begun; a failed one gives its reason back
+	// only if no later one has begun (a retry already running has its
+	// own).
+	begun int
 	// plainList makes the next relist a plain LIST rather than a
 	// WatchList: after a stall the watch path is suspect, and a WatchList
 	// through it would hang until its deadline before client-go falls back.
@@ -64,14 +68,20 @@ func (lw *listWatcher[T]) applyScope(opts *metav1.ListOptions) {
 	opts.FieldSelector = lw.s.c.scope.FieldSelector
 }
 
+// labelLocked sets the next relist's reason unless one is set already;
+// the generic RelistError gives way to any precise reason.
+func (lw *listWatcher[T]) labelLocked(reason RelistReason) {
+	if lw.reason == "" || lw.reason == RelistError {
+		lw.reason = reason
+	}
+}
+
 // forceRelist makes the informer relist for reason, now if a watch is
 // open, else at its next watch request. It returns at once.
 func (lw *listWatcher[T]) forceRelist(reason RelistReason, plainList bool) {
 	lw.mu.Lock()
 	lw.wanted++
-	if lw.reason == "" {
-		lw.reason = reason
-	}
+	lw.labelLocked(reason)
 	lw.plainList = lw.plainList || plainList
 	cur := lw.current
 	lw.mu.Unlock()
@@ -84,14 +94,18 @@ func (lw *listWatcher[T]) forceRelist(reason RelistReason, plainList bool) {
 func (lw *listWatcher[T]) expired() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
-	if lw.reason == "" {
-		lw.reason = RelistExpired
-	}
+	lw.labelLocked(RelistExpired)
 }
 
-// beginRelist is called when a list (or WatchList) starts: it returns the
-// forced relist it will pay and its reason.
-func (lw *listWatcher[T]) beginRelist() (int, RelistReason) {
+// relistTicket is one relist begun: the forced relists it will pay, its
+// reason, and its place among the relists begun.
+type relistTicket struct {
+	paid, seq int
+	reason    RelistReason
+}
+
+// beginRelist is called when a list (or WatchList) starts.
+func (lw *listWatcher[T]) beginRelist() relistTicket {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	reason := lw.reason
@@ -103,21 +117,23 @@ func (lw *listWatcher[T]) beginRelist() (int, RelistReason) {
 			reason = RelistInitial
 		}
 	}
-	return lw.wanted, reason
+	lw.begun++
+	return relistTicket{paid: lw.wanted, seq: lw.begun, reason: reason}
 }
 
-// endRelist records a relist that completed (paid: the forced relists up
-// to it are done) or failed (its reason is kept for the retry).
-func (lw *listWatcher[T]) endRelist(paid int, reason RelistReason, ok bool) {
+// endRelist records a relist that completed (the forced relists up to it
+// are paid) or failed (its reason is kept for the retry, unless the retry
+// has begun already).
+func (lw *listWatcher[T]) endRelist(t relistTicket, ok bool) {
 	lw.mu.Lock()
 	if ok {
-		lw.done = max(lw.done, paid)
-	} else if lw.reason == "" {
-		lw.reason = reason
+		lw.done = max(lw.done, t.paid)
+	} else if lw.reason == "" && lw.begun == t.seq {
+		lw.reason = t.reason
 	}
 	lw.mu.Unlock()
 	if ok {
-		lw.s.c.stats.relist(reason)
+		lw.s.c.stats.relist(t.reason)
 	}
 }
 
@@ -128,7 +144,7 @@ func (lw *listWatcher[T]) List(opts metav1.ListOptions) (runtime.Object, error) 
 func (lw *listWatcher[T]) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	s := lw.s
 	lw.applyScope(&opts)
-	paid, reason := lw.beginRelist()
+	ticket := lw.beginRelist()
 	lw.mu.Lock()
 	lw.plainList = false // this is the plain list
 	lw.mu.Unlock()
@@ -147,7 +163,7 @@ func (lw *listWatcher[T]) ListWithContext(ctx context.Context, opts metav1.ListO
 	case err != nil && ctx.Err() == nil:
 		s.onListWatchError(err)
 	}
-	lw.endRelist(paid, reason, err == nil)
+	lw.endRelist(ticket, err == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -191,9 +207,9 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 		// A relist is owed: client-go relists on 410.
 		return nil, apierrors.NewResourceExpired(forcedRelistMessage)
 	}
-	paid, reason := 0, RelistReason("")
+	var ticket relistTicket
 	if isWatchList {
-		paid, reason = lw.beginRelist()
+		ticket = lw.beginRelist()
 	}
 
 	// The watch's context lasts as long as the stream; the open has its
@@ -220,7 +236,7 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 			s.onListWatchError(err)
 		}
 		if isWatchList {
-			lw.endRelist(paid, reason, false)
+			lw.endRelist(ticket, false)
 		}
 		return nil, err
 	}
@@ -231,13 +247,13 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 		// StallTimeout) and end within the list deadline, or the relist
 		// is cut and redone as a plain LIST.
 		tw.initial = true
-		tw.paid, tw.reason = paid, reason
+		tw.ticket = ticket
 		cut := func() {
 			if tw.initialDone.Load() || !tw.cut.CompareAndSwap(false, true) {
 				return
 			}
 			s.onHung(requestWatchList)
-			lw.forceRelist(reason, true)
+			lw.forceRelist(ticket.reason, true)
 		}
 		tw.initialDeadline = s.c.opts.Clock.Now().Add(s.c.opts.listDeadline())
 		tw.initialTimer = afterFunc(s.c.opts.Clock, s.c.opts.listDeadline(), cut)
@@ -285,8 +301,7 @@ type trackedWatch[T object] struct {
 	cut             atomic.Bool
 	initialTimer    clock.Timer
 	progressTimer   clock.Timer
-	paid            int
-	reason          RelistReason
+	ticket          relistTicket
 }
 
 func (lw *listWatcher[T]) ended(tw *trackedWatch[T]) {
@@ -297,7 +312,7 @@ func (lw *listWatcher[T]) ended(tw *trackedWatch[T]) {
 	}
 	lw.mu.Unlock()
 	if tw.initial && !tw.initialDone.Load() {
-		lw.endRelist(tw.paid, tw.reason, false)
+		lw.endRelist(tw.ticket, false)
 	}
 	if mine && (!tw.initial || tw.initialDone.Load()) {
 		lw.s.onWatchClosed()
@@ -376,7 +391,7 @@ func (w *trackedWatch[T]) observe(ev watch.Event) {
 			// The WatchList relist has delivered its initial state; the
 			// watch goes on as the main watch.
 			w.initialDone.Store(true)
-			lw.endRelist(w.paid, w.reason, true)
+			lw.endRelist(w.ticket, true)
 			s.onRelisted(true)
 			lw.mu.Lock()
 			owed := lw.wanted > lw.done

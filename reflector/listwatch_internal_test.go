@@ -155,3 +155,52 @@ func TestWatchListDeadlineGrowsWithTheState(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return hung() == 1 }, 5*time.Second, time.Millisecond)
 }
+
+// TestRelistAfterRepeated410IsLabelledExpired: a WatchList answered 410
+// is retried by client-go at once; the failed attempt's end, arriving
+// after the retry began, must not give its reason back (it used to, so
+// the relist that finally succeeded was labelled by a stale reason rather
+// than "expired").
+func TestRelistAfterRepeated410IsLabelledExpired(t *testing.T) {
+	client := fake.NewClientset()
+	servers := []*watch.RaceFreeFakeWatcher{watch.NewRaceFreeFake(), watch.NewRaceFreeFake(), watch.NewRaceFreeFake()}
+	n := 0
+	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) {
+		w := servers[n]
+		n++
+		return true, w, nil
+	})
+	opts, err := Options{ProbeInterval: -1}.withDefaults()
+	require.NoError(t, err)
+	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
+	require.NoError(t, err)
+	lw := c.shards[0].lw
+	watchList := metav1.ListOptions{SendInitialEvents: ptr.To(true)}
+	gone := &metav1.Status{Status: metav1.StatusFailure, Code: 410, Reason: metav1.StatusReasonExpired, Message: "too old resource version"}
+	drain := func(w watch.Interface) {
+		w.Stop()
+		for range w.ResultChan() {
+		}
+	}
+
+	w1, err := lw.WatchWithContext(t.Context(), watchList)
+	require.NoError(t, err)
+	servers[0].Error(gone)
+	require.Equal(t, watch.Error, (<-w1.ResultChan()).Type)
+	w2, err := lw.WatchWithContext(t.Context(), watchList) // client-go's retry
+	require.NoError(t, err)
+	drain(w1) // the first attempt ends after the retry began
+	servers[1].Error(gone)
+	require.Equal(t, watch.Error, (<-w2.ResultChan()).Type)
+	drain(w2)
+
+	w3, err := lw.WatchWithContext(t.Context(), watchList)
+	require.NoError(t, err)
+	defer w3.Stop()
+	servers[2].Action(watch.Bookmark, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{ResourceVersion: "10",
+		Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}}})
+	require.Equal(t, watch.Bookmark, (<-w3.ResultChan()).Type)
+	c.stats.mu.Lock()
+	defer c.stats.mu.Unlock()
+	require.Equal(t, map[RelistReason]int{RelistExpired: 1}, c.stats.relists)
+}
