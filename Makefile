@@ -18,7 +18,7 @@ VERSION_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 TOOLS_MOD := internal/tools/go.mod internal/tools/go.sum
 
-.PHONY: all tools test test-short demo soak bench bench-scale localcluster vet fmt clean help
+.PHONY: all tools test check-tracked demo soak bench bench-scale localcluster vet fmt clean help
 
 all: test
 
@@ -40,7 +40,7 @@ $(BIN)/etcd: $(TOOLS_MOD)
 	cd internal/tools && $(GO) build -o $@.tmp go.etcd.io/etcd/server/v3
 	@mv $@.tmp $@
 
-test: tools jupyterhub ## run all tests, integration included, with -race
+test: check-tracked tools jupyterhub ## run all tests, integration included, with -race
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 25m ./...
 
@@ -86,6 +86,9 @@ localcluster: tools ## start a local control plane + pod simulator and write a k
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+check-tracked: ## fail when a tracked file is binary or larger than 1 MiB
+	@bash .ci/check-tracked
 
 clean: ## remove built binaries
 	rm -rf $(BIN)
