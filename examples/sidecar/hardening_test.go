@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubespawn/kubespawn/examples/internal/manifest"
 	"github.com/kubespawn/kubespawn/examples/internal/service"
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
@@ -219,6 +220,82 @@ func TestEventStreamCaps(t *testing.T) {
 	assert.Equal(t, http.StatusOK, c2.StatusCode, "a freed slot is taken again")
 }
 
+// TestCrossSiteRequestsAreRefused: what a web page can make a browser
+// send (another site's Origin or Sec-Fetch-Site, a body that is not
+// JSON) is refused on the real routes, DELETE and event streams
+// included, and deletes nothing; the hub's own requests pass.
+func TestCrossSiteRequestsAreRefused(t *testing.T) {
+	e := newEnv(t)
+	e.pod("jupyter-alice", userLabels)
+	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
+	s.waitReady()
+	pod := "/pods/" + e.ns + "/jupyter-alice"
+	for _, c := range []struct {
+		method, path string
+		header       http.Header
+		body         string
+		want         int
+	}{
+		{http.MethodDelete, pod, http.Header{"Origin": {"https://attacker.example"}, "Sec-Fetch-Site": {"cross-site"}}, "", http.StatusForbidden},
+		{http.MethodDelete, pod, http.Header{"Origin": {"http://attacker.example"}}, "", http.StatusForbidden},
+		{http.MethodDelete, pod, http.Header{"Content-Type": {"text/plain"}}, "{}", http.StatusUnsupportedMediaType},
+		{http.MethodGet, "/pods", http.Header{"Sec-Fetch-Site": {"cross-site"}}, "", http.StatusForbidden},
+		{http.MethodGet, pod + "/events", http.Header{"Sec-Fetch-Site": {"same-site"}}, "", http.StatusForbidden},
+		{http.MethodGet, "/status", http.Header{"Origin": {"null"}}, "", http.StatusForbidden},
+	} {
+		h := c.header.Clone()
+		h.Set("Authorization", "Bearer "+hardenToken)
+		var body io.Reader
+		if c.body != "" {
+			body = strings.NewReader(c.body)
+		}
+		code, hdr, b := servicetest.Do(t, c.method, s.url+c.path, body, h)
+		r := response{code: code, header: hdr, body: b}
+		require.Equal(t, c.want, r.code, "%s %s %v: %s", c.method, c.path, c.header, r.body)
+		assert.NotEmpty(t, r.json(t)["error"])
+		assert.NotContains(t, string(r.body), "example.invalid/notebook", "no pod data")
+	}
+	_, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), "jupyter-alice", metav1.GetOptions{})
+	require.NoError(t, err, "nothing was deleted")
+	r := s.get(pod)
+	require.Equal(t, http.StatusOK, r.code, "the hub's own request: %s", r.body)
+	r = s.do(http.MethodGet, "/status", http.Header{"Sec-Fetch-Site": {"none"}})
+	assert.Equal(t, http.StatusOK, r.code, "a URL typed in a browser's address bar: %s", r.body)
+	r = s.do(http.MethodDelete, pod, s.bearer())
+	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
+	assert.Equal(t, true, r.json(t)["deleted"])
+}
+
+// TestUnsentBodyDoesNotHoldTheConnection: a client that announces a body
+// and never sends it, to routes that answer without reading it (401
+// without the token, /readyz), has its connection closed within the
+// server's ReadTimeout instead of held forever.
+func TestUnsentBodyDoesNotHoldTheConnection(t *testing.T) {
+	e := newEnv(t)
+	e.pod("jupyter-alice", userLabels)
+	s := startSidecarWith(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken},
+		service.ServerOptions{ReadTimeout: 300 * time.Millisecond})
+	s.waitReady()
+	addr := strings.TrimPrefix(s.url, "http://")
+	pod := "/pods/" + e.ns + "/jupyter-alice"
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodDelete, pod, http.StatusUnauthorized},
+		{http.MethodGet, pod, http.StatusUnauthorized},
+		{http.MethodGet, pod + "/events", http.StatusUnauthorized},
+		{http.MethodGet, "/readyz", http.StatusOK},
+	} {
+		head := c.method + " " + c.path + " HTTP/1.1\r\nHost: " + addr + "\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+		got := servicetest.RawRequest(t, addr, head, 30*time.Second) // generous: ReadTimeout is 300ms
+		line, _, _ := strings.Cut(got, "\r\n")
+		assert.Contains(t, line, strconv.Itoa(c.want), "%s %s: %q", c.method, c.path, got)
+	}
+	_, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), "jupyter-alice", metav1.GetOptions{})
+	require.NoError(t, err, "nothing was deleted")
+}
+
 // TestRunRefusesWideListenWithoutToken: beyond loopback the pod routes
 // must be authenticated, so run refuses to start without --token-file.
 func TestRunRefusesWideListenWithoutToken(t *testing.T) {
@@ -231,7 +308,8 @@ func TestRunRefusesWideListenWithoutToken(t *testing.T) {
 
 // TestRunChecksHostAndAuthenticates: the real program on loopback refuses
 // a request for another host name (DNS rebinding from a browser on the
-// same machine), and with --token-file requires the token for pods.
+// same machine) and a cross-site one, and with --token-file requires the
+// token for pods.
 func TestRunChecksHostAndAuthenticates(t *testing.T) {
 	e := newEnv(t)
 	e.pod("jupyter-alice", nil)
@@ -257,6 +335,8 @@ func TestRunChecksHostAndAuthenticates(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, do("attacker.example:80", "/pods", bearer), "rebinding host")
 	assert.Equal(t, http.StatusForbidden, do("attacker.example", "/readyz", nil))
 	assert.Equal(t, http.StatusUnauthorized, do(addr, "/pods", nil))
+	assert.Equal(t, http.StatusForbidden, do(addr, "/pods", http.Header{"Authorization": bearer["Authorization"], "Origin": {"http://attacker.example"}}), "cross-origin")
+	assert.Equal(t, http.StatusForbidden, do(addr, "/readyz", http.Header{"Sec-Fetch-Site": {"cross-site"}}), "cross-site")
 	assert.Equal(t, http.StatusOK, do(addr, "/pods", bearer))
 	assert.Equal(t, http.StatusOK, do("localhost", "/pods/"+e.ns+"/jupyter-alice", bearer))
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/reflector"
@@ -88,8 +88,16 @@ type sidecar struct {
 }
 
 // startSidecar runs a Server for cfg on a factory over restCfg (nil: the
-// admin config; StallTimeout 5s) until the test ends.
+// admin config; StallTimeout 5s) until the test ends, behind the
+// program's own http.Server (its Host and cross-site checks, its
+// timeouts).
 func startSidecar(t *testing.T, restCfg *rest.Config, cfg Config) *sidecar {
+	t.Helper()
+	return startSidecarWith(t, restCfg, cfg, service.ServerOptions{})
+}
+
+// startSidecarWith is startSidecar with the http.Server's options.
+func startSidecarWith(t *testing.T, restCfg *rest.Config, cfg Config, opts service.ServerOptions) *sidecar {
 	t.Helper()
 	if restCfg == nil {
 		restCfg = cluster.Config()
@@ -109,7 +117,7 @@ func startSidecar(t *testing.T, restCfg *rest.Config, cfg Config) *sidecar {
 	srv, err := newServer(cfg)
 	require.NoError(t, err)
 	f.Start(klog.NewContext(context.Background(), logger))
-	ts := httptest.NewServer(srv.Handler())
+	ts := servicetest.NewServer(srv.Handler(), opts)
 	t.Cleanup(func() {
 		srv.CloseStreams() // SSE streams end, so Close does not wait for them
 		ts.Close()

@@ -14,6 +14,20 @@
 //     failure, so that the process exits non-zero and is restarted), then
 //     shuts the HTTP server down within the grace period, closing what is
 //     left after it.
+//   - NewHTTPServer bounds every connection's life: headers within
+//     ReadHeaderTimeout, the whole request (a body the handler does not
+//     read included: net/http drains it) within ReadTimeout, each write
+//     within WriteTimeout unless a long answer extends it (ExtendWrite,
+//     EventStream), an idle connection for IdleTimeout. A request once
+//     read keeps its context as long as its client stays, whatever
+//     ReadTimeout.
+//   - NewHTTPServer answers programs, not web pages: before any handler,
+//     on every method, a request whose Sec-Fetch-Site is not
+//     "same-origin" or "none", or whose Origin is not the service's own
+//     scheme://Host, is 403, and a non-empty body without Content-Type:
+//     application/json is 415 (NoCrossSite). A request with neither
+//     header and a JSON body (or none) passes. On loopback a Host that
+//     is not loopback is 403 (LoopbackHosts).
 //   - Readyz and Livez answer 200 {"status":"ok"} or 503 with the
 //     checker's errors, as JSON.
 package service

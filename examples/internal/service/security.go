@@ -1,11 +1,13 @@
 package service
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -132,29 +134,125 @@ func LoopbackHosts(listenAddr string, next http.Handler) http.Handler {
 	})
 }
 
-// Server timeouts of NewHTTPServer. WriteTimeout bounds every write of a
-// plain answer; long answers (event streams, a start waiting for its pod)
-// extend it before each write with ExtendWrite, so a client that stops
-// reading holds a handler for at most WriteTimeout.
+// Server limits of NewHTTPServer (ServerOptions' defaults). WriteTimeout
+// bounds every write of a plain answer; long answers (event streams, a
+// start waiting for its pod) extend it before each write with
+// ExtendWrite, so a client that stops reading holds a handler for at most
+// WriteTimeout. ReadTimeout bounds reading a request, headers and body,
+// from its first byte: a client that announces a body and never sends it
+// is cut off after it.
 const (
 	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 20 * time.Second
 	WriteTimeout      = 30 * time.Second
 	IdleTimeout       = 2 * time.Minute
 	MaxHeaderBytes    = 64 << 10
-	// BodyReadTimeout bounds reading a request body (ReadBody).
-	BodyReadTimeout = 10 * time.Second
 )
 
-// NewHTTPServer is the http.Server of the services: handler behind
-// LoopbackHosts(listenAddr), with every timeout set.
+// ServerOptions are the limits of NewHTTPServerWithOptions; a zero field
+// takes the default of the same name. (Tests shorten them.)
+type ServerOptions struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
+}
+
+// NewHTTPServer is the http.Server of the services, with the default
+// ServerOptions.
 func NewHTTPServer(listenAddr string, handler http.Handler) *http.Server {
+	return NewHTTPServerWithOptions(listenAddr, handler, ServerOptions{})
+}
+
+// NewHTTPServerWithOptions is the http.Server of the services: handler
+// behind LoopbackHosts(listenAddr) and NoCrossSite, with every timeout
+// set. Every connection's life is bounded: headers within
+// ReadHeaderTimeout, the whole request, body included, within
+// ReadTimeout (net/http drains a body the handler did not read under
+// that deadline too), each write within WriteTimeout (unless a long
+// answer extends it), an idle connection for IdleTimeout.
+//
+// ReadTimeout does not cut long answers: once the request is read (no
+// body, or the body read to its end), net/http clears the read deadline
+// as it starts the read that notices a client going away, so the
+// request's context lasts as long as the client stays.
+func NewHTTPServerWithOptions(listenAddr string, handler http.Handler, o ServerOptions) *http.Server {
 	return &http.Server{
-		Handler:           LoopbackHosts(listenAddr, handler),
-		ReadHeaderTimeout: ReadHeaderTimeout,
+		Handler:           LoopbackHosts(listenAddr, NoCrossSite(handler)),
+		ReadHeaderTimeout: cmp.Or(o.ReadHeaderTimeout, ReadHeaderTimeout),
+		ReadTimeout:       cmp.Or(o.ReadTimeout, ReadTimeout),
 		WriteTimeout:      WriteTimeout,
-		IdleTimeout:       IdleTimeout,
+		IdleTimeout:       cmp.Or(o.IdleTimeout, IdleTimeout),
 		MaxHeaderBytes:    MaxHeaderBytes,
 	}
+}
+
+// NoCrossSite refuses, before next runs and on every method, what a web
+// page can make a browser send to the service. The services are APIs for
+// programs (a hub, a CLI), which send neither Origin nor Sec-Fetch-Site;
+// a page in a developer's browser can reach a loopback listener, and a
+// CORS-simple request (fetch with mode "no-cors") is sent without asking.
+// Refused are:
+//
+//   - 403: Sec-Fetch-Site other than "same-origin" or "none" (a URL typed
+//     in the address bar);
+//   - 403: an Origin other than the service's own, scheme://Host ("null",
+//     the opaque origin of sandboxed pages and files, included);
+//   - 415: a body (of any length but 0) whose Content-Type is not
+//     application/json. A page may send text/plain and form bodies
+//     without a CORS preflight, never JSON, and no preflight is granted
+//     here (no CORS headers): the check holds even for a browser that
+//     sends neither header.
+//
+// net/http.CrossOriginProtection applies the first two to unsafe methods
+// only (GET, HEAD and OPTIONS always pass), trusts Sec-Fetch-Site without
+// looking at Origin, and compares only Origin's host; here a GET holds an
+// event stream, so every method is checked, and Origin must match
+// exactly. A request without either header, a program's, passes both.
+func NoCrossSite(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := crossSite(r); why != "" {
+			WriteError(w, http.StatusForbidden, why+": this service answers programs, not requests a web page makes a browser send")
+			return
+		}
+		if r.ContentLength != 0 && !isJSON(r.Header) { // -1: chunked, length unknown
+			WriteError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("a request body must be JSON, with Content-Type: application/json (got %.64q)", strings.Join(r.Header.Values("Content-Type"), ", ")))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isJSON says whether h has one Content-Type, application/json (with
+// parameters or not).
+func isJSON(h http.Header) bool {
+	ct := h.Values("Content-Type")
+	if len(ct) != 1 {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(ct[0])
+	return err == nil && mt == "application/json"
+}
+
+// crossSite says why r is a cross-site browser request ("" if it is not).
+func crossSite(r *http.Request) string {
+	switch site := r.Header.Values("Sec-Fetch-Site"); {
+	case len(site) == 0:
+	case len(site) == 1 && (site[0] == "same-origin" || site[0] == "none"):
+	default:
+		return fmt.Sprintf("cross-site request (Sec-Fetch-Site: %.64q)", strings.Join(site, ", "))
+	}
+	origin := r.Header.Values("Origin")
+	if len(origin) == 0 {
+		return ""
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if len(origin) == 1 && strings.EqualFold(origin[0], scheme+"://"+r.Host) {
+		return ""
+	}
+	return fmt.Sprintf("cross-origin request (Origin: %.64q)", strings.Join(origin, ", "))
 }
 
 // ExtendWrite moves the write deadline of w's connection to d from now:
@@ -164,12 +262,10 @@ func ExtendWrite(w http.ResponseWriter, d time.Duration) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
 }
 
-// ReadBody reads at most limit bytes of r's body within BodyReadTimeout
-// (no ReadTimeout on the server: it would cancel long answers' contexts).
+// ReadBody reads at most limit bytes of r's body, within the server's
+// ReadTimeout (NewHTTPServer). Reading it to its end is what lets the
+// request's context outlive ReadTimeout (NewHTTPServerWithOptions).
 func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(BodyReadTimeout))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	return io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 }
 

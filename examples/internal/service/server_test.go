@@ -1,0 +1,240 @@
+package service
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// serve runs hs on a loopback port until the test ends and returns its
+// address.
+func serve(t *testing.T, hs *http.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	return ln.Addr().String()
+}
+
+// TestNewHTTPServerRefusesCrossSiteRequests: what a web page can make a
+// browser send to the service (another site's Origin or Sec-Fetch-Site,
+// a CORS-simple body that is not JSON) is refused before any handler
+// runs, on every method; a program's request (no Origin, no
+// Sec-Fetch-Site, a JSON body or none) and a developer's address bar
+// (Sec-Fetch-Site: none) pass. Whatever net/http.CrossOriginProtection
+// refuses, NoCrossSite refuses too.
+func TestNewHTTPServerRefusesCrossSiteRequests(t *testing.T) {
+	var reached atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		b, err := ReadBody(w, r, 1<<20)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		WriteJSON(w, http.StatusOK, map[string]int{"read": len(b)})
+	})
+	addr := serve(t, NewHTTPServer("127.0.0.1:0", h))
+	own := "http://" + addr
+	const jsonBody = `{"image":"attacker.example/miner:1"}`
+	type req struct {
+		method, body string
+		chunked      bool
+		header       map[string]string
+	}
+	for _, c := range []struct {
+		name string
+		req  req
+		want int
+	}{
+		{"program POST with a JSON body", req{http.MethodPost, jsonBody, false, map[string]string{"Content-Type": "application/json"}}, http.StatusOK},
+		{"program POST, JSON with charset", req{http.MethodPost, jsonBody, false, map[string]string{"Content-Type": "application/json; charset=utf-8"}}, http.StatusOK},
+		{"program POST, chunked JSON", req{http.MethodPost, jsonBody, true, map[string]string{"Content-Type": "application/json"}}, http.StatusOK},
+		{"program POST without a body", req{http.MethodPost, "", false, nil}, http.StatusOK},
+		{"program GET", req{http.MethodGet, "", false, nil}, http.StatusOK},
+		{"program DELETE", req{http.MethodDelete, "", false, nil}, http.StatusOK},
+		{"empty body of another type", req{http.MethodPost, "", false, map[string]string{"Content-Type": "text/plain"}}, http.StatusOK},
+		{"address bar", req{http.MethodGet, "", false, map[string]string{"Sec-Fetch-Site": "none"}}, http.StatusOK},
+		{"same origin", req{http.MethodPost, jsonBody, false, map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": own, "Content-Type": "application/json"}}, http.StatusOK},
+		{"own Origin, old browser", req{http.MethodPost, jsonBody, false, map[string]string{"Origin": own, "Content-Type": "application/json"}}, http.StatusOK},
+
+		{"no-cors POST from a page", req{http.MethodPost, jsonBody, false, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example", "Content-Type": "text/plain;charset=UTF-8"}}, http.StatusForbidden},
+		{"cross-site JSON POST", req{http.MethodPost, jsonBody, false, map[string]string{"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}}, http.StatusForbidden},
+		{"same-site POST", req{http.MethodPost, jsonBody, false, map[string]string{"Sec-Fetch-Site": "same-site", "Content-Type": "application/json"}}, http.StatusForbidden},
+		{"cross-site GET", req{http.MethodGet, "", false, map[string]string{"Sec-Fetch-Site": "cross-site"}}, http.StatusForbidden},
+		{"cross-site DELETE", req{http.MethodDelete, "", false, map[string]string{"Sec-Fetch-Site": "cross-site"}}, http.StatusForbidden},
+		{"unknown Sec-Fetch-Site", req{http.MethodGet, "", false, map[string]string{"Sec-Fetch-Site": "bogus"}}, http.StatusForbidden},
+		{"foreign Origin, old browser", req{http.MethodPost, jsonBody, false, map[string]string{"Origin": "http://attacker.example", "Content-Type": "application/json"}}, http.StatusForbidden},
+		{"foreign Origin on GET", req{http.MethodGet, "", false, map[string]string{"Origin": "http://attacker.example"}}, http.StatusForbidden},
+		{"opaque Origin", req{http.MethodPost, "", false, map[string]string{"Origin": "null"}}, http.StatusForbidden},
+		{"own host, other scheme", req{http.MethodPost, "", false, map[string]string{"Origin": "https://" + addr}}, http.StatusForbidden},
+		{"same-origin but a foreign Origin", req{http.MethodPost, "", false, map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "http://attacker.example"}}, http.StatusForbidden},
+		{"preflight", req{http.MethodOptions, "", false, map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "http://attacker.example", "Access-Control-Request-Method": "POST"}}, http.StatusForbidden},
+
+		{"body without Content-Type", req{http.MethodPost, jsonBody, false, nil}, http.StatusUnsupportedMediaType},
+		{"chunked body without Content-Type", req{http.MethodPost, jsonBody, true, nil}, http.StatusUnsupportedMediaType},
+		{"text/plain body", req{http.MethodPost, jsonBody, false, map[string]string{"Content-Type": "text/plain"}}, http.StatusUnsupportedMediaType},
+		{"form body", req{http.MethodPost, "image=x", false, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}}, http.StatusUnsupportedMediaType},
+		{"multipart body", req{http.MethodPost, "--b--", false, map[string]string{"Content-Type": "multipart/form-data; boundary=b"}}, http.StatusUnsupportedMediaType},
+		{"malformed Content-Type", req{http.MethodPost, jsonBody, false, map[string]string{"Content-Type": "application/json; ="}}, http.StatusUnsupportedMediaType},
+		{"DELETE with a text body", req{http.MethodDelete, "x", false, map[string]string{"Content-Type": "text/plain"}}, http.StatusUnsupportedMediaType},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var body io.Reader
+			if c.req.body != "" {
+				body = strings.NewReader(c.req.body)
+				if c.req.chunked {
+					body = io.MultiReader(body) // unknown length: sent chunked
+				}
+			}
+			r, err := http.NewRequestWithContext(t.Context(), c.req.method, own+"/users/alice/server", body)
+			require.NoError(t, err)
+			for k, v := range c.req.header {
+				r.Header.Set(k, v)
+			}
+			before := reached.Load()
+			resp, err := http.DefaultClient.Do(r)
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			require.Equal(t, c.want, resp.StatusCode, "%s", b)
+			require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			var e ErrorResponse
+			require.NoError(t, json.Unmarshal(b, &e), "%s", b)
+			if c.want != http.StatusOK {
+				assert.NotEmpty(t, e.Error)
+				assert.Equal(t, before, reached.Load(), "the handler never ran")
+			}
+
+			// The standard library's CSRF check (which exempts GET, HEAD
+			// and OPTIONS) never refuses what NoCrossSite lets through.
+			probe := r.Clone(t.Context())
+			probe.Method, probe.Host = http.MethodPost, addr
+			if http.NewCrossOriginProtection().Check(probe) != nil {
+				assert.NotEqual(t, http.StatusOK, resp.StatusCode, "CrossOriginProtection refuses it")
+			}
+		})
+	}
+}
+
+// rawRequest is servicetest.RawRequest (which imports this package):
+// it writes head on a new connection and returns everything the server
+// writes until it closes the connection, failing if it is still open
+// after bound.
+func rawRequest(t *testing.T, addr, head string, bound time.Duration) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, head)
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(bound)))
+	got, err := io.ReadAll(conn)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server still holds the connection after %s (read so far: %q)", bound, got)
+	return string(got)
+}
+
+// TestUnsentBodyDoesNotHoldTheConnection: a request that announces a body
+// and never sends it, to a handler that does not read it (401, 415, GET,
+// DELETE) or does (ReadBody), gets its answer and its connection closed
+// within ReadTimeout, instead of the server waiting for the body forever.
+// Unfinished headers and an idle connection are bounded too.
+func TestUnsentBodyDoesNotHoldTheConnection(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/authed", NewAuth("s3cret").Require("test", http.HandlerFunc(ok)))
+	mux.HandleFunc("/open", ok)
+	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := ReadBody(w, r, 1<<20); err != nil {
+			WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		ok(w, r)
+	})
+	addr := serve(t, NewHTTPServerWithOptions("127.0.0.1:0", mux, ServerOptions{
+		ReadHeaderTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, IdleTimeout: 200 * time.Millisecond,
+	}))
+	const bound = 30 * time.Second // generous: the timeouts are far shorter
+	for _, c := range []struct {
+		method, path, contentType string
+		want                      int
+	}{
+		{http.MethodPost, "/authed", "application/json", http.StatusUnauthorized},
+		{http.MethodDelete, "/authed", "application/json", http.StatusUnauthorized},
+		{http.MethodPost, "/authed", "", http.StatusUnsupportedMediaType},
+		{http.MethodGet, "/open", "application/json", http.StatusOK},
+		{http.MethodDelete, "/open", "application/json", http.StatusOK},
+		{http.MethodPost, "/read", "application/json", http.StatusBadRequest},
+	} {
+		head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n", c.method, c.path, addr)
+		if c.contentType != "" {
+			head += "Content-Type: " + c.contentType + "\r\n"
+		}
+		got := rawRequest(t, addr, head+"\r\n", bound)
+		line, _, _ := strings.Cut(got, "\r\n")
+		assert.Contains(t, line, fmt.Sprint(c.want), "%s %s: %q", c.method, c.path, got)
+	}
+	// Headers that never end: closed, unanswered, after ReadHeaderTimeout.
+	got := rawRequest(t, addr, "GET /open HTTP/1.1\r\nHost: "+addr+"\r\n", bound)
+	assert.Empty(t, got, "unfinished headers")
+	// A whole request, then nothing: answered, then closed after IdleTimeout.
+	got = rawRequest(t, addr, "GET /open HTTP/1.1\r\nHost: "+addr+"\r\n\r\n", bound)
+	assert.True(t, strings.HasPrefix(got, "HTTP/1.1 200"), "idle connection: %q", got)
+}
+
+// TestLongAnswersOutliveReadTimeout: ReadTimeout bounds reading the
+// request; once it is read (no body, or ReadBody to its end), a long
+// answer (an event stream, a start that waits for its pod) keeps its
+// context for as long as the client stays: net/http clears the read
+// deadline when it starts watching the connection for the client going
+// away, so that watch does not fail at ReadTimeout and cancel it.
+func TestLongAnswersOutliveReadTimeout(t *testing.T) {
+	const readTimeout = 100 * time.Millisecond
+	long := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := ReadBody(w, r, 1<<20); err != nil {
+			WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		es := StartEventStream(w)
+		select {
+		case <-r.Context().Done():
+			_ = es.Event("cancelled", []byte(r.Context().Err().Error()))
+		case <-time.After(5 * readTimeout):
+			_ = es.Event("done", []byte("{}"))
+		}
+	})
+	addr := serve(t, NewHTTPServerWithOptions("127.0.0.1:0", long, ServerOptions{ReadTimeout: readTimeout}))
+	for _, c := range []struct{ method, body string }{
+		{http.MethodGet, ""},
+		{http.MethodPost, `{"image":"x"}`},
+	} {
+		var body io.Reader
+		if c.body != "" {
+			body = strings.NewReader(c.body)
+		}
+		r, err := http.NewRequestWithContext(t.Context(), c.method, "http://"+addr+"/", body)
+		require.NoError(t, err)
+		if body != nil {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(r)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+		assert.Equal(t, "event: done\ndata: {}\n\n", string(b), "%s: the answer's context was not cancelled", c.method)
+	}
+}
