@@ -63,9 +63,6 @@ type index struct {
 	evictedEvents atomic.Int64
 	evictedPods   atomic.Int64
 	ignored       atomic.Int64
-	// adds counts OnAdd calls, to tell when the handler has caught up
-	// with the informer's initial list (see Reflector.indexSynced).
-	adds atomic.Int64
 }
 
 func newIndexStore(clk clock.PassiveClock, limit int, ttl time.Duration) *index {
@@ -97,10 +94,7 @@ func (x *index) maybeExpireLocked(now time.Time) {
 // blocks on a Stream.
 func (x *index) handler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			x.adds.Add(1)
-			x.upsert(obj)
-		},
+		AddFunc: func(obj any) { x.upsert(obj) },
 		UpdateFunc: func(oldObj, obj any) {
 			// A relist or resync replaying an unchanged object is not
 			// activity: it must neither refresh nor recreate an entry.
