@@ -41,8 +41,8 @@ $(BIN)/etcd: $(TOOLS_MOD)
 	@mv $@.tmp $@
 
 test: check-tracked tools jupyterhub ## run all tests, integration included, with -race
-	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 25m ./...
+	$(GO) vet -tags integration ./...
+	$(GO) test -tags integration -race -count=1 -timeout 25m ./...
 
 demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 	$(GO) run ./examples/incident-replay
@@ -71,10 +71,10 @@ soak: tools ## 1,000 start/stop cycles under random faults, kubespawn vs the 201
 bench: tools ## the performance table of BENCHMARKS.md at 1,000 and 10,000 pods, and the Go benchmarks
 	@mkdir -p out
 	set -o pipefail; $(GO) run ./internal/cmd/bench -sizes 1000,10000 -json out/bench.json | tee out/bench.txt
-	set -o pipefail; $(GO) test -run '^$$' -bench 'Get' -benchmem -count 6 -timeout 20m ./reflector/ | tee out/bench-get.txt
+	set -o pipefail; $(GO) test -tags integration -run '^$$' -bench 'Get' -benchmem -count 6 -timeout 20m ./reflector/ | tee out/bench-get.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da -col /impl out/bench-get.txt
-	$(GO) test -run '^$$' -bench 'EventCacheMemory/kubespawn' -benchmem -count 1 -timeout 20m ./events/
-	$(GO) test -run '^$$' -bench 'EventCacheMemory/informer' -benchmem -count 1 -timeout 20m ./events/
+	$(GO) test -tags integration -run '^$$' -bench 'EventCacheMemory/kubespawn' -benchmem -count 1 -timeout 20m ./events/
+	$(GO) test -tags integration -run '^$$' -bench 'EventCacheMemory/informer' -benchmem -count 1 -timeout 20m ./events/
 
 bench-scale: tools ## P3, P4, P8, P9 at 1,000, 10,000 and 100,000 pods (see BENCHMARKS.md)
 	@mkdir -p out
@@ -83,8 +83,9 @@ bench-scale: tools ## P3, P4, P8, P9 at 1,000, 10,000 and 100,000 pods (see BENC
 localcluster: tools ## start a local control plane + pod simulator and write a kubeconfig
 	$(GO) run ./internal/cmd/localcluster
 
-vet: ## go vet and gofmt check
+vet: ## go vet (both tiers) and gofmt check
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 check-tracked: ## fail when a tracked file is binary or larger than 1 MiB

@@ -1,3 +1,5 @@
+//go:build integration
+
 package events
 
 // Memory of the event cache against a plain client-go Event informer, on

@@ -1,3 +1,5 @@
+//go:build integration
+
 package events
 
 import (
@@ -131,6 +133,7 @@ func assertMonotonic(t *testing.T, us []Update) {
 }
 
 func TestPodLifecycleProgress(t *testing.T) {
+	t.Parallel()
 	client, ns, r := simulated(t)
 	pod := createPod(t, client, ns, newPod("lifecycle", podsim.ScenarioNormal))
 	ch, err := r.Stream(t.Context(), pod)
@@ -168,6 +171,7 @@ func updatesOf(evs []*corev1.Event) []Update {
 }
 
 func TestImagePullFailureWarnings(t *testing.T) {
+	t.Parallel()
 	client, ns, r := simulated(t)
 	pod := createPod(t, client, ns, newPod("pullfail", podsim.ScenarioImagePullFailure))
 	ch, err := r.Stream(t.Context(), pod)
@@ -198,6 +202,7 @@ func TestImagePullFailureWarnings(t *testing.T) {
 }
 
 func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
+	t.Parallel()
 	client, ns, r := simulated(t)
 	old := createPod(t, client, ns, newPod("same-name", podsim.ScenarioNormal))
 	ch, err := r.Stream(t.Context(), old)
@@ -241,6 +246,7 @@ func podEvent(ns, pod string, uid types.UID, name, typ, reason, message string, 
 }
 
 func TestDuplicateAndCountUpdatedEventsArriveOnce(t *testing.T) {
+	t.Parallel()
 	client := newClient(t)
 	ns := newNamespace(t)
 	r := startIndex(t, cluster.Config(), ns, reflector.Options{}, Options{})
@@ -309,6 +315,7 @@ const (
 )
 
 func TestFloodRespectsCapAndTTL(t *testing.T) {
+	t.Parallel()
 	setupStart := time.Now()
 	ns := cluster.Namespace(t, "events", testcluster.KeepEvents())
 	// The flood goes through its own protobuf client: cheaper to encode on
@@ -415,6 +422,7 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 }
 
 func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
+	t.Parallel()
 	direct := newClient(t)
 	ns := newNamespace(t)
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
@@ -482,6 +490,7 @@ func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
 // TestForSharesOneWatch: every For of a scope in a factory shares one
 // event watch and one index; another field selector is another scope.
 func TestForSharesOneWatch(t *testing.T) {
+	t.Parallel()
 	client := newClient(t)
 	ns := newNamespace(t)
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
