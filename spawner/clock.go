@@ -15,9 +15,10 @@ import (
 // whose creationTimestamp the server sets to its own now (and which every
 // authenticated user may create). The timestamp has second resolution and
 // arrives a round trip late, so the offset is its lower bound: ages measured
-// with it are never overestimated, whatever the local clock's skew.
-func (s *Spawner) serverClock(ctx context.Context) (clock.PassiveClock, error) {
-	rctx, cancel := s.withTimeout(ctx, s.opts.StopTimeout, ErrStopTimeout)
+// with it are never overestimated, whatever the local clock's skew. The
+// request is bounded by timeout.
+func (s *Spawner) serverClock(ctx context.Context, timeout time.Duration) (clock.PassiveClock, error) {
+	rctx, cancel := s.withTimeout(ctx, timeout, requestDeadline("the SelfSubjectReview", timeout))
 	defer cancel()
 	review, err := s.opts.Client.AuthenticationV1().SelfSubjectReviews().Create(rctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	after := s.opts.Clock.Now()

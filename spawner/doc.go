@@ -21,9 +21,10 @@
 //  2. Absence is only ever proven by the API server. The cache may say "the
 //     pod is still there, in this state"; "the pod does not exist", "the pod
 //     was replaced" and "the pod is gone" are decided by a NotFound or a
-//     different UID from a live GET or DELETE. Stop always sends DELETE.
-//     Poll reports a pod stopped for absence only on the API server's
-//     NotFound.
+//     different UID from a live GET or DELETE. Stop always asks the API
+//     server: it sends DELETE for the UID it was given, or reads the pod
+//     live first when given none. Poll reports a pod stopped for absence
+//     only on the API server's NotFound.
 //  3. A stalled or unsynced cache never makes a decision. While waiting
 //     (for readiness or for deletion), the spawner is woken by the cache's
 //     notifications and, whenever none arrived for FallbackInterval, asks
@@ -33,11 +34,15 @@
 //     watches of its own. It consumes a shared pod cache ([PodCache], e.g.
 //     a reflector.Factory's reflector.PodCache) and optionally an event
 //     source ([EventSource]).
-//  5. A pod is deleted only by UID: the DELETE of a failed start, of the
-//     sweeper and of Stop with StopOptions.UID carry a UID precondition, so
-//     a successor pod with the same name is never deleted. A pod that
-//     someone else owns (other labels) is never deleted by Start
-//     (ErrNameConflict).
+//  5. A pod is deleted only by UID, and only once its UID or its labels
+//     were checked: every DELETE (of a failed start, of the sweeper, of
+//     Stop) carries a UID precondition, so a successor pod with the same
+//     name is never deleted; the spawner never sends a DELETE by name
+//     alone. Stop without StopOptions.UID reads the pod live from the API
+//     server and deletes it (by the UID read) only if it carries this
+//     spawner's LabelManagedBy and LabelInstance; a pod of another
+//     instance, or of no spawner, gets ErrNotOwned and is left alone, as
+//     Start leaves it alone with ErrNameConflict.
 //  6. Operations on one pod name are serialised within a process; Stop
 //     cancels a Start in progress for the same name, which cleans up, then
 //     Stop deletes.
@@ -58,18 +63,31 @@
 //     appears, and otherwise reports ErrCleanupFailed (outcome unconfirmed)
 //     rather than a clean failure.
 //
-// Pods are named deterministically from the key ([PodName]) and labelled
-// ([LabelManagedBy], [LabelInstance], [LabelKeyHash], with the raw key in
-// [AnnotationKey]) so they can always be found again, after a restart of the
-// service too.
+// Pods are named deterministically from the key ([PodName],
+// [Spawner.PodName]) and labelled ([LabelManagedBy], [LabelInstance],
+// [LabelKeyHash], with the raw key in [AnnotationKey]) so they can always be
+// found again, after a restart of the service too. Names do not name the
+// instance unless Options.NamePrefix does: instances sharing a namespace
+// should each take [InstancePrefix] as NamePrefix, so their names never
+// collide (the label checks above keep them safe either way).
+//
+// A failed Start forgets the events (EventSource.ForgetPod) only of a pod it
+// created or adopted and confirmed gone, never those of the pod that made it
+// fail with ErrAlreadyRunning or ErrNameConflict.
 //
 // # Sweeper
 //
 // [Spawner.Sweep] is mybinder's delete-pods.py done right: it lists the
-// spawner's pods page by page, selects those older than MaxAge (from
-// status.startTime, or creationTimestamp for pods never scheduled) and/or
-// those the service no longer knows (IsKnown), is a dry run unless Delete is
-// set, and deletes with UID preconditions, confirming each deletion. Before
+// spawner's pods page by page, selects those older than MaxAge and/or those
+// the service no longer knows (Select, for pods at least MinAge old), is a
+// dry run unless Delete is set, and deletes with UID preconditions,
+// confirming each deletion. Ages run from metadata.creationTimestamp on the
+// API server's clock: no local clock, and no node's clock (status.startTime
+// is the kubelet's), can make a young pod look old. Every request has a
+// deadline: SweepPolicy.RequestTimeout for the read of the server's clock
+// and for each page of the list (a stalled LIST fails that sweep, the next
+// one lists again), StopTimeout per deleted pod, RenewDeadline for each
+// Lease request of RunSweeper. Before
 // each delete the pod is read again from the API server under its name lock
 // and the policy re-applied, so a pod a Start just adopted, or the service
 // just learned about, is left alone; pods in use are skipped, not waited for.

@@ -54,6 +54,11 @@ var (
 	// ErrStopRequested: Stop was called for the pod while it was starting.
 	ErrStopRequested = errors.New("spawner: stopped while starting")
 
+	// ErrNotOwned: Stop without a UID found, under the pod's name, a pod
+	// this spawner did not create (no LabelManagedBy, or another
+	// LabelInstance); nothing was deleted.
+	ErrNotOwned = errors.New("spawner: pod is not this spawner instance's")
+
 	// ErrStopTimeout: the pod was not confirmed gone within the stop timeout.
 	ErrStopTimeout = errors.New("spawner: pod not gone within the stop timeout")
 	// ErrCleanupFailed: a failed start could not delete (or confirm the

@@ -774,3 +774,141 @@ func TestIntegrationCancelBeforeTheCreateIsSentIsNotAmbiguous(t *testing.T) {
 	assert.Zero(t, gets.Load(), "no search for a pod that cannot exist")
 	e.gone(t, e.podName("not-sent"), "")
 }
+
+// sweepRound is one sweep of RunSweeper, as OnSweep saw it.
+type sweepRound struct {
+	res SweepResult
+	err error
+}
+
+// TestIntegrationStalledSweepListHasADeadline: the LIST of a sweep is
+// stalled (headers sent, body held back). Each page has a deadline: the
+// sweep fails with it instead of hanging for good while the replica keeps
+// renewing its Lease, and the next round sweeps once the LIST answers.
+func TestIntegrationStalledSweepListHasADeadline(t *testing.T) {
+	e := newEnv(t, nil)
+	names := e.createManaged(t, "stall", 2, podsim.ScenarioUnschedulable)
+	ageAtLeast(time.Second)
+	list := faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods", Namespace: e.ns}
+	e.proxy.Stall(list)
+	t.Cleanup(e.proxy.UnstallAll)
+
+	rounds := make(chan sweepRound, 1000)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.spawner(t, nil).RunSweeper(ctx, SweeperOptions{
+			Policy:   SweepPolicy{Namespace: e.ns, MaxAge: time.Second, Delete: true, RequestTimeout: time.Second},
+			Interval: 200 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+			OnSweep: func(res SweepResult, err error) { rounds <- sweepRound{res, err} },
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	next := func() sweepRound {
+		t.Helper()
+		select {
+		case r := <-rounds:
+			return r
+		case <-time.After(time.Minute):
+			t.Fatal("no sweep came back: the stalled LIST has no deadline")
+			return sweepRound{}
+		}
+	}
+	r := next()
+	require.Error(t, r.err)
+	assert.ErrorIs(t, r.err, context.DeadlineExceeded)
+	assert.Contains(t, r.err.Error(), "listing pods")
+	for _, n := range names {
+		e.get(t, n) // nothing decided on a list that never came
+	}
+
+	e.proxy.Unstall(list)
+	giveUp := time.Now().Add(2 * time.Minute) // a hang guard, not a speed limit
+	for deleted := 0; deleted < len(names); {
+		require.True(t, time.Now().Before(giveUp), "the sweeps after the stall never deleted the pods (last error: %v)", r.err)
+		if r = next(); r.err == nil {
+			deleted += len(r.res.Deleted)
+		}
+	}
+	for _, n := range names {
+		e.gone(t, n, "")
+	}
+}
+
+// TestIntegrationSweeperLeaseRequestsHaveADeadline: client-go's leader
+// election sends its Lease requests, while acquiring, on the caller's
+// context. A stalled Lease GET must not keep the replica from ever
+// leading: each request has a deadline, is retried, and once the Lease
+// answers again the replica leads and sweeps.
+func TestIntegrationSweeperLeaseRequestsHaveADeadline(t *testing.T) {
+	e := newEnv(t, nil)
+	leases := faultproxy.Match{Resource: "leases", Namespace: e.ns}
+	e.proxy.Stall(leases)
+	t.Cleanup(e.proxy.UnstallAll)
+	e.proxy.ResetStats()
+
+	var sweeps atomic.Int64
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.spawner(t, nil).RunSweeper(ctx, SweeperOptions{
+			Policy:        SweepPolicy{Namespace: e.ns, MaxAge: time.Hour},
+			Interval:      200 * time.Millisecond,
+			LeaseDuration: 15 * time.Second, RenewDeadline: time.Second, RetryPeriod: 200 * time.Millisecond,
+			OnSweep: func(SweepResult, error) { sweeps.Add(1) },
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	leaseGets := func() int {
+		n := 0
+		for _, r := range e.proxy.Records() {
+			if r.Resource == "leases" && r.Verb == faultproxy.VerbGet && r.Namespace == e.ns {
+				n++
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return leaseGets() >= 2 }, time.Minute, 20*time.Millisecond,
+		"the stalled Lease GET was never given up and retried")
+	assert.Zero(t, sweeps.Load(), "not leading while the Lease does not answer")
+	e.proxy.Unstall(leases)
+	require.Eventually(t, func() bool { return sweeps.Load() > 0 }, time.Minute, 20*time.Millisecond)
+}
+
+// TestIntegrationStopWithoutUIDOfAnotherInstancesPod: two instances in one
+// namespace derive the same pod name for a key. A Stop without a UID by
+// one of them must not delete the other's pod.
+func TestIntegrationStopWithoutUIDOfAnotherInstancesPod(t *testing.T) {
+	e := newEnv(t, nil)
+	other := e.spawner(t, func(o *Options) { o.Instance = "it-other" })
+	res, err := other.Start(t.Context(), e.request("lena", ""))
+	require.NoError(t, err)
+	err = e.sp.Stop(t.Context(), e.ns, res.Name, StopOptions{})
+	require.ErrorIs(t, err, ErrNotOwned)
+	assert.Equal(t, res.UID, e.get(t, res.Name).UID, "the other instance's pod is untouched")
+	require.NoError(t, other.Stop(t.Context(), e.ns, res.Name, StopOptions{}))
+	e.gone(t, res.Name, "")
+}
+
+// TestIntegrationFailedStartKeepsTheRunningPodsEvents: a second Start of a
+// running pod's key fails with ErrAlreadyRunning; the running pod's events
+// stay in the event index.
+func TestIntegrationFailedStartKeepsTheRunningPodsEvents(t *testing.T) {
+	e := newEnv(t, nil)
+	res, err := e.sp.Start(t.Context(), e.request("mona", ""))
+	require.NoError(t, err)
+	ref := events.PodRef{Namespace: e.ns, Name: res.Name, UID: res.UID}
+	started := func() bool {
+		for _, ev := range e.events.For(ref) {
+			if ev.Reason == "Started" {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, started, 30*time.Second, 20*time.Millisecond)
+	_, err = e.sp.Start(t.Context(), e.request("mona", ""))
+	require.ErrorIs(t, err, ErrAlreadyRunning)
+	assert.True(t, started(), "the running pod's events are still indexed")
+	e.stop(t, res.Name)
+}

@@ -76,6 +76,59 @@ func PodName(prefix, key string) (string, error) {
 	return strings.Join(parts, "-"), nil
 }
 
+// instanceHashLen base32 characters (30 bits) of SHA-256 keep the prefixes
+// of instances whose readable forms are equal ("Hub_A", "hub-a") apart.
+const instanceHashLen = 6
+
+// InstancePrefix returns a name prefix (for Options.NamePrefix and PodName)
+// that names the instance: prefix, a readable form of instance and a hash
+// of it, a DNS-1123 label of at most 40 characters. PodName keeps the keys
+// of one instance apart, but not two instances: with the same NamePrefix,
+// two instances in one namespace derive the same pod name for a key, and
+// each sees the other's pod under its own pod's name. With
+// NamePrefix = InstancePrefix(prefix, Instance) the names of distinct
+// instances differ. prefix may be empty; otherwise it must be a DNS-1123
+// label of at most 33 characters. instance must be a valid label value
+// (like Options.Instance) and not empty.
+//
+// Changing an existing deployment's NamePrefix renames its pods: pods
+// created under the old prefix are no longer found by name (the sweeper
+// still finds them by their labels).
+func InstancePrefix(prefix, instance string) (string, error) {
+	if instance == "" {
+		return "", invalidRequest("empty instance")
+	}
+	if errs := validation.IsValidLabelValue(instance); len(errs) > 0 {
+		return "", invalidRequest("instance %q: %s", instance, strings.Join(errs, "; "))
+	}
+	room := maxPrefixLen - instanceHashLen - 1
+	if prefix != "" {
+		if len(prefix) > room {
+			return "", invalidRequest("name prefix %q longer than %d characters", prefix, room)
+		}
+		if errs := validation.IsDNS1123Label(prefix); len(errs) > 0 {
+			return "", invalidRequest("name prefix %q: %s", prefix, strings.Join(errs, "; "))
+		}
+		room -= len(prefix) + 1
+	}
+	sum := sha256.Sum256([]byte(instance))
+	hash := lowerBase32.EncodeToString(sum[:])[:instanceHashLen]
+	parts := make([]string, 0, 3)
+	for _, p := range []string{prefix, safeChars(instance, room), hash} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return strings.Join(parts, "-"), nil
+}
+
+// PodName returns the name of the pod Start creates for key:
+// PodName(Options.NamePrefix, key). Services should take names from here
+// rather than repeat the prefix.
+func (s *Spawner) PodName(key string) (string, error) {
+	return PodName(s.opts.NamePrefix, key)
+}
+
 // safeChars lower-cases s, keeps [a-z0-9], turns every other run into one
 // '-', trims dashes and truncates to max characters (no trailing dash).
 func safeChars(s string, max int) string {

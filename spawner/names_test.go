@@ -90,3 +90,52 @@ func FuzzPodName(f *testing.F) {
 		}
 	})
 }
+
+// TestInstancePrefix: prefixes naming the instance keep the pod names of
+// two instances apart, are valid NamePrefixes, and are stable.
+func TestInstancePrefix(t *testing.T) {
+	seen := map[string]string{}
+	for _, c := range []struct{ prefix, instance string }{
+		{"kubespawn", "hub-a"},
+		{"kubespawn", "hub-b"},
+		{"kubespawn", "Hub_A"}, // the same readable form as hub-a
+		{"kubespawn", "hub.a"},
+		{"", "hub-a"},
+		{"kubespawn", strings.Repeat("i", 63)},
+		{strings.Repeat("p", 33), "hub-a"},
+	} {
+		p, err := InstancePrefix(c.prefix, c.instance)
+		require.NoError(t, err, c)
+		assert.LessOrEqual(t, len(p), maxPrefixLen, p)
+		assert.Empty(t, validation.IsDNS1123Label(p), p)
+		again, _ := InstancePrefix(c.prefix, c.instance)
+		assert.Equal(t, p, again, "deterministic")
+		assert.NotContains(t, seen, p, "%v and %s", c, seen[p])
+		seen[p] = c.prefix + "/" + c.instance
+		name, err := PodName(p, "alice")
+		require.NoError(t, err, "a valid NamePrefix")
+		sp, err := New(Options{Client: newFakeClient(), Instance: c.instance, NamePrefix: p})
+		require.NoError(t, err)
+		got, err := sp.PodName("alice")
+		require.NoError(t, err)
+		assert.Equal(t, name, got, "the spawner's names")
+	}
+	a, _ := InstancePrefix("kubespawn", "hub-a")
+	b, _ := InstancePrefix("kubespawn", "hub-b")
+	na, _ := PodName(a, "alice")
+	nb, _ := PodName(b, "alice")
+	assert.NotEqual(t, na, nb, "one key, two instances, two names")
+	// Stable across versions: changing this renames every pod.
+	assert.Equal(t, "kubespawn-hub-a-"+lowerBase32.EncodeToString(sha("hub-a"))[:instanceHashLen], a)
+
+	for _, c := range []struct{ prefix, instance string }{
+		{"kubespawn", ""},
+		{"kubespawn", "-bad"},
+		{"kubespawn", strings.Repeat("i", 64)},
+		{"Kubespawn", "hub"},
+		{strings.Repeat("p", 34), "hub"},
+	} {
+		_, err := InstancePrefix(c.prefix, c.instance)
+		assert.ErrorIs(t, err, ErrInvalidArgument, c)
+	}
+}

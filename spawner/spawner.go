@@ -65,7 +65,7 @@ func newMetrics() *metrics {
 		starts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "starts_total",
 			Help: "Starts by result (running, adopted, or the failure reason)."}, []string{"result"}),
 		stops: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "stops_total",
-			Help: "Stops by result (deleted, already_gone, timeout, error)."}, []string{"result"}),
+			Help: "Stops by result (deleted, already_gone, not_owned, timeout, error)."}, []string{"result"}),
 		startDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "start_duration_seconds",
 			Help:    "Duration of Start calls by outcome (success, failure).",
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 12)}, []string{"outcome"}),

@@ -90,12 +90,17 @@ func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeo
 		return res, nil
 	}
 	se := a.startError(sctx, err)
+	// gone: the pod this start created or adopted is confirmed gone. Only
+	// then are its events forgotten; a pod it did not create (se.UID of
+	// ErrAlreadyRunning, ErrNameConflict) keeps its history.
+	gone := false
 	// The progress stream was cancelled when waitReady returned; a blocked
 	// Progress callback must not delay the cleanup, so it is waited for
 	// (bounded) only afterwards.
 	if a.uid != "" || a.ambiguous {
 		deleted, cerr := a.cleanup(ctx)
 		se.Deleted = deleted
+		gone = cerr == nil && a.uid != ""
 		if cerr != nil {
 			se.Cleanup = fmt.Errorf("%w: %w", ErrCleanupFailed, cerr)
 			s.metrics.cleanupFailed.Inc()
@@ -109,8 +114,8 @@ func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeo
 		se.UID = a.uid // an ambiguous create may have been resolved by the cleanup
 	}
 	a.attachWarnings(ctx, se)
-	if se.Deleted || (se.Cleanup == nil && se.UID != "") {
-		s.forgetEvents(se.UID)
+	if gone {
+		s.forgetEvents(a.uid)
 	}
 	return nil, se
 }

@@ -884,3 +884,29 @@ func TestMaxStartTimeout(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidArgument)
 	assert.Empty(t, verbs(f.client))
 }
+
+// TestFailedStartKeepsTheEventsOfAPodItDidNotCreate: a Start that fails
+// because the name is taken (our pod already running, or a pod not ours)
+// created nothing and deleted nothing: the existing pod's event history
+// stays in the event index.
+func TestFailedStartKeepsTheEventsOfAPodItDidNotCreate(t *testing.T) {
+	for name, c := range map[string]struct {
+		mutate func(*corev1.Pod)
+		reason error
+	}{
+		"already running": {setReady, ErrAlreadyRunning},
+		"name conflict":   {func(p *corev1.Pod) { setReady(p); p.Labels = map[string]string{"app": "other"} }, ErrNameConflict},
+	} {
+		t.Run(name, func(t *testing.T) {
+			running := existing("alice", c.mutate)
+			evs := &fakeEvents{}
+			f := newFixture(t, func(o *Options) { o.Events = evs }, running)
+			_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+			require.ErrorIs(t, err, c.reason)
+			require.True(t, f.podExists(t, running.Name))
+			evs.mu.Lock()
+			defer evs.mu.Unlock()
+			assert.NotContains(t, evs.forgotten, running.UID, "the running pod's events are kept")
+		})
+	}
+}

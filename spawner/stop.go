@@ -22,7 +22,8 @@ import (
 type StopOptions struct {
 	// UID, if set, is a precondition: only the pod with this UID is
 	// deleted, never a successor with the same name (which counts as the
-	// target being gone).
+	// target being gone). If empty, Stop reads the pod from the API server
+	// and deletes it only if it is this spawner instance's (see Stop).
 	UID types.UID
 	// GracePeriod overrides Options.DeleteGracePeriod.
 	GracePeriod *time.Duration
@@ -30,14 +31,30 @@ type StopOptions struct {
 	Timeout time.Duration
 }
 
-// Stop deletes the pod and waits until it is gone. The DELETE is always sent
-// to the API server, whatever the cache holds; the API server's NotFound
-// means the pod is already gone (nil error). A Start of the same pod in
-// progress is cancelled first (it then deletes its pod itself). Stop is
-// idempotent and works for pods in any phase. It fails with ErrStopTimeout if
-// the pod is not confirmed gone within the stop timeout, which includes
-// waiting for an operation in progress on the same pod (the cleanup of a
-// cancelled Start, for instance).
+// Stop deletes the pod and waits until it is gone. Every DELETE carries a
+// UID precondition, and every decision rests on the API server, whatever
+// the cache holds: its NotFound means the pod is already gone (nil error).
+// Stop is idempotent and works for pods in any phase.
+//
+// With opts.UID, exactly that pod is deleted: a Start that created or
+// adopted it is cancelled first, and a successor of the same name is never
+// touched (the target counts as gone).
+//
+// Without opts.UID (the caller knows no pod: a start in progress, or no
+// pod found), a Start of the name in progress is cancelled first (it
+// deletes its own pod). Then the pod of that name is read live from the API
+// server (never the cache) and deleted only if it carries LabelManagedBy =
+// ManagedByValue and LabelInstance = Options.Instance, with the UID just
+// read as precondition: a pod of another instance sharing the namespace (pod
+// names do not name the instance unless NamePrefix does, see InstancePrefix),
+// or of no spawner at all, is never deleted; Stop returns ErrNotOwned for it
+// and deletes nothing. If the precondition fails (the pod read was replaced
+// in between), the name is read and checked again. A read that keeps
+// failing deletes nothing and ends in ErrStopTimeout.
+//
+// Stop fails with ErrStopTimeout if the pod is not confirmed gone within the
+// stop timeout, which includes waiting for an operation in progress on the
+// same pod (the cleanup of a cancelled Start, for instance).
 func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOptions) error {
 	if err := validateRef(namespace, name); err != nil {
 		return err
@@ -95,9 +112,16 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 		defer unlock()
 	}
 
-	alreadyGone, err := s.deleteAndConfirm(tctx, namespace, name, opts.UID, grace)
+	uid := opts.UID
+	var alreadyGone bool
+	var err error
+	if uid != "" {
+		alreadyGone, err = s.deleteAndConfirm(tctx, namespace, name, uid, grace)
+	} else {
+		uid, alreadyGone, err = s.stopByName(tctx, namespace, name, grace)
+	}
 	if err == nil {
-		s.forgetEvents(opts.UID)
+		s.forgetEvents(uid)
 	}
 	switch {
 	case err == nil && alreadyGone:
@@ -106,6 +130,9 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	case err == nil:
 		s.metrics.stops.WithLabelValues("deleted").Inc()
 		logger.V(2).Info("Pod deleted")
+	case errors.Is(err, ErrNotOwned):
+		s.metrics.stops.WithLabelValues("not_owned").Inc()
+		logger.Info("Pod is not this instance's; not deleted", "err", err)
 	case errors.Is(err, ErrStopTimeout):
 		s.metrics.stops.WithLabelValues("timeout").Inc()
 	default:
@@ -115,6 +142,49 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 		return fmt.Errorf("spawner: stop %s/%s: %w", namespace, name, err)
 	}
 	return nil
+}
+
+// stopByName stops the pod of that name for a caller that knows no UID:
+// it reads the pod live, deletes it only if it is this instance's, with
+// the UID read as precondition, and reads again if that pod was replaced
+// in between. uid is the pod deleted (or found gone); ctx bounds it all.
+func (s *Spawner) stopByName(ctx context.Context, namespace, name string, grace *time.Duration) (uid types.UID, alreadyGone bool, err error) {
+	logger := klog.FromContext(ctx)
+	b := s.retryBackoff()
+	for {
+		pod, err := s.liveGet(ctx, namespace, name)
+		switch {
+		case apierrors.IsNotFound(err):
+			s.decidedAbsent(reflector.SourceAPI)
+			return "", true, nil
+		case err != nil:
+			return "", false, fmt.Errorf("reading the pod: %w", err)
+		case !s.owns(pod):
+			return "", false, fmt.Errorf("%w: pod UID %s has %s=%q, %s=%q; this spawner's %s is %q", ErrNotOwned,
+				pod.UID, LabelManagedBy, pod.Labels[LabelManagedBy], LabelInstance, pod.Labels[LabelInstance], LabelInstance, s.opts.Instance)
+		}
+		out, err := s.deleteUID(ctx, namespace, name, pod.UID, grace)
+		switch {
+		case err != nil:
+			return pod.UID, false, err
+		case out == deleteGone:
+			return pod.UID, true, nil
+		case out == deleteReplaced:
+			// The pod read is gone and another holds the name: check it
+			// like the first, never delete it unchecked.
+			logger.V(2).Info("Pod replaced before the DELETE; reading the name again", "uid", pod.UID)
+			if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
+				return pod.UID, false, serr
+			}
+			continue
+		}
+		return pod.UID, false, s.waitGone(ctx, namespace, name, pod.UID)
+	}
+}
+
+// owns: a pod this spawner instance created (or could have).
+func (s *Spawner) owns(pod *corev1.Pod) bool {
+	return pod.Labels[LabelManagedBy] == ManagedByValue && pod.Labels[LabelInstance] == s.opts.Instance
 }
 
 func validateRef(namespace, name string) error {
@@ -130,11 +200,40 @@ func validateRef(namespace, name string) error {
 	return nil
 }
 
-// deleteAndConfirm sends DELETE (with a UID precondition when uid is set,
-// retrying transient errors) and waits until the API server confirms the pod
-// gone: NotFound, or another UID under that name. alreadyGone reports that
-// there was nothing to delete. ctx bounds the whole operation.
+// deleteAndConfirm sends DELETE with a UID precondition (retrying transient
+// errors) and waits until the API server confirms the pod gone: NotFound, or
+// another UID under that name. alreadyGone reports that there was nothing to
+// delete. ctx bounds the whole operation. uid is required: the spawner
+// never sends a DELETE by name alone.
 func (s *Spawner) deleteAndConfirm(ctx context.Context, namespace, name string, uid types.UID, grace *time.Duration) (alreadyGone bool, err error) {
+	out, err := s.deleteUID(ctx, namespace, name, uid, grace)
+	if err != nil {
+		return false, err
+	}
+	if out != deleteSent {
+		return true, nil
+	}
+	return false, s.waitGone(ctx, namespace, name, uid)
+}
+
+// deleteOutcome is what a DELETE with a UID precondition found.
+type deleteOutcome int
+
+const (
+	// deleteSent: the API server accepted the DELETE of the pod uid.
+	deleteSent deleteOutcome = iota
+	// deleteGone: the API server has no pod of that name.
+	deleteGone
+	// deleteReplaced: the precondition failed, the name is another pod's.
+	deleteReplaced
+)
+
+// deleteUID sends DELETE with uid as precondition, retrying transient
+// errors until ctx ends.
+func (s *Spawner) deleteUID(ctx context.Context, namespace, name string, uid types.UID, grace *time.Duration) (deleteOutcome, error) {
+	if uid == "" {
+		return 0, fmt.Errorf("spawner: internal error: DELETE of pod %s/%s without a UID precondition refused", namespace, name)
+	}
 	logger := klog.FromContext(ctx)
 	pods := s.opts.Client.CoreV1().Pods(namespace)
 	opts := metav1.DeleteOptions{}
@@ -142,51 +241,37 @@ func (s *Spawner) deleteAndConfirm(ctx context.Context, namespace, name string, 
 		secs := int64((*grace + time.Second - 1) / time.Second) // whole seconds, rounded up
 		opts.GracePeriodSeconds = &secs
 	}
-	if uid != "" {
-		opts.Preconditions = &metav1.Preconditions{UID: &uid}
-	}
+	opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	b := s.retryBackoff()
 	for {
 		err := pods.Delete(ctx, name, opts)
 		if err == nil {
-			break
+			return deleteSent, nil
 		}
 		if apierrors.IsNotFound(err) {
 			s.decidedAbsent(reflector.SourceAPI)
-			return true, nil
+			return deleteGone, nil
 		}
-		if apierrors.IsConflict(err) && uid != "" {
+		if apierrors.IsConflict(err) {
 			// The precondition failed: the name may belong to a successor.
 			pod, gerr := pods.Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(gerr) || (gerr == nil && pod.UID != uid) {
+			if apierrors.IsNotFound(gerr) {
 				s.decidedAbsent(reflector.SourceAPI)
-				return true, nil
+				return deleteGone, nil
+			}
+			if gerr == nil && pod.UID != uid {
+				s.decidedAbsent(reflector.SourceAPI)
+				return deleteReplaced, nil
 			}
 			err = errors.Join(err, gerr)
 		} else if !isTransient(err) {
-			return false, s.ctxErr(ctx, err)
+			return 0, s.ctxErr(ctx, err)
 		}
 		logger.V(2).Info("Delete failed; retrying", "err", err)
 		if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
-			return false, fmt.Errorf("%w (last error: %v)", serr, err)
+			return 0, fmt.Errorf("%w (last error: %v)", serr, err)
 		}
 	}
-	if uid == "" {
-		// Without a precondition, find out which pod is left terminating.
-		pod, err := s.liveGet(ctx, namespace, name)
-		if apierrors.IsNotFound(err) {
-			s.decidedAbsent(reflector.SourceAPI)
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if pod.DeletionTimestamp == nil {
-			return false, nil // a successor created after our DELETE
-		}
-		uid = pod.UID
-	}
-	return false, s.waitGone(ctx, namespace, name, uid)
 }
 
 // waitGone waits until the API server no longer has the pod with uid. Cache

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
@@ -306,4 +307,105 @@ func TestAbsenceIsDecidedOnTheAPIServersWord(t *testing.T) {
 	got := f.sp.AbsenceDecisions()
 	assert.Positive(t, got[reflector.SourceAPI])
 	assert.Zero(t, got[reflector.SourceCache])
+}
+
+// deletes returns the DELETE actions on pods the fake clientset saw.
+func deletes(c *fake.Clientset) []k8stesting.DeleteAction {
+	var out []k8stesting.DeleteAction
+	for _, a := range c.Actions() {
+		if d, ok := a.(k8stesting.DeleteAction); ok && d.GetResource().Resource == "pods" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// TestStopWithoutUIDChecksOwnership: a Stop without a UID (a start in
+// progress, or no pod known) reads the pod from the API server and deletes
+// it only if it is this instance's, with its UID as precondition. Pod names
+// do not name the instance, so a pod of another instance, or of no spawner
+// at all, may hold the name: it is never deleted (ErrNotOwned).
+func TestStopWithoutUIDChecksOwnership(t *testing.T) {
+	for name, mutate := range map[string]func(*corev1.Pod){
+		"another instance": func(p *corev1.Pod) { p.Labels[LabelInstance] = "hub-b" },
+		"not a spawner's":  func(p *corev1.Pod) { p.Labels = map[string]string{"app": "x"} },
+		"no labels":        func(p *corev1.Pod) { p.Labels = nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			other := existing("alice", func(p *corev1.Pod) { setReady(p); mutate(p) })
+			f := newFixture(t, nil, other)
+			err := f.sp.Stop(t.Context(), testNS, other.Name, StopOptions{})
+			require.ErrorIs(t, err, ErrNotOwned)
+			got, gerr := f.client.CoreV1().Pods(testNS).Get(t.Context(), other.Name, metav1.GetOptions{})
+			require.NoError(t, gerr, "the other pod is still there")
+			assert.Equal(t, other.UID, got.UID)
+			assert.Empty(t, deletes(f.client), "nothing deleted")
+		})
+	}
+}
+
+// TestStopWithoutUIDDeletesOurPodByItsLiveUID: the pod is read live (not
+// from the cache, which may hold an earlier incarnation) and deleted with
+// the UID it has on the API server as precondition.
+func TestStopWithoutUIDDeletesOurPodByItsLiveUID(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	stale := pod.DeepCopy()
+	stale.UID = "uid-of-an-earlier-pod"
+	f.cache.stalled.Store(true)
+	f.cache.put(stale)
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{}))
+	assert.False(t, f.podExists(t, pod.Name))
+	ds := deletes(f.client)
+	require.NotEmpty(t, ds)
+	for _, d := range ds {
+		pre := d.GetDeleteOptions().Preconditions
+		require.NotNil(t, pre, "never a bare DELETE by name")
+		require.NotNil(t, pre.UID)
+		assert.Equal(t, pod.UID, *pre.UID, "the live UID, not the cached one")
+	}
+
+	// Gone already: nothing to delete, no error.
+	require.NoError(t, f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{}))
+}
+
+// TestStopWithoutUIDRereadsOnConflict: the pod is replaced between the
+// read and the DELETE; the precondition fails, the name is read again, and
+// the successor (another instance's here) is left alone.
+func TestStopWithoutUIDRereadsOnConflict(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	gvr := corev1.SchemeGroupVersion.WithResource("pods")
+	successor := existing("alice", func(p *corev1.Pod) { setReady(p); p.Labels[LabelInstance] = "hub-b" })
+	var once sync.Once
+	f.client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() {
+			require.NoError(t, f.client.Tracker().Delete(gvr, testNS, pod.Name))
+			require.NoError(t, f.client.Tracker().Add(successor))
+		})
+		return false, nil, nil // on to the precondition check
+	})
+	err := f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{})
+	require.ErrorIs(t, err, ErrNotOwned)
+	got, gerr := f.client.CoreV1().Pods(testNS).Get(t.Context(), pod.Name, metav1.GetOptions{})
+	require.NoError(t, gerr)
+	assert.Equal(t, successor.UID, got.UID, "the successor survives")
+	for _, d := range deletes(f.client) {
+		assert.Equal(t, pod.UID, *d.GetDeleteOptions().Preconditions.UID)
+	}
+}
+
+// TestStopWithoutUIDReadFailsUntilTimeout: while the read fails, nothing
+// is deleted; Stop gives up at its timeout.
+func TestStopWithoutUIDReadFailsUntilTimeout(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	f.client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewServiceUnavailable("down")
+	})
+	err := f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{Timeout: 300 * time.Millisecond})
+	require.ErrorIs(t, err, ErrStopTimeout)
+	assert.Empty(t, deletes(f.client), "no DELETE without a successful read")
+	_, err = f.client.Tracker().Get(corev1.SchemeGroupVersion.WithResource("pods"), testNS, pod.Name)
+	assert.NoError(t, err, "the pod is still there")
 }

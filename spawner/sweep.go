@@ -44,9 +44,15 @@ const (
 // MinAge old, when Select gives a reason. At least one of MaxAge and
 // Select is required. Nothing is deleted unless Delete is true.
 //
-// Ages are measured against the API server's clock (read once per sweep),
-// never the local one: a local clock running ahead would make young pods
-// look old. A sweep that cannot read the server's clock fails.
+// Ages run from metadata.creationTimestamp and are measured against the
+// API server's clock (read once per sweep): both come from the API server,
+// never from a local or a node's clock. A local clock running ahead would
+// make young pods look old, and so would a node's clock running behind
+// (status.startTime is the kubelet's, so it is not used). A sweep that
+// cannot read the server's clock fails.
+//
+// Every request of a sweep has a deadline: RequestTimeout for the scan (the
+// server's clock, each page of the list), StopTimeout per selected pod.
 type SweepPolicy struct {
 	// Namespace to sweep. Required.
 	Namespace string
@@ -60,8 +66,7 @@ type SweepPolicy struct {
 	// contains it.
 	NameContains string
 	// MaxAge selects pods older than this. The age runs from
-	// status.startTime or, for pods never started (never scheduled, for
-	// instance), from metadata.creationTimestamp. Zero disables.
+	// metadata.creationTimestamp, on the API server's clock. Zero disables.
 	MaxAge time.Duration
 	// Select, if set, is asked about each pod considered that MaxAge did
 	// not select and that is at least MinAge old; a non-empty reason
@@ -84,6 +89,14 @@ type SweepPolicy struct {
 	GracePeriod *time.Duration
 	// Concurrency of deletes. Default 8.
 	Concurrency int
+	// RequestTimeout bounds each request of the scan: the read of the API
+	// server's clock and each page of the list (and each call of Select
+	// while scanning), so that one stalled LIST fails the sweep
+	// (errors.Is(err, context.DeadlineExceeded)) instead of stopping it for
+	// good; the next sweep lists again. The requests for one selected pod
+	// are bounded by Options.StopTimeout. Default 1m (the kube-apiserver's
+	// own default request timeout).
+	RequestTimeout time.Duration
 }
 
 // SweptPod is one pod considered by a sweep.
@@ -127,6 +140,7 @@ type SweepResult struct {
 const (
 	defaultPageSize         = 500
 	defaultSweepConcurrency = 8
+	defaultRequestTimeout   = time.Minute
 )
 
 func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
@@ -134,8 +148,8 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 	if p.Namespace == "" {
 		problems = append(problems, "Namespace is required")
 	}
-	if p.MaxAge < 0 || p.MinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
-		problems = append(problems, "MaxAge, MinAge, PageSize, Concurrency and GracePeriod must not be negative")
+	if p.MaxAge < 0 || p.MinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || p.RequestTimeout < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
+		problems = append(problems, "MaxAge, MinAge, PageSize, Concurrency, RequestTimeout and GracePeriod must not be negative")
 	}
 	if p.MaxAge == 0 && p.Select == nil {
 		problems = append(problems, "set MaxAge, Select or both")
@@ -157,6 +171,9 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 	}
 	if p.GracePeriod == nil {
 		p.GracePeriod = s.opts.DeleteGracePeriod
+	}
+	if p.RequestTimeout == 0 {
+		p.RequestTimeout = defaultRequestTimeout
 	}
 	return p, nil
 }
@@ -198,15 +215,23 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 	if reqs, ok := p.Selector.Requirements(); ok {
 		sel = sel.Add(reqs...)
 	}
-	clk, err := s.serverClock(ctx)
+	clk, err := s.serverClock(ctx, p.RequestTimeout)
 	if err != nil {
 		return res, err
 	}
 	now := clk.Now()
 	pods := s.opts.Client.CoreV1().Pods(p.Namespace)
-	lp := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) {
-		return pods.List(ctx, opts)
-	}))
+	// Each page has its own deadline: a stalled LIST would otherwise stop
+	// the sweeper for good while its replica keeps renewing the Lease.
+	lp := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		rctx, cancel := s.withTimeout(ctx, p.RequestTimeout, requestDeadline("the list page", p.RequestTimeout))
+		defer cancel()
+		list, err := pods.List(rctx, opts)
+		if err != nil {
+			return nil, s.ctxErr(rctx, err)
+		}
+		return list, nil
+	})
 	lp.PageSize = p.PageSize
 	err = lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: sel.String()}, func(obj runtime.Object) error {
 		pod, ok := obj.(*corev1.Pod)
@@ -228,7 +253,9 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 			res.Skipped = append(res.Skipped, sp)
 			return nil
 		}
-		reason, skip, err := matchPolicy(ctx, p, pod, sp.Age)
+		sctx, cancel := s.withTimeout(ctx, p.RequestTimeout, requestDeadline("Select", p.RequestTimeout))
+		reason, skip, err := matchPolicy(sctx, p, pod, sp.Age)
+		cancel()
 		switch {
 		case reason != "":
 			sp.Reason = reason
@@ -367,17 +394,22 @@ func (s *Spawner) sweepOne(ctx context.Context, p SweepPolicy, clk clock.Passive
 	return sp, "", nil
 }
 
-// podAge runs from status.startTime, else creationTimestamp (pods never
-// scheduled have no startTime).
+// podAge runs from creationTimestamp, which the API server sets with its
+// own clock; now is on that clock too (serverClock). status.startTime is
+// not used: the kubelet writes it with its node's clock, and a node clock
+// running behind would make a pod seconds old look hours old, past MinAge.
 func podAge(pod *corev1.Pod, now time.Time) time.Duration {
 	start := pod.CreationTimestamp.Time
-	if pod.Status.StartTime != nil {
-		start = pod.Status.StartTime.Time
-	}
 	if start.IsZero() {
 		return 0
 	}
 	return now.Sub(start)
+}
+
+// requestDeadline is the cause of a request's deadline: it wraps
+// context.DeadlineExceeded and says which request and how long.
+func requestDeadline(what string, d time.Duration) error {
+	return fmt.Errorf("%w: %s got no answer within %s", context.DeadlineExceeded, what, d)
 }
 
 // SweeperOptions configures RunSweeper.
@@ -395,7 +427,8 @@ type SweeperOptions struct {
 	// random suffix.
 	Identity string
 	// LeaseDuration, RenewDeadline and RetryPeriod are the leader election
-	// timings. Defaults 15s, 10s, 2s.
+	// timings. Defaults 15s, 10s, 2s. Every Lease request is bounded by
+	// RenewDeadline, while acquiring the Lease too.
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
@@ -444,11 +477,11 @@ func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 	// term ends (its context is cancelled) before the next term sweeps.
 	var term sync.Mutex
 	cfg := leaderelection.LeaderElectionConfig{
-		Lock: &resourcelock.LeaseLock{
+		Lock: deadlineLock{Interface: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Name: opts.LeaseName, Namespace: opts.LeaseNamespace},
 			Client:     s.opts.Client.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: opts.Identity},
-		},
+		}, timeout: opts.RenewDeadline},
 		LeaseDuration:   opts.LeaseDuration,
 		RenewDeadline:   opts.RenewDeadline,
 		RetryPeriod:     opts.RetryPeriod,
@@ -496,4 +529,32 @@ func (s *Spawner) sweepLoop(ctx context.Context, opts SweeperOptions) {
 		case <-t.C():
 		}
 	}
+}
+
+// deadlineLock bounds every Lease request by timeout. client-go's leader
+// election bounds renewals by RenewDeadline, but sends the requests that
+// acquire the Lease on the caller's context: one stalled GET would keep the
+// replica from ever leading. The leader election runs on the real clock, and
+// so do these deadlines.
+type deadlineLock struct {
+	resourcelock.Interface
+	timeout time.Duration
+}
+
+func (l deadlineLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Interface.Get(ctx)
+}
+
+func (l deadlineLock) Create(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Interface.Create(ctx, ler)
+}
+
+func (l deadlineLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Interface.Update(ctx, ler)
 }

@@ -44,7 +44,7 @@ func TestSweep(t *testing.T) {
 	}
 	objs := []runtime.Object{
 		pod("old-running", func(p *corev1.Pod) { p.Status.StartTime = at(5 * time.Hour) }),
-		pod("young-running", func(p *corev1.Pod) { p.Status.StartTime = at(time.Hour) }),
+		pod("young-running", func(p *corev1.Pod) { p.CreationTimestamp = *at(time.Hour); p.Status.StartTime = at(59 * time.Minute) }),
 		// Never scheduled: no startTime; the creation time counts.
 		pod("old-unscheduled", nil),
 		pod("young-unscheduled", func(p *corev1.Pod) { p.CreationTimestamp = *at(time.Minute) }),
@@ -137,10 +137,11 @@ func TestSweepSkipsPodsInUse(t *testing.T) {
 func TestSweepPolicyValidation(t *testing.T) {
 	f := newFixture(t, nil)
 	for name, p := range map[string]SweepPolicy{
-		"no namespace":  {MaxAge: time.Hour},
-		"no criterion":  {Namespace: testNS},
-		"negative age":  {Namespace: testNS, MaxAge: -time.Hour},
-		"negative page": {Namespace: testNS, MaxAge: time.Hour, PageSize: -1},
+		"no namespace":             {MaxAge: time.Hour},
+		"no criterion":             {Namespace: testNS},
+		"negative age":             {Namespace: testNS, MaxAge: -time.Hour},
+		"negative page":            {Namespace: testNS, MaxAge: time.Hour, PageSize: -1},
+		"negative request timeout": {Namespace: testNS, MaxAge: time.Hour, RequestTimeout: -time.Second},
 	} {
 		_, err := f.sp.Sweep(t.Context(), p)
 		assert.ErrorIs(t, err, ErrInvalidArgument, name)
@@ -350,4 +351,34 @@ func TestTwoServicesInOneNamespaceNeverSweepEachOther(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done)
 	}
+}
+
+// TestSweepAgesIgnoreTheNodesClock: status.startTime is written by the
+// kubelet with its node's clock. A node clock an hour behind makes a pod
+// created seconds ago look an hour old by its startTime; ages come from the
+// server's clock only (creationTimestamp), so neither MaxAge nor Select
+// past MinAge takes the pod of a start in progress.
+func TestSweepAgesIgnoreTheNodesClock(t *testing.T) {
+	now := time.Now()
+	clk := clocktesting.NewFakeClock(now)
+	fresh := existing("fresh", func(p *corev1.Pod) {
+		setReady(p)
+		p.CreationTimestamp = metav1.NewTime(now.Add(-10 * time.Second))
+		p.Status.StartTime = &metav1.Time{Time: now.Add(-time.Hour)} // the node's clock
+	})
+	f := newFixture(t, func(o *Options) { o.Clock = clk }, fresh)
+	everyone := func(context.Context, *corev1.Pod) (SweepReason, error) { return SweepReasonOrphan, nil }
+	res, err := f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, Select: everyone, MinAge: time.Minute, Delete: true})
+	require.NoError(t, err)
+	assert.Empty(t, res.Selected, "10 seconds old: MinAge protects it")
+	res, err = f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: 30 * time.Minute, Delete: true})
+	require.NoError(t, err)
+	assert.Empty(t, res.Selected, "10 seconds old: not older than MaxAge")
+	assert.True(t, f.podExists(t, fresh.Name))
+	assert.NotContains(t, verbs(f.client), "delete pods")
+
+	res, err = f.sp.Sweep(t.Context(), SweepPolicy{Namespace: testNS, MaxAge: time.Second})
+	require.NoError(t, err)
+	require.Len(t, res.Selected, 1)
+	assert.InDelta(t, 10, res.Selected[0].Age.Seconds(), 1, "the age runs from the creation, on the server's clock")
 }

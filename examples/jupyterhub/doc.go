@@ -13,5 +13,7 @@
 //
 // The package's tests (jupyterhub_test.go) drive the same hub only
 // through its REST API: 20 concurrent users, the incident with the hub's
-// own start timeout, and a hub restart in the middle of starts.
+// own start timeout, a hub restart in the middle of starts, an evicted pod,
+// and a stop while the API server fails (stop() waits for the service to
+// finish it, never letting the hub forget a server whose pod exists).
 package main

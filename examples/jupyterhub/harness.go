@@ -23,7 +23,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -38,9 +37,8 @@ const (
 	// nodePath lets configurable-http-proxy find its modules when the node
 	// on PATH is not Debian's.
 	nodePath = "/usr/share/nodejs"
-	// podPrefix is the demo spawner service's pod name prefix.
-	podPrefix = "kubespawn"
-	// Instance is the spawner service's --instance.
+	// Instance is the spawner service's --instance. Its pods are found by
+	// their labels (the service's names carry a hash of the instance).
 	Instance = "hub"
 )
 
@@ -200,6 +198,8 @@ type ServiceOptions struct {
 	Binary, Dir, Kubeconfig, Namespace string
 	StartTimeout, SweepInterval        time.Duration
 	OrphanMinAge                       time.Duration
+	// StopTimeout is the service's --stop-timeout (default 60s).
+	StopTimeout time.Duration
 }
 
 // Service is the demo spawner service, a child process.
@@ -220,10 +220,13 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 60 * time.Second
+	}
 	p, err := startProcess("spawner service", filepath.Join(o.Dir, "spawner-service.log"), os.Environ(), o.Dir, o.Binary,
 		"--kubeconfig="+o.Kubeconfig, "--namespace="+o.Namespace, "--instance="+Instance, "--listen="+addr,
 		"--token-file="+tokenFile, "--image=example.org/notebook:1",
-		"--start-timeout="+o.StartTimeout.String(), "--stop-timeout=60s", "--stall-timeout=4s", "--image-pull-grace=2s",
+		"--start-timeout="+o.StartTimeout.String(), "--stop-timeout="+o.StopTimeout.String(), "--stall-timeout=4s", "--image-pull-grace=2s",
 		"--sweep-interval="+o.SweepInterval.String(), "--orphan-min-age="+o.OrphanMinAge.String(), "-v=2")
 	if err != nil {
 		return nil, err
@@ -293,18 +296,13 @@ func StartStandIn(client kubernetes.Interface, namespace string) (*StandIn, erro
 			http.Error(w, "not a user server path", http.StatusNotFound)
 			return
 		}
-		name, err := spawner.PodName(podPrefix, user)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		pod, err := client.CoreV1().Pods(namespace).Get(r.Context(), name, metav1.GetOptions{})
-		if err != nil || !podReady(pod) {
+		pod, err := userPod(r.Context(), client, namespace, user)
+		if err != nil || pod == nil || !podReady(pod) {
 			http.Error(w, "no running notebook server for "+user, http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "stand-in notebook server of %s (pod %s)\n", user, name)
+		fmt.Fprintf(w, "stand-in notebook server of %s (pod %s)\n", user, pod.Name)
 	})}
 	go func() {
 		defer close(s.done)
@@ -442,6 +440,9 @@ func (h *Hub) API(ctx context.Context, method, path string, body, out any) (int,
 		return 0, err
 	}
 	req.Header = h.auth()
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
@@ -638,17 +639,27 @@ func Check(ctx context.Context, h *Hub, client kubernetes.Interface, namespace s
 	return a, nil
 }
 
+// userPod reads user's pod of the service's instance from the API server
+// (by its labels: key hash and instance); nil if there is none.
+func userPod(ctx context.Context, client kubernetes.Interface, namespace, user string) (*corev1.Pod, error) {
+	sel := fmt.Sprintf("%s=%s,%s=%s,%s=%s", spawner.LabelManagedBy, spawner.ManagedByValue,
+		spawner.LabelInstance, Instance, spawner.LabelKeyHash, spawner.KeyHash(user))
+	list, err := client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if p := &list.Items[i]; p.Annotations[spawner.AnnotationKey] == user {
+			return p, nil
+		}
+	}
+	return nil, nil
+}
+
 // podGone says whether the API server has no pod of user.
 func podGone(ctx context.Context, client kubernetes.Interface, namespace, user string) (bool, error) {
-	name, err := spawner.PodName(podPrefix, user)
-	if err != nil {
-		return false, err
-	}
-	_, err = client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return true, nil
-	}
-	return false, err
+	pod, err := userPod(ctx, client, namespace, user)
+	return err == nil && pod == nil, err
 }
 
 // parallel runs f for every item, at most n at once, and returns the

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -12,7 +13,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
@@ -51,6 +55,7 @@ type hubConfig struct {
 	throughProxy bool
 	startTimeout time.Duration
 	sweep        time.Duration
+	stopTimeout  time.Duration // the service's --stop-timeout; 0: 60s
 }
 
 // newHubEnv is one test's namespace (no pod may be left in it), the
@@ -64,7 +69,7 @@ func newHubEnv(t *testing.T, c hubConfig) *Env {
 	e, err := StartEnv(t.Context(), EnvConfig{
 		Admin: cluster.Config(), Client: cluster.Client(t), Namespace: ns, Dir: dir, SpawnerBinary: spawnerBin,
 		ThroughProxy: c.throughProxy, HubStartTimeout: c.startTimeout, HTTPTimeout: 10 * time.Second,
-		SweepInterval: c.sweep, OrphanMinAge: 3 * c.startTimeout,
+		SweepInterval: c.sweep, OrphanMinAge: 3 * c.startTimeout, StopTimeout: c.stopTimeout,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -347,4 +352,81 @@ func requireReady(t *testing.T, e *Env, users []string) {
 		s, ok := seen[name].Server()
 		require.True(t, ok && s.Ready, "%s ready", name)
 	}
+}
+
+// TestStopWhileTheAPIServerFails (issue 17, defect 1): a user stops a
+// running server through the hub while the service's pod watch is stalled
+// (reads fall back to the API server) and the API server answers every
+// GET and DELETE of a pod with 503. JupyterHub forgets a server once
+// stop() returns or raises, so stop() must do neither while the pod
+// exists: the service accepts the stop (202 stop-pending) and retries, the
+// class waits. Once the API server recovers, the service deletes the pod,
+// stop() returns, and the hub forgets the server: no leak, and at no time
+// a server the hub had forgotten whose pod was still there.
+func TestStopWhileTheAPIServerFails(t *testing.T) {
+	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 60 * time.Second, sweep: time.Minute, stopTimeout: 3 * time.Second})
+	ctx := t.Context()
+	users := []string{"ursula", "victor"}
+	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	for _, u := range users {
+		require.NoError(t, e.Hub.StartServer(ctx, u, nil))
+	}
+	requireReady(t, e, users)
+
+	e.Proxy.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
+	// A change the stalled watch misses: what the stall detector sees.
+	victor, err := userPod(ctx, e.Config.Client, e.Config.Namespace, "victor")
+	require.NoError(t, err)
+	require.NotNil(t, victor)
+	_, err = e.Config.Client.CoreV1().Pods(e.Config.Namespace).Patch(ctx, victor.Name, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"test.kubespawn.io/touched":"1"}}}`), metav1.PatchOptions{})
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	require.NoError(t, waitHTTP(wctx, e.Service.URL+"/readyz", nil, http.StatusServiceUnavailable, nil), "the service reports its stalled cache")
+	for _, verb := range []faultproxy.Verb{faultproxy.VerbGet, faultproxy.VerbDelete} {
+		e.Proxy.InjectStatus(faultproxy.Match{Verb: verb, Resource: "pods"}, http.StatusServiceUnavailable, 1<<30, 0)
+	}
+	// forgotten: the hub has no server for the user whose pod is still on
+	// the API server (read without the proxy).
+	forgotten := func(name string) bool {
+		u, err := e.Hub.User(ctx, name)
+		require.NoError(t, err)
+		gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, name)
+		require.NoError(t, err)
+		_, ok := u.Server()
+		return !ok && !gone
+	}
+	_, err = e.Hub.StopServer(ctx, "ursula")
+	require.NoError(t, err)
+	// Several of the service's stop attempts (3 s each) fail meanwhile.
+	assert.Never(t, func() bool { return forgotten("ursula") }, 12*time.Second, 200*time.Millisecond,
+		"the hub forgot a server whose pod still exists")
+	u, err := e.Hub.User(ctx, "ursula")
+	require.NoError(t, err)
+	s, ok := u.Server()
+	require.True(t, ok, "the stop is still pending in the hub")
+	require.NotNil(t, s.Pending)
+	assert.Equal(t, "stop", *s.Pending)
+	assert.Positive(t, e.Service.Count("Stop not completed; the service retries"), "the service took the stop over")
+
+	e.Proxy.ClearFaults() // the API server recovers, the watch resumes
+	require.Eventually(t, func() bool {
+		u, err := e.Hub.User(ctx, "ursula")
+		require.NoError(t, err)
+		_, ok := u.Server()
+		gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, "ursula")
+		require.NoError(t, err)
+		require.False(t, !ok && !gone, "the hub forgot the server before its pod was gone")
+		return !ok && gone
+	}, 2*time.Minute, 100*time.Millisecond, "the service deleted the pod, then stop() returned")
+	assert.Equal(t, 1, e.Hub.Count("kubespawn: stop of ursula confirmed"), "stop() returned once the pod was gone")
+	assert.Equal(t, 1, e.Hub.Count("User ursula server took"), "the hub saw the stop succeed (it logs nothing when stop() raises)")
+	assert.Zero(t, e.Hub.Count("kubespawn: stop of ursula not confirmed"), "stop() never raised")
+	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, users)
+	require.NoError(t, err)
+	assert.Empty(t, a.Leaked)
+	assert.Empty(t, a.Missing)
+	assert.Equal(t, 1, a.HubRunning, "victor's server is untouched")
+	require.NoError(t, StopAll(ctx, e, users))
 }

@@ -20,8 +20,14 @@ README.md beside this file):
   after a ``poll()`` that is not ``None``, and at start-up drops any server whose
   ``poll()`` raised or was not ``None``: so ``poll()`` never raises.
 - ``stop()``: ``DELETE /users/{key}/server`` (always reaches the API server,
-  cancels a start in progress, returns once the pod is gone), then cancels this
-  spawner's own ``start()`` if the hub left it running after a start timeout.
+  cancels a start in progress), then cancels this spawner's own ``start()`` if
+  the hub left it running after a start timeout. It returns only once the pod is
+  confirmed gone: ``200``, or after ``202`` (stop-pending: the API server failed
+  or was slow, the service owns the cleanup and retries) polls until the API
+  server says NotFound. A failed or unreachable DELETE is retried (400, 401 and
+  403 raise at once). Past
+  ``stop_confirm_timeout`` it raises, saying whether the service owns the
+  cleanup: the hub then forgets the server, never believing it stopped.
 - ``progress()``: the start's events as ``{"progress", "message"}``.
 - ``get_url()``: after a hub restart, the URL from the pod's current IP.
 
@@ -81,6 +87,20 @@ class KubespawnSpawner(Spawner):
         90,
         help="""Timeout in seconds of a stop request: above the service's
         --stop-timeout, which bounds the wait for the pod to be gone.""",
+    ).tag(config=True)
+
+    stop_confirm_timeout = Float(
+        300,
+        help="""How long, in seconds, stop() waits in all for the pod to be
+        confirmed gone: failed DELETEs are retried, and a stop the service
+        accepted without completing (202 stop-pending: it retries in the
+        background) is followed by polls until the API server says NotFound.
+        Past it stop() raises (the hub forgets the server; the service still
+        owns a pending stop).""",
+    ).tag(config=True)
+
+    stop_retry_interval = Float(
+        1, help="Seconds between the retries and polls of a stop not yet confirmed."
     ).tag(config=True)
 
     max_connections = Integer(
@@ -292,7 +312,7 @@ class KubespawnSpawner(Spawner):
             return None
         state = body.get("state")
         if code == 404 and state == "stopped" and body.get("reason") == "NotFound":
-            if body.get("serviceState") in ("starting", "stopping"):
+            if body.get("serviceState") in ("starting", "stopping", "stop-pending"):
                 return None  # a start or stop in progress in the service
             return 0  # the API server said so
         if code == 200 and state == "stopped":
@@ -306,15 +326,70 @@ class KubespawnSpawner(Spawner):
         )
         return None
 
-    async def stop(self, now=False):
-        code, body = await self._call("DELETE", timeout=self.stop_timeout)
+    def _cancel_own_start(self):
         task, self._start_task = self._start_task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             # A timed-out start is not cancelled by the hub: cancel it here
             # (the DELETE already cancelled it on the service's side).
             task.cancel()
-        if code != 200:
-            raise ServiceError(f"stop of {self.key}: HTTP {code} {body.get('error', '')}")
+
+    async def stop(self, now=False):
+        # JupyterHub forgets the server once stop() returns, and also when it
+        # raises: so return only once the pod is confirmed gone, and raise
+        # with a message that says who owns the pod then.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_confirm_timeout
+        pending = False  # the service answered 202: it owns the cleanup
+        first, last = True, ""
+        while True:
+            try:
+                if pending:
+                    code, body = await self._call("GET")
+                else:
+                    code, body = await self._call("DELETE", timeout=self.stop_timeout)
+            except Exception as e:  # unreachable, timed out: try again
+                code, body = 0, {}
+                last = str(e)
+            if first:
+                first = False
+                self._cancel_own_start()
+            if code:
+                last = f"HTTP {code} {body.get('error', '')}".strip()
+            if not pending:
+                if code == 200:
+                    break  # the API server confirmed the pod gone
+                if code == 202:
+                    pending = True
+                    self.log.warning(
+                        "kubespawn: stop of %s not complete yet (%s): the service retries; waiting",
+                        self.key, body.get("error", ""),
+                    )
+                elif code in (400, 401, 403):
+                    self.log.error("kubespawn: stop of %s refused: %s", self.key, last)
+                    raise ServiceError(f"stop of {self.key} refused: {last}")
+            elif (code == 404 and body.get("reason") == "NotFound") or (code == 200 and body.get("deleted")):
+                break  # the API server said NotFound (or the poll deleted it)
+            elif code == 200 and body.get("serviceState") not in ("stop-pending", "stopping"):
+                # The service no longer holds the stop (it restarted before
+                # its DELETE reached the API server): send it again.
+                pending = False
+            if loop.time() >= deadline:
+                if pending:
+                    msg = (
+                        f"stop of {self.key} not confirmed within {self.stop_confirm_timeout:g}s: "
+                        f"the pod still exists ({last}); the spawner service keeps deleting it "
+                        "and will finish the cleanup"
+                    )
+                else:
+                    msg = (
+                        f"stop of {self.key} not confirmed: the spawner service did not accept it "
+                        f"within {self.stop_confirm_timeout:g}s ({last}); the pod may still be running"
+                    )
+                # The hub logs nothing when stop() raises: say it here.
+                self.log.error("kubespawn: %s", msg)
+                raise ServiceError(msg)
+            await asyncio.sleep(min(self.stop_retry_interval, max(deadline - loop.time(), 0)))
+        self.log.info("kubespawn: stop of %s confirmed: the pod is gone", self.key)
         self.clear_state()
 
     async def get_url(self):

@@ -38,6 +38,8 @@ type EnvConfig struct {
 	HubStartTimeout, HTTPTimeout time.Duration
 	// SweepInterval, OrphanMinAge: the service's sweeper.
 	SweepInterval, OrphanMinAge time.Duration
+	// StopTimeout: the service's --stop-timeout (default 60s).
+	StopTimeout time.Duration
 }
 
 // Env is a running hub with its spawner service and stand-in.
@@ -76,6 +78,7 @@ func StartEnv(ctx context.Context, c EnvConfig) (_ *Env, err error) {
 	e.Service, err = StartService(ctx, ServiceOptions{
 		Binary: c.SpawnerBinary, Dir: c.Dir, Kubeconfig: kubeconfig, Namespace: c.Namespace,
 		StartTimeout: 3 * c.HubStartTimeout, SweepInterval: c.SweepInterval, OrphanMinAge: c.OrphanMinAge,
+		StopTimeout: c.StopTimeout,
 	})
 	if err != nil {
 		return nil, err

@@ -123,6 +123,7 @@ func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url+path, strings.NewReader(`{"annotations":{"`+podsim.AnnotationScenario+`":"slow-start","`+podsim.AnnotationStartDelay+`":"1h"}}`))
 		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -144,6 +145,7 @@ func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 		defer close(gone)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, d.url+"/users/gina/server",
 			strings.NewReader(`{"annotations":{"`+podsim.AnnotationScenario+`":"slow-start","`+podsim.AnnotationStartDelay+`":"2s"}}`))
+		req.Header.Set("Content-Type", "application/json")
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 		}

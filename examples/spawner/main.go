@@ -41,6 +41,7 @@ type options struct {
 	streams                                                                   service.StreamLimits
 	startTimeout, stopTimeout, stallTimeout, imagePullGrace, failureTimeout   time.Duration
 	sweepInterval, orphanMinAge, maxAge, shutdownTimeout                      time.Duration
+	stopRetryInterval, stopRetryMaxInterval                                   time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -56,7 +57,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.image, "image", "quay.io/jupyter/base-notebook:latest", "default image of the users' pods")
 	fs.StringVar(&o.instance, "instance", "", "this service's instance name, required: the pod label "+spawner.LabelInstance+" and the sweeper's Lease; two services sharing a namespace need two")
 	fs.DurationVar(&o.startTimeout, "start-timeout", 5*time.Minute, "how long a start may take")
-	fs.DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "how long a stop waits for the pod to be gone")
+	fs.DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "how long a stop waits for the pod to be gone (each attempt, when the service retries a pending stop)")
+	fs.DurationVar(&o.stopRetryInterval, "stop-retry-interval", time.Second, "first wait before the service retries a stop that could not complete (stop-pending), doubling from there; also paces the start-up rebuild of the user table")
+	fs.DurationVar(&o.stopRetryMaxInterval, "stop-retry-max-interval", time.Minute, "longest wait between retries of a pending stop")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
 	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long watch recovery may fail before the process exits non-zero to be restarted")
 	fs.DurationVar(&o.imagePullGrace, "image-pull-grace", 30*time.Second, "how long an image pull may fail before the start fails")
@@ -75,8 +78,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.namespace == "" || o.image == "" || o.instance == "" {
 		return nil, errors.New("--namespace, --instance and --image must not be empty")
 	}
-	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.failureTimeout <= 0 {
-		return nil, errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --failure-timeout and --shutdown-timeout must be positive")
+	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.failureTimeout <= 0 || o.stopRetryInterval <= 0 || o.stopRetryMaxInterval <= 0 {
+		return nil, errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --failure-timeout, --shutdown-timeout and --stop-retry-(max-)interval must be positive")
+	}
+	if _, err := spawner.InstancePrefix(namePrefix, o.instance); err != nil {
+		return nil, fmt.Errorf("--instance: %w", err)
 	}
 	if o.stallTimeout < 4*time.Second {
 		return nil, fmt.Errorf("--stall-timeout must be at least 4s, got %s", o.stallTimeout)
@@ -136,6 +142,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Factory: f, Metrics: metrics,
 		Namespace: o.namespace, Instance: o.instance, Image: o.image,
 		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace,
+		StopRetryInterval: o.stopRetryInterval, StopRetryMaxInterval: o.stopRetryMaxInterval,
 		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, LeaseNamespace: o.leaseNamespace,
 		Token: token, Streams: o.streams,
 		Logger: &logger,

@@ -61,8 +61,13 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, ns: ns, direct: cluster.Client(t)}
 }
 
-func (e *env) podName(user string) string {
-	n, err := spawner.PodName(namePrefix, user)
+// podName is user's pod name for the tests' instance, "default".
+func (e *env) podName(user string) string { return e.podNameOf("default", user) }
+
+func (e *env) podNameOf(instance, user string) string {
+	prefix, err := spawner.InstancePrefix(namePrefix, instance)
+	require.NoError(e.t, err)
+	n, err := spawner.PodName(prefix, user)
 	require.NoError(e.t, err)
 	return n
 }
@@ -85,6 +90,7 @@ type demo struct {
 	url string
 	// token is the Config's: do and sse send it.
 	token string
+	close func() // shuts the server down (once; also at the test's end)
 }
 
 // factory returns a started factory over the admin config (StallTimeout
@@ -117,6 +123,14 @@ func (e *env) config(f *reflector.Factory) Config {
 
 func (e *env) start(cfg Config) *demo {
 	e.t.Helper()
+	d := e.startNoWait(cfg)
+	d.waitReady()
+	return d
+}
+
+// startNoWait starts the server without waiting for /readyz.
+func (e *env) startNoWait(cfg Config) *demo {
+	e.t.Helper()
 	if cfg.Factory == nil {
 		cfg.Factory = e.factory(cfg.Metrics)
 	}
@@ -124,14 +138,16 @@ func (e *env) start(cfg Config) *demo {
 	require.NoError(e.t, err)
 	srv.Start()
 	ts := httptest.NewServer(srv.Handler())
-	e.t.Cleanup(func() {
-		srv.Shutdown() // ends starts in flight, so their requests return
-		ts.Close()
-		srv.Close()
-	})
-	d := &demo{t: e.t, srv: srv, url: ts.URL, token: cfg.Token}
-	d.waitReady()
-	return d
+	var once sync.Once
+	closeAll := func() {
+		once.Do(func() {
+			srv.Shutdown() // ends starts in flight, so their requests return
+			ts.Close()
+			srv.Close()
+		})
+	}
+	e.t.Cleanup(closeAll)
+	return &demo{t: e.t, srv: srv, url: ts.URL, token: cfg.Token, close: closeAll}
 }
 
 type response struct {
@@ -167,6 +183,11 @@ func (d *demo) doWith(method, path string, body any, header http.Header) respons
 		b, err := json.Marshal(body)
 		require.NoError(d.t, err)
 		rd = bytes.NewReader(b)
+		header = header.Clone()
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Set("Content-Type", "application/json")
 	}
 	code, _, b := servicetest.Do(d.t, method, d.url+path, rd, header)
 	return response{code: code, body: b}
@@ -227,6 +248,9 @@ func (d *demo) sse(method, path string, body any) []sseEvent {
 	require.NoError(d.t, err)
 	for k, v := range d.bearer() {
 		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(d.t, err)

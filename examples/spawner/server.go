@@ -18,8 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/pager"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/kubespawn/kubespawn/events"
 	"github.com/kubespawn/kubespawn/examples/internal/service"
@@ -27,7 +32,11 @@ import (
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
-// namePrefix of the pods: kubespawn-<user>-<hash>.
+// namePrefix starts every pod name: the spawner's NamePrefix is
+// spawner.InstancePrefix(namePrefix, Instance), so pod names are
+// kubespawn-<instance>-<instance hash>-<user>-<user hash> and two
+// instances in one namespace never share one (neither can block, report
+// or delete the other's pod by name).
 const namePrefix = "kubespawn"
 
 // Config configures a Server.
@@ -46,11 +55,19 @@ type Config struct {
 	ImagePullGrace             time.Duration
 	DeleteGracePeriod          *time.Duration
 
+	// StopRetryInterval and StopRetryMaxInterval pace the service's own
+	// retries of a stop that could not complete (the row is then
+	// stop-pending) and of the start-up rebuild of the user table: the
+	// first after StopRetryInterval, doubling up to StopRetryMaxInterval.
+	// Defaults 1s and 1m.
+	StopRetryInterval, StopRetryMaxInterval time.Duration
+
 	// SweepInterval: the sweeper runs every SweepInterval while this
 	// replica holds the Lease kubespawn-sweeper-<Instance> in
-	// LeaseNamespace; 0 disables it. It deletes the instance's pods the
-	// user table does not know (older than OrphanMinAge) and, if MaxAge > 0,
-	// those older than MaxAge.
+	// LeaseNamespace; 0 disables it. It runs only once the user table is
+	// rebuilt from the API server. It deletes the instance's pods the user
+	// table does not know or holds as stop-pending (older than
+	// OrphanMinAge) and, if MaxAge > 0, those older than MaxAge.
 	SweepInterval  time.Duration
 	OrphanMinAge   time.Duration
 	MaxAge         time.Duration
@@ -67,10 +84,13 @@ type Config struct {
 	Streams service.StreamLimits
 
 	Logger *klog.Logger
+	// Clock paces the retries; default the real clock.
+	Clock clock.WithTicker
 }
 
-// Server is the demo spawner service: a user table in memory, one pod per
-// user started and stopped through the spawner package.
+// Server is the demo spawner service: a user table in memory, rebuilt
+// from the API server at start-up, one pod per user started and stopped
+// through the spawner package.
 type Server struct {
 	cfg     Config
 	logger  klog.Logger
@@ -86,20 +106,47 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	users map[string]*userServer // by user
+	// rebuilt is closed once the user table holds every pod of this
+	// instance on the API server: until then no /users route, no
+	// /known-pods and no sweep.
+	rebuilt chan struct{}
+
+	mu         sync.Mutex
+	users      map[string]*userServer // by user
+	rebuildErr error                  // the last failed rebuild, until one succeeds
 }
+
+// The states of a row of the user table.
+const (
+	stateStarting = "starting"
+	stateRunning  = "running"
+	stateStopping = "stopping"
+	// stateStopPending: a stop could not complete (API errors, timeout).
+	// The service owns the cleanup: it retries in the background until
+	// the API server confirms the pod gone, the sweeper selects the pod,
+	// and a start for the user answers 409 meanwhile.
+	stateStopPending = "stop-pending"
+)
+
+// sweepReasonStopPending: the sweeper deletes a stop-pending row's pod.
+const sweepReasonStopPending spawner.SweepReason = "stop_pending"
 
 // userServer is one entry of the user table: what the service believes.
 type userServer struct {
-	user, pod string
-	state     string // starting, running, stopping
+	user, pod string // pod: the pod's name (the row's, not recomputed)
+	state     string
 	uid       types.UID
 	podIP     string
-	progress  *progressLog
+	// progress of the start; nil for a row that no start of this process
+	// made (a stop of an unknown user).
+	progress *progressLog
 	// cancel cancels this start (a client that asked for
 	// cancelOnDisconnect went away); the start then deletes its pod.
 	cancel context.CancelCauseFunc
+	// stopErr: why the last stop attempt failed (stop-pending); retrying:
+	// a retrier runs for this row.
+	stopErr  string
+	retrying bool
 }
 
 // errClientGone cancels a start whose client asked for cancelOnDisconnect
@@ -112,8 +159,21 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Factory == nil {
 		return nil, errors.New("spawner service: no reflector.Factory")
 	}
+	if cfg.StopRetryInterval < 0 || cfg.StopRetryMaxInterval < 0 {
+		return nil, errors.New("spawner service: negative StopRetryInterval or StopRetryMaxInterval")
+	}
+	cfg.StopRetryInterval = cmp.Or(cfg.StopRetryInterval, time.Second)
+	cfg.StopRetryMaxInterval = max(cmp.Or(cfg.StopRetryMaxInterval, time.Minute), cfg.StopRetryInterval)
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	prefix, err := spawner.InstancePrefix(namePrefix, cfg.Instance)
+	if err != nil {
+		return nil, fmt.Errorf("spawner service: %w", err)
+	}
 	s := &Server{cfg: cfg, logger: klog.Background(), users: map[string]*userServer{},
-		auth: service.NewAuth(cfg.Token), streams: service.NewStreamLimiter(cfg.Streams)}
+		auth: service.NewAuth(cfg.Token), streams: service.NewStreamLimiter(cfg.Streams),
+		rebuilt: make(chan struct{})}
 	if cfg.Logger != nil {
 		s.logger = *cfg.Logger
 	}
@@ -123,7 +183,6 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	// One pod watch for every kubespawn pod of the namespace (all
 	// instances: the scope does not name ours, so instances share it).
-	var err error
 	s.pods, err = cfg.Factory.Pods(reflector.Scope{Namespaces: []string{cfg.Namespace}, LabelSelector: spawner.LabelManagedBy + "=" + spawner.ManagedByValue})
 	if err != nil {
 		return nil, err
@@ -134,7 +193,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.sp, err = spawner.New(spawner.Options{
 		Client: cfg.Factory.Client(), Pods: s.pods, Events: ev,
-		Instance: cfg.Instance, NamePrefix: namePrefix,
+		Instance: cfg.Instance, NamePrefix: prefix,
 		StartTimeout: cfg.StartTimeout, StopTimeout: cfg.StopTimeout, ImagePullGrace: cfg.ImagePullGrace,
 		DeleteGracePeriod: cfg.DeleteGracePeriod,
 		Logger:            &s.logger,
@@ -148,12 +207,14 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Start runs the sweeper (if enabled) under leader election.
+// Start rebuilds the user table from the API server (retrying until it
+// succeeds), then serves the users and runs the sweeper (if enabled)
+// under leader election.
 func (s *Server) Start() {
-	if s.cfg.SweepInterval <= 0 {
-		return
-	}
 	s.wg.Go(func() {
+		if !s.rebuild(s.ctx) || s.cfg.SweepInterval <= 0 {
+			return
+		}
 		err := s.sp.RunSweeper(s.ctx, spawner.SweeperOptions{
 			Policy: spawner.SweepPolicy{
 				Namespace: s.cfg.Namespace, Delete: true,
@@ -171,9 +232,14 @@ func (s *Server) Start() {
 	})
 }
 
-// Shutdown cancels starts in flight (each deletes its pod) and stops the
-// sweeper (releasing its Lease); running pods are left running.
-func (s *Server) Shutdown() { s.cancel() }
+// Shutdown cancels starts in flight (each deletes its pod), the retries of
+// pending stops and the sweeper (releasing its Lease); running pods are
+// left running. Under s.mu: no background work is added after it.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancel()
+}
 
 // Close shuts down and waits for background work (starts, the sweeper).
 func (s *Server) Close() {
@@ -182,15 +248,174 @@ func (s *Server) Close() {
 }
 
 // orphan is the sweeper's selection: a pod the user table does not have
-// is an orphan.
+// is an orphan, and a stop-pending row's pod is to be deleted too. Before
+// the table is rebuilt nothing is selected: an empty table is not "every
+// pod is an orphan".
 func (s *Server) orphan(_ context.Context, pod *corev1.Pod) (spawner.SweepReason, error) {
+	if !s.isRebuilt() {
+		return "", errors.New("the user table is not rebuilt yet")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.users[pod.Annotations[spawner.AnnotationKey]]
 	if u != nil && u.pod == pod.Name && (u.uid == "" || u.uid == pod.UID) {
+		if u.state == stateStopPending {
+			return sweepReasonStopPending, nil
+		}
 		return "", nil
 	}
 	return spawner.SweepReasonOrphan, nil
+}
+
+func (s *Server) isRebuilt() bool {
+	select {
+	case <-s.rebuilt:
+		return true
+	default:
+		return false
+	}
+}
+
+// --- the user table at start-up ---
+
+// listPageTimeout bounds each page of the rebuild's LIST.
+const listPageTimeout = 30 * time.Second
+
+// rebuild fills the user table with every pod of this instance that the
+// API server has (a paginated LIST by label, never the cache), retrying
+// until one succeeds; then it opens the routes. A pod's row is its user
+// (spawner.AnnotationKey), name and UID: "running", or "stop-pending"
+// for a pod already terminating (its stop is then owned and confirmed).
+// A pod without a key cannot be anyone's: the sweeper takes it. It
+// returns false if ctx ended first.
+func (s *Server) rebuild(ctx context.Context) bool {
+	logger := klog.FromContext(ctx)
+	b := s.backoff()
+	for {
+		pods, err := s.listOwnPods(ctx)
+		if err == nil {
+			s.install(ctx, pods)
+			return true
+		}
+		s.mu.Lock()
+		s.rebuildErr = err
+		s.mu.Unlock()
+		logger.Error(err, "Rebuilding the user table from the API server failed; retrying (no user is served and nothing is swept until it succeeds)")
+		if !s.sleep(ctx, b()) {
+			return false
+		}
+	}
+}
+
+func (s *Server) listOwnPods(ctx context.Context) ([]*corev1.Pod, error) {
+	pods := s.cfg.Factory.Client().CoreV1().Pods(s.cfg.Namespace)
+	sel := labels.SelectorFromSet(labels.Set{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: s.cfg.Instance})
+	lp := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		ctx, cancel := context.WithTimeout(ctx, listPageTimeout)
+		defer cancel()
+		return pods.List(ctx, opts)
+	})
+	lp.PageSize = 500
+	var out []*corev1.Pod
+	err := lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: sel.String()}, func(obj runtime.Object) error {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			out = append(out, pod)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the pods of instance %q in %s: %w", s.cfg.Instance, s.cfg.Namespace, err)
+	}
+	return out, nil
+}
+
+func (s *Server) install(ctx context.Context, pods []*corev1.Pod) {
+	logger := klog.FromContext(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	running, pending := 0, 0
+	for _, pod := range pods {
+		user := pod.Annotations[spawner.AnnotationKey]
+		if user == "" {
+			logger.Info("Pod of this instance without a user: left to the sweeper", "pod", klog.KObj(pod))
+			continue
+		}
+		if have := s.users[user]; have != nil {
+			logger.Info("Second pod for one user: left to the sweeper", "user", user, "pod", klog.KObj(pod), "kept", have.pod)
+			continue
+		}
+		u := &userServer{user: user, pod: pod.Name, uid: pod.UID, podIP: pod.Status.PodIP, state: stateRunning, progress: newProgressLog()}
+		u.progress.finish(serverJSON{User: user, Pod: pod.Name, UID: pod.UID, State: stateRunning, PodIP: pod.Status.PodIP, Status: http.StatusOK})
+		s.users[user] = u
+		if pod.DeletionTimestamp != nil {
+			s.stopPendingLocked(u, errors.New("the pod was terminating when the service started"))
+			pending++
+		} else {
+			running++
+		}
+	}
+	s.rebuildErr = nil
+	close(s.rebuilt)
+	logger.Info("User table rebuilt from the API server", "running", running, "stopPending", pending, "pods", len(pods))
+}
+
+// afterRebuild answers 503 until the user table is rebuilt: a route
+// served from an empty table would tell a restarted service's users their
+// pods are unknown.
+func (s *Server) afterRebuild(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.isRebuilt() {
+			s.notRebuilt(w)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) notRebuilt(w http.ResponseWriter) {
+	msg := "the service is rebuilding its user table from the API server"
+	s.mu.Lock()
+	if s.rebuildErr != nil {
+		msg += " (last attempt: " + s.rebuildErr.Error() + ")"
+	}
+	s.mu.Unlock()
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "error": msg, "errors": []string{msg}})
+}
+
+// readyz: ready once the user table is rebuilt and the caches are.
+func (s *Server) readyz() http.HandlerFunc {
+	caches := service.Readyz(s.cfg.Factory)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.isRebuilt() {
+			s.notRebuilt(w)
+			return
+		}
+		caches(w, r)
+	}
+}
+
+// backoff returns the retry schedule: StopRetryInterval, doubling up to
+// StopRetryMaxInterval.
+func (s *Server) backoff() func() time.Duration {
+	next := s.cfg.StopRetryInterval
+	return func() time.Duration {
+		d := next
+		next = min(2*next, s.cfg.StopRetryMaxInterval)
+		return d
+	}
+}
+
+// sleep waits d on the Config's clock; false if ctx ended first.
+func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
+	t := s.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -199,14 +424,15 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	// Every route that creates, deletes or reads pods needs the token
 	// (when one is configured); health and metrics hold no pod data.
-	authed := func(h http.HandlerFunc) http.Handler { return s.auth.Require("kubespawn-spawner", h) }
+	// They all wait for the user table's rebuild (503 until then).
+	authed := func(h http.HandlerFunc) http.Handler { return s.auth.Require("kubespawn-spawner", s.afterRebuild(h)) }
 	mux.Handle("POST /users/{user}/server", authed(s.startServer))
 	mux.Handle("DELETE /users/{user}/server", authed(s.stopServer))
 	mux.Handle("GET /users/{user}/server", authed(s.pollServer))
 	mux.Handle("GET /users/{user}/server/progress", authed(s.streams.Limit(s.progress)))
 	mux.Handle("GET /known-pods", authed(s.knownPods))
 	mux.HandleFunc("GET /healthz", service.Livez(s.cfg.Factory))
-	mux.HandleFunc("GET /readyz", service.Readyz(s.cfg.Factory))
+	mux.HandleFunc("GET /readyz", s.readyz())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Metrics, promhttp.HandlerOpts{}))
 	return mux
 }
@@ -250,10 +476,10 @@ const maxUserLen = 256
 
 // userRef reads and checks {user} and returns its pod name: empty, too
 // long, invalid UTF-8 or control characters are a 400.
-func userRef(w http.ResponseWriter, r *http.Request) (user, pod string, ok bool) {
+func (s *Server) userRef(w http.ResponseWriter, r *http.Request) (user, pod string, ok bool) {
 	user = r.PathValue("user")
 	bad := len(user) > maxUserLen || !utf8.ValidString(user) || strings.ContainsFunc(user, unicode.IsControl)
-	name, err := spawner.PodName(namePrefix, user)
+	name, err := s.sp.PodName(user)
 	if bad || err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad user name %q: 1 to %d characters of valid UTF-8, no control characters", user, maxUserLen))
 		return "", "", false
@@ -262,7 +488,7 @@ func userRef(w http.ResponseWriter, r *http.Request) (user, pod string, ok bool)
 }
 
 func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
-	user, name, ok := userRef(w, r)
+	user, name, ok := s.userRef(w, r)
 	if !ok {
 		return
 	}
@@ -301,7 +527,7 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx, cancel := context.WithCancelCause(s.ctx)
-	u := &userServer{user: user, pod: name, state: "starting", progress: newProgressLog(), cancel: cancel}
+	u := &userServer{user: user, pod: name, state: stateStarting, progress: newProgressLog(), cancel: cancel}
 	s.users[user] = u // known before the create: the sweeper never takes it for an orphan
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -344,19 +570,27 @@ func (s *Server) start(ctx context.Context, u *userServer, req spawner.Request) 
 	s.mu.Lock()
 	if err == nil {
 		u.uid, u.podIP = res.UID, res.PodIP
-		if u.state == "starting" {
-			u.state = "running"
+		if u.state == stateStarting {
+			u.state = stateRunning
 		}
 		out.UID, out.PodIP, out.State, out.Status = res.UID, res.PodIP, "running", http.StatusOK
 		out.DurationSeconds = res.Duration.Seconds()
 	} else {
-		if s.users[u.user] == u {
-			delete(s.users, u.user) // the pod is gone (or left for the sweeper)
+		var se *spawner.StartError
+		isStartErr := errors.As(err, &se)
+		switch {
+		case s.users[u.user] != u:
+		case isStartErr && se.Cleanup != nil && se.UID != "":
+			// The pod could not be confirmed deleted: the row stays,
+			// stop-pending, and the service retries until it is gone.
+			u.uid = se.UID
+			s.stopPendingLocked(u, se.Cleanup)
+		default:
+			delete(s.users, u.user) // the pod is gone
 		}
 		out.State, out.Error = "failed", err.Error()
 		out.Reason, out.Status = classify(err)
-		var se *spawner.StartError
-		if errors.As(err, &se) {
+		if isStartErr {
 			out.UID = se.UID
 			out.PodDeleted = &se.Deleted
 			out.CleanupFailed = se.Cleanup != nil
@@ -493,14 +727,14 @@ func writeSSE(es *service.EventStream, event string, v any) error {
 }
 
 func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
-	user, _, ok := userRef(w, r)
+	user, _, ok := s.userRef(w, r)
 	if !ok {
 		return
 	}
 	s.mu.Lock()
 	u := s.users[user]
 	s.mu.Unlock()
-	if u == nil {
+	if u == nil || u.progress == nil {
 		writeError(w, http.StatusNotFound, "no server started by this service for this user")
 		return
 	}
@@ -509,56 +743,118 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 
 // --- stop, poll ---
 
+// stopServer always sends the DELETE to the API server, whatever the
+// table says. With the pod's UID in the row (checked when the pod was
+// created or the table rebuilt) it needs no read first. Stop cancels a
+// start in progress (which deletes its pod) and completes even if the
+// client goes away. A stop that could not complete (API errors, a pod not
+// gone in time) leaves the row stop-pending: 202, and the service retries
+// until the API server confirms the pod gone. A pod that is not this
+// instance's is never deleted (403) and leaves no row behind.
 func (s *Server) stopServer(w http.ResponseWriter, r *http.Request) {
-	user, name, ok := userRef(w, r)
+	user, name, ok := s.userRef(w, r)
 	if !ok {
 		return
 	}
 	service.ExtendWrite(w, s.cfg.StopTimeout+service.WriteTimeout)
-	// The pod of the name, if any, must be in scope: a pod of another
-	// instance, or not created by a spawner, is never deleted.
-	st, err := s.sp.Poll(r.Context(), s.cfg.Namespace, name)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	if s.outOfScope(w, st.Pod) {
-		return
-	}
 	s.mu.Lock()
 	u := s.users[user]
-	var uid types.UID
-	if u != nil {
-		u.state, uid = "stopping", u.uid
-	} else if st.Pod != nil {
-		uid = st.Pod.UID // not ours to track: exactly the pod that was checked
-	}
-	s.mu.Unlock()
-	// Always a DELETE to the API server, whatever the table says. Stop
-	// cancels a start in progress (which deletes its pod). The stop
-	// completes even if the client goes away.
-	err = s.sp.Stop(context.WithoutCancel(r.Context()), s.cfg.Namespace, name, spawner.StopOptions{UID: uid})
-	s.mu.Lock()
-	if u != nil && s.users[user] == u {
-		// Forgotten even if the stop failed: the pod, if any, is then an
-		// orphan and the sweeper retries.
-		delete(s.users, user)
-	}
-	s.mu.Unlock()
 	switch {
-	case errors.Is(err, spawner.ErrStopTimeout):
-		writeError(w, http.StatusGatewayTimeout, err.Error())
-	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case u == nil:
+		// A row for the stop, so that one that fails stays owned (and a
+		// start meanwhile answers 409).
+		u = &userServer{user: user, pod: name, state: stateStopping}
+		s.users[user] = u
+	case u.state != stateStopPending:
+		u.state = stateStopping
+	}
+	pod, uid := u.pod, u.uid
+	s.mu.Unlock()
+	err := s.stopPod(context.WithoutCancel(r.Context()), pod, uid)
+	s.stopDone(u, err)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]string{"user": user, "pod": pod, "state": "stopped"})
+	case errors.Is(err, spawner.ErrNotOwned):
+		writeJSON(w, http.StatusForbidden, map[string]any{"outOfScope": true, "error": err.Error()})
 	default:
-		writeJSON(w, http.StatusOK, map[string]string{"user": user, "pod": name, "state": "stopped"})
+		klog.FromContext(r.Context()).Info("Stop not completed; the service retries", "user", user, "pod", klog.KRef(s.cfg.Namespace, pod), "err", err)
+		writeJSON(w, http.StatusAccepted, map[string]any{"user": user, "pod": pod, "uid": uid, "state": stateStopPending,
+			"error":   err.Error(),
+			"message": "the stop could not complete yet: the service keeps deleting the pod until the API server confirms it gone; poll to follow"})
+	}
+}
+
+// stopPod deletes the pod name and waits until the API server confirms it
+// gone. With uid the DELETE goes at once, with that UID as precondition.
+// Without (a start in progress that has not created its pod yet, a user
+// the table does not have), spawner.Stop cancels a start in progress, reads
+// the pod of the name from the API server and deletes it only if it is
+// this instance's, with its UID as precondition; another's is an error
+// wrapping spawner.ErrNotOwned.
+func (s *Server) stopPod(ctx context.Context, name string, uid types.UID) error {
+	return s.sp.Stop(ctx, s.cfg.Namespace, name, spawner.StopOptions{UID: uid})
+}
+
+// stopDone records a stop attempt of u's pod: confirmed gone, or not ours
+// to delete, the row goes; otherwise it is stop-pending, with a retrier.
+func (s *Server) stopDone(u *userServer, err error) (done bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done = err == nil || errors.Is(err, spawner.ErrNotOwned)
+	if s.users[u.user] != u {
+		return done
+	}
+	if done {
+		delete(s.users, u.user)
+	} else {
+		s.stopPendingLocked(u, err)
+	}
+	return done
+}
+
+// stopPendingLocked makes u stop-pending and sees that one retrier runs
+// for it (none once the service shuts down: the pod, still there, is
+// found again by the next process's rebuild). s.mu is held.
+func (s *Server) stopPendingLocked(u *userServer, err error) {
+	u.state, u.stopErr = stateStopPending, err.Error()
+	if u.retrying || s.ctx.Err() != nil {
+		return
+	}
+	u.retrying = true
+	s.wg.Add(1)
+	go s.retryStop(u)
+}
+
+// retryStop retries the stop of a stop-pending row, with backoff, each
+// attempt bounded by the stop timeout, until the API server confirms the
+// pod gone (or that it is not ours), or the service shuts down.
+func (s *Server) retryStop(u *userServer) {
+	defer s.wg.Done()
+	logger := s.logger.WithValues("user", u.user, "pod", klog.KRef(s.cfg.Namespace, u.pod))
+	next := s.backoff()
+	for attempt := 1; s.sleep(s.ctx, next()); attempt++ {
+		s.mu.Lock()
+		if s.users[u.user] != u || u.state != stateStopPending {
+			u.retrying = false
+			s.mu.Unlock()
+			return
+		}
+		pod, uid := u.pod, u.uid
+		s.mu.Unlock()
+		err := s.stopPod(s.ctx, pod, uid)
+		if s.stopDone(u, err) {
+			logger.Info("Pending stop completed", "attempts", attempt, "err", err)
+			return
+		}
+		logger.Info("Pending stop failed again; retrying", "attempt", attempt, "err", err)
 	}
 }
 
 type pollJSON struct {
 	User         string           `json:"user"`
 	Pod          string           `json:"pod"`
-	ServiceState string           `json:"serviceState,omitempty"` // starting, running, stopping; empty: unknown to the service
+	ServiceState string           `json:"serviceState,omitempty"` // starting, running, stopping, stop-pending; empty: unknown to the service
 	State        spawner.State    `json:"state"`
 	Ready        bool             `json:"ready"`
 	Terminating  bool             `json:"terminating,omitempty"`
@@ -577,29 +873,38 @@ func (s *Server) inScope(pod *corev1.Pod) bool {
 	return pod.Labels[spawner.LabelManagedBy] == spawner.ManagedByValue && pod.Labels[spawner.LabelInstance] == s.cfg.Instance
 }
 
-// outOfScope answers 403 for a pod (not nil) that is not this instance's:
+// writeOutOfScope answers 403 for a pod that is not this instance's:
 // never reported, never deleted, and never a 404 (it is not gone).
-func (s *Server) outOfScope(w http.ResponseWriter, pod *corev1.Pod) bool {
-	if pod == nil || s.inScope(pod) {
-		return false
-	}
+func (s *Server) writeOutOfScope(w http.ResponseWriter, pod *corev1.Pod) {
 	writeJSON(w, http.StatusForbidden, map[string]any{"outOfScope": true,
 		"error": fmt.Sprintf("pod %s/%s exists but is not a pod of this service (instance %q)", pod.Namespace, pod.Name, s.cfg.Instance)})
-	return true
 }
 
 func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
-	user, name, ok := userRef(w, r)
+	user, name, ok := s.userRef(w, r)
 	if !ok {
 		return
 	}
 	service.ExtendWrite(w, s.cfg.StopTimeout+service.WriteTimeout)
+	s.mu.Lock()
+	if u := s.users[user]; u != nil {
+		name = u.pod // the row's pod, whatever the name scheme that made it
+	}
+	s.mu.Unlock()
 	st, err := s.sp.Poll(r.Context(), s.cfg.Namespace, name)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error()) // unknown: never "gone"
 		return
 	}
-	if s.outOfScope(w, st.Pod) {
+	if st.Pod != nil && !s.inScope(st.Pod) {
+		s.mu.Lock()
+		if u := s.users[user]; u != nil && u.uid != "" && u.uid != st.Pod.UID {
+			// Our pod is gone and the name holds another's: the row is
+			// not ours to keep (it would block every later start).
+			delete(s.users, user)
+		}
+		s.mu.Unlock()
+		s.writeOutOfScope(w, st.Pod)
 		return
 	}
 	out := pollJSON{User: user, Pod: name, State: st.State, Ready: st.Ready, Terminating: st.Terminating,
@@ -618,14 +923,19 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Deleted = true
 		s.mu.Lock()
-		if u := s.users[user]; u != nil && u.state != "starting" && (u.uid == "" || u.uid == st.Pod.UID) {
+		if u := s.users[user]; u != nil && u.state != stateStarting && (u.uid == "" || u.uid == st.Pod.UID) {
 			delete(s.users, user)
 		}
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {
-		out.ServiceState = u.state
+		if u.state == stateStopPending && st.Pod == nil {
+			// The API server said NotFound: the pending stop is done.
+			delete(s.users, user)
+		} else {
+			out.ServiceState = u.state
+		}
 	}
 	s.mu.Unlock()
 	code := http.StatusOK
@@ -639,7 +949,8 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 
 // KnownPods is the answer of GET /known-pods, the format the sweep CLI's
 // --orphans-from reads: the pods of the user table (starting, running or
-// stopping).
+// stopping), by their names. Stop-pending pods are not listed: the CLI
+// may delete them, as the service's own sweeper does.
 type KnownPods struct {
 	Namespace string   `json:"namespace"`
 	Instance  string   `json:"instance"`
@@ -650,7 +961,9 @@ func (s *Server) knownPods(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	out := KnownPods{Namespace: s.cfg.Namespace, Instance: s.cfg.Instance, Pods: make([]string, 0, len(s.users))}
 	for _, u := range s.users {
-		out.Pods = append(out.Pods, u.pod)
+		if u.state != stateStopPending {
+			out.Pods = append(out.Pods, u.pod)
+		}
 	}
 	s.mu.Unlock()
 	slices.Sort(out.Pods)

@@ -130,6 +130,7 @@ func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, bad.code, "%s", bad.body)
 	assert.Equal(t, "invalid_request", bad.json(t)["reason"])
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, d.url+"/users/carol/server", strings.NewReader("{not json"))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -271,9 +272,9 @@ func TestInstancesShareCaches(t *testing.T) {
 
 	a.startUser("ann")
 	b.startUser("ben")
-	assert.Equal(t, []string{e.podName("ann")}, a.known().Pods)
-	assert.Equal(t, []string{e.podName("ben")}, b.known().Pods)
-	assert.Equal(t, "hub-b", e.pod(e.podName("ben")).Labels[spawner.LabelInstance])
+	assert.Equal(t, []string{e.podNameOf("hub-a", "ann")}, a.known().Pods)
+	assert.Equal(t, []string{e.podNameOf("hub-b", "ben")}, b.known().Pods)
+	assert.Equal(t, "hub-b", e.pod(e.podNameOf("hub-b", "ben")).Labels[spawner.LabelInstance])
 	for _, d := range []*demo{a, b} {
 		assert.Contains(t, metric(t, d, "kubespawn_reflector_state"), `reflector="pods ns=`+e.ns+`;labels=app.kubernetes.io/managed-by=kubespawn;fields=",state="synced"} 1`)
 		assert.Contains(t, metric(t, d, "kubespawn_reflector_state"), `reflector="events ns=`+e.ns+`;labels=;fields=involvedObject.kind=Pod",state="synced"} 1`)
@@ -308,14 +309,14 @@ func TestRunGracefulShutdown(t *testing.T) {
 	slow := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}}
 	started := make(chan response, 1)
 	go func() { started <- d.do(http.MethodPost, "/users/frank/server", slow) }()
-	require.Eventually(t, func() bool { return e.pod(e.podName("frank")) != nil }, time.Minute, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return e.pod(e.podNameOf("demo", "frank")) != nil }, time.Minute, 20*time.Millisecond)
 
 	cancel() // SIGTERM
 	r := <-started
 	assert.Equal(t, http.StatusServiceUnavailable, r.code, "%s", r.body)
 	assert.Equal(t, "cancelled", r.json(t)["reason"])
 	require.NoError(t, <-done)
-	assert.Nil(t, e.pod(e.podName("frank")), "the start cancelled by the shutdown deleted its pod")
+	assert.Nil(t, e.pod(e.podNameOf("demo", "frank")), "the start cancelled by the shutdown deleted its pod")
 	// The sweeper released its Lease on the way out.
 	lease, err := e.direct.CoordinationV1().Leases(e.ns).Get(context.Background(), "kubespawn-sweeper-demo", metav1.GetOptions{})
 	if err == nil {
@@ -348,8 +349,12 @@ func TestRunBadFlags(t *testing.T) {
 		{"--no-such-flag"},
 		{"--failure-timeout", "0"},
 		{"--namespace", "u"}, // no --instance
+		{"--instance", "demo", "--stop-retry-interval", "0"},
+		{"--instance", "demo", "--stop-retry-max-interval", "-1s"},
 	} {
 		err := run(t.Context(), args, &strings.Builder{})
 		assert.Error(t, err, "%v", args)
 	}
+	_, err := parseFlags([]string{"--instance", "not a label value"}, &strings.Builder{})
+	assert.ErrorIs(t, err, spawner.ErrInvalidArgument, "the instance names the pods: a label value")
 }

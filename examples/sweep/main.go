@@ -72,6 +72,9 @@ type options struct {
 	gracePeriod  time.Duration
 	timeout      time.Duration
 	concurrency  int
+	// requestTimeout is SweepPolicy.RequestTimeout: 0 is the library's
+	// default, and the library validates it.
+	requestTimeout time.Duration
 }
 
 func usageError(format string, args ...any) error {
@@ -87,7 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	fs.StringVar(&o.instance, "instance", "", "spawner instance whose pods to sweep (label "+spawner.LabelInstance+"); required unless --all-instances")
 	fs.BoolVar(&o.allInstances, "all-instances", false, "sweep the pods of every spawner instance in the namespace")
 	fs.StringVar(&o.selector, "selector", "", "extra label selector, ANDed with "+spawner.LabelManagedBy+"="+spawner.ManagedByValue+" (e.g. 'tier=free,image!=big')")
-	fs.DurationVar(&o.olderThan, "older-than", 0, "select pods older than this Go duration (e.g. 4h, 90m); age from status.startTime, else creationTimestamp")
+	fs.DurationVar(&o.olderThan, "older-than", 0, "select pods older than this Go duration (e.g. 4h, 90m); age from metadata.creationTimestamp, on the API server's clock (never status.startTime: a node's clock)")
 	fs.StringVar(&o.nameContains, "name-contains", "", "only pods whose name contains this string")
 	fs.StringVar(&o.orphansFrom, "orphans-from", "", "URL answering the JSON list of pod names the service knows; pods it does not list (and older than --orphan-min-age) are orphans")
 	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 10*time.Minute, "with --orphans-from: younger pods are never orphans (they may be starting); use at least the service's start timeout")
@@ -96,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	fs.DurationVar(&o.gracePeriod, "grace-period", -1, "grace period of the deletes (rounded up to seconds); negative: each pod's terminationGracePeriodSeconds")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait for each deleted pod to be confirmed gone")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "deletes in flight at once")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", 0, "deadline of each request of the scan (the read of the API server's clock, each list page): a stalled API server fails the run instead of hanging it; 0: the library's default")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, nil, err
@@ -243,6 +247,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Delete:       o.delete,
 		PageSize:     o.pageSize,
 		Concurrency:  o.concurrency,
+		// Validated by the library (an invalid policy is a usage error).
+		RequestTimeout: o.requestTimeout,
 	}
 	if o.orphansFrom != "" {
 		// Fetched before listing: a pod started after this answer is
@@ -274,6 +280,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res, sweepErr := sp.Sweep(ctx, policy)
 	if sweepErr != nil && len(res.Failed) == 0 {
+		if errors.Is(sweepErr, spawner.ErrInvalidArgument) {
+			return usageError("%v", sweepErr) // the policy the flags make, refused before any API request
+		}
 		return sweepErr // the list itself failed: nothing was decided
 	}
 	report(stdout, o, res)

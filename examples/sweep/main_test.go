@@ -1,8 +1,11 @@
+//go:build integration
+
 package main
 
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"maps"
 	"os"
@@ -11,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +30,15 @@ import (
 var cluster *testcluster.Cluster
 
 func TestMain(m *testing.M) {
+	// The tests spend their time waiting for their pods to age on the API
+	// server's clock (ageTiers), not on the CPU: unless -parallel is given,
+	// let them all wait at once instead of GOMAXPROCS at a time.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "16")
+	}
 	cluster = testcluster.MustStart(testcluster.Options{})
 	os.Exit(cluster.Run(m))
 }
@@ -32,8 +46,13 @@ func TestMain(m *testing.M) {
 // env is one test's namespace, a direct admin client and a kubeconfig file
 // for the CLI. No scheduler or kubelet runs in this package: pods stay
 // Pending and unbound (never scheduled, no status.startTime) unless a test
-// sets status.startTime itself, and the API server deletes unbound pods at
-// once.
+// plays the kubelet (leak.running), and the API server deletes unbound pods
+// at once.
+//
+// Ages are real. The CLI ages a pod from its creationTimestamp, which the
+// API server sets on create and never lets anyone change, on the API
+// server's clock: a test makes a pod old by creating it early and waiting
+// (ageTiers), never by writing a timestamp.
 type env struct {
 	t          *testing.T
 	ns         string
@@ -52,11 +71,16 @@ func newEnv(t *testing.T, prefix string) *env {
 type leak struct {
 	// instance is the spawner instance label; default "default".
 	instance string
-	// startedAgo, if positive, sets status.startTime that long ago (as a
-	// kubelet would have when the pod started); zero leaves the pod never
-	// scheduled, without startTime.
-	startedAgo time.Duration
-	labels     map[string]string
+	// running marks the pod Running with a status.startTime, as a kubelet
+	// does once it has started the pod; otherwise the pod is never
+	// scheduled, Pending without startTime.
+	running bool
+	// nodeClock, with running, is how far the clock of the pod's node is
+	// off (negative: behind): the kubelet writes status.startTime with it.
+	// A node clock behind makes a pod look older than it is, had the CLI
+	// trusted startTime.
+	nodeClock time.Duration
+	labels    map[string]string
 	// finalizer keeps the pod from going away once deleted.
 	finalizer bool
 }
@@ -85,8 +109,8 @@ func (e *env) leak(user string, l leak) *corev1.Pod {
 	}
 	pod, err = e.direct.CoreV1().Pods(e.ns).Create(e.t.Context(), pod, metav1.CreateOptions{})
 	require.NoError(e.t, err)
-	if l.startedAgo > 0 {
-		pod.Status.StartTime = ptr.To(metav1.NewTime(time.Now().Add(-l.startedAgo)))
+	if l.running {
+		pod.Status.StartTime = ptr.To(metav1.NewTime(time.Now().Add(l.nodeClock)))
 		pod.Status.Phase = corev1.PodRunning
 		pod, err = e.direct.CoreV1().Pods(e.ns).UpdateStatus(e.t.Context(), pod, metav1.UpdateOptions{})
 		require.NoError(e.t, err)
@@ -109,6 +133,93 @@ func (e *env) leakMany(prefix string, n int, l leak) []*corev1.Pod {
 		pods[i] = e.leak(fmt.Sprintf("%s-%d", prefix, i), l)
 	}
 	return pods
+}
+
+// serverNow is the API server's clock, in whole seconds: the
+// creationTimestamp it gives a SelfSubjectReview, which is how the CLI
+// reads it too, and the resolution of every pod's creationTimestamp.
+func (e *env) serverNow() time.Time {
+	e.t.Helper()
+	review, err := e.direct.AuthenticationV1().SelfSubjectReviews().Create(e.t.Context(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	require.NoError(e.t, err)
+	require.False(e.t, review.CreationTimestamp.IsZero(), "the SelfSubjectReview carries no creationTimestamp")
+	return review.CreationTimestamp.Time
+}
+
+// waitServerTime polls the API server's clock until it reads at least
+// target. It waits for the server's clock, never for a fixed time; the
+// deadline only catches a server whose clock stopped.
+func (e *env) waitServerTime(target time.Time) {
+	e.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute) // tiers are seconds apart
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for e.serverNow().Before(target) {
+		require.True(e.t, time.Now().Before(deadline), "the API server's clock did not reach %s", target)
+		select {
+		case <-tick.C:
+		case <-e.t.Context().Done():
+			e.t.Fatalf("waiting for the API server's clock: %v", e.t.Context().Err())
+		}
+	}
+}
+
+// tier is pods that ageTiers creates together (create does, with e.leak)
+// and the age they must have reached when it returns.
+type tier struct {
+	age    time.Duration // whole seconds
+	create func()
+}
+
+// ageTiers creates tiers, which must come oldest first, each once the one
+// before it is old enough, and returns when every tier has reached its
+// age. Create the youngest tier (age 0) last, right before the sweep.
+//
+// A tier's age is an exact lower bound of the age the CLI measures in any
+// sweep that starts after ageTiers returns: both are whole seconds on the
+// API server's clock, and a tier is aged from a server time read after its
+// last pod was created, so no rounding can make it look younger. A pod must
+// be older than --older-than to be selected: a tier meant to be selected
+// needs age >= threshold+1s (past). How much older than its age a tier is
+// at a sweep depends on the machine's speed, so a tier that must NOT be
+// selected is created as late as possible, with a threshold that leaves
+// the run several seconds to spare (see each test).
+func (e *env) ageTiers(tiers ...tier) {
+	e.t.Helper()
+	var ref, target time.Time
+	for i, tr := range tiers {
+		if i > 0 {
+			require.GreaterOrEqual(e.t, tiers[i-1].age, tr.age, "tiers must come oldest first")
+			e.waitServerTime(ref.Add(tiers[i-1].age - tr.age))
+		}
+		tr.create()
+		ref = e.serverNow() // every pod of the tier was created at or before it
+		if at := ref.Add(tr.age); at.After(target) {
+			target = at
+		}
+	}
+	e.waitServerTime(target)
+}
+
+// limit is the --older-than and --orphan-min-age of most tests. A young
+// tier, created right before a sweep, is not selected unless more than
+// limit-1s pass on the API server's clock between its creation and the
+// sweep's read of that clock (ages are whole seconds): a stall of several
+// seconds of the loaded machine is fine. Old tiers are past(limit).
+const limit = 10 * time.Second
+
+// past is the age a tier needs to be selected by threshold d: the CLI
+// selects pods older than d, and ages are whole seconds.
+func past(d time.Duration) time.Duration { return d + time.Second }
+
+// requireAgeAtLeast checks a table row's AGE column: at least d, as the
+// CLI measured it.
+func requireAgeAtLeast(t *testing.T, row []string, d time.Duration) {
+	t.Helper()
+	require.Len(t, row, 6)
+	age, err := time.ParseDuration(row[2])
+	require.NoError(t, err, "AGE %q of %s", row[2], row[1])
+	assert.GreaterOrEqual(t, age, d, "AGE of %s", row[1])
 }
 
 // present reports whether the API server still has the pod (same UID).
@@ -151,7 +262,7 @@ func runCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	err := run(t.Context(), args, &out, &errOut)
-	t.Logf("sweep %s\n%s%s", strings.Join(args, " "), out.String(), errOut.String())
+	t.Logf("sweep %s\n%s%serror: %v", strings.Join(args, " "), out.String(), errOut.String(), err)
 	return out.String(), errOut.String(), err
 }
 

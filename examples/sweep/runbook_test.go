@@ -1,8 +1,12 @@
+//go:build integration
+
 package main
 
 import (
-	"bufio"
+	"io"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,28 +16,33 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// runbookStep is one `sweep` invocation of ../RUNBOOK.md.
+// runbookPath is the runbook whose commands TestRunbookRecovery runs.
+const runbookPath = "../RUNBOOK.md"
+
+// runbookStep is one `sweep` invocation of the runbook.
 type runbookStep struct {
 	name string
 	args []string // after "sweep", variables not yet expanded
 }
 
-// runbookSteps reads the command lines that follow "# runbook-step: <name>"
-// inside the runbook's fenced code blocks.
-func runbookSteps(t *testing.T) []runbookStep {
+// runbook reads the runbook: the command lines that follow
+// "# runbook-step: <name>" inside its fenced code blocks, and the values it
+// suggests for its variables, written `NAME=value` in its text.
+func runbook(t *testing.T) (steps []runbookStep, suggested map[string]string) {
 	t.Helper()
-	f, err := os.Open("../RUNBOOK.md")
+	text, err := os.ReadFile(runbookPath)
 	require.NoError(t, err)
-	defer f.Close()
-	var steps []runbookStep
+	suggested = map[string]string{}
 	inCode, pending := false, ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	for line := range strings.Lines(string(text)) {
+		line = strings.TrimSpace(line)
 		switch {
 		case strings.HasPrefix(line, "```"):
 			inCode, pending = !inCode, ""
 		case !inCode:
+			for _, m := range suggestion.FindAllStringSubmatch(line, -1) {
+				suggested[m[1]] = m[2]
+			}
 		case strings.HasPrefix(line, "# runbook-step:"):
 			pending = strings.TrimSpace(strings.TrimPrefix(line, "# runbook-step:"))
 		case pending != "":
@@ -43,42 +52,113 @@ func runbookSteps(t *testing.T) []runbookStep {
 			pending = ""
 		}
 	}
-	require.NoError(t, sc.Err())
-	return steps
+	return steps, suggested
+}
+
+// suggestion is how the runbook's text gives a variable's value: `NS=users`.
+var suggestion = regexp.MustCompile("`([A-Z][A-Z_]*)=([^`\\s]+)`")
+
+// expand expands the variables of args with vars; every variable must be
+// in vars.
+func expand(t *testing.T, step string, args []string, vars map[string]string) []string {
+	t.Helper()
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = os.Expand(a, func(k string) string {
+			v, ok := vars[k]
+			require.True(t, ok, "unknown variable $%s in step %s", k, step)
+			return v
+		})
+	}
+	return out
+}
+
+// flagValue is the value of flag in args ("" if absent).
+func flagValue(args []string, flag string) string {
+	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
+		return args[i+1]
+	}
+	return ""
 }
 
 // TestRunbookRecovery floods a namespace "users-…" with leaked pods and walks
-// the recovery of ../RUNBOOK.md: every `sweep` command there, in order,
-// literally (only $NS, $INSTANCE and $SPAWNER expanded), through run(...), checking
-// the outcome the runbook states for each step.
+// the recovery of the runbook: every `sweep` command there, in order,
+// literally (only its variables expanded), through run(...), checking the
+// outcome the runbook states for each step.
+//
+// Ages are real (the CLI ages pods from creationTimestamp, on the API
+// server's clock), so the runbook's durations are variables, $OLDER_THAN
+// and $ORPHAN_MIN_AGE, which the runbook suggests in hours and minutes for
+// an operator and this test sets to seconds.
 func TestRunbookRecovery(t *testing.T) {
 	e := newEnv(t, "users")
+	steps, suggested := runbook(t)
+	var got []string
+	for _, s := range steps {
+		got = append(got, s.name)
+	}
+	require.Equal(t, []string{"dry-run-by-age", "delete-worst-first", "delete-by-age", "dry-run-orphans", "delete-orphans", "verify"}, got,
+		"the runbook's steps changed: update this test")
+	for _, s := range steps {
+		// Real pods cannot be hours old in a test: ages must be variables.
+		if slices.Contains(s.args, "--older-than") {
+			require.Equal(t, "$OLDER_THAN", flagValue(s.args, "--older-than"), "step %s: --older-than must be $OLDER_THAN: the test's pods are seconds old, not hours", s.name)
+		}
+		if slices.Contains(s.args, "--orphans-from") {
+			require.Equal(t, "$ORPHAN_MIN_AGE", flagValue(s.args, "--orphan-min-age"), "step %s: --orphans-from needs --orphan-min-age $ORPHAN_MIN_AGE: the test's pods are seconds old, not minutes", s.name)
+		}
+		// The values the runbook suggests make valid commands.
+		_, _, err := parseFlags(expand(t, s.name, s.args, suggested), io.Discard)
+		require.NoError(t, err, "step %s with the runbook's suggested values %v", s.name, suggested)
+	}
 	// No --kubeconfig in the runbook: the CLI finds $KUBECONFIG (not in a
-	// pod here).
+	// pod here). The environment is the process's: this test is not
+	// parallel.
 	t.Setenv("KUBECONFIG", e.kubeconfig)
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "")
 
-	// The flood: pods running for hours (two of the most-used image), pods
-	// the service lost track of, the service's own pods, a pod starting
-	// right now and one never scheduled.
-	ipython := e.leakMany("ipython-in-depth", 2, leak{startedAgo: 5 * time.Hour, instance: "hub-1"})
-	bokeh := e.leakMany("bokeh-notebooks", 4, leak{startedAgo: 5 * time.Hour, instance: "hub-1"})
-	lost := e.leakMany("lost", 3, leak{startedAgo: time.Hour, instance: "hub-1"})
-	known := []*corev1.Pod{e.leak("alice", leak{startedAgo: time.Hour, instance: "hub-1"}), e.leak("bob", leak{startedAgo: time.Hour, instance: "hub-1"})}
-	starting := e.leak("newcomer", leak{startedAgo: time.Minute, instance: "hub-1"})
-	pending := e.leak("pending", leak{instance: "hub-1"})
+	// The ages the test gives the runbook's variables. The orphans and the
+	// service's pods are past(orphanMinAge) old at the first step and must
+	// stay younger than olderThan until the last (verify): about
+	// olderThan-past(orphanMinAge)-1s for the six steps; the young pods must
+	// stay younger than orphanMinAge: about orphanMinAge-1s.
+	const orphanMinAge, olderThan = limit, 2 * limit
+
+	// The flood: pods running past $OLDER_THAN (two of the most-used
+	// image), pods the service lost track of, the service's own pods, a pod
+	// starting right now (on a node whose clock is hours behind: its
+	// status.startTime says hours, its age is seconds) and one never
+	// scheduled.
+	var ipython, bokeh, lost, known []*corev1.Pod
+	var starting, pending *corev1.Pod
+	e.ageTiers(
+		tier{past(olderThan), func() {
+			ipython = e.leakMany("ipython-in-depth", 2, leak{running: true, instance: "hub-1"})
+			bokeh = e.leakMany("bokeh-notebooks", 4, leak{running: true, instance: "hub-1"})
+		}},
+		tier{past(orphanMinAge), func() {
+			lost = e.leakMany("lost", 3, leak{running: true, instance: "hub-1"})
+			known = []*corev1.Pod{e.leak("alice", leak{running: true, instance: "hub-1"}), e.leak("bob", leak{running: true, instance: "hub-1"})}
+		}},
+		tier{0, func() {
+			starting = e.leak("newcomer", leak{running: true, nodeClock: -5 * time.Hour, instance: "hub-1"})
+			pending = e.leak("pending", leak{instance: "hub-1"})
+		}},
+	)
 	survivors := append(append([]*corev1.Pod{}, known...), starting, pending)
 
 	// The service's /known-pods, as the demo spawner serves it.
 	spawnerURL := knownPodsServer(t, KnownPods{Namespace: e.ns, Instance: "hub-1", Pods: names(known)}).URL
-	vars := map[string]string{"NS": e.ns, "INSTANCE": "hub-1", "SPAWNER": spawnerURL}
+	vars := map[string]string{"NS": e.ns, "INSTANCE": "hub-1", "SPAWNER": spawnerURL, "OLDER_THAN": olderThan.String(), "ORPHAN_MIN_AGE": orphanMinAge.String()}
+	require.ElementsMatch(t, keys(vars), keys(suggested), "the runbook suggests values for other variables than the test sets")
 
 	checks := map[string]func(out, errOut string){
 		"dry-run-by-age": func(out, _ string) {
 			rows := table(t, out)
 			require.ElementsMatch(t, names(ipython, bokeh), keys(rows))
 			for _, r := range rows {
+				requireAgeAtLeast(t, r, past(olderThan))
 				assert.Equal(t, []string{"too-old", "would-delete"}, r[4:])
 			}
 			assert.Contains(t, out, "6 pods matched, 0 deleted, 0 failed (dry run: yes)")
@@ -105,6 +185,7 @@ func TestRunbookRecovery(t *testing.T) {
 			rows := table(t, out)
 			require.ElementsMatch(t, names(lost), keys(rows))
 			for _, r := range rows {
+				requireAgeAtLeast(t, r, past(orphanMinAge))
 				assert.Equal(t, []string{"orphan", "would-delete"}, r[4:])
 			}
 			e.requirePresent(append(lost, survivors...)...)
@@ -121,24 +202,8 @@ func TestRunbookRecovery(t *testing.T) {
 			e.requirePresent(survivors...)
 		},
 	}
-
-	steps := runbookSteps(t)
-	var got []string
 	for _, s := range steps {
-		got = append(got, s.name)
-	}
-	require.Equal(t, []string{"dry-run-by-age", "delete-worst-first", "delete-by-age", "dry-run-orphans", "delete-orphans", "verify"}, got,
-		"the runbook's steps changed: update this test")
-	for _, s := range steps {
-		args := make([]string, len(s.args))
-		for i, a := range s.args {
-			args[i] = os.Expand(a, func(k string) string {
-				v, ok := vars[k]
-				require.True(t, ok, "unknown variable $%s in step %s", k, s.name)
-				return v
-			})
-		}
-		out, errOut, err := runCLI(t, args...)
+		out, errOut, err := runCLI(t, expand(t, s.name, s.args, vars)...)
 		require.NoError(t, err, "step %s", s.name)
 		checks[s.name](out, errOut)
 	}

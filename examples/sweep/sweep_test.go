@@ -1,6 +1,9 @@
+//go:build integration
+
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,16 +22,22 @@ import (
 )
 
 func TestDryRunListsButDeletesNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	old := e.leakMany("old", 3, leak{startedAgo: 5 * time.Hour})
-	young := e.leakMany("young", 2, leak{startedAgo: time.Hour})
+	var old, young []*corev1.Pod
+	e.ageTiers(
+		tier{past(limit), func() { old = e.leakMany("old", 3, leak{running: true}) }},
+		tier{0, func() { young = e.leakMany("young", 2, leak{running: true}) }},
+	)
 
-	out, _, err := e.sweep("--older-than", "4h")
+	out, _, err := e.sweep("--older-than", limit.String())
 	require.NoError(t, err)
 	rows := table(t, out)
 	require.ElementsMatch(t, names(old), keys(rows))
 	for _, p := range old {
-		assert.Equal(t, []string{e.ns, p.Name, "5h", "Running", "too-old", "would-delete"}, rows[p.Name])
+		r := rows[p.Name]
+		requireAgeAtLeast(t, r, past(limit))
+		assert.Equal(t, []string{e.ns, p.Name, "Running", "too-old", "would-delete"}, []string{r[0], r[1], r[3], r[4], r[5]})
 	}
 	assert.Contains(t, out, "scanned 5 kubespawn pods in namespace "+e.ns+" (instance default)")
 	assert.Contains(t, out, "3 pods matched, 0 deleted, 0 failed (dry run: yes)")
@@ -37,11 +46,15 @@ func TestDryRunListsButDeletesNothing(t *testing.T) {
 }
 
 func TestDeleteDeletesAndConfirms(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	old := e.leakMany("old", 3, leak{startedAgo: 5 * time.Hour})
-	young := e.leakMany("young", 2, leak{startedAgo: time.Hour})
+	var old, young []*corev1.Pod
+	e.ageTiers(
+		tier{past(limit), func() { old = e.leakMany("old", 3, leak{running: true}) }},
+		tier{0, func() { young = e.leakMany("young", 2, leak{running: true}) }},
+	)
 
-	out, _, err := e.sweep("--older-than", "4h", "--delete")
+	out, _, err := e.sweep("--older-than", limit.String(), "--delete")
 	require.NoError(t, err)
 	rows := table(t, out)
 	require.ElementsMatch(t, names(old), keys(rows))
@@ -53,39 +66,87 @@ func TestDeleteDeletesAndConfirms(t *testing.T) {
 	e.requirePresent(young...)
 
 	// Again: nothing left to match, exit 0.
-	out, _, err = e.sweep("--older-than", "4h", "--delete")
+	out, _, err = e.sweep("--older-than", limit.String(), "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "no pods matched")
+	e.requirePresent(young...)
 }
 
 // Pods never scheduled have no status.startTime (delete-pods.py crashed on
-// them): their age runs from creationTimestamp.
+// them): their age runs from creationTimestamp, like every pod's.
 func TestNeverScheduledPodsSweptByCreationAge(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	pending := e.leakMany("pending", 3, leak{})
-	for _, p := range pending {
+	var pending, fresh []*corev1.Pod
+	e.ageTiers(
+		tier{past(limit), func() { pending = e.leakMany("pending", 3, leak{}) }},
+		tier{0, func() { fresh = e.leakMany("fresh", 1, leak{}) }},
+	)
+	for _, p := range append(pending, fresh...) {
 		require.Nil(t, p.Status.StartTime)
 	}
-	// A few seconds of real age (a lower bound, no upper bound on the wait).
-	var out string
-	require.Eventually(t, func() bool {
-		var err error
-		out, _, err = e.sweep("--older-than", "2s")
-		require.NoError(t, err)
-		return len(table(t, out)) == 3
-	}, time.Minute, 500*time.Millisecond)
-	for _, r := range table(t, out) {
+
+	out, _, err := e.sweep("--older-than", limit.String())
+	require.NoError(t, err)
+	rows := table(t, out)
+	require.ElementsMatch(t, names(pending), keys(rows))
+	for _, r := range rows {
+		requireAgeAtLeast(t, r, past(limit))
 		assert.Equal(t, []string{"Pending", "too-old", "would-delete"}, r[3:])
 	}
-	e.requirePresent(pending...)
+	e.requirePresent(append(pending, fresh...)...)
 
-	out, _, err := e.sweep("--older-than", "2s", "--delete")
+	out, _, err = e.sweep("--older-than", limit.String(), "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "3 pods matched, 3 deleted, 0 failed (dry run: no)")
 	e.requireGone(pending...)
+	e.requirePresent(fresh...)
+}
+
+// The sweeper once aged pods from status.startTime, which the kubelet
+// writes with its node's clock: a node clock behind made a pod created
+// seconds ago look an hour old, and the sweeper deleted a start in
+// progress; a node clock ahead hides a leaked pod. Age comes from
+// creationTimestamp on the API server's clock only, for --older-than and
+// --orphan-min-age alike.
+func TestAgeFromCreationNotStartTime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "sweep")
+	var early, fresh *corev1.Pod
+	e.ageTiers(
+		// Leaked, but its node's clock is an hour ahead: startTime in the future.
+		tier{past(limit), func() { early = e.leak("early", leak{running: true, nodeClock: time.Hour}) }},
+		// Starting right now on a node whose clock is 5 hours behind.
+		tier{0, func() { fresh = e.leak("fresh", leak{running: true, nodeClock: -5 * time.Hour}) }},
+	)
+	require.True(t, fresh.Status.StartTime.Time.Before(fresh.CreationTimestamp.Add(-4*time.Hour)), "startTime %s", fresh.Status.StartTime)
+	require.True(t, early.Status.StartTime.Time.After(early.CreationTimestamp.Add(30*time.Minute)), "startTime %s", early.Status.StartTime)
+
+	out, _, err := e.sweep("--older-than", limit.String())
+	require.NoError(t, err)
+	rows := table(t, out)
+	require.ElementsMatch(t, []string{early.Name}, keys(rows))
+	requireAgeAtLeast(t, rows[early.Name], past(limit))
+	assert.Equal(t, []string{"Running", "too-old", "would-delete"}, rows[early.Name][3:])
+
+	// The service knows neither pod: only the old one is an orphan, the
+	// start in progress is protected by --orphan-min-age.
+	ts := knownPodsServer(t, KnownPods{Pods: []string{}})
+	out, _, err = e.sweep("--orphans-from", ts.URL+"/known-pods", "--orphan-min-age", limit.String())
+	require.NoError(t, err)
+	rows = table(t, out)
+	require.ElementsMatch(t, []string{early.Name}, keys(rows))
+	assert.Equal(t, "orphan", rows[early.Name][4])
+
+	out, _, err = e.sweep("--older-than", limit.String(), "--delete")
+	require.NoError(t, err)
+	assert.Contains(t, out, "1 pods matched, 1 deleted, 0 failed (dry run: no)")
+	e.requireGone(early)
+	e.requirePresent(fresh)
 }
 
 func TestEmptyMatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
 	// An empty namespace, then pods none of which match.
 	for _, args := range [][]string{{"--older-than", "4h"}, {"--older-than", "4h", "--delete"}} {
@@ -94,7 +155,7 @@ func TestEmptyMatch(t *testing.T) {
 		assert.Contains(t, out, "scanned 0 kubespawn pods")
 		assert.Contains(t, out, "no pods matched")
 	}
-	young := e.leakMany("young", 2, leak{startedAgo: time.Hour})
+	young := e.leakMany("young", 2, leak{running: true})
 	out, _, err := e.sweep("--older-than", "4h", "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "scanned 2 kubespawn pods")
@@ -106,14 +167,16 @@ func TestEmptyMatch(t *testing.T) {
 // 8 pods in pages of 3: three list requests (checked at a recording proxy
 // in front of the API server), every pod seen and deleted.
 func TestPagination(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
 	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true}) // TLS: kubeconfig credentials are only sent over TLS
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = proxy.Close() })
 	kubeconfig := testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
-	pods := e.leakMany("page", 8, leak{startedAgo: 5 * time.Hour})
+	var pods []*corev1.Pod
+	e.ageTiers(tier{past(limit), func() { pods = e.leakMany("page", 8, leak{running: true}) }})
 
-	out, _, err := runCLI(t, "--kubeconfig", kubeconfig, "--namespace", e.ns, "--instance", "default", "--older-than", "4h", "--page-size", "3", "--delete")
+	out, _, err := runCLI(t, "--kubeconfig", kubeconfig, "--namespace", e.ns, "--instance", "default", "--older-than", limit.String(), "--page-size", "3", "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "scanned 8 kubespawn pods")
 	assert.Contains(t, out, "8 pods matched, 8 deleted, 0 failed (dry run: no)")
@@ -126,6 +189,42 @@ func TestPagination(t *testing.T) {
 	}
 	assert.Equal(t, 3, lists, "8 pods in pages of 3")
 	e.requireGone(pods...)
+}
+
+// A LIST that never answers (the body held back at a fault proxy) ends the
+// CLI with a clear error once --request-timeout has passed; nothing is
+// selected or deleted, and the next run lists again.
+func TestRequestTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "sweep")
+	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	kubeconfig := testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
+	pods := e.leakMany("p", 2, leak{running: true})
+	lists := faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods", Namespace: e.ns}
+	proxy.Stall(lists)
+
+	args := []string{"--kubeconfig", kubeconfig, "--namespace", e.ns, "--instance", "default", "--older-than", "1s", "--request-timeout", "2s"}
+	out, _, err := runCLI(t, append(args, "--delete")...)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "listing pods in "+e.ns)
+	require.ErrorContains(t, err, "the list page got no answer within 2s")
+	assert.Equal(t, 1, exitCode(err, io.Discard))
+	assert.Empty(t, out, "nothing was decided: no table")
+	held := 0
+	for _, r := range proxy.Records() {
+		if lists.Matches(r.RequestInfo) {
+			held++
+		}
+	}
+	assert.Positive(t, held, "the LIST went through the proxy")
+	e.requirePresent(pods...)
+
+	proxy.Unstall(lists)
+	out, _, err = runCLI(t, args...)
+	require.NoError(t, err)
+	assert.Contains(t, out, "scanned 2 kubespawn pods")
 }
 
 // knownPodsServer serves what --orphans-from expects and counts requests.
@@ -144,52 +243,83 @@ func knownPodsServer(t *testing.T, body any) *httptest.Server {
 }
 
 func TestOrphansFrom(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	known := e.leakMany("known", 2, leak{startedAgo: time.Hour})
-	orphans := e.leakMany("orphan", 3, leak{startedAgo: time.Hour})
-	// Young pods are protected even though unknown: they may be starting.
-	starting := e.leakMany("starting", 1, leak{startedAgo: time.Minute})
+	var known, orphans, starting []*corev1.Pod
+	e.ageTiers(
+		tier{past(limit), func() {
+			known = e.leakMany("known", 2, leak{running: true})
+			orphans = e.leakMany("orphan", 3, leak{running: true})
+		}},
+		// Young pods are protected even though unknown: they may be starting.
+		tier{0, func() { starting = e.leakMany("starting", 1, leak{running: true}) }},
+	)
+	minAge := limit.String()
 
 	for _, body := range []any{
 		KnownPods{Namespace: e.ns, Instance: "default", Pods: names(known)},
 		names(known), // a bare JSON array works too
 	} {
 		ts := knownPodsServer(t, body)
-		out, errOut, err := e.sweep("--orphans-from", ts.URL+"/known-pods", "--orphan-min-age", "10m")
+		out, errOut, err := e.sweep("--orphans-from", ts.URL+"/known-pods", "--orphan-min-age", minAge)
 		require.NoError(t, err)
 		assert.Contains(t, errOut, "knows 2 pods")
 		rows := table(t, out)
 		require.ElementsMatch(t, names(orphans), keys(rows))
 		for _, p := range orphans {
-			assert.Equal(t, []string{"60m", "Running", "orphan", "would-delete"}, rows[p.Name][2:])
+			requireAgeAtLeast(t, rows[p.Name], past(limit))
+			assert.Equal(t, []string{"Running", "orphan", "would-delete"}, rows[p.Name][3:])
 		}
 	}
 	e.requirePresent(append(append(known, orphans...), starting...)...)
 
 	ts := knownPodsServer(t, KnownPods{Namespace: e.ns, Pods: names(known)})
-	out, _, err := e.sweep("--orphans-from", ts.URL+"/known-pods", "--delete")
+	out, _, err := e.sweep("--orphans-from", ts.URL+"/known-pods", "--orphan-min-age", minAge, "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "3 pods matched, 3 deleted, 0 failed (dry run: no)")
 	e.requireGone(orphans...)
 	e.requirePresent(append(known, starting...)...)
+}
 
-	// Both criteria: too old OR orphan, each row says which.
-	ancient := e.leak("known-ancient", leak{startedAgo: 30 * time.Hour})
-	stray := e.leak("stray", leak{startedAgo: time.Hour})
-	ts = knownPodsServer(t, KnownPods{Pods: append(names(known), ancient.Name)})
-	out, _, err = e.sweep("--orphans-from", ts.URL+"/known-pods", "--older-than", "24h")
+// Both criteria: too old OR orphan, each row says which. A known pod too
+// old is selected as too-old; known pods younger than --older-than, and
+// unknown pods younger than --orphan-min-age, are not.
+func TestOrphansFromAndOlderThan(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "sweep")
+	// The middle tier is past(minAge) old when the sweep starts and must
+	// still be younger than maxAge: maxAge-past(minAge)-1s of slack.
+	minAge, maxAge := limit, 2*limit
+	var ancient, stray, starting *corev1.Pod
+	var known []*corev1.Pod
+	e.ageTiers(
+		tier{past(maxAge), func() { ancient = e.leak("known-ancient", leak{running: true}) }},
+		tier{past(minAge), func() {
+			known = e.leakMany("known", 2, leak{running: true})
+			stray = e.leak("stray", leak{running: true})
+		}},
+		tier{0, func() { starting = e.leak("starting", leak{running: true}) }},
+	)
+	ts := knownPodsServer(t, KnownPods{Pods: append(names(known), ancient.Name)})
+	out, _, err := e.sweep("--orphans-from", ts.URL+"/known-pods", "--older-than", maxAge.String(), "--orphan-min-age", minAge.String())
 	require.NoError(t, err)
 	rows := table(t, out)
 	require.ElementsMatch(t, []string{ancient.Name, stray.Name}, keys(rows))
 	assert.Equal(t, "too-old", rows[ancient.Name][4])
+	requireAgeAtLeast(t, rows[ancient.Name], past(maxAge))
 	assert.Equal(t, "orphan", rows[stray.Name][4])
+	requireAgeAtLeast(t, rows[stray.Name], past(minAge))
+	e.requirePresent(append(known, ancient, stray, starting)...)
 }
 
 // A list from the wrong service (namespace or instance) or a service that
-// cannot answer must never turn every pod into an orphan.
+// cannot answer must never turn every pod into an orphan: the pods are old
+// enough to be orphans, and --delete is given.
 func TestOrphansFromRefusesWrongOrFailingService(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	pods := e.leakMany("p", 2, leak{startedAgo: time.Hour})
+	var pods []*corev1.Pod
+	e.ageTiers(tier{past(limit), func() { pods = e.leakMany("p", 2, leak{running: true}) }})
 	for name, tc := range map[string]struct {
 		handler http.HandlerFunc
 		want    string
@@ -213,7 +343,7 @@ func TestOrphansFromRefusesWrongOrFailingService(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ts := httptest.NewServer(tc.handler)
 			defer ts.Close()
-			_, _, err := e.sweep("--orphans-from", ts.URL, "--delete")
+			_, _, err := e.sweep("--orphans-from", ts.URL, "--orphan-min-age", limit.String(), "--delete")
 			require.ErrorContains(t, err, tc.want)
 			assert.Equal(t, 1, exitCode(err, io.Discard))
 		})
@@ -222,21 +352,27 @@ func TestOrphansFromRefusesWrongOrFailingService(t *testing.T) {
 }
 
 func TestNameContainsAndSelector(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	ipy := e.leakMany("ipython-in-depth", 2, leak{startedAgo: 5 * time.Hour, labels: map[string]string{"tier": "free"}})
-	bokeh := e.leakMany("bokeh-notebooks", 2, leak{startedAgo: 5 * time.Hour, labels: map[string]string{"tier": "paid"}})
-	freeBokeh := e.leak("bokeh-free", leak{startedAgo: 5 * time.Hour, labels: map[string]string{"tier": "free"}})
+	var ipy, bokeh []*corev1.Pod
+	var freeBokeh *corev1.Pod
+	e.ageTiers(tier{past(limit), func() {
+		ipy = e.leakMany("ipython-in-depth", 2, leak{running: true, labels: map[string]string{"tier": "free"}})
+		bokeh = e.leakMany("bokeh-notebooks", 2, leak{running: true, labels: map[string]string{"tier": "paid"}})
+		freeBokeh = e.leak("bokeh-free", leak{running: true, labels: map[string]string{"tier": "free"}})
+	}})
+	olderThan := limit.String()
 
-	out, _, err := e.sweep("--older-than", "4h", "--name-contains", "ipython")
+	out, _, err := e.sweep("--older-than", olderThan, "--name-contains", "ipython")
 	require.NoError(t, err)
 	assert.ElementsMatch(t, names(ipy), keys(table(t, out)))
 
-	out, _, err = e.sweep("--older-than", "4h", "--selector", "tier=free")
+	out, _, err = e.sweep("--older-than", olderThan, "--selector", "tier=free")
 	require.NoError(t, err)
 	assert.ElementsMatch(t, append(names(ipy), freeBokeh.Name), keys(table(t, out)))
 
 	// Both, deleting: only the free bokeh pod.
-	out, _, err = e.sweep("--older-than", "4h", "--selector", "tier=free", "--name-contains", "bokeh", "--delete")
+	out, _, err = e.sweep("--older-than", olderThan, "--selector", "tier=free", "--name-contains", "bokeh", "--delete")
 	require.NoError(t, err)
 	assert.ElementsMatch(t, []string{freeBokeh.Name}, keys(table(t, out)))
 	e.requireGone(freeBokeh)
@@ -244,22 +380,28 @@ func TestNameContainsAndSelector(t *testing.T) {
 }
 
 func TestInstances(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	mine := e.leakMany("a", 2, leak{startedAgo: 5 * time.Hour})
-	theirs := e.leakMany("b", 2, leak{startedAgo: 5 * time.Hour, instance: "hub-2"})
+	var mine, theirs []*corev1.Pod
+	var foreign *corev1.Pod
+	e.ageTiers(tier{past(limit), func() {
+		mine = e.leakMany("a", 2, leak{running: true})
+		theirs = e.leakMany("b", 2, leak{running: true, instance: "hub-2"})
+		foreign = e.leak("foreign", leak{running: true})
+	}})
 	// Not kubespawn's: never considered, whatever its age.
-	foreign := e.leak("foreign", leak{startedAgo: 5 * time.Hour})
 	foreign.Labels = map[string]string{"component": "singleuser-server"}
 	_, err := e.direct.CoreV1().Pods(e.ns).Update(t.Context(), foreign, metav1.UpdateOptions{})
 	require.NoError(t, err)
+	olderThan := limit.String()
 
-	out, _, err := e.sweep("--older-than", "4h")
+	out, _, err := e.sweep("--older-than", olderThan)
 	require.NoError(t, err)
 	assert.ElementsMatch(t, names(mine), keys(table(t, out)))
-	out, _, err = e.sweep("--older-than", "4h", "--instance", "hub-2")
+	out, _, err = e.sweep("--older-than", olderThan, "--instance", "hub-2")
 	require.NoError(t, err)
 	assert.ElementsMatch(t, names(theirs), keys(table(t, out)))
-	out, _, err = e.sweep("--older-than", "4h", "--all-instances", "--delete")
+	out, _, err = e.sweep("--older-than", olderThan, "--all-instances", "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "(all instances)")
 	assert.ElementsMatch(t, names(mine, theirs), keys(table(t, out)))
@@ -271,11 +413,17 @@ func TestInstances(t *testing.T) {
 // deletion: the row says so, the others are deleted, and the exit status
 // is non-zero.
 func TestDeleteFailureExitsNonZero(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "sweep")
-	ok := e.leakMany("ok", 2, leak{startedAgo: 5 * time.Hour})
-	stuck := e.leak("stuck", leak{startedAgo: 5 * time.Hour, finalizer: true})
+	var ok []*corev1.Pod
+	var stuck *corev1.Pod
+	e.ageTiers(tier{past(limit), func() {
+		ok = e.leakMany("ok", 2, leak{running: true})
+		stuck = e.leak("stuck", leak{running: true, finalizer: true})
+	}})
+	olderThan := limit.String()
 
-	out, _, err := e.sweep("--older-than", "4h", "--delete", "--timeout", "2s")
+	out, _, err := e.sweep("--older-than", olderThan, "--delete", "--timeout", "2s")
 	require.ErrorIs(t, err, errDeleteFailed)
 	assert.Equal(t, 1, exitCode(err, io.Discard))
 	rows := table(t, out)
@@ -286,13 +434,14 @@ func TestDeleteFailureExitsNonZero(t *testing.T) {
 	e.requireGone(ok...)
 
 	// The stuck pod is terminating now: a second sweep skips it.
-	out, _, err = e.sweep("--older-than", "4h", "--delete")
+	out, _, err = e.sweep("--older-than", olderThan, "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "1 already terminating")
 	assert.Contains(t, out, "no pods matched")
 }
 
 func TestBadFlags(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		args []string
 		want string
@@ -311,6 +460,9 @@ func TestBadFlags(t *testing.T) {
 		"extra argument":      {[]string{"--namespace", "u", "--older-than", "4h", "delete"}, `unexpected arguments ["delete"]`},
 		"no instance":         {[]string{"--namespace", "u", "--older-than", "4h"}, "--instance is required"},
 		"bad instance":        {[]string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", "u", "--older-than", "4h", "--instance", "not a label!"}, "Instance"},
+		"bad request timeout": {[]string{"--namespace", "u", "--older-than", "4h", "--request-timeout", "5"}, `invalid value "5" for flag -request-timeout`},
+		// Validated by the library (SweepPolicy.RequestTimeout), before any request.
+		"negative request timeout": {[]string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", "u", "--instance", "hub-1", "--older-than", "4h", "--request-timeout", "-1s"}, "RequestTimeout"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, stderr, err := runCLI(t, tc.args...)
