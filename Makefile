@@ -25,7 +25,7 @@ all: test
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-tools: $(BIN)/kube-apiserver $(BIN)/etcd ## build the control plane into bin/ (first time: ~4-10 min)
+tools: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kube-controller-manager ## build the control plane into bin/ (first time: ~6-12 min)
 
 $(BIN)/kube-apiserver: $(TOOLS_MOD)
 	@$(GO) version >/dev/null 2>&1 || { echo "Go 1.26 is required: install it from https://go.dev/dl and re-run"; exit 1; }
@@ -38,6 +38,14 @@ $(BIN)/etcd: $(TOOLS_MOD)
 	@echo ">> building etcd from the Go module proxy"
 	@mkdir -p $(BIN)
 	cd internal/tools && $(GO) build -o $@.tmp go.etcd.io/etcd/server/v3
+	@mv $@.tmp $@
+
+# The garbage collector and namespace controller of the tests that need them
+# (testcluster.Options.ControllerManager).
+$(BIN)/kube-controller-manager: $(TOOLS_MOD)
+	@echo ">> building kube-controller-manager $(K8S_VERSION) from the Go module proxy"
+	@mkdir -p $(BIN)
+	cd internal/tools && $(GO) build -ldflags '$(VERSION_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/kube-controller-manager
 	@mv $@.tmp $@
 
 test: check-tracked tools jupyterhub ## run all tests, integration included, with -race

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,7 +44,9 @@ type Options struct {
 	// KUBESPAWN_BIN_DIR environment variable, else bin/ at the root of the
 	// kubespawn repository found by walking up from the working directory.
 	BinDir string
-	// StartTimeout bounds how long Start waits for /readyz. Default 90s.
+	// StartTimeout bounds how long Start waits for the apiserver's /readyz
+	// and, with ControllerManager, the controller-manager's /healthz.
+	// Default 90s.
 	StartTimeout time.Duration
 	// APIServerArgs are appended to kube-apiserver's arguments (e.g. to
 	// change --watch-cache or feature gates in one test package).
@@ -48,7 +54,28 @@ type Options struct {
 	// EtcdArgs are appended to etcd's arguments (e.g. a larger
 	// --quota-backend-bytes for benchmarks with 100,000 pods).
 	EtcdArgs []string
+
+	// ControllerManager also starts kube-controller-manager (from BinDir)
+	// running Controllers, for tests that need a real garbage collector or
+	// namespace controller. Start then also waits until its /healthz lists
+	// every controller. It is ignored against an existing cluster
+	// (KUBESPAWN_TEST_KUBECONFIG), which runs a controller-manager of its
+	// own.
+	ControllerManager bool
+	// Controllers are kube-controller-manager's --controllers, by canonical
+	// name as its --help lists them (Start waits for a /healthz check of
+	// each name, so an alias would time out). Default: DefaultControllers.
+	Controllers []string
+	// ControllerManagerArgs are appended to kube-controller-manager's
+	// arguments.
+	ControllerManagerArgs []string
 }
+
+// DefaultControllers are the controllers of Options.ControllerManager
+// unless Options.Controllers says otherwise: the garbage collector (owned
+// objects go with their owner) and the namespace controller (a deleted
+// namespace goes away with its content).
+var DefaultControllers = []string{"garbage-collector-controller", "namespace-controller"}
 
 // Cluster is a running etcd and kube-apiserver pair.
 type Cluster struct {
@@ -60,22 +87,39 @@ type Cluster struct {
 	etcdURL  string
 	extraAPI []string
 
+	// kube-controller-manager's credential, /healthz port, controllers
+	// and extra arguments; kcmPort is 0 when it does not run.
+	kcmToken       string
+	kcmPort        int
+	kcmControllers []string
+	extraKCM       []string
+
 	simState
 
-	mu        sync.Mutex
-	etcd      *process
-	apiserver *process
-	stopped   bool
+	// existing is the configuration of an existing cluster (Existing);
+	// nil for a local control plane.
+	existing *rest.Config
+
+	mu                sync.Mutex
+	etcd              *process
+	apiserver         *process
+	controllerManager *process
+	stopped           bool
 }
 
-// Start launches etcd and kube-apiserver on free loopback ports and waits
-// until the apiserver reports ready. On error nothing is left running.
+// Start launches etcd and kube-apiserver (and kube-controller-manager if
+// opts.ControllerManager) on free loopback ports and waits until they
+// report ready. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err
 	}
-	for _, bin := range []string{"etcd", "kube-apiserver"} {
+	bins := []string{"etcd", "kube-apiserver"}
+	if opts.ControllerManager {
+		bins = append(bins, "kube-controller-manager")
+	}
+	for _, bin := range bins {
 		if _, statErr := os.Stat(filepath.Join(binDir, bin)); statErr != nil {
 			return nil, fmt.Errorf("testcluster: %s not found in %s (run `make tools` to build it): %w", bin, binDir, statErr)
 		}
@@ -95,11 +139,19 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.writeCredentials(); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
 	c.apiPort = ports[2]
+	if opts.ControllerManager {
+		c.kcmPort = ports[3]
+		c.kcmControllers = opts.Controllers
+		if len(c.kcmControllers) == 0 {
+			c.kcmControllers = DefaultControllers
+		}
+		c.extraKCM = opts.ControllerManagerArgs
+	}
 	c.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 
@@ -128,6 +180,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.startAPIServer(ctx); err != nil {
 		return nil, err
 	}
+	if c.kcmPort != 0 {
+		if err := c.startControllerManager(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -137,7 +194,16 @@ func (c *Cluster) writeCredentials() error {
 		return err
 	}
 	c.token = hex.EncodeToString(tok)
-	tokens := fmt.Sprintf("%s,kubespawn-admin,kubespawn-admin,\"system:masters\"\n", c.token)
+	if _, err := rand.Read(tok); err != nil {
+		return err
+	}
+	c.kcmToken = hex.EncodeToString(tok)
+	// The controller-manager authenticates as the user its bootstrap RBAC
+	// role is bound to, as on a kubeadm cluster; each of its controllers
+	// then acts with a ServiceAccount token of its own
+	// (--use-service-account-credentials), so the controllers' RBAC roles
+	// are real too.
+	tokens := fmt.Sprintf("%s,kubespawn-admin,kubespawn-admin,\"system:masters\"\n%s,system:kube-controller-manager,system:kube-controller-manager\n", c.token, c.kcmToken)
 	if err := os.WriteFile(filepath.Join(c.dir, "tokens.csv"), []byte(tokens), 0o600); err != nil {
 		return fmt.Errorf("testcluster: %w", err)
 	}
@@ -214,9 +280,102 @@ func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 	return nil
 }
 
+// startControllerManager starts kube-controller-manager against the
+// apiserver and waits until its /healthz lists every controller: they are
+// built (each with its ServiceAccount credential) and their informers start
+// right after. The garbage collector's own first sync of its monitors
+// follows within a second or two; tests wait for its effects (Eventually),
+// which a late sync only delays: objects created before it are in its first
+// list.
+func (c *Cluster) startControllerManager(ctx context.Context) error {
+	kubeconfig := filepath.Join(c.dir, "kube-controller-manager.kubeconfig")
+	cfg := &rest.Config{Host: c.URL(), BearerToken: c.kcmToken, TLSClientConfig: rest.TLSClientConfig{CAData: c.caData}}
+	if err := WriteKubeConfig(kubeconfig, cfg); err != nil {
+		return fmt.Errorf("testcluster: %w", err)
+	}
+	args := []string{
+		"--kubeconfig", kubeconfig,
+		"--controllers", strings.Join(c.kcmControllers, ","),
+		"--use-service-account-credentials",
+		// One instance per cluster: nothing to elect, no Lease to wait for.
+		"--leader-elect=false",
+		// /healthz only; the apiserver's serving pair (it is for 127.0.0.1)
+		// lets waitControllerManagerReady verify the server with caData.
+		// /healthz is in the default --authorization-always-allow-paths,
+		// so no authentication or authorization kubeconfig is needed.
+		"--bind-address", "127.0.0.1",
+		"--secure-port", strconv.Itoa(c.kcmPort),
+		"--tls-cert-file", filepath.Join(c.dir, "serving.crt"),
+		"--tls-private-key-file", filepath.Join(c.dir, "serving.key"),
+		"--profiling=false",
+		// Verbosity 0: at 1 it logs its ~200 flags, which would crowd
+		// the controllers' lines out of LogTail.
+	}
+	// No --service-account-private-key-file: the legacy token controller,
+	// which needs it, stays off; the controllers' tokens come from the
+	// TokenRequest API.
+	args = append(args, c.extraKCM...)
+	p, err := startProcess(filepath.Join(c.binDir, "kube-controller-manager"), filepath.Join(c.dir, "kube-controller-manager.log"), args...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.controllerManager = p
+	c.mu.Unlock()
+	return c.waitControllerManagerReady(ctx, p)
+}
+
+func (c *Cluster) waitControllerManagerReady(ctx context.Context, p *process) error {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.caData)
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: 5 * time.Second}
+	url := fmt.Sprintf("https://127.0.0.1:%d/healthz?verbose", c.kcmPort)
+	var lastErr error
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if exited, why := p.exited(); exited {
+			return false, fmt.Errorf("testcluster: kube-controller-manager exited during start: %v", why)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			lastErr = err
+			return false, nil
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		if err != nil {
+			lastErr = err
+			return false, nil
+		}
+		if resp.StatusCode != http.StatusOK {
+			lastErr = fmt.Errorf("/healthz: %s: %s", resp.Status, body)
+			return false, nil
+		}
+		for _, name := range c.kcmControllers {
+			if !bytes.Contains(body, []byte("[+]"+name+" ok")) {
+				lastErr = fmt.Errorf("/healthz does not list controller %q yet: %s", name, body)
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("testcluster: kube-controller-manager not ready (last error: %v): %w", lastErr, err)
+	}
+	return nil
+}
+
 // Config returns a new admin configuration (group system:masters) that talks
 // to the apiserver directly over TLS.
 func (c *Cluster) Config() *rest.Config {
+	if c.existing != nil {
+		return rest.CopyConfig(c.existing)
+	}
 	return &rest.Config{
 		Host:            c.URL(),
 		BearerToken:     c.token,
@@ -226,7 +385,12 @@ func (c *Cluster) Config() *rest.Config {
 }
 
 // URL is the apiserver's https address.
-func (c *Cluster) URL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.apiPort) }
+func (c *Cluster) URL() string {
+	if c.existing != nil {
+		return c.existing.Host
+	}
+	return fmt.Sprintf("https://127.0.0.1:%d", c.apiPort)
+}
 
 // Dir is the cluster's working directory (logs, credentials, etcd data).
 func (c *Cluster) Dir() string { return c.dir }
@@ -256,6 +420,12 @@ func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name stri
 		return nil, fmt.Errorf("testcluster: token for %s/%s: %w", namespace, name, err)
 	}
 	cfg := c.Config()
+	// Only the token: an existing cluster's kubeconfig may carry a client
+	// certificate or an exec plugin, which would authenticate first.
+	cfg.TLSClientConfig.CertData, cfg.TLSClientConfig.KeyData = nil, nil
+	cfg.TLSClientConfig.CertFile, cfg.TLSClientConfig.KeyFile = "", ""
+	cfg.Username, cfg.Password, cfg.BearerTokenFile = "", "", ""
+	cfg.AuthProvider, cfg.ExecProvider = nil, nil
 	cfg.BearerToken = tr.Status.Token
 	return cfg, nil
 }
@@ -263,7 +433,12 @@ func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name stri
 // RestartAPIServer stops kube-apiserver and starts it again on the same port
 // against the same etcd, returning once it is ready. Clients see their
 // connections break and watches end, as in a rolling apiserver upgrade.
+// kube-controller-manager, if it runs, keeps running and reconnects, as
+// clients do.
 func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+	if c.existing != nil {
+		return ErrExistingCluster
+	}
 	c.mu.Lock()
 	old := c.apiserver
 	c.mu.Unlock()
@@ -275,8 +450,9 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	return c.startAPIServer(ctx)
 }
 
-// Stop stops both processes and removes the working directory. The
-// apiserver goes first: with etcd gone it would wait for it for a long time.
+// Stop stops the processes and removes the working directory. The
+// controller-manager goes first, then the apiserver: each would wait a long
+// time for the one after it.
 func (c *Cluster) Stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -284,6 +460,12 @@ func (c *Cluster) Stop() {
 		return
 	}
 	c.stopped = true
+	if c.existing != nil {
+		return
+	}
+	if c.controllerManager != nil {
+		c.controllerManager.stop(2 * time.Second)
+	}
 	if c.apiserver != nil {
 		c.apiserver.stop(2 * time.Second)
 	}
@@ -297,7 +479,10 @@ func (c *Cluster) Stop() {
 // reports.
 func (c *Cluster) LogTail(n int) string {
 	var b strings.Builder
-	for _, name := range []string{"etcd.log", "kube-apiserver.log"} {
+	if c.existing != nil {
+		return "" // not our processes
+	}
+	for _, name := range []string{"etcd.log", "kube-apiserver.log", "kube-controller-manager.log"} {
 		data, err := os.ReadFile(filepath.Join(c.dir, name))
 		if err != nil {
 			continue

@@ -1,6 +1,6 @@
 // Package testcluster runs a real Kubernetes control plane, etcd and
-// kube-apiserver, as child processes on loopback, for kubespawn's tests and
-// demo.
+// kube-apiserver (and, if asked, kube-controller-manager), as child
+// processes on loopback, for kubespawn's tests and demo.
 //
 // The binaries are built from the Go module proxy by `make tools` into the
 // repository's bin/ directory (see internal/tools/go.mod); nothing is
@@ -18,11 +18,28 @@
 //   - Child processes are started with Pdeathsig=SIGKILL, so they die with
 //     the test binary even when it panics or is killed. Working directories
 //     left by such a death are removed by the next Start.
-//   - [Cluster.Stop] stops both processes (SIGTERM, then SIGKILL after a
-//     short grace) and removes every file. It is idempotent.
+//   - With [Options.ControllerManager], Start also runs
+//     kube-controller-manager with [Options.Controllers] (default
+//     [DefaultControllers]: the garbage collector and the namespace
+//     controller) and returns once its /healthz lists each of them, some
+//     0.2 s later. It authenticates with a static token of its own as user
+//     system:kube-controller-manager, and each controller acts with a
+//     ServiceAccount token of its own (--use-service-account-credentials),
+//     under its bootstrap RBAC role, as on a kubeadm cluster. No leader
+//     election, no cloud provider, no service-account signing key (the
+//     legacy token controller stays off). Owned objects are then collected
+//     once their owner is deleted (within about a second) and a deleted
+//     namespace goes away with its content (within about 5 s). Without the
+//     option nothing collects garbage and a deleted namespace stays
+//     Terminating. Against an existing cluster the option is ignored: it
+//     runs a controller-manager of its own.
+//   - [Cluster.Stop] stops every process (SIGTERM, then SIGKILL after a
+//     short grace; the controller-manager first, etcd last) and removes
+//     every file. It is idempotent.
 //   - [Cluster.RestartAPIServer] restarts kube-apiserver on the same port
-//     against the same etcd: data survives, open connections break.
+//     against the same etcd: data survives, open connections break. The
+//     controller-manager keeps running and reconnects.
 //
-// There is no scheduler, controller-manager or kubelet: pods stay Pending
-// unless something binds and runs them; internal/podsim does that.
+// There is no scheduler or kubelet: pods stay Pending unless something
+// binds and runs them; internal/podsim does that.
 package testcluster

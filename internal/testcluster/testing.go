@@ -36,7 +36,10 @@ func MustStart(opts Options) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	c, err := Start(ctx, opts)
+	c, err := startForTests(opts)
+	if err == nil && c == nil {
+		c, err = Start(ctx, opts)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: testcluster: the control plane did not start: %v\n", err)
 		os.Exit(1)
@@ -117,8 +120,15 @@ func KeepEvents() NamespaceOption { return func(o *nsOptions) { o.keepEvents = t
 // first-out, so the cleanup runs after everything the test starts later
 // has stopped. The cleanup checks NoPodsLeft if asked, then deletes the
 // namespace's pods (finalizers first, grace period 0) and events and the
-// namespace; no
-// namespace controller runs, so without that the pods would stay.
+// namespace, and returns without waiting for the namespace to go. Without a
+// namespace controller (a local control plane without
+// Options.ControllerManager) the namespace then stays Terminating with
+// whatever else is in it, and the pods would stay too if the cleanup did not
+// delete them. With one (Options.ControllerManager, or an existing cluster)
+// the namespace goes away with its content a few seconds later; the pods are
+// still deleted first, with grace period 0, because the namespace controller
+// deletes them with their own grace period, which a pod bound to a node
+// that no kubelet runs would never finish.
 func (c *Cluster) Namespace(t testing.TB, prefix string, opts ...NamespaceOption) string {
 	t.Helper()
 	var o nsOptions
@@ -126,9 +136,10 @@ func (c *Cluster) Namespace(t testing.TB, prefix string, opts ...NamespaceOption
 		opt(&o)
 	}
 	client := c.Client(t)
-	// Always a generated name: no namespace controller runs, so a deleted
-	// namespace stays Terminating and a fixed name could not be reused by
-	// the next run (go test -count).
+	// Always a generated name: without a namespace controller a deleted
+	// namespace stays Terminating, and even with one it is gone only
+	// seconds later, so a fixed name could not be reused by the next run
+	// (go test -count).
 	meta := metav1.ObjectMeta{GenerateName: prefix + "-"}
 	ns, err := client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: meta}, metav1.CreateOptions{})
 	if err != nil {
