@@ -1,3 +1,5 @@
+//go:build integration
+
 package spawner
 
 // Integration tests against the real etcd + kube-apiserver of testcluster,
