@@ -190,6 +190,7 @@ func (e *ienv) stallPodWatches(t *testing.T) {
 }
 
 func TestIntegrationHappyStartWithOrderedProgress(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	var mu sync.Mutex
 	var ups []events.Update
@@ -229,6 +230,7 @@ func TestIntegrationHappyStartWithOrderedProgress(t *testing.T) {
 }
 
 func TestIntegrationFailFast(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(o *Options) { o.StartTimeout = longTimeout })
 	for _, c := range []struct {
 		scenario string
@@ -261,6 +263,7 @@ func TestIntegrationFailFast(t *testing.T) {
 }
 
 func TestIntegrationCancelledStartLeavesNoPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	name := e.podName("bob")
@@ -285,6 +288,7 @@ func TestIntegrationCancelledStartLeavesNoPod(t *testing.T) {
 
 // A silent watch must not hide a ready pod: the fallback GET finds it.
 func TestIntegrationStartDuringStallReturnsReady(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	e.stallPodWatches(t)
 	res, err := e.sp.Start(t.Context(), e.request("carol", ""))
@@ -310,6 +314,7 @@ func TestIntegrationStartDuringStallReturnsReady(t *testing.T) {
 // during a silent stall of every watch makes the pod cache find the stall
 // within the canary window plus one probe: the spawner reports its create.
 func TestIntegrationStartIsACanary(t *testing.T) {
+	t.Parallel()
 	e := newEnvWith(t, reflector.Options{StallTimeout: 2 * time.Minute, ProbeInterval: time.Minute}, nil)
 	time.Sleep(2 * time.Second) // past the first probe
 	e.stallPodWatches(t)
@@ -336,6 +341,7 @@ func TestIntegrationStartIsACanary(t *testing.T) {
 // The 2018 case: the watch is silent, the start times out, and the pod is
 // deleted on the API server, not skipped because the cache lacks it.
 func TestIntegrationTimeoutDuringStallDeletesPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(o *Options) { o.StartTimeout = 3 * time.Second })
 	e.stallPodWatches(t)
 	_, err := e.sp.Start(t.Context(), e.request("dave", podsim.ScenarioNeverReady))
@@ -349,6 +355,7 @@ func TestIntegrationTimeoutDuringStallDeletesPod(t *testing.T) {
 }
 
 func TestIntegrationStopDuringStallDeletes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	res, err := e.sp.Start(t.Context(), e.request("erin", ""))
 	require.NoError(t, err)
@@ -360,6 +367,7 @@ func TestIntegrationStopDuringStallDeletes(t *testing.T) {
 }
 
 func TestIntegrationStopPendingPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	req := e.request("frank", podsim.ScenarioUnschedulable)
 	// Create it behind the spawner's back, as a crashed service would have.
@@ -372,6 +380,7 @@ func TestIntegrationStopPendingPod(t *testing.T) {
 }
 
 func TestIntegrationConcurrentStartStop(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	name := e.podName("grace")
 	for round := range 4 {
@@ -404,6 +413,7 @@ func TestIntegrationConcurrentStartStop(t *testing.T) {
 }
 
 func TestIntegrationAlreadyExists(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 
 	t.Run("not ours", func(t *testing.T) {
@@ -455,6 +465,7 @@ func TestIntegrationAlreadyExists(t *testing.T) {
 }
 
 func TestIntegrationUIDPreconditionProtectsSuccessor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	first, err := e.sp.Start(t.Context(), e.request("kim", ""))
 	require.NoError(t, err)
@@ -470,6 +481,7 @@ func TestIntegrationUIDPreconditionProtectsSuccessor(t *testing.T) {
 }
 
 func TestIntegrationEvictedPodPollsStoppedAndRestarts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	res, err := e.sp.Start(t.Context(), e.request("liam", podsim.ScenarioEvict, podsim.AnnotationStartDelay, "6s"))
 	require.NoError(t, err)
@@ -487,6 +499,7 @@ func TestIntegrationEvictedPodPollsStoppedAndRestarts(t *testing.T) {
 }
 
 func TestIntegrationExternallyDeletedPodPollsStoppedAndRestarts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	res, err := e.sp.Start(t.Context(), e.request("mia", ""))
 	require.NoError(t, err)
@@ -509,6 +522,7 @@ func TestIntegrationExternallyDeletedPodPollsStoppedAndRestarts(t *testing.T) {
 
 // Deleting a pod while it starts is ErrDeletedExternally, proven by the API.
 func TestIntegrationDeletedWhileStarting(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(o *Options) { o.StartTimeout = longTimeout })
 	name := e.podName("nina")
 	go func() {
@@ -524,6 +538,7 @@ func TestIntegrationDeletedWhileStarting(t *testing.T) {
 }
 
 func TestIntegrationCreateErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	creates := faultproxy.Match{Verb: faultproxy.VerbCreate, Resource: "pods"}
 	countCreates := func() int {
@@ -598,6 +613,7 @@ func (e *ienv) createManaged(t *testing.T, prefix string, n int, scenario string
 }
 
 func TestIntegrationSweeper(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	running := e.createManaged(t, "run", 2, "")
 	// Never scheduled: no status.startTime.
@@ -657,6 +673,7 @@ func TestIntegrationSweeper(t *testing.T) {
 }
 
 func TestIntegrationSweeperPaginates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	names := e.createManaged(t, "page", 12, podsim.ScenarioUnschedulable)
 	sweeper := e.spawner(t, nil)
@@ -682,6 +699,7 @@ func TestIntegrationSweeperPaginates(t *testing.T) {
 // Two replicas run the sweeper on one Lease: only the leader sweeps; when
 // it stops (releasing the Lease), the other takes over.
 func TestIntegrationSweeperLeaderElection(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	names := e.createManaged(t, "le", 4, podsim.ScenarioUnschedulable)
 	ageAtLeast(time.Second)
@@ -745,6 +763,7 @@ func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 // fails as cancelled with nothing to look for: no settle window, no search
 // for the pod.
 func TestIntegrationCancelBeforeTheCreateIsSentIsNotAmbiguous(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	var gets atomic.Int64
 	entered := make(chan struct{}, 1)
@@ -788,6 +807,7 @@ type sweepRound struct {
 // sweep fails with it instead of hanging for good while the replica keeps
 // renewing its Lease, and the next round sweeps once the LIST answers.
 func TestIntegrationStalledSweepListHasADeadline(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	names := e.createManaged(t, "stall", 2, podsim.ScenarioUnschedulable)
 	ageAtLeast(time.Second)
@@ -843,6 +863,7 @@ func TestIntegrationStalledSweepListHasADeadline(t *testing.T) {
 // leading: each request has a deadline, is retried, and once the Lease
 // answers again the replica leads and sweeps.
 func TestIntegrationSweeperLeaseRequestsHaveADeadline(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	leases := faultproxy.Match{Resource: "leases", Namespace: e.ns}
 	e.proxy.Stall(leases)
@@ -881,6 +902,7 @@ func TestIntegrationSweeperLeaseRequestsHaveADeadline(t *testing.T) {
 // namespace derive the same pod name for a key. A Stop without a UID by
 // one of them must not delete the other's pod.
 func TestIntegrationStopWithoutUIDOfAnotherInstancesPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	other := e.spawner(t, func(o *Options) { o.Instance = "it-other" })
 	res, err := other.Start(t.Context(), e.request("lena", ""))
@@ -896,6 +918,7 @@ func TestIntegrationStopWithoutUIDOfAnotherInstancesPod(t *testing.T) {
 // running pod's key fails with ErrAlreadyRunning; the running pod's events
 // stay in the event index.
 func TestIntegrationFailedStartKeepsTheRunningPodsEvents(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, nil)
 	res, err := e.sp.Start(t.Context(), e.request("mona", ""))
 	require.NoError(t, err)

@@ -69,6 +69,7 @@ func assertNoSecrets(t *testing.T, body []byte) {
 // as the API server returns it), the view has no environment, command,
 // volumes or last-applied copy, and keeps what spawners read.
 func TestPodViewServesNoSecrets(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	full, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), e.secretPod("jupyter-alice", userLabels).Name, metav1.GetOptions{})
 	require.NoError(t, err)
@@ -102,6 +103,7 @@ func TestPodViewServesNoSecrets(t *testing.T) {
 // or deletes pods answers 401 without it; health, status and metrics
 // (no pod data) stay open for probes and scrapers.
 func TestEveryPodRouteNeedsTheToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", userLabels)
 	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
@@ -129,6 +131,7 @@ func TestEveryPodRouteNeedsTheToken(t *testing.T) {
 // (the hub's own, say) gets 403 with outOfScope on every route, DELETE
 // included, and stays.
 func TestOutOfScopePodsAreNeverServedOrDeleted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	hub := e.secretPod("hub-7d9f", map[string]string{"component": "hub"})
 	e.pod("jupyter-alice", userLabels)
@@ -161,6 +164,7 @@ func TestOutOfScopePodsAreNeverServedOrDeleted(t *testing.T) {
 // TestMalformedNamesAre400: names the API server would reject are the
 // client's error, not a 503 (and never a 404 with a source).
 func TestMalformedNamesAre400(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Token: hardenToken})
 	s.waitReady()
@@ -191,6 +195,7 @@ func dialFrom(ip string) *http.Client {
 // TestEventStreamCaps: past the cap per client, or in all, a stream is
 // refused with 429 and Retry-After; a closed stream frees its slot.
 func TestEventStreamCaps(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", userLabels)
 	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Token: hardenToken, Streams: service.StreamLimits{Max: 2, PerClient: 1}})
@@ -227,6 +232,7 @@ func TestEventStreamCaps(t *testing.T) {
 // JSON) is refused on the real routes, DELETE and event streams
 // included, and deletes nothing; the hub's own requests pass.
 func TestCrossSiteRequestsAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", userLabels)
 	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
@@ -273,6 +279,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 // without the token, /readyz), has its connection closed within the
 // server's ReadTimeout instead of held forever.
 func TestUnsentBodyDoesNotHoldTheConnection(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", userLabels)
 	s := startSidecarWith(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken},
@@ -301,6 +308,7 @@ func TestUnsentBodyDoesNotHoldTheConnection(t *testing.T) {
 // TestRunRefusesWideListenWithoutToken: beyond loopback the pod routes
 // must be authenticated, so run refuses to start without --token-file.
 func TestRunRefusesWideListenWithoutToken(t *testing.T) {
+	t.Parallel()
 	kc := testcluster.KubeConfig(t, cluster.Config())
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
 		err := run(t.Context(), []string{"--kubeconfig=" + kc, "--listen=" + addr}, io.Discard)
@@ -313,6 +321,7 @@ func TestRunRefusesWideListenWithoutToken(t *testing.T) {
 // same machine) and a cross-site one, and with --token-file requires the
 // token for pods.
 func TestRunChecksHostAndAuthenticates(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", nil)
 	tokenFile := filepath.Join(t.TempDir(), "token")
@@ -356,6 +365,7 @@ func admits(t *testing.T, policy *networkingv1.NetworkPolicy, port int, podLabel
 // deployment.yaml and admits to the sidecar's port only the hub and
 // Prometheus, never a user pod; JupyterHub's own port stays reachable.
 func TestDeployNetworkPolicy(t *testing.T) {
+	t.Parallel()
 	objs := readManifests(t, "deploy/networkpolicy.yaml")
 	require.Len(t, objs, 1)
 	np, ok := objs[0].(*networkingv1.NetworkPolicy)

@@ -44,6 +44,7 @@ func readRBAC(t *testing.T, path string) rbacManifests {
 // works. Taking one permission away (watch) makes the sidecar say so:
 // not ready, with a reason that names the forbidden request.
 func TestDeployRBAC(t *testing.T) {
+	t.Parallel()
 	read := readRBAC(t, "deploy/rbac.yaml")
 	del := readRBAC(t, "deploy/rbac-delete.yaml")
 	require.NotNil(t, read.sa)

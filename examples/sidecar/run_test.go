@@ -25,6 +25,7 @@ import (
 )
 
 func TestParseFlags(t *testing.T) {
+	t.Parallel()
 	o, err := parseFlags(nil, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"default"}, o.namespaces.values)
@@ -61,6 +62,7 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestReadToken(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	tok, err := readToken("")
 	require.NoError(t, err)
@@ -89,6 +91,7 @@ func TestReadToken(t *testing.T) {
 // --failure-timeout, run returns an error (which main turns into exit
 // status 1) naming the cause.
 func TestRunReturnsErrorOnReflectorFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
@@ -109,6 +112,7 @@ func TestRunReturnsErrorOnReflectorFailure(t *testing.T) {
 // TestRunGracefulShutdown: when its context ends (SIGTERM), run shuts the
 // HTTP server down, closing open event streams, and returns nil.
 func TestRunGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pod := e.pod("jupyter-alice", nil)
 	addr := freeAddr(t)
@@ -191,6 +195,7 @@ func (b *syncBuffer) String() string {
 // TestProcessExitsNonZeroOnFailure: the real process exits with status 1
 // when its reflectors fail, so that Kubernetes restarts it.
 func TestProcessExitsNonZeroOnFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
@@ -205,6 +210,7 @@ func TestProcessExitsNonZeroOnFailure(t *testing.T) {
 
 // TestProcessExitsZeroOnSIGTERM: SIGTERM is a graceful shutdown, exit 0.
 func TestProcessExitsZeroOnSIGTERM(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	addr := freeAddr(t)
 	cmd, out := runChild(t, "--kubeconfig="+testcluster.KubeConfig(t, cluster.Config()), "--namespace="+e.ns, "--listen="+addr)

@@ -54,6 +54,7 @@ func names(pods []*corev1.Pod) []string {
 // TestReadEndpoints covers GET /pods/{ns}/{name}, GET /pods, /status,
 // /readyz, /livez and /metrics on a healthy sidecar.
 func TestReadEndpoints(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	alice := e.pod("jupyter-alice", map[string]string{"component": "singleuser-server", "tier": "gpu"})
 	e.pod("jupyter-bob", userLabels)
@@ -168,6 +169,7 @@ func mustRaw(t *testing.T, body []byte, key string) json.RawMessage {
 // TestBadPathsAndMethods: 404 and 405 with JSON bodies; without a token,
 // DELETE is not served at all.
 func TestBadPathsAndMethods(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", nil)
 	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}})
@@ -207,6 +209,7 @@ func TestBadPathsAndMethods(t *testing.T) {
 // constant time, never logged), always reaches the API server, honours a
 // UID precondition and reports a pod already gone.
 func TestDeleteAuthAndSemantics(t *testing.T) {
+	t.Parallel()
 	const token = "s3cret-token-value-0123456789"
 	e := newEnv(t)
 	alice := e.pod("jupyter-alice", nil)
@@ -294,6 +297,7 @@ func TestDeleteAuthAndSemantics(t *testing.T) {
 // watch goes silent while its connection stays open. The sidecar must
 // stop claiming readiness and keep answering from the API server.
 func TestStalledWatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("before", userLabels)
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
@@ -354,6 +358,7 @@ func TestStalledWatch(t *testing.T) {
 // TestEventsStreamWithSimulator streams a simulated pod start (scheduler
 // and kubelet events) and ends when the pod is gone.
 func TestEventsStreamWithSimulator(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	sim, err := podsim.Start(t.Context(), e.direct, podsim.Options{})
 	require.NoError(t, err)
@@ -412,6 +417,7 @@ func TestEventsStreamWithSimulator(t *testing.T) {
 // TestEventsStreamIsPerUID: events of an earlier pod with the same name are
 // never shown; the stream ends on client disconnect; errors are JSON.
 func TestEventsStreamIsPerUID(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}})
 	s.waitReady()
@@ -497,6 +503,7 @@ func TestEventsStreamIsPerUID(t *testing.T) {
 // reflector's slim pod view, from the cache and from the API server alike:
 // images, ports and status, never the environment (which holds tokens).
 func TestPodResponsesAreTheSlimView(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	require.NoError(t, benchpod.Create(t.Context(), e.direct, e.ns, 0, 1, 1, nil))
 	outside := benchpod.Pod(e.ns, 1)

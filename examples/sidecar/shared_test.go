@@ -22,6 +22,7 @@ import (
 // pod and event caches in one process, on one factory, share one pod
 // watch and one event watch for their scope, counted at the proxy.
 func TestOneWatchPerScopeForTheWholeProcess(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
 	require.NoError(t, err)
