@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubespawn/kubespawn/examples/internal/service"
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/spawner"
@@ -56,6 +57,35 @@ func TestEveryUserRouteNeedsTheToken(t *testing.T) {
 	}
 	d.startUser("alice") // with the token
 	d.stopUser("alice")
+}
+
+// TestCrossSiteRequestsAreRefused: what a web page can make a browser
+// send to a loopback spawner, a CORS-simple POST ("no-cors", text/plain),
+// is refused before the handler runs: 403 for its Origin and
+// Sec-Fetch-Site, 415 for its Content-Type when it carries neither. No
+// pod is created, on the API server or in the table.
+func TestCrossSiteRequestsAreRefused(t *testing.T) {
+	e := newEnv(t)
+	d := e.start(e.config(nil))
+	const body = `{"image":"attacker.example/x"}`
+	post := func(h http.Header) (int, []byte) {
+		code, _, b := servicetest.Do(t, http.MethodPost, d.url+"/users/mallory/server", strings.NewReader(body), h)
+		return code, b
+	}
+	code, b := post(http.Header{
+		"Origin":         {"https://attacker.example"},
+		"Sec-Fetch-Site": {"cross-site"},
+		"Content-Type":   {"text/plain"},
+	})
+	assert.Equal(t, http.StatusForbidden, code, "%s", b)
+	code, b = post(http.Header{"Content-Type": {"text/plain"}})
+	assert.Equal(t, http.StatusUnsupportedMediaType, code, "%s", b)
+
+	assert.Nil(t, e.pod(e.podName("mallory")), "no pod for a cross-site request")
+	pods, err := e.direct.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Empty(t, pods.Items, "no pod at all in the namespace")
+	assert.Empty(t, d.known().Pods)
 }
 
 // TestPollDeletesATerminatedPod: a pod that terminated on its own (here:
@@ -234,4 +264,9 @@ func TestRunRefusesWideListenWithoutTokenAndChecksHost(t *testing.T) {
 	assert.Equal(t, http.StatusUnauthorized, get(addr, "/known-pods", nil))
 	assert.Equal(t, http.StatusOK, get(addr, "/known-pods", bearer))
 	assert.Equal(t, http.StatusOK, get("localhost", "/known-pods", bearer))
+	// A page on another site gets nothing, even from a browser that holds
+	// the token.
+	assert.Equal(t, http.StatusForbidden, get(addr, "/known-pods", http.Header{
+		"Authorization": {"Bearer " + testToken}, "Origin": {"http://attacker.example"},
+	}))
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
@@ -85,7 +85,8 @@ func (e *env) pod(name string) *corev1.Pod {
 	return p
 }
 
-// demo is a Server under test behind an httptest server.
+// demo is a Server under test behind an httptest server that serves it as
+// run() does (servicetest.NewServer).
 type demo struct {
 	t   *testing.T
 	srv *Server
@@ -139,7 +140,9 @@ func (e *env) startNoWait(cfg Config) *demo {
 	srv, err := newServer(e.t.Context(), cfg)
 	require.NoError(e.t, err)
 	srv.Start()
-	ts := httptest.NewServer(srv.Handler())
+	// Behind the program's own http.Server: its Host, cross-site and
+	// Content-Type checks and its timeouts, as clients of run() see them.
+	ts := servicetest.NewServer(srv.Handler(), service.ServerOptions{})
 	var once sync.Once
 	closeAll := func() {
 		once.Do(func() {
