@@ -1,3 +1,5 @@
+//go:build integration
+
 package reflector_test
 
 // Go benchmarks of the read path on the real control plane, with realistic

@@ -56,13 +56,21 @@
 //     nothing changed. A change the server has and the cache lacks a grace
 //     later (ProbeInterval/2, between 1s and 2s) means the main watch is
 //     stalled. A probe the server does not close by the probe deadline
-//     while the main watch is silent means every watch hangs.
+//     while the main watch is silent means every watch hangs. A probe
+//     whose connection is cut before the server closes it (a reset, an
+//     API server restart) proves nothing and counts as failed (with
+//     [NewFactory]'s transports; a client given to [NewFactoryForClient]
+//     cannot tell a cut from the server's close).
 //   - Canaries. [PodCache.ExpectWrite] tells the cache that the server has
 //     reached a version of an object in scope (the spawner reports each of
 //     its creates and deletes). A cache that has not reached it within
 //     CanaryWindow probes at once, and that probe knows what the server's
 //     replay must contain, so it needs no grace: a write the watch misses
-//     is found about CanaryWindow plus a second after it.
+//     is found about CanaryWindow plus a second after it. A canary is
+//     satisfied only by the cache reaching its version: a replay that
+//     reaches it while the cache lacks it, or that the server ends without
+//     it (a watch cache lagging behind the write), is a stall; a probe
+//     that fails leaves it pending, and every later probe expects it.
 //   - An idle watch: no event, not even a bookmark, for IdleTimeout.
 //   - The drift audit: every AuditInterval, a metadata-only, paginated
 //     list of the scope is compared with the cache by UID and
@@ -74,8 +82,11 @@
 // StallTimeout, in practice in 6 to 8 seconds; after a write reported with
 // ExpectWrite, within about 2 seconds. Recovery from a stall, an idle
 // watch or drift is a forced relist through client-go's own 410 path,
-// after closing the cache's connections; after a stall or an idle watch it
-// is a plain LIST (a WatchList would go through the suspect watch path).
+// after closing the cache's connections: a plain LIST (a WatchList would
+// go through the suspect watch path) and a consistent read
+// (resourceVersion "", not the last synced version, which the API server
+// may answer from the same watch cache that lags). A paginated relist is
+// one relist, counted once with its reason.
 //
 // # Deadlines
 //
@@ -90,36 +101,46 @@
 // and one that clears it, evaluated by the monitor of each namespace's
 // shard. The state follows from them: starting until the initial list is
 // stored (for at most StallTimeout); synced with no problem; degraded with
-// any; failed once the oldest active problem has lasted FailureTimeout, at
-// which point OnFailure is called (recovery goes on, and a cache that
-// recovers is synced again without a restart of the process); stopped
-// after the factory's lifetime.
+// any; failed once the oldest active problem other than probes_failing
+// has lasted FailureTimeout, at which point OnFailure is called (recovery
+// goes on, and a cache that recovers is synced again without a restart of
+// the process); stopped after the factory's lifetime. probes_failing
+// alone degrades the cache, however long it lasts, and never makes it
+// failed nor calls OnFailure.
 //
 //	problem           set when                                          cleared when
 //	not_synced        the initial list is not stored StallTimeout       the initial list is stored
 //	                  after Start
 //	stall             a probe finds changes the cache lacks past the    the forced relist has completed, a
-//	                  grace (a canary's probe: at once); or a probe    main watch has opened since, and a
-//	                  passes its deadline while the main watch is       probe begun after it opened
-//	                  silent                                            confirms the cache fresh
+//	                  grace (a canary's probe: at once); a canary's     main watch has opened since, and a
+//	                  probe ends without the canary's version while     probe begun after it opened (or a
+//	                  the cache lacks it; or a probe passes its         clean audit begun after it)
+//	                  deadline while the main watch is silent           confirms the cache fresh
 //	idle              the open main watch delivers nothing for          as for stall
 //	                  IdleTimeout
 //	drift             the audit finds differences twice, a settle       as for stall
 //	                  apart, with the server's copy unchanged
-//	probes_failing    probes have failed (errors, 429, 5xx, deadline    a probe succeeds
-//	                  passed while the main watch is active) for
-//	                  StallTimeout
-//	list_watch_error  the main list or watch request fails, or the     a main watch opens
+//	probes_failing    probes have failed (errors, 429, 5xx, deadline    a probe is answered (fresh, or 410
+//	                  passed while the main watch is active) for        Expired), or a restart (stall,
+//	                  StallTimeout; never makes the cache failed        idle, drift) begins
+//	list_watch_error  the main list or watch request fails, or the      a main watch opens
 //	                  watch reports an error
-//	hung_request      a LIST, a watch's response headers or a          a request of the same kind succeeds
+//	hung_request      a LIST, a watch's response headers or a           a request of the same kind succeeds
 //	                  WatchList's initial events pass their deadline
 //
 // Stall, idle and drift restart the watch; the others only report:
 // client-go retries a failed list or watch by itself, and failing probes
 // while the main watch delivers are no reason to distrust the cache (API
 // priority and fairness answering 429 to new requests, say), so they
-// degrade it but never call for a restart. Without probing (ProbeInterval
-// < 0) stall, idle and drift clear once the relist's watch has opened.
+// degrade it but never call for a restart, of the watch or of the
+// process. What failing probes cannot see is left to the rules that can:
+// a main watch dead behind them is idle after IdleTimeout; a stall a
+// canary found, or an idle watch, is not cleared while neither a probe
+// nor a clean audit confirms the recovery; a hung or failing list fails
+// too. Each of those reaches
+// failed FailureTimeout after it was set, whatever the probes did before.
+// Without probing (ProbeInterval < 0) stall, idle and drift clear once the
+// relist's watch has opened.
 //
 // Not guaranteed: that the cache is never behind. It can lag by up to
 // StallTimeout before a stall is found; that is why absence and health are

@@ -97,7 +97,8 @@ func NewFactory(cfg *rest.Config, opts Options) (*Factory, error) {
 // own client. Such a factory cannot cut connections: when a watch stalls,
 // its request is cancelled (which closes an HTTP/1.1 connection) but a
 // dead HTTP/2 connection stays in client's pool until client-go's HTTP/2
-// health check (about 45 s) closes it. Prefer NewFactory.
+// health check (about 45 s) closes it; nor can its probes tell a cut
+// connection from the server's close of their watch. Prefer NewFactory.
 func NewFactoryForClient(client kubernetes.Interface, opts Options) (*Factory, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: nil client", ErrInvalidOptions)
@@ -134,6 +135,8 @@ func (f *Factory) cacheClient() (kubernetes.Interface, func(), error) {
 	cfg := rest.CopyConfig(f.cfg)
 	dialer := connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
 	cfg.Dial = dialer.DialContext
+	// Probes need to tell a server's close of their watch from a cut.
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return streamEndTransport{rt} })
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidOptions, err)

@@ -2,7 +2,9 @@ package reflector_test
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,13 +40,20 @@ type fakeServer struct {
 	stalled bool
 	held    []watch.Event
 
-	// probe decides how probe watches answer.
-	probe probeMode
+	// probe decides how probe watches answer; probeNext, if not empty,
+	// how the next ones do (one each, before probe applies again).
+	probe     probeMode
+	probeNext []probeMode
 	// listErr fails lists; listHang blocks them until release is closed.
 	listErr  error
 	listHang chan struct{}
+	// pageSize > 0 makes lists that ask for a limit paginated by at most
+	// pageSize objects (a server may return fewer than the limit).
+	pageSize int
 	// watchErr fails main watch requests.
 	watchErr error
+	// listOpts records the options of every list request (page).
+	listOpts []metav1.ListOptions
 	// counters
 	lists, mainWatchOpens, probesSeen int
 }
@@ -55,6 +64,7 @@ const (
 	probeReplay probeMode = iota // replay the changes since the probe's RV, then close: a real server
 	probeHang                    // headers, then nothing, never closed
 	probeRefuse                  // 429 with Retry-After
+	probeEmpty                   // closed at once with nothing replayed: a watch cache that lags behind a write, or events lost on the way
 )
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -66,9 +76,11 @@ func newFakeServer(t *testing.T) *fakeServer {
 }
 
 func (f *fakeServer) list(a k8stesting.Action) (bool, runtime.Object, error) {
+	opts := a.(k8stesting.ListActionImpl).GetListOptions()
 	f.mu.Lock()
 	hang, err := f.listHang, f.listErr
 	f.lists++
+	f.listOpts = append(f.listOpts, opts)
 	f.mu.Unlock()
 	if hang != nil {
 		<-hang
@@ -81,12 +93,38 @@ func (f *fakeServer) list(a k8stesting.Action) (bool, runtime.Object, error) {
 	defer f.mu.Unlock()
 	ns := a.GetNamespace()
 	out := &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: strconv.Itoa(f.rv)}}
-	for _, p := range f.pods {
+	var keys []string
+	for key, p := range f.pods {
 		if ns == "" || p.Namespace == ns {
-			out.Items = append(out.Items, *p.DeepCopy())
+			keys = append(keys, key)
 		}
 	}
+	slices.Sort(keys)
+	if f.pageSize > 0 && opts.Limit > 0 {
+		// The continue token is "<list resourceVersion>/<offset>".
+		from := 0
+		if opts.Continue != "" {
+			rv, off, _ := strings.Cut(opts.Continue, "/")
+			out.ResourceVersion = rv
+			from, _ = strconv.Atoi(off)
+		}
+		to := min(from+min(f.pageSize, int(opts.Limit)), len(keys))
+		if to < len(keys) {
+			out.Continue = out.ResourceVersion + "/" + strconv.Itoa(to)
+		}
+		keys = keys[min(from, len(keys)):to]
+	}
+	for _, key := range keys {
+		out.Items = append(out.Items, *f.pods[key].DeepCopy())
+	}
 	return true, out, nil
+}
+
+// listed returns the options of the list requests since the n-th.
+func (f *fakeServer) listed(n int) []metav1.ListOptions {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.listOpts[min(n, len(f.listOpts)):])
 }
 
 func (f *fakeServer) get(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -105,11 +143,19 @@ func (f *fakeServer) watch(a k8stesting.Action) (bool, watch.Interface, error) {
 	defer f.mu.Unlock()
 	if opts.TimeoutSeconds != nil && *opts.TimeoutSeconds == 1 {
 		f.probesSeen++
-		switch f.probe {
+		mode := f.probe
+		if len(f.probeNext) > 0 {
+			mode, f.probeNext = f.probeNext[0], f.probeNext[1:]
+		}
+		switch mode {
 		case probeRefuse:
 			return true, nil, apierrors.NewTooManyRequests("priority and fairness", 1)
 		case probeHang:
 			return true, watch.NewRaceFreeFake(), nil
+		case probeEmpty:
+			w := watch.NewFake()
+			w.Stop() // the server's timeoutSeconds, before the client's timers
+			return true, w, nil
 		}
 		since, _ := strconv.Atoi(opts.ResourceVersion)
 		w := watch.NewFakeWithChanSize(len(f.pods)+1, false)
@@ -213,9 +259,14 @@ type harness struct {
 	fails chan reflector.Status
 }
 
-func newHarness(t *testing.T, opts reflector.Options) *harness {
+// newHarness starts a factory on a new fake server, after the setup
+// functions have prepared the server.
+func newHarness(t *testing.T, opts reflector.Options, setup ...func(*fakeServer)) *harness {
 	t.Helper()
 	h := &harness{t: t, srv: newFakeServer(t), clk: clocktesting.NewFakeClock(time.Now()), fails: make(chan reflector.Status, 16)}
+	for _, fn := range setup {
+		fn(h.srv)
+	}
 	opts.Clock = h.clk
 	opts.OnFailure = func(st reflector.Status) { h.fails <- st }
 	var err error
@@ -256,6 +307,45 @@ func (h *harness) until(by, maxFake time.Duration, cond func() bool, msg string,
 		}
 		h.clk.Step(by)
 	}
+}
+
+// untilBusy is until with the main watch kept busy: a change to pod
+// ns/busy before each step.
+func (h *harness) untilBusy(by, maxFake time.Duration, cond func() bool, msg string, args ...any) {
+	h.t.Helper()
+	i := 0
+	h.until(by, maxFake, func() bool {
+		if cond() {
+			return true
+		}
+		if i%50 == 0 { // once per step of until
+			h.srv.put("ns", "busy", map[string]string{"n": strconv.Itoa(i)})
+		}
+		i++
+		return false
+	}, msg, args...)
+}
+
+// relisted waits, in real time, until the cache has relisted n times for
+// reason: client-go's reflector backs off on the real clock before it
+// relists, so stepping the fake clock would not hasten it. It asks Status,
+// never the cache: a reader's fallback LIST would be recorded by the fake
+// server among the relist's.
+func (h *harness) relisted(reason reflector.RelistReason, n int) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool { return h.pods.Status().Relists[reason] >= n }, 30*time.Second, 5*time.Millisecond,
+		"%d %s relist(s): %+v", n, reason, h.pods.Status())
+	require.Equal(h.t, n, h.pods.Status().Relists[reason])
+}
+
+// reason is the reason of active problem p ("" if not active).
+func (h *harness) reason(p reflector.Problem) string {
+	for _, ps := range h.pods.Status().Problems {
+		if ps.Problem == p {
+			return ps.Reason
+		}
+	}
+	return ""
 }
 
 func (h *harness) has(p reflector.Problem) bool {

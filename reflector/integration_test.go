@@ -1,7 +1,10 @@
+//go:build integration
+
 package reflector_test
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -296,6 +299,41 @@ func TestDeadStreamIsFoundByProbe(t *testing.T) {
 		return pods.State() == reflector.StateSynced && hasNew && !hasGone
 	}, 30*time.Second, 50*time.Millisecond, "healed by itself: %+v", pods.Status())
 	assert.Equal(t, 1, pods.Status().Relists[reflector.RelistStall])
+}
+
+// TestForcedRelistIsAConsistentRead: the relist forced by a stall asks
+// for resourceVersion "" (a consistent read), not for the cache's last
+// version, which the API server answers from the same watch cache that
+// may be what lags; client-go's own relists are left as they are.
+func TestForcedRelistIsAConsistentRead(t *testing.T) {
+	e := newEnv(t)
+	e.pod("a", nil)
+	pods := e.start(reflector.Options{}, reflector.Scope{})
+	waitSynced(t, pods)
+	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns, MinTimeout: time.Minute}
+	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+	stalledAt := time.Now()
+	require.Equal(t, 1, e.proxy.StallOpen(m))
+	e.pod("new", nil)
+	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapStall] > 0 }, 20*time.Second, 20*time.Millisecond, "stall detected")
+	var relist faultproxy.Record
+	require.Eventually(t, func() bool {
+		for _, rec := range e.proxy.Records() {
+			if rec.Verb == faultproxy.VerbList && rec.Resource == "pods" && rec.Namespace == e.ns && rec.Start.After(stalledAt) && rec.Status == 200 {
+				relist = rec
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "the stall's relist")
+	q, err := url.ParseQuery(relist.RawQuery)
+	require.NoError(t, err)
+	assert.Empty(t, q.Get("resourceVersion"), "a consistent read: %s", relist.RawQuery)
+	assert.Empty(t, q.Get("resourceVersionMatch"), relist.RawQuery)
+	require.Eventually(t, func() bool {
+		_, ok := cached(pods, e.ns, "new")
+		return ok && pods.State() == reflector.StateSynced
+	}, 30*time.Second, 50*time.Millisecond, "healed: %+v", pods.Status())
 }
 
 // TestCanaryFindsAStallAfterAWrite: with probes far apart, a write

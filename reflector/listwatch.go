@@ -49,6 +49,15 @@ type listWatcher[T object] struct {
 	// WatchList: after a stall the watch path is suspect, and a WatchList
 	// through it would hang until its deadline before client-go falls back.
 	plainList bool
+	// consistentUpTo: the relists that pay the forced relists up to this
+	// one list with resourceVersion "", a consistent read. client-go
+	// relists at the last synced version, which the API server may answer
+	// from the very watch cache that lags behind the changes the watch
+	// missed.
+	consistentUpTo int
+	// listing is the relist whose pages are being listed (client-go's
+	// pager calls List once per page).
+	listing *relistTicket
 }
 
 // initialEventsPerDeadline is how many initial events of a WatchList earn
@@ -77,12 +86,16 @@ func (lw *listWatcher[T]) labelLocked(reason RelistReason) {
 }
 
 // forceRelist makes the informer relist for reason, now if a watch is
-// open, else at its next watch request. It returns at once.
-func (lw *listWatcher[T]) forceRelist(reason RelistReason, plainList bool) {
+// open, else at its next watch request; plainList: with a plain LIST;
+// consistent: a consistent read. It returns at once.
+func (lw *listWatcher[T]) forceRelist(reason RelistReason, plainList, consistent bool) {
 	lw.mu.Lock()
 	lw.wanted++
 	lw.labelLocked(reason)
 	lw.plainList = lw.plainList || plainList
+	if consistent {
+		lw.consistentUpTo = lw.wanted
+	}
 	cur := lw.current
 	lw.mu.Unlock()
 	if cur != nil {
@@ -141,13 +154,33 @@ func (lw *listWatcher[T]) List(opts metav1.ListOptions) (runtime.Object, error) 
 	return lw.ListWithContext(context.Background(), opts)
 }
 
+// ListWithContext lists one page. A relist is its pages, from the first
+// (no continue token) to the one without a continue token: it is begun
+// and counted once.
 func (lw *listWatcher[T]) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	s := lw.s
 	lw.applyScope(&opts)
-	ticket := lw.beginRelist()
-	lw.mu.Lock()
-	lw.plainList = false // this is the plain list
-	lw.mu.Unlock()
+	var ticket relistTicket
+	if opts.Continue == "" {
+		ticket = lw.beginRelist()
+		lw.mu.Lock()
+		lw.plainList = false // this is the plain list
+		lw.listing = &ticket
+		if lw.consistentUpTo > lw.done {
+			// A forced relist: past whatever made the watch miss changes,
+			// the API server's watch cache included.
+			opts.ResourceVersion, opts.ResourceVersionMatch = "", ""
+		}
+		lw.mu.Unlock()
+	} else {
+		lw.mu.Lock()
+		if lw.listing != nil {
+			ticket = *lw.listing
+		} else { // cannot happen: client-go's pager begins with a first page
+			ticket = relistTicket{paid: lw.done, seq: lw.begun, reason: RelistError}
+		}
+		lw.mu.Unlock()
+	}
 	var hung atomic.Bool
 	lctx, cancel := withDeadlineFunc(ctx, s.c.opts.Clock, s.c.opts.listDeadline(), func() {
 		hung.Store(true)
@@ -163,13 +196,17 @@ func (lw *listWatcher[T]) ListWithContext(ctx context.Context, opts metav1.ListO
 	case err != nil && ctx.Err() == nil:
 		s.onListWatchError(err)
 	}
-	lw.endRelist(ticket, err == nil)
+	last := err != nil || !hasContinue(obj)
+	if last {
+		lw.mu.Lock()
+		lw.listing = nil
+		lw.mu.Unlock()
+		lw.endRelist(ticket, err == nil)
+	}
 	if err != nil {
 		return nil, err
 	}
-	// A list continues a paginated relist or ends it; either way the
-	// server answered.
-	if opts.Continue == "" || !hasContinue(obj) {
+	if last {
 		s.onRelisted(false)
 	}
 	return obj, nil
@@ -253,7 +290,7 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 				return
 			}
 			s.onHung(requestWatchList)
-			lw.forceRelist(ticket.reason, true)
+			lw.forceRelist(ticket.reason, true, false)
 		}
 		tw.initialDeadline = s.c.opts.Clock.Now().Add(s.c.opts.listDeadline())
 		tw.initialTimer = afterFunc(s.c.opts.Clock, s.c.opts.listDeadline(), cut)

@@ -23,6 +23,7 @@ import (
 // applied to that request (issue: it used to be sent to the dead watch and
 // lost).
 func TestForcedRelistAfterNaturalCloseIsApplied(t *testing.T) {
+	t.Parallel()
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}})
 	server := watch.NewRaceFreeFake()
 	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) { return true, server, nil })
@@ -43,7 +44,7 @@ func TestForcedRelistAfterNaturalCloseIsApplied(t *testing.T) {
 		return lw.current == nil
 	}, 5*time.Second, time.Millisecond, "an ended watch is no longer current")
 
-	lw.forceRelist(RelistDrift, false) // between the close and the re-watch
+	lw.forceRelist(RelistDrift, false, false) // between the close and the re-watch
 
 	_, err = lw.WatchWithContext(t.Context(), metav1.ListOptions{})
 	require.True(t, apierrors.IsResourceExpired(err), "the next watch request pays the relist: %v", err)
@@ -62,6 +63,7 @@ func TestForcedRelistAfterNaturalCloseIsApplied(t *testing.T) {
 // TestForcedRelistDuringWatchOpen: a relist forced while a watch request
 // is in flight expires that watch as soon as it opens.
 func TestForcedRelistDuringWatchOpen(t *testing.T) {
+	t.Parallel()
 	client := fake.NewClientset()
 	opened := make(chan struct{})
 	proceed := make(chan struct{})
@@ -85,7 +87,7 @@ func TestForcedRelistDuringWatchOpen(t *testing.T) {
 		done <- res{w, err}
 	}()
 	<-opened
-	lw.forceRelist(RelistStall, true)
+	lw.forceRelist(RelistStall, true, false)
 	close(proceed)
 	r := <-done
 	require.NoError(t, r.err)
@@ -100,6 +102,7 @@ func TestForcedRelistDuringWatchOpen(t *testing.T) {
 // received: a large state streaming steadily is not cut and relisted
 // from scratch; the bound still holds.
 func TestWatchListDeadlineGrowsWithTheState(t *testing.T) {
+	t.Parallel()
 	clk := clocktesting.NewFakeClock(time.Now())
 	client := fake.NewClientset()
 	server := watch.NewRaceFreeFake()
@@ -162,6 +165,7 @@ func TestWatchListDeadlineGrowsWithTheState(t *testing.T) {
 // the relist that finally succeeded was labelled by a stale reason rather
 // than "expired").
 func TestRelistAfterRepeated410IsLabelledExpired(t *testing.T) {
+	t.Parallel()
 	client := fake.NewClientset()
 	servers := []*watch.RaceFreeFakeWatcher{watch.NewRaceFreeFake(), watch.NewRaceFreeFake(), watch.NewRaceFreeFake()}
 	n := 0

@@ -193,22 +193,34 @@ func (s *shard[T]) restart(now time.Time, p Problem, gap Gap, reason RelistReaso
 		s.c.closeConns()
 	}
 	// Always a plain LIST: whatever made the watch miss changes may hang a
-	// WatchList through the same path.
-	s.lw.forceRelist(reason, true)
+	// WatchList through the same path; and a consistent read, which no
+	// lagging watch cache answers.
+	s.lw.forceRelist(reason, true, true)
 }
 
 // computeState derives the shard's state from its problems. Before the
 // initial list the shard is starting, whatever the errors, until
 // not_synced is set StallTimeout after the start; not_synced alone then
 // decides. After it: synced without problems, else degraded, failed once
-// the oldest problem has lasted FailureTimeout.
+// the oldest problem other than probes_failing has lasted FailureTimeout.
+// Failing probes alone never fail the cache, however long they last: the
+// main watch may be delivering all along, and what they cannot prove is
+// left to the rules that can (idle, the audit, canaries, hung requests).
 func (s *shard[T]) computeState(now time.Time, synced bool) {
 	s.mu.Lock()
 	state, reason := StateSynced, ""
-	var earliest time.Time
+	var earliest, failing time.Time
+	failReason := ""
 	for _, p := range problems {
-		if cond, ok := s.problems[p]; ok && (synced || p == ProblemNotSynced) && (earliest.IsZero() || cond.since.Before(earliest)) {
+		cond, ok := s.problems[p]
+		if !ok || !(synced || p == ProblemNotSynced) {
+			continue
+		}
+		if earliest.IsZero() || cond.since.Before(earliest) {
 			earliest, reason = cond.since, cond.reason
+		}
+		if p != ProblemProbesFailing && (failing.IsZero() || cond.since.Before(failing)) {
+			failing, failReason = cond.since, cond.reason
 		}
 	}
 	switch {
@@ -218,9 +230,9 @@ func (s *shard[T]) computeState(now time.Time, synced bool) {
 			reason += ": " + s.listErr.Error()
 		}
 	case earliest.IsZero():
-	case now.Sub(earliest) >= s.c.opts.FailureTimeout:
+	case !failing.IsZero() && now.Sub(failing) >= s.c.opts.FailureTimeout:
 		state = StateFailed
-		reason = fmt.Sprintf("not recovered for %s: %s", now.Sub(earliest).Round(time.Second), reason)
+		reason = fmt.Sprintf("not recovered for %s: %s", now.Sub(failing).Round(time.Second), failReason)
 	default:
 		state = StateDegraded
 	}
@@ -250,8 +262,10 @@ func (s *shard[T]) nextWake(now time.Time) time.Time {
 	if !synced {
 		at(s.c.startedAt.Add(o.StallTimeout))
 	}
-	for _, cond := range s.problems {
-		at(cond.since.Add(o.FailureTimeout))
+	for p, cond := range s.problems {
+		if p != ProblemProbesFailing { // never fails (computeState)
+			at(cond.since.Add(o.FailureTimeout))
+		}
 	}
 	if !s.probeFailingSince.IsZero() {
 		at(s.probeFailingSince.Add(o.StallTimeout))
@@ -262,7 +276,9 @@ func (s *shard[T]) nextWake(now time.Time) time.Time {
 	if synced && !s.restartPendingLocked() {
 		if !s.probeRunning {
 			for _, cn := range s.canaries {
-				at(cn.due)
+				if !cn.probed {
+					at(cn.due)
+				}
 			}
 			if o.ProbeInterval > 0 {
 				at(s.lastProbeStart.Add(o.ProbeInterval))
@@ -293,22 +309,28 @@ func (s *shard[T]) scheduleWorkers(ctx context.Context, now time.Time) {
 		s.lastAuditStart = now // the first audit is one interval after the sync
 	}
 	cacheRV := s.informer.LastSyncResourceVersion()
-	// Canaries the cache has reached are done; those past due call for a
-	// probe that expects their version.
+	// A canary is done only once the cache has reached its version. One
+	// past due calls for a probe at once, the first time; until the cache
+	// reaches it, every later probe expects its version too (a probe that
+	// was refused, or whose replay lacked it, has not satisfied it).
 	pending := s.restartPendingLocked()
-	expectRV := ""
+	expectRV, canaryDue := "", false
 	kept := s.canaries[:0]
 	for _, cn := range s.canaries {
-		switch {
-		case rvAtLeast(cacheRV, cn.rv):
+		if rvAtLeast(cacheRV, cn.rv) {
 			s.c.stats.canary("met")
-		case !now.Before(cn.due) && !s.probeRunning && !pending:
-			expectRV = maxRV(expectRV, cn.rv)
-			s.c.stats.canary("probed")
-		default:
-			kept = append(kept, cn)
+			continue
 		}
+		if !now.Before(cn.due) && !s.probeRunning && !pending {
+			expectRV = maxRV(expectRV, cn.rv)
+			if !cn.probed {
+				cn.probed, canaryDue = true, true
+				s.c.stats.canary("probed")
+			}
+		}
+		kept = append(kept, cn)
 	}
+	clear(s.canaries[len(kept):])
 	s.canaries = kept
 	// After a forced relist, confirm recovery at once.
 	recovering := false
@@ -318,7 +340,7 @@ func (s *shard[T]) scheduleWorkers(ctx context.Context, now time.Time) {
 		}
 	}
 	probe := o.ProbeInterval > 0 && !s.probeRunning && !pending &&
-		(expectRV != "" || s.probeWanted || recovering || !now.Before(s.lastProbeStart.Add(o.ProbeInterval)))
+		(canaryDue || s.probeWanted || recovering || !now.Before(s.lastProbeStart.Add(o.ProbeInterval)))
 	if probe {
 		s.probeRunning, s.probeWanted, s.lastProbeStart = true, false, now
 	}

@@ -100,7 +100,8 @@ type Options struct {
 	// metadata-only list of the server. Default 5m. Negative disables.
 	AuditInterval time.Duration
 	// FailureTimeout is how long a problem may last before the state
-	// becomes failed and OnFailure is called. Default 2m; at least
+	// becomes failed and OnFailure is called. Failing probes alone never
+	// make it failed, however long they last. Default 2m; at least
 	// StallTimeout.
 	FailureTimeout time.Duration
 	// HandlerStallThreshold: an event handler inside one call for longer is

@@ -59,8 +59,9 @@ func (probeResult) isResult() {}
 // means the watch is stalled. A probe the server does not close by the
 // probe deadline means the watch path may hang. expectRV, for a canary, is
 // a version the server is known to hold in scope: no grace is given (the
-// canary's window was one), and a replay that lacks it canaryReplayTimeout
-// after the response headers counts as hung.
+// canary's window was one); a replay that lacks it canaryReplayTimeout
+// after the response headers counts as hung, and one that the server ends
+// without it, while the cache lacks it too, as stale.
 func (s *shard[T]) runProbe(ctx context.Context, started time.Time, cacheRV, expectRV string) probeResult {
 	r := probeResult{started: started}
 	if cacheRV == "" || cacheRV == "0" {
@@ -68,6 +69,17 @@ func (s *shard[T]) runProbe(ctx context.Context, started time.Time, cacheRV, exp
 	}
 	o := s.c.opts
 	r.outcome, r.newest, r.err = s.probeWatch(ctx, cacheRV, expectRV)
+	if r.outcome == probeOK && expectRV != "" && !rvAtLeast(r.newest, expectRV) {
+		// The server ended the replay (its timeoutSeconds) without the
+		// version it had acknowledged: the watch path it serves watches
+		// from lags or lost it. Only the cache reaching it satisfies the
+		// canary now.
+		if current := s.informer.LastSyncResourceVersion(); !rvAtLeast(current, expectRV) {
+			r.outcome = probeStale
+			r.err = fmt.Errorf("watch stalled: the server's replay from resourceVersion %s ended without resourceVersion %s, which it had acknowledged, and the cache (at %s) has not received it", cacheRV, expectRV, current)
+			return r
+		}
+	}
 	if r.outcome != probeOK || r.newest == "" || rvAtLeast(s.informer.LastSyncResourceVersion(), r.newest) {
 		return r
 	}
@@ -118,6 +130,8 @@ func (s *shard[T]) probeWatch(ctx context.Context, rv, expectRV string) (probeOu
 	deadline := o.probeDeadline()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	end := &streamEnd{}
+	ctx = withStreamEnd(ctx, end)
 	var late atomic.Bool
 	headers := afterFunc(o.Clock, deadline, func() { late.Store(true); cancel() })
 	timeout := int64(probeServerTimeout / time.Second)
@@ -155,6 +169,11 @@ func (s *shard[T]) probeWatch(ctx context.Context, rv, expectRV string) (probeOu
 			if !ok {
 				if late.Load() {
 					return probeHung, "", fmt.Errorf("a probe watch was not closed by the server within %s of its response", deadline)
+				}
+				if cut, err := end.cut(); cut {
+					// Not the server's close: the replay may have been cut
+					// short, and proves nothing either way.
+					return probeFailed, "", fmt.Errorf("a probe watch was cut before the server closed it: %w", err)
 				}
 				return probeOK, newest, nil
 			}

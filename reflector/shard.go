@@ -86,11 +86,13 @@ const (
 )
 
 // canary is a write the cache must see: the server reached rv (for key)
-// and the cache should have too by due.
+// and the cache should have too by due. probed: a probe has been started
+// for it; later ones carry it without being started for it.
 type canary struct {
-	key string
-	rv  string
-	due time.Time
+	key    string
+	rv     string
+	due    time.Time
+	probed bool
 }
 
 // maxCanaries bounds the pending canaries; beyond it, the newest are
@@ -215,7 +217,7 @@ func (s *shard[T]) expect(key, rv string) {
 	s.serverRV = maxRV(s.serverRV, rv)
 	if n := len(s.canaries); n >= maxCanaries {
 		last := &s.canaries[n-1]
-		last.rv, last.due, last.key = maxRV(last.rv, rv), due, key
+		last.rv, last.due, last.key, last.probed = maxRV(last.rv, rv), due, key, false
 	} else {
 		s.canaries = append(s.canaries, canary{key: key, rv: rv, due: due})
 	}

@@ -64,6 +64,7 @@ func selectable(p *corev1.Pod) fields.Set {
 }
 
 func TestSlimPodIsIdempotent(t *testing.T) {
+	t.Parallel()
 	p := terminating()
 	once := reflector.SlimPod(p)
 	twice := reflector.SlimPod(once)
@@ -77,6 +78,7 @@ func TestSlimPodIsIdempotent(t *testing.T) {
 }
 
 func TestSlimPodTransformLeavesOtherObjectsAlone(t *testing.T) {
+	t.Parallel()
 	full := terminating()
 	tomb := toolscache.DeletedFinalStateUnknown{Key: "users/jupyter-user-000007", Obj: full}
 	out, err := reflector.SlimPodTransformForTest(tomb)
@@ -90,6 +92,7 @@ func TestSlimPodTransformLeavesOtherObjectsAlone(t *testing.T) {
 }
 
 func TestSlimPodKeepsWhatSpawnersRead(t *testing.T) {
+	t.Parallel()
 	p := terminating()
 	s := reflector.SlimPod(p)
 
@@ -156,6 +159,7 @@ func TestSlimPodKeepsWhatSpawnersRead(t *testing.T) {
 }
 
 func TestSlimPodDropsTheRest(t *testing.T) {
+	t.Parallel()
 	p := terminating()
 	s := reflector.SlimPod(p)
 	assert.Nil(t, s.ManagedFields)
@@ -195,6 +199,7 @@ func TestSlimPodDropsTheRest(t *testing.T) {
 }
 
 func TestSlimPodShrinksARealisticPod(t *testing.T) {
+	t.Parallel()
 	p := benchpod.Realistic("users", 42)
 	s := reflector.SlimPod(p)
 	full, slim := p.Size(), s.Size() // protobuf bytes
@@ -208,6 +213,7 @@ func TestSlimPodShrinksARealisticPod(t *testing.T) {
 // TestSlimPodTransformEqualsSlimPod: the caches' transform, which works in
 // place on the informer's own object, gives what SlimPod gives.
 func TestSlimPodTransformEqualsSlimPod(t *testing.T) {
+	t.Parallel()
 	want := reflector.SlimPod(terminating())
 	out, err := reflector.SlimPodTransformForTest(terminating())
 	require.NoError(t, err)
@@ -219,6 +225,7 @@ func TestSlimPodTransformEqualsSlimPod(t *testing.T) {
 // LIST) hold one copy of the strings they have in common once slimmed;
 // the values themselves are unchanged.
 func TestSlimPodSharesStringsAmongPods(t *testing.T) {
+	t.Parallel()
 	decoded := func(i int) *corev1.Pod {
 		b, err := benchpod.Realistic("users", i).Marshal()
 		require.NoError(t, err)
@@ -254,6 +261,7 @@ func TestSlimPodSharesStringsAmongPods(t *testing.T) {
 // the cache and from the API server alike; FullPods gives full pods
 // without managedFields.
 func TestCachesServeTheSlimViewByDefault(t *testing.T) {
+	t.Parallel()
 	for _, full := range []bool{false, true} {
 		t.Run("FullPods="+strconv.FormatBool(full), func(t *testing.T) {
 			a, b := benchpod.Realistic("users", 1), benchpod.Realistic("users", 2)

@@ -29,8 +29,8 @@ const (
 	// StateDegraded: at least one problem; readers go to the API server
 	// while the cache recovers by itself.
 	StateDegraded State = "degraded"
-	// StateFailed: a problem has lasted FailureTimeout. Recovery goes on,
-	// but OnFailure has been called.
+	// StateFailed: a problem other than ProblemProbesFailing has lasted
+	// FailureTimeout. Recovery goes on, but OnFailure has been called.
 	StateFailed State = "failed"
 	// StateStopped: the factory's lifetime has ended.
 	StateStopped State = "stopped"
@@ -53,7 +53,8 @@ const (
 	// ProblemDrift: the audit found the cache different from the server.
 	ProblemDrift Problem = "drift"
 	// ProblemProbesFailing: probes have failed for StallTimeout (429s, 5xx,
-	// errors) while nothing proved the watch stalled.
+	// errors) while nothing proved the watch stalled. It degrades the
+	// cache but, alone, never makes it failed.
 	ProblemProbesFailing Problem = "probes_failing"
 	// ProblemListWatchError: the main list or watch request failed and no
 	// watch has been opened since.

@@ -1,6 +1,7 @@
 package reflector_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 )
 
 func TestOptionsValidation(t *testing.T) {
+	t.Parallel()
 	client := fake.NewClientset()
 	for name, opts := range map[string]reflector.Options{
 		"negative stall":               {StallTimeout: -time.Second},
@@ -63,6 +65,7 @@ func TestOptionsValidation(t *testing.T) {
 }
 
 func TestStripManagedFieldsIsIdempotent(t *testing.T) {
+	t.Parallel()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}}}
 	out, err := reflector.StripManagedFields(p)
 	require.NoError(t, err)
@@ -76,6 +79,7 @@ func TestStripManagedFieldsIsIdempotent(t *testing.T) {
 }
 
 func TestFactorySharesOneCachePerScope(t *testing.T) {
+	t.Parallel()
 	f, err := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{})
 	require.NoError(t, err)
 	a, err := f.Pods(reflector.Scope{Namespaces: []string{"b", "a"}, LabelSelector: "x=y"})
@@ -104,6 +108,7 @@ func TestFactorySharesOneCachePerScope(t *testing.T) {
 // list (starting until then), failed and OnFailure at FailureTimeout;
 // cleared, and synced, once the list succeeds, with no restart.
 func TestRuleNotSynced(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{FailureTimeout: 30 * time.Second, AuditInterval: -1})
 	h.srv.set(func(f *fakeServer) { f.listErr = apierrors.NewServiceUnavailable("etcd is down") })
 	h.until(100*time.Millisecond, time.Second, func() bool { return strings.Contains(h.pods.Status().Reason, "etcd is down") }, "list error reported")
@@ -131,6 +136,7 @@ func TestRuleNotSynced(t *testing.T) {
 // restarted with a plain relist; cleared once the relist's watch is open
 // and a probe confirms the cache fresh.
 func TestRuleStallFoundByProbe(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{AuditInterval: -1})
 	h.srv.put("ns", "before", nil)
 	h.synced()
@@ -158,6 +164,7 @@ func TestRuleStallFoundByProbe(t *testing.T) {
 // its deadline while the main watch is silent. Cleared once probes work
 // again after the relist.
 func TestRuleStallWhenProbesHang(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{AuditInterval: -1})
 	h.srv.put("ns", "a", nil)
 	h.synced()
@@ -176,6 +183,7 @@ func TestRuleStallWhenProbesHang(t *testing.T) {
 // Canary: with a long probe interval, a write reported with ExpectWrite
 // that the watch misses is found within the canary window plus one probe.
 func TestCanaryFindsAMissedWrite(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second, AuditInterval: -1})
 	h.srv.put("ns", "a", nil)
 	h.synced()
@@ -206,6 +214,7 @@ func TestCanaryFindsAMissedWrite(t *testing.T) {
 // cache. The write's canary must not wait for that grace on top of its own
 // window: found within the canary window.
 func TestCanaryIsNotDelayedByARoutineProbe(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{ProbeInterval: 5 * time.Second, AuditInterval: -1})
 	h.srv.put("ns", "a", nil)
 	h.synced()
@@ -218,9 +227,125 @@ func TestCanaryIsNotDelayedByARoutineProbe(t *testing.T) {
 	assert.LessOrEqual(t, h.clk.Since(start), 1200*time.Millisecond, "the canary window (1 s), not the routine probe's grace")
 }
 
+// A canary is satisfied only by the cache or the server's replay reaching
+// its version. Here the server closes the canary's probe normally (its
+// timeoutSeconds, before the client's replay timer) without replaying the
+// write, as a watch cache lagging behind the write would: that is a stall
+// (found about a second after the canary window, not by the idle rule
+// minutes later), and the relist is a consistent read (resourceVersion
+// ""), past the lagging watch cache.
+func TestCanaryReplayEndedWithoutTheWrite(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.srv.put("ns", "a", nil)
+	h.synced()
+	h.step(time.Second, 100*time.Millisecond) // the first probe is done
+	h.srv.stall()
+	h.srv.set(func(f *fakeServer) { f.probe = probeEmpty })
+	lists, _, _ := h.srv.counts()
+	p := h.srv.put("ns", "written", nil)
+	h.pods.ExpectWrite(p)
+	start := h.clk.Now()
+	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the canary found the stall")
+	assert.LessOrEqual(t, h.clk.Since(start), 2*time.Second, "canary window plus a probe")
+	assert.Contains(t, h.reason(reflector.ProblemStall), "ended without resourceVersion "+p.ResourceVersion)
+	h.relisted(reflector.RelistStall, 1)
+	relists := h.srv.listed(lists)
+	require.Len(t, relists, 1)
+	assert.Empty(t, relists[0].ResourceVersion, "the relist after a canary miss is a consistent read: %+v", relists[0])
+	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.state() == reflector.StateSynced && h.cached("written") }, "recovered")
+}
+
+// A canary whose probe is refused is not satisfied: it is carried by the
+// next probe, which finds the write missing.
+func TestCanarySurvivesARefusedProbe(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.srv.put("ns", "a", nil)
+	h.synced()
+	h.step(time.Second, 100*time.Millisecond) // the first probe is done
+	h.srv.stall()
+	// The canary's probe is refused; the routine probe after it is
+	// answered without the write.
+	h.srv.set(func(f *fakeServer) { f.probeNext, f.probe = []probeMode{probeRefuse}, probeEmpty })
+	p := h.srv.put("ns", "written", nil)
+	h.pods.ExpectWrite(p)
+	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the next probe carried the canary")
+	assert.Contains(t, h.reason(reflector.ProblemStall), "ended without resourceVersion "+p.ResourceVersion)
+}
+
+// A forced relist (stall, idle, drift) is a consistent read: the
+// LIST asks for resourceVersion "", not the last synced version, which
+// the API server may serve from the same watch cache that missed the
+// changes.
+func TestRuleStallRelistIsAConsistentRead(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, reflector.Options{AuditInterval: -1})
+	h.srv.put("ns", "a", nil)
+	h.synced()
+	initial := h.srv.listed(0)
+	require.NotEmpty(t, initial)
+	lists, _, _ := h.srv.counts()
+	h.srv.stall()
+	h.srv.put("ns", "during", nil)
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	h.relisted(reflector.RelistStall, 1)
+	relists := h.srv.listed(lists)
+	require.Len(t, relists, 1)
+	assert.Empty(t, relists[0].ResourceVersion, "a consistent read: %+v", relists[0])
+	assert.Empty(t, relists[0].ResourceVersionMatch)
+
+	// A relist that is not forced (client-go's, after a real 410) is
+	// client-go's own: at the last synced version.
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.srv.set(func(f *fakeServer) { f.stalled = false })
+	lists, _, _ = h.srv.counts()
+	h.srv.set(func(f *fakeServer) {
+		for _, w := range f.mains {
+			w.Error(&apierrors.NewResourceExpired("too old").ErrStatus)
+		}
+	})
+	h.relisted(reflector.RelistExpired, 1)
+	relists = h.srv.listed(lists)
+	require.Len(t, relists, 1)
+	assert.NotEmpty(t, relists[0].ResourceVersion, "client-go's relist is unchanged: %+v", relists[0])
+}
+
+// A paginated relist (the server returns pages with continue tokens) is
+// one relist, counted once with its reason: not one per page, with the
+// later pages counted as "error" relists.
+func TestPaginatedRelistIsCountedOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, reflector.Options{AuditInterval: -1}, func(f *fakeServer) {
+		f.pageSize = 2
+		for i := range 5 {
+			f.put("ns", "p"+strconv.Itoa(i), nil)
+		}
+	})
+	h.synced()
+	require.Len(t, h.srv.listed(0), 3, "the initial list came in three pages")
+	assert.Equal(t, map[reflector.RelistReason]int{reflector.RelistInitial: 1}, h.pods.Status().Relists)
+
+	lists, _, _ := h.srv.counts()
+	h.srv.stall()
+	h.srv.put("ns", "during", nil)
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	h.relisted(reflector.RelistStall, 1)
+	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	pages := h.srv.listed(lists)
+	require.Len(t, pages, 3, "the stall's relist came in three pages: %+v", pages)
+	assert.Empty(t, pages[0].ResourceVersion, "a consistent read")
+	assert.NotEmpty(t, pages[1].Continue)
+	assert.NotEmpty(t, pages[2].Continue)
+	assert.Equal(t, map[reflector.RelistReason]int{reflector.RelistInitial: 1, reflector.RelistStall: 1}, h.pods.Status().Relists)
+	assert.True(t, h.cached("during"))
+	h.noFailure()
+}
+
 // Rule idle: the open main watch delivers nothing for IdleTimeout; it is
 // restarted, and the problem clears once the new watch is confirmed.
 func TestRuleIdle(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: 150 * time.Second})
 	h.synced()
 	h.step(60*time.Second, time.Second)
@@ -236,6 +361,7 @@ func TestRuleIdle(t *testing.T) {
 // Rule drift: the audit finds a ghost twice; a relist repairs it.
 // Without probing, the problem clears once the relist's watch is open.
 func TestRuleDrift(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Minute})
 	h.srv.put("ns", "ghost", nil)
 	h.synced()
@@ -249,28 +375,111 @@ func TestRuleDrift(t *testing.T) {
 	assert.Equal(t, 1, st.Relists[reflector.RelistDrift])
 }
 
-// Rule probes_failing: new watch requests refused (429) for twice
-// StallTimeout while the main watch is fine: degraded, never failed, and
-// synced again as soon as a probe succeeds, without a restart.
+// Rule probes_failing: probes refused (429), or held past their deadline,
+// while the main watch delivers, for three times FailureTimeout:
+// degraded all along, never failed, OnFailure never called (probe
+// failures are no reason to distrust the cache, let alone to restart the
+// process); synced again as soon as a probe succeeds, without a restart.
 func TestRuleProbesFailing(t *testing.T) {
-	h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: time.Minute})
-	h.synced()
-	h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
-	for i := range 20 { // the main watch stays busy
-		h.srv.put("ns", "busy", map[string]string{"i": string(rune('a' + i))})
-		h.step(time.Second, 500*time.Millisecond)
+	t.Parallel()
+	for name, mode := range map[string]probeMode{"refused": probeRefuse, "held": probeHang} {
+		t.Run(name, func(t *testing.T) {
+			const failure = time.Minute
+			h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
+			h.synced()
+			h.srv.set(func(f *fakeServer) { f.probe = mode })
+			start := h.clk.Now()
+			for i := 0; h.clk.Since(start) < 3*failure; i++ { // the main watch stays busy
+				h.srv.put("ns", "busy", map[string]string{"i": strconv.Itoa(i)})
+				h.step(time.Second, 500*time.Millisecond)
+				require.NotEqual(t, reflector.StateFailed, h.state(), "%s after the probes began to fail: %+v", h.clk.Since(start), h.pods.Status())
+				if h.clk.Since(start) > 20*time.Second { // StallTimeout, and a probe's deadline
+					require.True(t, h.has(reflector.ProblemProbesFailing), "status %+v", h.pods.Status())
+					require.Equal(t, reflector.StateDegraded, h.state())
+				}
+			}
+			require.NoError(t, h.pods.Healthz(nil), "liveness holds")
+			h.srv.set(func(f *fakeServer) { f.probe = probeReplay })
+			// Busy still: a held probe in flight would otherwise pass its
+			// deadline with the main watch silent, which is a stall.
+			h.untilBusy(500*time.Millisecond, 10*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared by a probe")
+			assert.Zero(t, h.pods.Status().Restarts)
+			h.noFailure()
+		})
 	}
-	assert.True(t, h.has(reflector.ProblemProbesFailing), "status %+v", h.pods.Status())
-	assert.Equal(t, reflector.StateDegraded, h.state())
-	h.srv.set(func(f *fakeServer) { f.probe = probeReplay })
-	h.until(500*time.Millisecond, 10*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared by a probe")
-	assert.Zero(t, h.pods.Status().Restarts)
-	h.noFailure()
+}
+
+// Failing probes hide no real problem: while probes are refused, an idle
+// main watch, a hung relist and a stall found by a canary still reach
+// failed once they (not the probe failures before them) have lasted
+// FailureTimeout, and OnFailure is called.
+func TestProbesFailingHideNoRealProblem(t *testing.T) {
+	t.Parallel()
+	const failure = 30 * time.Second
+	failed := func(h *harness, p reflector.Problem) {
+		t := h.t
+		t.Helper()
+		h.until(time.Second, 5*time.Minute, func() bool { return h.state() == reflector.StateFailed }, "failed")
+		var since time.Time
+		for _, ps := range h.pods.Status().Problems {
+			if ps.Problem == p {
+				since = ps.Since
+			}
+		}
+		require.False(t, since.IsZero(), "%s active when failed: %+v", p, h.pods.Status())
+		assert.GreaterOrEqual(t, h.clk.Since(since), failure, "failed once %s, not the failing probes, has lasted FailureTimeout", p)
+		select {
+		case st := <-h.fails:
+			assert.Equal(t, reflector.StateFailed, st.State)
+		case <-time.After(10 * time.Second):
+			t.Fatal("OnFailure not called")
+		}
+	}
+	t.Run("idle", func(t *testing.T) {
+		h := newHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: time.Minute, FailureTimeout: failure})
+		h.synced()
+		h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
+		h.srv.stall() // the main watch is dead, and every one after it
+		h.until(time.Second, 2*time.Minute, func() bool { return h.has(reflector.ProblemIdle) }, "idle")
+		failed(h, reflector.ProblemIdle)
+	})
+	t.Run("hung relist", func(t *testing.T) {
+		h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
+		h.synced()
+		h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
+		h.step(20*time.Second, time.Second)
+		require.True(t, h.has(reflector.ProblemProbesFailing))
+		release := make(chan struct{})
+		defer close(release)
+		h.srv.set(func(f *fakeServer) {
+			f.listHang = release
+			for _, w := range f.mains {
+				w.Error(&apierrors.NewResourceExpired("too old").ErrStatus)
+			}
+		})
+		h.until(time.Second, 2*time.Minute, func() bool { return h.has(reflector.ProblemHungRequest) }, "hung list cut")
+		failed(h, reflector.ProblemListWatchError)
+		assert.True(t, h.has(reflector.ProblemHungRequest))
+	})
+	t.Run("stall found by a canary", func(t *testing.T) {
+		h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
+		h.srv.put("ns", "a", nil)
+		h.synced()
+		h.step(time.Second, 100*time.Millisecond) // the first probe is done
+		h.srv.stall()
+		// The canary's probe is answered without the write; every probe
+		// after it is refused, so recovery is never confirmed.
+		h.srv.set(func(f *fakeServer) { f.probeNext, f.probe = []probeMode{probeEmpty}, probeRefuse })
+		h.pods.ExpectWrite(h.srv.put("ns", "written", nil))
+		h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the canary found the stall")
+		failed(h, reflector.ProblemStall)
+	})
 }
 
 // Rule list_watch_error: a failing main watch request; cleared by the
 // next watch opened.
 func TestRuleListWatchError(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{AuditInterval: -1})
 	h.synced()
 	h.srv.set(func(f *fakeServer) {
@@ -288,6 +497,7 @@ func TestRuleListWatchError(t *testing.T) {
 // Rule hung_request: a relist whose LIST never answers is cut at its
 // deadline; cleared when a LIST succeeds.
 func TestRuleHungRequest(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, reflector.Options{AuditInterval: -1})
 	h.synced()
 	release := make(chan struct{})
@@ -309,6 +519,7 @@ type errString string
 func (e errString) Error() string { return string(e) }
 
 func TestMetricsAreExportedAndUnregistered(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewPedanticRegistry()
 	f, err := reflector.NewFactoryForClient(fake.NewClientset(
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}},
@@ -347,6 +558,7 @@ kubespawn_reflector_lookups_total{reflector="pods ns=ns;labels=;fields=",result=
 }
 
 func TestStoppedCacheFallsBackToAPI(t *testing.T) {
+	t.Parallel()
 	f, err := reflector.NewFactoryForClient(fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}), reflector.Options{ProbeInterval: -1})
 	require.NoError(t, err)
 	pods, err := f.Pods(reflector.Scope{Namespaces: []string{"ns"}})
@@ -365,6 +577,7 @@ func TestStoppedCacheFallsBackToAPI(t *testing.T) {
 }
 
 func TestMultiNamespaceScope(t *testing.T) {
+	t.Parallel()
 	f, err := reflector.NewFactoryForClient(fake.NewClientset(
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p1"}},
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "p2"}},
@@ -393,6 +606,7 @@ var _ = watch.Added
 // config, the factory's client has none (client-go's default 5 QPS would
 // throttle a class starting at once); a configured limit is kept.
 func TestFactoryLeavesRateLimitingToTheServer(t *testing.T) {
+	t.Parallel()
 	f, err := reflector.NewFactory(&rest.Config{Host: "https://127.0.0.1:1"}, reflector.Options{})
 	require.NoError(t, err)
 	defer f.Shutdown()

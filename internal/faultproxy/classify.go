@@ -229,6 +229,11 @@ type Match struct {
 	// timeoutSeconds is at least that long: the reflectors' long main
 	// watches, not their short probes.
 	MinTimeout time.Duration
+	// MaxTimeout, when set, matches only lists and watches that carry a
+	// timeoutSeconds of at most that long: the reflectors' short probes
+	// (timeoutSeconds=1), not their main watches (minutes), nor requests
+	// without one.
+	MaxTimeout time.Duration
 }
 
 // Matches reports whether a request with the given info is selected by m.
@@ -240,6 +245,9 @@ func (m Match) Matches(ri RequestInfo) bool {
 		return false
 	}
 	if m.MinTimeout > 0 && time.Duration(ri.TimeoutSeconds)*time.Second < m.MinTimeout {
+		return false
+	}
+	if m.MaxTimeout > 0 && (ri.TimeoutSeconds <= 0 || time.Duration(ri.TimeoutSeconds)*time.Second > m.MaxTimeout) {
 		return false
 	}
 	if m.Resource == "" {

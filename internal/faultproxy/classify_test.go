@@ -111,6 +111,9 @@ func TestMatch(t *testing.T) {
 	mainWatch := classify("GET", "/api/v1/namespaces/ns1/pods?watch=true&timeoutSeconds=438")
 	probe := classify("GET", "/api/v1/namespaces/ns1/pods?watch=true&timeoutSeconds=3")
 	long := faultproxy.Match{Verb: faultproxy.VerbWatch, MinTimeout: time.Minute}
+	short := faultproxy.Match{Verb: faultproxy.VerbWatch, MaxTimeout: 10 * time.Second}
+	reflectorProbe := classify("GET", "/api/v1/namespaces/ns1/pods?watch=true&timeoutSeconds=1")
+	atBound := classify("GET", "/api/v1/namespaces/ns1/pods?watch=true&timeoutSeconds=10")
 
 	tests := []struct {
 		name string
@@ -139,6 +142,13 @@ func TestMatch(t *testing.T) {
 		{"long watch", long, mainWatch, true},
 		{"short watch is not long", long, probe, false},
 		{"watch without a timeout is not long", long, watchPods, false},
+		{"probe is short", short, reflectorProbe, true},
+		{"short watch is short", short, probe, true},
+		{"at the bound is short", short, atBound, true},
+		{"long watch is not short", short, mainWatch, false},
+		{"watch without a timeout is not short", short, watchPods, false},
+		{"min and max", faultproxy.Match{MinTimeout: 2 * time.Second, MaxTimeout: time.Minute}, probe, true},
+		{"below min and max", faultproxy.Match{MinTimeout: 2 * time.Second, MaxTimeout: time.Minute}, reflectorProbe, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,7 +19,8 @@
 //   - Requests are classified like the apiserver does (Classify): verb
 //     (get, list, watch, create, update, patch, delete, deletecollection),
 //     group, version, resource, subresource, namespace and name. A Match
-//     selects requests by verb, resource and namespace; its zero value
+//     selects requests by verb, resource, namespace and timeoutSeconds
+//     (MinTimeout: main watches; MaxTimeout: probes); its zero value
 //     selects every request.
 //   - Faults can be switched on and off at any time from any goroutine and
 //     take effect at once: a stall applies to responses already streaming as

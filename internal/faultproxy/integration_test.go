@@ -1,3 +1,5 @@
+//go:build integration
+
 package faultproxy_test
 
 // Integration tests against the real etcd + kube-apiserver of testcluster.

@@ -1,3 +1,5 @@
+//go:build integration
+
 package faultproxy_test
 
 import (

@@ -251,6 +251,7 @@ func (b *kubespawnBackend) stats(ctx context.Context) instanceStats {
 
 func mergeStats(a, b instanceStats) instanceStats {
 	a.Health = append(a.Health, b.Health...)
+	a.Failures = append(a.Failures, b.Failures...)
 	if a.Outcomes == nil {
 		a.Outcomes = map[string]int{}
 	}

@@ -29,7 +29,10 @@
 // connections, 410 Gone and ERROR events in watches, held LIST responses,
 // new watches answered 429 with Retry-After or 500, latency, a stalled
 // event watch, one apiserver restart, one instance crash; always one long
-// stall of every watch.
+// stall of every watch, and, once it is over, the reflectors' probes
+// throttled (answered 429 with Retry-After; in a long run once more, held
+// past their deadline) for longer than the services' FailureTimeout while
+// the main watches deliver.
 //
 // # What is checked
 //
@@ -39,7 +42,10 @@
 // of a user believed running was deleted but by that user's Stop (wrong
 // deletions, from a watch of the pods' UIDs for the whole run); and the
 // services' own counter of absence decisions by source
-// (kubespawn_spawner_absence_decisions_total) has nothing but "api".
+// (kubespawn_spawner_absence_decisions_total) has nothing but "api". The
+// caches' OnFailure calls are recorded and reported with their problems;
+// none may have failing probes as its only problem (the demo spawner
+// exits on OnFailure, and a restarted service has lost its table).
 //
 // A crash loses the instance's table: the hub takes the servers of its
 // users for ended, as it would for any in-memory service.

@@ -41,9 +41,12 @@ type instanceConfig struct {
 	StartTimeout time.Duration `json:"startTimeout"`
 	StopTimeout  time.Duration `json:"stopTimeout"`
 	StallTimeout time.Duration `json:"stallTimeout"`
-	OrphanMinAge time.Duration `json:"orphanMinAge"`
-	SweepEvery   time.Duration `json:"sweepEvery"`
-	LeaseTimings [3]time.Duration
+	// FailureTimeout of the caches; their OnFailure is recorded (the
+	// demo spawner exits on it).
+	FailureTimeout time.Duration `json:"failureTimeout"`
+	OrphanMinAge   time.Duration `json:"orphanMinAge"`
+	SweepEvery     time.Duration `json:"sweepEvery"`
+	LeaseTimings   [3]time.Duration
 }
 
 // IsInstance reports whether this process was started as a service
@@ -82,6 +85,54 @@ type service struct {
 	// health.
 	health   []healthChange
 	outcomes map[string]int
+	failures *failureLog
+}
+
+// CacheFailure is one call of a cache's OnFailure: the cache entered the
+// failed state, with these problems active.
+type CacheFailure struct {
+	At       time.Time           `json:"at"`
+	Instance string              `json:"instance"`
+	Cache    string              `json:"cache"`
+	Problems []reflector.Problem `json:"problems"`
+	Reason   string              `json:"reason"`
+}
+
+// ProbesOnly reports whether failing probes were the cache's only
+// problem: a failure that must never happen.
+func (f CacheFailure) ProbesOnly() bool {
+	for _, p := range f.Problems {
+		if p != reflector.ProblemProbesFailing {
+			return false
+		}
+	}
+	return true
+}
+
+// failureLog records the caches' OnFailure calls. The instance does not
+// exit on them, as the demo spawner does: its table would be lost, which
+// is the service's concern, not the caches'; the soak reports them.
+type failureLog struct {
+	mu       sync.Mutex
+	instance string
+	list     []CacheFailure
+}
+
+func (l *failureLog) add(st reflector.Status) {
+	f := CacheFailure{At: time.Now(), Cache: st.Name, Reason: st.Reason}
+	for _, p := range st.Problems {
+		f.Problems = append(f.Problems, p.Problem)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f.Instance = l.instance
+	l.list = append(l.list, f)
+}
+
+func (l *failureLog) all() []CacheFailure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]CacheFailure(nil), l.list...)
 }
 
 type userEntry struct {
@@ -100,7 +151,8 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	// HTTP/1.1 only: no HTTP/2 ping notices a silent stream, as in 2018;
 	// the library alone must.
 	cfg.NextProtos = []string{"http/1.1"}
-	f, err := reflector.NewFactory(cfg, reflector.Options{StallTimeout: c.StallTimeout})
+	failures := &failureLog{instance: c.Identity}
+	f, err := reflector.NewFactory(cfg, reflector.Options{StallTimeout: c.StallTimeout, FailureTimeout: c.FailureTimeout, OnFailure: failures.add})
 	if err != nil {
 		return err
 	}
@@ -121,7 +173,7 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	if err != nil {
 		return err
 	}
-	s := &service{sp: sp, pods: pods, c: c, logger: logger, users: map[string]*userEntry{}, outcomes: map[string]int{}}
+	s := &service{sp: sp, pods: pods, c: c, logger: logger, users: map[string]*userEntry{}, outcomes: map[string]int{}, failures: failures}
 	f.Start(ctx)
 
 	var wg sync.WaitGroup
@@ -275,11 +327,12 @@ type instanceStats struct {
 	Outcomes map[string]int   `json:"outcomes"`
 	Absence  map[string]int   `json:"absence"`
 	State    reflector.State  `json:"state"`
+	Failures []CacheFailure   `json:"failures,omitempty"`
 }
 
 func (s *service) stats(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	st := instanceStats{Health: [][]healthChange{append([]healthChange(nil), s.health...)}, Outcomes: map[string]int{}, Absence: map[string]int{}, State: s.pods.State()}
+	st := instanceStats{Health: [][]healthChange{append([]healthChange(nil), s.health...)}, Outcomes: map[string]int{}, Absence: map[string]int{}, State: s.pods.State(), Failures: s.failures.all()}
 	for src, n := range s.sp.AbsenceDecisions() {
 		st.Absence[string(src)] = n
 	}

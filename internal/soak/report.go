@@ -12,12 +12,14 @@ import (
 
 // Report is what a soak found.
 type Report struct {
-	Seed     uint64
-	Cycles   int
-	Users    int
-	Faults   map[FaultKind]int
-	Duration time.Duration
-	LogDir   string
+	Seed   uint64
+	Cycles int
+	Users  int
+	Faults map[FaultKind]int
+	// FailureTimeout is the services' caches'.
+	FailureTimeout time.Duration
+	Duration       time.Duration
+	LogDir         string
 	// Kubespawn and Legacy are the two runs of the same schedule.
 	Kubespawn, Legacy RunReport
 }
@@ -40,6 +42,12 @@ type RunReport struct {
 	AbsenceFromAPI, AbsenceWithoutAPI int
 	// Stalls are the silent stalls injected and when each was noticed.
 	Stalls []StallTiming
+	// ProbeThrottles are how long each probes-throttled fault lasted
+	// (cut short if the workload ended first).
+	ProbeThrottles []time.Duration
+	// CacheFailures are the calls of the caches' OnFailure (kubespawn
+	// only): a cache that entered the failed state, and its problems.
+	CacheFailures []CacheFailure
 	// APIErrorAnswers counts the requests of the service that the proxy
 	// answered with an error (429, 5xx, injected): each was retried or
 	// recovered from.
@@ -64,7 +72,8 @@ func (r Report) Print(w io.Writer) {
 	for _, k := range kinds {
 		fs = append(fs, fmt.Sprintf("%s %d", k, r.Faults[k]))
 	}
-	fmt.Fprintf(w, "faults per run: %s\n\n", strings.Join(fs, ", "))
+	fmt.Fprintf(w, "faults per run: %s\n", strings.Join(fs, ", "))
+	fmt.Fprintf(w, "probes throttled (FailureTimeout %s): %s\n\n", r.FailureTimeout, durations(r.Kubespawn.ProbeThrottles))
 	row := func(name string, a, b any) { fmt.Fprintf(w, "%36s  %22v  %22v\n", name, a, b) }
 	row("", "kubespawn", "2018 replica")
 	row("cycles", r.Kubespawn.Cycles, r.Legacy.Cycles)
@@ -75,6 +84,7 @@ func (r Report) Print(w io.Writer) {
 	row("absence decided without the API", r.Kubespawn.AbsenceWithoutAPI, "(not counted)")
 	row("absence decided by the API", r.Kubespawn.AbsenceFromAPI, "(not counted)")
 	row("silent stalls detected", stallSummary(r.Kubespawn.Stalls), "never (no detection)")
+	row("caches failed (OnFailure)", failureSummary(r.Kubespawn.CacheFailures), "(no health)")
 	row("API error answers absorbed", r.Kubespawn.APIErrorAnswers, r.Legacy.APIErrorAnswers)
 	row("run time", r.Kubespawn.Duration.Round(time.Second), r.Legacy.Duration.Round(time.Second))
 	fmt.Fprintf(w, "\nkubespawn starts by outcome: %s\n", outcomes(r.Kubespawn.Starts))
@@ -83,6 +93,9 @@ func (r Report) Print(w io.Writer) {
 	}
 	for _, d := range r.Kubespawn.WrongDeletions {
 		fmt.Fprintf(w, "  kubespawn wrong deletion: %s\n", d)
+	}
+	for _, f := range r.Kubespawn.CacheFailures {
+		fmt.Fprintf(w, "  kubespawn cache failed: %s %s at %s, problems %v: %s\n", f.Instance, f.Cache, f.At.Format("15:04:05.000"), f.Problems, f.Reason)
 	}
 	fmt.Fprintf(w, "instance logs: %s\n", r.LogDir)
 }
@@ -117,4 +130,37 @@ func stallSummary(st []StallTiming) string {
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	return fmt.Sprintf("%d of %d, %.1f-%.1fs (median %.1fs)", len(ds), len(st), ds[0].Seconds(), ds[len(ds)-1].Seconds(), ds[len(ds)/2].Seconds())
+}
+
+// ProbesOnlyFailures counts the cache failures that failing probes alone
+// caused: there must be none.
+func (r RunReport) ProbesOnlyFailures() int {
+	n := 0
+	for _, f := range r.CacheFailures {
+		if f.ProbesOnly() {
+			n++
+		}
+	}
+	return n
+}
+
+func failureSummary(fs []CacheFailure) string {
+	probes := 0
+	for _, f := range fs {
+		if f.ProbesOnly() {
+			probes++
+		}
+	}
+	return fmt.Sprintf("%d (%d of probes alone)", len(fs), probes)
+}
+
+func durations(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, d := range ds {
+		parts = append(parts, d.Round(100*time.Millisecond).String())
+	}
+	return strings.Join(parts, ", ")
 }

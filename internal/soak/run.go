@@ -36,6 +36,10 @@ type Config struct {
 	Users int
 	// StartTimeout and StopTimeout of the services. Defaults 10s, 30s.
 	StartTimeout, StopTimeout time.Duration
+	// FailureTimeout of the services' caches (reflector.Options). Default
+	// 15s: short, so that probes throttled for longer fit in a short
+	// workload; longer than the long stall of every watch.
+	FailureTimeout time.Duration
 	// Progress, if set, gets a line now and then.
 	Progress io.Writer
 	// LogDir keeps the instances' logs. Default: a temporary directory.
@@ -54,6 +58,9 @@ func (c *Config) defaults() error {
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 30 * time.Second
+	}
+	if c.FailureTimeout == 0 {
+		c.FailureTimeout = 15 * time.Second
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -84,8 +91,8 @@ func Run(ctx context.Context, c Config) (Report, error) {
 		return Report{}, err
 	}
 	begin := time.Now()
-	sched := newSchedule(c.Seed, c.Users, c.Cycles, c.span())
-	rep := Report{Seed: c.Seed, Cycles: c.Cycles, Users: c.Users, Faults: map[FaultKind]int{}, LogDir: c.LogDir}
+	sched := newSchedule(c.Seed, c.Users, c.Cycles, c.span(), c.FailureTimeout)
+	rep := Report{Seed: c.Seed, Cycles: c.Cycles, Users: c.Users, Faults: map[FaultKind]int{}, FailureTimeout: c.FailureTimeout, LogDir: c.LogDir}
 	for _, f := range sched.Faults {
 		rep.Faults[f.Kind]++
 	}
@@ -137,7 +144,7 @@ func (c Config) runOne(ctx context.Context, sched schedule, which string, limit 
 		}
 		b, err = newKubespawnBackend(ctx, instanceConfig{
 			Kubeconfig: kubeconfig, Namespace: ns.Name,
-			StartTimeout: c.StartTimeout, StopTimeout: c.StopTimeout, StallTimeout: 5 * time.Second,
+			StartTimeout: c.StartTimeout, StopTimeout: c.StopTimeout, StallTimeout: 5 * time.Second, FailureTimeout: c.FailureTimeout,
 			OrphanMinAge: c.StartTimeout + 2*time.Second, SweepEvery: 2 * time.Second,
 			LeaseTimings: [3]time.Duration{4 * time.Second, 3 * time.Second, 500 * time.Millisecond},
 		}, c.LogDir)
@@ -165,7 +172,9 @@ func (c Config) runOne(ctx context.Context, sched schedule, which string, limit 
 	defer cancelRun()
 	var faults sync.WaitGroup
 	stallAt := make(chan time.Time, len(sched.Faults))
-	faults.Go(func() { c.inject(runCtx, sched, proxy, b, w, stallAt) })
+	throttled := make(chan time.Duration, len(sched.Faults))
+	var throttleEnd atomic.Int64 // when the probes throttled now are to be released
+	faults.Go(func() { c.inject(runCtx, sched, proxy, b, w, stallAt, throttled, &throttleEnd) })
 
 	// The users.
 	var done atomic.Int64
@@ -185,6 +194,15 @@ loop:
 	for {
 		select {
 		case <-finished:
+			// Probes throttled now stay so for as long as planned: what
+			// counts is that they outlast FailureTimeout.
+			if end := time.Unix(0, throttleEnd.Load()); time.Now().Before(end) {
+				fmt.Fprintf(c.Progress, "soak %-9s waiting %s for the probes to be released\n", which, time.Until(end).Round(time.Second))
+				select {
+				case <-time.After(time.Until(end)):
+				case <-ctx.Done():
+				}
+			}
 			break loop
 		case <-cut:
 			fmt.Fprintf(c.Progress, "soak %-9s cut at %s with %d cycles done\n", which, limit.Round(time.Second), done.Load())
@@ -198,6 +216,10 @@ loop:
 	cancelRun()
 	faults.Wait()
 	clearFaults(proxy)
+	close(throttled)
+	for d := range throttled {
+		r.ProbeThrottles = append(r.ProbeThrottles, d)
+	}
 	r.Cycles = int(done.Load())
 	r.Workload = time.Since(begin)
 
@@ -211,6 +233,7 @@ loop:
 	st := b.stats(ctx)
 	r.Starts = st.Outcomes
 	r.AbsenceFromAPI, r.AbsenceWithoutAPI = st.Absence["api"], st.Absence["cache"]
+	r.CacheFailures = st.Failures
 	close(stallAt)
 	r.Stalls = stallTimings(stallAt, st.Health)
 	for _, rec := range proxy.Records() {
@@ -229,8 +252,10 @@ loop:
 }
 
 // inject applies the schedule's faults to the run's proxy (and crashes
-// an instance) at their times, until ctx ends.
-func (c Config) inject(ctx context.Context, sched schedule, p *faultproxy.Proxy, b backend, w *world, stallAt chan<- time.Time) {
+// an instance) at their times, until ctx ends. How long the probes were
+// throttled each time, until lifted or cut by the end of the workload, is
+// sent on throttled.
+func (c Config) inject(ctx context.Context, sched schedule, p *faultproxy.Proxy, b backend, w *world, stallAt chan<- time.Time, throttled chan<- time.Duration, throttleEnd *atomic.Int64) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -294,6 +319,16 @@ func (c Config) inject(ctx context.Context, sched schedule, p *faultproxy.Proxy,
 			cancel()
 		case FaultCrash:
 			w.crash(ctx)
+		case FaultThrottleProbes:
+			begin := time.Now()
+			throttleEnd.Store(begin.Add(f.For).UnixNano())
+			if f.Hold {
+				p.Stall(probeWatches)
+				lift(func() { p.Unstall(probeWatches); throttled <- time.Since(begin) })
+			} else {
+				p.InjectStatus(probeWatches, 429, 1_000_000, time.Second)
+				lift(func() { p.InjectStatus(probeWatches, 429, 0, 0); throttled <- time.Since(begin) })
+			}
 		}
 	}
 }

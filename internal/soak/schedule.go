@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 )
 
@@ -31,6 +32,9 @@ type fault struct {
 	At   time.Duration // from the start of the run
 	For  time.Duration // 0 for one-shot faults
 	N    int           // injections, for counted faults
+	// Hold: probes are held past their deadline rather than answered 429
+	// (FaultThrottleProbes).
+	Hold bool
 }
 
 // FaultKind names a kind of fault of the schedule.
@@ -50,7 +54,21 @@ const (
 	FaultStallEvents   FaultKind = "stall-event-watch"
 	FaultRestartServer FaultKind = "apiserver-restart"
 	FaultCrash         FaultKind = "instance-crash" // the workload's, not the proxy's
+	// FaultThrottleProbes: the reflectors' probe watches (timeoutSeconds
+	// of a second) answered 429 with Retry-After, as API priority and
+	// fairness does, or held past their deadline, for longer than the
+	// services' FailureTimeout, while the main watches deliver. Failing
+	// probes alone must never fail a cache (whose OnFailure restarts a
+	// service with an empty table).
+	FaultThrottleProbes FaultKind = "probes-throttled"
 )
+
+// probeWatches selects the reflectors' probes: watches with a short
+// timeoutSeconds (a second), not the main watches (minutes).
+var probeWatches = faultproxy.Match{Verb: faultproxy.VerbWatch, MaxTimeout: 10 * time.Second}
+
+// longStall is the long stall of every watch each run has at span/5.
+const longStall = 12 * time.Second
 
 // schedule is a whole run's plan: the users' cycles and the faults, all
 // drawn from one seeded source so that a seed replays the same run.
@@ -65,9 +83,11 @@ type schedule struct {
 }
 
 // newSchedule draws the plan: cycles cycles over users users, faults
-// spread over span, at least one of each kind, and one crash of an
-// instance at about half of span.
-func newSchedule(seed uint64, users, cycles int, span time.Duration) schedule {
+// spread over span, at least one of each kind, one crash of an instance
+// at about half of span, and probes throttled for longer than
+// failureTimeout (the services') once the long stall is over; in a long
+// run, once more, held rather than refused.
+func newSchedule(seed uint64, users, cycles int, span, failureTimeout time.Duration) schedule {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	s := schedule{Seed: seed, Cycles: map[string][]cyclePlan{}, Span: span}
 	for i := range users {
@@ -129,10 +149,22 @@ func newSchedule(seed uint64, users, cycles int, span time.Duration) schedule {
 		s.Faults = append(s.Faults, f)
 	}
 	s.Faults = append(s.Faults,
-		fault{Kind: FaultStallAll, At: span / 5, For: 12 * time.Second},
+		fault{Kind: FaultStallAll, At: span / 5, For: longStall},
 		fault{Kind: FaultRestartServer, At: time.Duration(rng.Int64N(int64(span/2))) + span/4},
 		fault{Kind: FaultCrash, At: span/2 + time.Duration(rng.Int64N(int64(span/10)))},
 	)
+	// Drawn last, so that a seed replays the faults above as before. The
+	// first starts as the long stall ends: the main watches deliver while
+	// the probes fail, early enough to outlast FailureTimeout within the
+	// shortest workload.
+	throttle := func(at time.Duration, hold bool) fault {
+		return fault{Kind: FaultThrottleProbes, At: at, For: failureTimeout + time.Duration(5000+rng.IntN(5000))*time.Millisecond, Hold: hold}
+	}
+	first := throttle(span/5+longStall+time.Second, false)
+	s.Faults = append(s.Faults, first)
+	if at := first.At + first.For + 2*failureTimeout; at+first.For < span*9/10 {
+		s.Faults = append(s.Faults, throttle(at, true))
+	}
 	slices.SortStableFunc(s.Faults, func(a, b fault) int { return int(a.At - b.At) })
 	return s
 }

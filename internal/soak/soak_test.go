@@ -1,9 +1,12 @@
+//go:build integration
+
 package soak_test
 
 import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -59,6 +62,15 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	assert.Positive(t, detected, "silent stalls are found")
+	// Probes throttled for longer than FailureTimeout while the main
+	// watches deliver: no cache failed for it.
+	require.Positive(t, rep.Faults[soak.FaultThrottleProbes], "the schedule throttles the probes")
+	assert.Zero(t, k.ProbesOnlyFailures(), "a cache failed with failing probes its only problem: %+v", k.CacheFailures)
+	longest := time.Duration(0)
+	for _, d := range k.ProbeThrottles {
+		longest = max(longest, d)
+	}
+	assert.Greater(t, longest, rep.FailureTimeout, "the probes were throttled for longer than FailureTimeout: %v", k.ProbeThrottles)
 	assert.NotEmpty(t, rep.Legacy.Leaks, "the 2018 replica leaks on the same schedule: the soak has teeth")
 }
 
