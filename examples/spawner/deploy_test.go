@@ -21,6 +21,7 @@ import (
 // deploy/rbac.yaml, bound to exactly its Role: start, poll, progress,
 // stop, and the sweeper's Lease all work.
 func TestDeployRBACIsEnough(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	rbac := read(t, "deploy/rbac.yaml")
 	sa, role, binding := rbac[0].(*corev1.ServiceAccount), rbac[1].(*rbacv1.Role).DeepCopy(), rbac[2].(*rbacv1.RoleBinding).DeepCopy()

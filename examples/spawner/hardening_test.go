@@ -32,6 +32,7 @@ const testToken = "spawner-token-1a2b3c4d5e6f"
 // polling, progress and /known-pods answer 401 without it, and nothing
 // is created; health and metrics stay open.
 func TestEveryUserRouteNeedsTheToken(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cfg := e.config(nil)
 	cfg.Token = testToken
@@ -65,6 +66,7 @@ func TestEveryUserRouteNeedsTheToken(t *testing.T) {
 // Sec-Fetch-Site, 415 for its Content-Type when it carries neither. No
 // pod is created, on the API server or in the table.
 func TestCrossSiteRequestsAreRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	const body = `{"image":"attacker.example/x"}`
@@ -92,6 +94,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 // evicted) is deleted by the poll that reports it stopped, since the hub
 // never stops a server poll() called stopped.
 func TestPollDeletesATerminatedPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	evict := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioEvict, podsim.AnnotationStartDelay: "1s"}}
@@ -121,6 +124,7 @@ func TestPollDeletesATerminatedPod(t *testing.T) {
 // that is not this instance's (another instance's, or not a spawner's)
 // is never reported nor deleted: 403, never a 404 that reads as gone.
 func TestPodsOutOfScopeAreForbidden(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	for user, labels := range map[string]map[string]string{
@@ -149,6 +153,7 @@ func TestPodsOutOfScopeAreForbidden(t *testing.T) {
 // start ends with its client (a hub process that died): its pod is
 // deleted and the user forgotten. Without it, the start goes on.
 func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	for _, path := range []string{"/users/gina/server?cancelOnDisconnect=true", "/users/gina/server?cancelOnDisconnect=true&progress=sse"} {
@@ -195,6 +200,7 @@ func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 
 // TestBadUserNamesAre400 and the stream caps: 429 past them.
 func TestBadUserNamesAndStreamCaps(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cfg := e.config(nil)
 	cfg.Streams = service.StreamLimits{Max: 1, PerClient: 1}
@@ -232,6 +238,7 @@ func TestBadUserNamesAndStreamCaps(t *testing.T) {
 // refuses an address beyond loopback without --token-file; on loopback
 // with one, it answers only loopback Host names and requires the token.
 func TestRunRefusesWideListenWithoutTokenAndChecksHost(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	kc := testcluster.KubeConfig(t, cluster.Config())
 	for _, addr := range []string{"0.0.0.0:0", ":0"} {

@@ -25,6 +25,7 @@ import (
 )
 
 func TestStartPollStop(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	name := e.podName("alice@example.com")
@@ -70,6 +71,7 @@ func TestStartPollStop(t *testing.T) {
 }
 
 func TestStartStreamsProgress(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 
@@ -100,6 +102,7 @@ func TestStartStreamsProgress(t *testing.T) {
 }
 
 func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	body := map[string]any{"image": "example.org/no-such:image", "annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioImagePullFailure}}
@@ -140,6 +143,7 @@ func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
 }
 
 func TestKnownPodsListsExactlyRunningUsers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	assert.Equal(t, KnownPods{Namespace: e.ns, Instance: "default", Pods: []string{}}, d.known())
@@ -160,6 +164,7 @@ func TestKnownPodsListsExactlyRunningUsers(t *testing.T) {
 // Stop during a start cancels it: the start deletes its pod and answers
 // 409 "stopped"; a second start while one is in progress is refused.
 func TestStopDuringStart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	slow := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}}
@@ -182,6 +187,7 @@ func TestStopDuringStart(t *testing.T) {
 // The sweeper runs only while its replica holds the Lease, and then deletes
 // a managed pod its user table does not know, never a known one.
 func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	leaseName := "kubespawn-sweeper-default"
 	// Another replica holds the Lease.
@@ -260,6 +266,7 @@ func metric(t *testing.T, d *demo, name string) string {
 // Two spawner instances in one process share one pod watch and one event
 // watch through the factory; each knows only its own users.
 func TestInstancesShareCaches(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	metrics := prometheus.NewRegistry()
 	f := e.factory(metrics)
@@ -292,6 +299,7 @@ func TestInstancesShareCaches(t *testing.T) {
 // progress at shutdown is cancelled and its pod deleted; the process
 // returns nil.
 func TestRunGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -330,6 +338,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 // after --failure-timeout, and run returns an error (exit status 1) so
 // that Kubernetes restarts the container.
 func TestRunExitsOnReflectorFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
@@ -342,6 +351,7 @@ func TestRunExitsOnReflectorFailure(t *testing.T) {
 }
 
 func TestRunBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"--stall-timeout", "10ms"},
 		{"--start-timeout", "0"},

@@ -80,6 +80,7 @@ func (e *env) stallPods(p *faultproxy.Proxy, d *demo, pod string) {
 // UID: no read is needed), and must not forget the row while the pod may
 // exist: the service owns the cleanup and finishes it.
 func TestStopWhoseReadsFailStillDeletesThePod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	p, cfg := e.proxiedConfig()
 	d := e.start(cfg)
@@ -116,6 +117,7 @@ func TestStopWhoseReadsFailStillDeletesThePod(t *testing.T) {
 // service retries in the background and the pod goes once the DELETEs
 // pass again.
 func TestStopWhoseDeleteFailsIsRetried(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	p, cfg := e.proxiedConfig()
 	d := e.start(cfg)
@@ -155,6 +157,7 @@ func TestStopWhoseDeleteFailsIsRetried(t *testing.T) {
 // takes the pods it does not know and those of stop-pending rows, and
 // selects nothing before the table is rebuilt.
 func TestSweeperSelection(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	fresh, err := newServer(t.Context(), e.config(nil)) // never started: not rebuilt
 	require.NoError(t, err)
@@ -209,6 +212,7 @@ func sweeps(t *testing.T, d *demo) int {
 // sweeps nothing; then it knows every running pod: the sweeper deletes
 // none, poll reports them running, stop works.
 func TestRestartedServiceRebuildsItsTable(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	first := e.start(e.config(nil))
 	users := []string{"alice", "bob", "carol"}
@@ -260,6 +264,7 @@ func TestRestartedServiceRebuildsItsTable(t *testing.T) {
 // when the service starts (a stop the last process sent but could not
 // confirm) is rebuilt as stop-pending: the service confirms it gone.
 func TestRebuildTakesTerminatingPodsAsStopPending(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	name := e.podName("dora")
 	_, err := e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
@@ -294,6 +299,7 @@ func TestRebuildTakesTerminatingPodsAsStopPending(t *testing.T) {
 // in one namespace, the same user: each has its own pod (their names
 // differ), and a stop on one never touches the other's.
 func TestInstancesNeverShareAPod(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	metrics := prometheus.NewRegistry()
 	f := e.factory(metrics)
@@ -329,6 +335,7 @@ func TestInstancesNeverShareAPod(t *testing.T) {
 // row, so a later start is not refused as "running" forever; a stop with
 // no row is a 403 that leaves no row either.
 func TestStopAfterOurPodWasReplacedKeepsNoRow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.start(e.config(nil))
 	d.startUser("olga")
