@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubespawn/kubespawn/examples/internal/service"
+	"github.com/kubespawn/kubespawn/internal/childproc"
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
@@ -69,16 +70,6 @@ func exampleDir() (string, error) {
 	return filepath.Dir(file), nil
 }
 
-// FreePort returns a free loopback TCP port.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func randomHex() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
@@ -107,65 +98,6 @@ func waitHTTP(ctx context.Context, url string, header http.Header, want int, exi
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// process is a child process in its own process group, logging to a file.
-type process struct {
-	name   string
-	cmd    *exec.Cmd
-	log    string
-	exited chan struct{}
-	err    error
-}
-
-func startProcess(name, logPath string, env []string, dir string, path string, args ...string) (*process, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env, cmd.Dir, cmd.Stdout, cmd.Stderr = env, dir, f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.exited)
-	}()
-	return p, nil
-}
-
-// stop sends SIGTERM, waits up to grace, then kills the whole group (a
-// hub's proxy too).
-func (p *process) stop(grace time.Duration) {
-	_ = p.cmd.Process.Signal(syscall.SIGCONT) // if frozen
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(grace):
-	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.exited
-}
-
-// Tail returns the last n lines of the process's log.
-func (p *process) Tail(n int) string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return fmt.Sprintf("--- last %d lines of %s ---\n%s\n", len(lines), p.log, strings.Join(lines, "\n"))
-}
-
-// Count counts the log lines containing s.
-func (p *process) Count(s string) int {
-	b, _ := os.ReadFile(p.log)
-	return strings.Count(string(b), s)
 }
 
 // --- the spawner service ---
@@ -204,13 +136,13 @@ type ServiceOptions struct {
 
 // Service is the demo spawner service, a child process.
 type Service struct {
-	*process
+	*childproc.Process
 	URL, Token, TokenFile string
 }
 
 // StartService runs the spawner service and waits until it is ready.
 func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
-	port, err := FreePort()
+	port, err := childproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +155,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 60 * time.Second
 	}
-	p, err := startProcess("spawner service", filepath.Join(o.Dir, "spawner-service.log"), os.Environ(), o.Dir, o.Binary,
+	p, err := childproc.Start("spawner service", filepath.Join(o.Dir, "spawner-service.log"), childproc.Options{Env: os.Environ(), Dir: o.Dir}, o.Binary,
 		"--kubeconfig="+o.Kubeconfig, "--namespace="+o.Namespace, "--instance="+Instance, "--listen="+addr,
 		"--token-file="+tokenFile, "--image=example.org/notebook:1",
 		"--start-timeout="+o.StartTimeout.String(), "--stop-timeout="+o.StopTimeout.String(), "--stall-timeout=4s", "--image-pull-grace=2s",
@@ -231,11 +163,11 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{process: p, URL: "http://" + addr, Token: token, TokenFile: tokenFile}
+	s := &Service{Process: p, URL: "http://" + addr, Token: token, TokenFile: tokenFile}
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := waitHTTP(wctx, s.URL+"/readyz", nil, http.StatusOK, p.exited); err != nil {
-		s.stop(5 * time.Second)
+	if err := waitHTTP(wctx, s.URL+"/readyz", nil, http.StatusOK, p.Done()); err != nil {
+		s.Process.Stop(5 * time.Second)
 		return nil, fmt.Errorf("spawner service: %w\n%s", err, s.Tail(30))
 	}
 	return s, nil
@@ -259,14 +191,14 @@ func (s *Service) KnownPods(ctx context.Context) ([]string, error) {
 }
 
 // Stop ends the service (SIGTERM: starts in flight are cancelled).
-func (s *Service) Stop() { s.stop(30 * time.Second) }
+func (s *Service) Stop() { s.Process.Stop(30 * time.Second) }
 
 // Freeze stops the service process (SIGSTOP): connections open, nothing
 // answers, as a service that is slow or cut off. Thaw resumes it.
-func (s *Service) Freeze() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+func (s *Service) Freeze() error { return s.Signal(syscall.SIGSTOP) }
 
 // Thaw resumes a frozen service (SIGCONT).
-func (s *Service) Thaw() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
+func (s *Service) Thaw() error { return s.Signal(syscall.SIGCONT) }
 
 // --- the stand-in notebook server ---
 
@@ -342,7 +274,7 @@ type HubOptions struct {
 
 // Hub is a real, unmodified JupyterHub process (with its proxy).
 type Hub struct {
-	*process
+	*childproc.Process
 	opts                   HubOptions
 	URL, Token             string
 	port, apiPort, cfgPort int
@@ -356,7 +288,7 @@ func NewHub(o HubOptions) (*Hub, error) {
 	}
 	h := &Hub{opts: o, Token: randomHex()}
 	for _, p := range []*int{&h.port, &h.apiPort, &h.cfgPort} {
-		port, err := FreePort()
+		port, err := childproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -390,16 +322,16 @@ func (h *Hub) Start(ctx context.Context) error {
 	)
 	h.starts++
 	logPath := filepath.Join(h.opts.Dir, fmt.Sprintf("jupyterhub-%d.log", h.starts))
-	p, err := startProcess("jupyterhub", logPath, env, h.opts.Dir, jupyterhubBin,
+	p, err := childproc.Start("jupyterhub", logPath, childproc.Options{Env: env, Dir: h.opts.Dir}, jupyterhubBin,
 		"-f", filepath.Join(src, "jupyterhub_config.py"), "--log-level=DEBUG")
 	if err != nil {
 		return err
 	}
-	h.process = p
+	h.Process = p
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := waitHTTP(wctx, h.URL+"/hub/api/users", h.auth(), http.StatusOK, p.exited); err != nil {
-		h.stop(5 * time.Second)
+	if err := waitHTTP(wctx, h.URL+"/hub/api/users", h.auth(), http.StatusOK, p.Done()); err != nil {
+		h.Process.Stop(5 * time.Second)
 		return fmt.Errorf("jupyterhub: %w\n%s", err, h.Tail(40))
 	}
 	// The API answers after init_spawners_timeout (10 s) even if the checks
@@ -408,9 +340,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	for h.Count(" spawners in ") == 0 {
 		select {
 		case <-wctx.Done():
-			h.stop(5 * time.Second)
+			h.Process.Stop(5 * time.Second)
 			return fmt.Errorf("jupyterhub: the servers in its database were not checked in time: %w\n%s", context.Cause(wctx), h.Tail(40))
-		case <-p.exited:
+		case <-p.Done():
 			return fmt.Errorf("jupyterhub exited\n%s", h.Tail(40))
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -420,7 +352,7 @@ func (h *Hub) Start(ctx context.Context) error {
 
 // Stop stops the hub with SIGTERM (servers are left running:
 // cleanup_servers is False) and waits for it and its proxy to exit.
-func (h *Hub) Stop() { h.stop(30 * time.Second) }
+func (h *Hub) Stop() { h.Process.Stop(30 * time.Second) }
 
 func (h *Hub) auth() http.Header { return http.Header{"Authorization": {"token " + h.Token}} }
 

@@ -100,7 +100,7 @@ func StartEnv(ctx context.Context, c EnvConfig) (_ *Env, err error) {
 
 // Close stops the hub, the service, the stand-in and the proxy.
 func (e *Env) Close() {
-	if e.Hub != nil && e.Hub.process != nil {
+	if e.Hub != nil && e.Hub.Process != nil {
 		e.Hub.Stop()
 	}
 	if e.Service != nil {
@@ -117,7 +117,7 @@ func (e *Env) Close() {
 // Logs are the tails of the hub's and the service's logs.
 func (e *Env) Logs() string {
 	var b strings.Builder
-	if e.Hub != nil && e.Hub.process != nil {
+	if e.Hub != nil && e.Hub.Process != nil {
 		b.WriteString(e.Hub.Tail(60))
 	}
 	if e.Service != nil {

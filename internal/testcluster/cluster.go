@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,6 +30,8 @@ import (
 	"k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
 	"k8s.io/utils/ptr"
+
+	"github.com/kubespawn/kubespawn/internal/childproc"
 )
 
 // workDirPrefix names the per-cluster directories under os.TempDir. The
@@ -101,9 +102,9 @@ type Cluster struct {
 	existing *rest.Config
 
 	mu                sync.Mutex
-	etcd              *process
-	apiserver         *process
-	controllerManager *process
+	etcd              *childproc.Process
+	apiserver         *childproc.Process
+	controllerManager *childproc.Process
 	stopped           bool
 }
 
@@ -139,7 +140,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.writeCredentials(); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(4)
+	ports, err := childproc.FreePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -258,17 +259,17 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	return c.waitReady(ctx, p)
 }
 
-func (c *Cluster) waitReady(ctx context.Context, p *process) error {
+func (c *Cluster) waitReady(ctx context.Context, p *childproc.Process) error {
 	client, err := kubernetes.NewForConfig(c.Config())
 	if err != nil {
 		return err
 	}
 	var lastErr error
 	err = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if exited, why := p.exited(); exited {
+		if exited, why := p.Exited(); exited {
 			return false, fmt.Errorf("testcluster: kube-apiserver exited during start: %v", why)
 		}
-		if exited, why := c.etcd.exited(); exited {
+		if exited, why := c.etcd.Exited(); exited {
 			return false, fmt.Errorf("testcluster: etcd exited during start: %v", why)
 		}
 		_, lastErr = client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
@@ -325,7 +326,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 	return c.waitControllerManagerReady(ctx, p)
 }
 
-func (c *Cluster) waitControllerManagerReady(ctx context.Context, p *process) error {
+func (c *Cluster) waitControllerManagerReady(ctx context.Context, p *childproc.Process) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(c.caData)
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
@@ -334,7 +335,7 @@ func (c *Cluster) waitControllerManagerReady(ctx context.Context, p *process) er
 	url := fmt.Sprintf("https://127.0.0.1:%d/healthz?verbose", c.kcmPort)
 	var lastErr error
 	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		if exited, why := p.exited(); exited {
+		if exited, why := p.Exited(); exited {
 			return false, fmt.Errorf("testcluster: kube-controller-manager exited during start: %v", why)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -443,7 +444,7 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	old := c.apiserver
 	c.mu.Unlock()
 	if old != nil {
-		old.stop(2 * time.Second)
+		old.Stop(2 * time.Second)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
@@ -464,13 +465,13 @@ func (c *Cluster) Stop() {
 		return
 	}
 	if c.controllerManager != nil {
-		c.controllerManager.stop(2 * time.Second)
+		c.controllerManager.Stop(2 * time.Second)
 	}
 	if c.apiserver != nil {
-		c.apiserver.stop(2 * time.Second)
+		c.apiserver.Stop(2 * time.Second)
 	}
 	if c.etcd != nil {
-		c.etcd.stop(2 * time.Second)
+		c.etcd.Stop(2 * time.Second)
 	}
 	_ = os.RemoveAll(c.dir)
 }
@@ -494,78 +495,6 @@ func (c *Cluster) LogTail(n int) string {
 		fmt.Fprintf(&b, "--- last %d lines of %s ---\n%s\n", len(lines), name, bytes.Join(lines, []byte("\n")))
 	}
 	return b.String()
-}
-
-// process is one child process whose output goes to a log file.
-type process struct {
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{}
-	err  error
-}
-
-func startProcess(path, logPath string, args ...string) (*process, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("testcluster: %w", err)
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Children die with us, even if the test binary panics or is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("testcluster: start %s: %w", filepath.Base(path), err)
-	}
-	p := &process{cmd: cmd, log: logFile, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *process) exited() (bool, error) {
-	select {
-	case <-p.done:
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
-
-func (p *process) stop(grace time.Duration) {
-	if exited, _ := p.exited(); exited {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("testcluster: free port: %w", err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // findBinDir resolves Options.BinDir.
@@ -606,4 +535,13 @@ func removeStaleWorkDirs() {
 		}
 		_ = os.RemoveAll(m)
 	}
+}
+
+// startProcess runs one of the control plane's binaries, logging to logPath.
+func startProcess(path, logPath string, args ...string) (*childproc.Process, error) {
+	p, err := childproc.Start(filepath.Base(path), logPath, childproc.Options{}, path, args...)
+	if err != nil {
+		return nil, fmt.Errorf("testcluster: %w", err)
+	}
+	return p, nil
 }

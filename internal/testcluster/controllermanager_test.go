@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubespawn/kubespawn/internal/childproc"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -138,12 +139,12 @@ func TestControllerManager(t *testing.T) {
 
 	t.Run("StopLeavesNoProcess", func(t *testing.T) {
 		c.mu.Lock()
-		procs := map[string]*process{"etcd": c.etcd, "kube-apiserver": c.apiserver, "kube-controller-manager": c.controllerManager}
+		procs := map[string]*childproc.Process{"etcd": c.etcd, "kube-apiserver": c.apiserver, "kube-controller-manager": c.controllerManager}
 		c.mu.Unlock()
 		pids := map[string]int{}
 		for name, p := range procs {
 			require.NotNil(t, p, name)
-			pids[name] = p.cmd.Process.Pid
+			pids[name] = p.Pid()
 		}
 		for name, pid := range pids {
 			require.NoError(t, syscall.Kill(pid, 0), "%s (pid %d) runs before Stop", name, pid)

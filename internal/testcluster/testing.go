@@ -189,6 +189,11 @@ func (c *Cluster) PodSim(t testing.TB, opts podsim.Options) *podsim.Simulator {
 			c.simErr = err
 			return
 		}
+		if c.existing != nil && opts.NodeName == "" {
+			// An existing cluster may run another simulator (make
+			// localcluster's) or another test run's: a Node of our own.
+			opts.NodeName = fmt.Sprintf("kubespawn-test-%d", os.Getpid())
+		}
 		c.sim, c.simErr = podsim.Start(context.Background(), client, opts)
 	})
 	if c.simErr != nil {
