@@ -97,7 +97,7 @@ func BenchmarkEventCacheMemory(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			r, err := For(f, reflector.Scope{Namespaces: []string{benchEventsNS}}, Options{})
+			r, err := IndexFor(f, reflector.Scope{Namespaces: []string{benchEventsNS}}, Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,7 +6,7 @@
 // reflector.EventCache for the scope ([reflector.Factory.Events]), which
 // brings the list+watch, stall detection and recovery, drift audit,
 // health and metrics. This package adds the index, the Streams and their
-// fallback. [For] returns a factory's Index for a scope.
+// fallback. [IndexFor] returns a factory's Index for a scope.
 //
 // # Why core/v1 Events
 //
@@ -21,7 +21,7 @@
 //
 // # Contract
 //
-//  1. One event watch and one index per scope per factory: [For] returns
+//  1. One event watch and one index per scope per factory: [IndexFor] returns
 //     the same Index to every caller asking for the same scope, for the
 //     factory's lifetime; asking with other Options is an error, never a
 //     silent first-caller-wins. The scope's field selector always includes
@@ -85,7 +85,7 @@
 //     lifetime does; the factory's Shutdown waits for every Stream's
 //     goroutine. The index has no goroutine of its own.
 //
-// [Index.For] returns the index's events of a pod, for failure reports
-// (the last Warning events are at the end); [Index.ListFor] is the same
+// [Index.Events] returns the index's events of a pod, for failure reports
+// (the last Warning events are at the end); [Index.ListEvents] is the same
 // but asks the API server while the watch is unhealthy.
 package events

@@ -30,7 +30,7 @@ func Example() {
 		panic(err)
 	}
 	defer f.Shutdown()
-	idx, err := events.For(f, reflector.Scope{Namespaces: []string{"jupyter"}}, events.Options{})
+	idx, err := events.IndexFor(f, reflector.Scope{Namespaces: []string{"jupyter"}}, events.Options{})
 	if err != nil {
 		panic(err)
 	}
@@ -59,7 +59,7 @@ func Example() {
 	}
 
 	// Failure report: the last Warning events.
-	evs := idx.For(pod)
+	evs := idx.Events(pod)
 	for i := len(evs) - 1; i >= 0 && i >= len(evs)-3; i-- {
 		if evs[i].Type == corev1.EventTypeWarning {
 			fmt.Println(events.Message(evs[i]))

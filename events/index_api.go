@@ -12,14 +12,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/kubespawn/kubespawn/internal/cachehook"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // Index is the per-pod index of the factory's shared event watch for one
-// scope, and the source of per-pod progress Streams. Get it with For. All
-// methods are safe for concurrent use.
+// scope, and the source of per-pod progress Streams. Get it with IndexFor.
+// All methods are safe for concurrent use.
 type Index struct {
 	cache   *reflector.EventCache
+	hooks   cachehook.Hooks
 	client  kubernetes.Interface
 	clock   clock.WithTicker
 	opts    Options
@@ -31,12 +33,12 @@ type Index struct {
 // companionKey is the Index's key among its EventCache's companions.
 type companionKey struct{}
 
-// For returns the Index of the factory's event watch for scope, creating
-// both on first use: every caller in a process asking for the same scope
+// IndexFor returns the Index of the factory's event watch for scope,
+// creating both on first use: every caller in a process asking for the same scope
 // shares one watch and one index. Asking again with different Options is
 // an error (ErrInvalidOptions), never a silent first-caller-wins. The
 // Index lives as long as the factory.
-func For(f *reflector.Factory, scope reflector.Scope, opts Options) (*Index, error) {
+func IndexFor(f *reflector.Factory, scope reflector.Scope, opts Options) (*Index, error) {
 	if f == nil {
 		return nil, fmt.Errorf("%w: nil reflector.Factory", reflector.ErrInvalidArgument)
 	}
@@ -48,7 +50,7 @@ func For(f *reflector.Factory, scope reflector.Scope, opts Options) (*Index, err
 	if err != nil {
 		return nil, err
 	}
-	v, err := ec.Companion(companionKey{}, func() (any, error) { return newIndex(f, ec, opts) })
+	v, err := cachehook.Of(ec).Companion(companionKey{}, func() (any, error) { return newIndex(f, ec, opts) })
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +65,7 @@ func newIndex(f *reflector.Factory, ec *reflector.EventCache, opts Options) (*In
 	fo := f.Options()
 	x := &Index{
 		cache:  ec,
+		hooks:  cachehook.Of(ec),
 		client: f.Client(),
 		clock:  fo.Clock,
 		opts:   opts,
@@ -80,7 +83,7 @@ func newIndex(f *reflector.Factory, ec *reflector.EventCache, opts Options) (*In
 			return nil, fmt.Errorf("events: registering the metrics of %s: %w", ec.Name(), err)
 		}
 		// Unregistered when the factory stops, as the watch's own are.
-		ec.Go(context.Background(), func(ctx context.Context) {
+		x.hooks.Go(context.Background(), func(ctx context.Context) {
 			<-ctx.Done()
 			r.Unregister(x.metrics)
 		})
@@ -142,12 +145,12 @@ func (x *Index) checkPod(pod PodRef) error {
 	return nil
 }
 
-// For returns the events of pod held in the index (at most PerPodLimit,
+// Events returns the events of pod held in the index (at most PerPodLimit,
 // the newest), oldest first by last occurrence (kubectl's order), so a
 // failure report can show the tail. The events are copies. It reads only
-// the index: with a degraded watch it may lag; ListFor falls back to the
-// API server. It returns nil for an invalid PodRef.
-func (x *Index) For(pod PodRef) []*corev1.Event {
+// the index: with a degraded watch it may lag; ListEvents falls back to
+// the API server. It returns nil for an invalid PodRef.
+func (x *Index) Events(pod PodRef) []*corev1.Event {
 	if x.checkPod(pod) != nil {
 		return nil
 	}
@@ -159,15 +162,15 @@ func (x *Index) For(pod PodRef) []*corev1.Event {
 	return out
 }
 
-// ListFor is For that never serves a stale index: while the event watch is
+// ListEvents is Events that never serves a stale index: while the event watch is
 // not healthy it lists the pod's events from the API server instead. The
 // Source says which answered.
-func (x *Index) ListFor(ctx context.Context, pod PodRef) ([]*corev1.Event, reflector.Source, error) {
+func (x *Index) ListEvents(ctx context.Context, pod PodRef) ([]*corev1.Event, reflector.Source, error) {
 	if err := x.checkPod(pod); err != nil {
 		return nil, "", err
 	}
 	if x.healthy() {
-		return x.For(pod), reflector.SourceCache, nil
+		return x.Events(pod), reflector.SourceCache, nil
 	}
 	items, err := x.listAPI(ctx, pod)
 	if err != nil {

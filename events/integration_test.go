@@ -55,7 +55,7 @@ func startIndex(t *testing.T, cfg *rest.Config, ns string, ro reflector.Options,
 	f, err := reflector.NewFactory(cfg, ro)
 	require.NoError(t, err)
 	t.Cleanup(f.Shutdown)
-	x, err := For(f, reflector.Scope{Namespaces: []string{ns}}, opts)
+	x, err := IndexFor(f, reflector.Scope{Namespaces: []string{ns}}, opts)
 	require.NoError(t, err)
 	f.Start(context.Background())
 	require.NoError(t, x.WaitForSync(t.Context()))
@@ -159,7 +159,7 @@ func TestPodLifecycleProgress(t *testing.T) {
 	cancel()
 	for range ch2 { //nolint:revive // closed when ctx ends
 	}
-	assert.Equal(t, reasons(got), reasons(updatesOf(r.For(pod))))
+	assert.Equal(t, reasons(got), reasons(updatesOf(r.Events(pod))))
 }
 
 func updatesOf(evs []*corev1.Event) []Update {
@@ -196,7 +196,7 @@ func TestImagePullFailureWarnings(t *testing.T) {
 	assert.NotContains(t, reasons(got), "Started")
 
 	// For: the last Warning events are at the end.
-	evs := r.For(pod)
+	evs := r.Events(pod)
 	require.NotEmpty(t, evs)
 	assert.Equal(t, corev1.EventTypeWarning, evs[len(evs)-1].Type)
 }
@@ -225,12 +225,12 @@ func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
 	}
 	assert.Equal(t, "Scheduled", got[0].Event.Reason, "the new pod's stream starts with its own scheduling")
 	assert.NotContains(t, reasons(got), "Started")
-	for _, e := range r.For(pod) {
+	for _, e := range r.Events(pod) {
 		assert.Equal(t, pod.UID, e.InvolvedObject.UID)
 	}
-	assert.NotEmpty(t, r.For(old), "the old pod's events stay under its own UID until TTL or ForgetPod")
+	assert.NotEmpty(t, r.Events(old), "the old pod's events stay under its own UID until TTL or ForgetPod")
 	r.ForgetPod(old.UID)
-	assert.Empty(t, r.For(old))
+	assert.Empty(t, r.Events(old))
 }
 
 // podEvent is an Event about a pod (which need not exist) at time at.
@@ -282,14 +282,14 @@ func TestDuplicateAndCountUpdatedEventsArriveOnce(t *testing.T) {
 	assert.Equal(t, "sentinel", u.Event.Message, "the count updates and the duplicate were suppressed")
 
 	require.Eventually(t, func() bool {
-		for _, e := range r.For(pod) {
+		for _, e := range r.Events(pod) {
 			if e.Name == "dup.1" {
 				return e.Count == 3
 			}
 		}
 		return false
 	}, time.Minute, 20*time.Millisecond, "the index holds the latest count")
-	assert.Len(t, r.For(pod), 3)
+	assert.Len(t, r.Events(pod), 3)
 }
 
 // offsetClock is the real clock (tickers included) with a settable offset
@@ -400,7 +400,7 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 	assert.Equal(t, floodCap, st.MaxPerPod)
 	assert.LessOrEqual(t, maxSeen.Load(), int64(floodCap), "the per-pod cap held during the flood")
 	for _, pod := range []int{0, 250, 499} {
-		evs := r.For(PodRef{Namespace: ns, Name: fmt.Sprintf("flood-%d", pod), UID: types.UID(fmt.Sprintf("flood-uid-%d", pod))})
+		evs := r.Events(PodRef{Namespace: ns, Name: fmt.Sprintf("flood-%d", pod), UID: types.UID(fmt.Sprintf("flood-uid-%d", pod))})
 		require.Len(t, evs, floodCap)
 		assert.Equal(t, fmt.Sprintf("step %d", floodPerPod-floodCap), evs[0].Message, "the newest are kept")
 		assert.Equal(t, fmt.Sprintf("step %d", floodPerPod-1), evs[floodCap-1].Message)
@@ -412,7 +412,7 @@ func TestFloodRespectsCapAndTTL(t *testing.T) {
 	// Stream is open, and goes one TTL after it closes.
 	clk.advance(floodTTL + time.Second)
 	require.Eventually(t, func() bool { return r.Stats().Pods == 1 }, time.Minute, 50*time.Millisecond, "%+v", r.Stats())
-	assert.Len(t, r.For(watched), floodCap)
+	assert.Len(t, r.Events(watched), floodCap)
 	cancelStream()
 	<-streamDone
 	clk.advance(floodTTL + time.Second)
@@ -484,7 +484,7 @@ func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
 	assert.False(t, got[0].Degraded)
 	assert.Equal(t, 70, got[0].Progress)
 	assert.True(t, r.Status().Healthy())
-	assert.Len(t, r.For(pod), 4)
+	assert.Len(t, r.Events(pod), 4)
 }
 
 // TestForSharesOneWatch: every For of a scope in a factory shares one
@@ -500,12 +500,12 @@ func TestForSharesOneWatch(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(f.Shutdown)
 	scope := reflector.Scope{Namespaces: []string{ns}}
-	r1, err := For(f, scope, Options{})
+	r1, err := IndexFor(f, scope, Options{})
 	require.NoError(t, err)
-	r2, err := For(f, scope, Options{})
+	r2, err := IndexFor(f, scope, Options{})
 	require.NoError(t, err)
 	assert.Same(t, r1, r2)
-	r3, err := For(f, reflector.Scope{Namespaces: []string{ns}, FieldSelector: "type=Warning"}, Options{})
+	r3, err := IndexFor(f, reflector.Scope{Namespaces: []string{ns}, FieldSelector: "type=Warning"}, Options{})
 	require.NoError(t, err)
 	assert.NotSame(t, r1, r3)
 	f.Start(context.Background())

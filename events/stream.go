@@ -54,7 +54,7 @@ func (x *Index) Stream(ctx context.Context, pod PodRef) (<-chan Update, error) {
 		state:     state,
 		delivered: newBoundedSet(max(4*x.opts.PerPodLimit, 256)),
 	}
-	if !x.cache.Go(ctx, func(ctx context.Context) {
+	if !x.hooks.Go(ctx, func(ctx context.Context) {
 		defer close(s.out)
 		defer unsubscribe()
 		defer unsubscribeState()

@@ -112,25 +112,25 @@ func TestScopeSelector(t *testing.T) {
 		"type!=Normal,reason=Failed":            "involvedObject.kind=Pod,reason=Failed,type!=Normal",
 		"reason=Failed,type!=Normal":            "involvedObject.kind=Pod,reason=Failed,type!=Normal",
 	} {
-		x, err := For(f, reflector.Scope{FieldSelector: in}, Options{})
+		x, err := IndexFor(f, reflector.Scope{FieldSelector: in}, Options{})
 		require.NoError(t, err, in)
 		assert.Equal(t, want, x.Scope().FieldSelector, in)
 	}
 	for _, bad := range []string{"involvedObject.kind=Node", "involvedObject.kind!=Pod", "a=b=c=("} {
-		_, err := For(f, reflector.Scope{FieldSelector: bad}, Options{})
+		_, err := IndexFor(f, reflector.Scope{FieldSelector: bad}, Options{})
 		assert.ErrorIs(t, err, reflector.ErrInvalidOptions, bad)
 	}
-	_, err = For(f, reflector.Scope{}, Options{PerPodLimit: -1})
+	_, err = IndexFor(f, reflector.Scope{}, Options{PerPodLimit: -1})
 	assert.ErrorIs(t, err, reflector.ErrInvalidOptions)
-	_, err = For(nil, reflector.Scope{}, Options{})
+	_, err = IndexFor(nil, reflector.Scope{}, Options{})
 	assert.ErrorIs(t, err, reflector.ErrInvalidArgument)
 	// One index per scope: the same Options share it, others are refused.
-	a, err := For(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{})
+	a, err := IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{})
 	require.NoError(t, err)
-	b, err := For(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: DefaultPerPodLimit})
+	b, err := IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: DefaultPerPodLimit})
 	require.NoError(t, err)
 	assert.Same(t, a, b)
-	_, err = For(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: 7})
+	_, err = IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: 7})
 	assert.ErrorIs(t, err, reflector.ErrInvalidOptions)
 }
 
@@ -220,7 +220,7 @@ func startFakeIndex(t *testing.T, client *fake.Clientset, ro reflector.Options, 
 	f, err := reflector.NewFactoryForClient(client, ro)
 	require.NoError(t, err)
 	t.Cleanup(f.Shutdown)
-	x, err := For(f, scope, opts)
+	x, err := IndexFor(f, scope, opts)
 	require.NoError(t, err)
 	return x, f
 }
@@ -235,7 +235,7 @@ func TestEvictionWithFakeClock(t *testing.T) {
 	f.Start(t.Context())
 	_, err := client.CoreV1().Events("ns").Create(t.Context(), ev("u", "e1", "Scheduled", "m", 0), metav1.CreateOptions{})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return len(x.For(PodRef{"ns", "p", "u"})) == 1 }, time.Minute, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(x.Events(PodRef{"ns", "p", "u"})) == 1 }, time.Minute, 10*time.Millisecond)
 	clk.Step(61 * time.Second)
 	assert.Equal(t, 0, x.Stats().Pods, "evicted when the index is next used")
 	assert.EqualValues(t, 1, x.Stats().EvictedPods)
@@ -298,10 +298,10 @@ func TestStreamWithFakeClient(t *testing.T) {
 	u = next(t, ch)
 	assert.Equal(t, "Pulled", u.Event.Reason)
 	assert.Equal(t, 60, u.Progress)
-	for _, e := range r.For(PodRef{"ns", "p", "new"}) {
+	for _, e := range r.Events(PodRef{"ns", "p", "new"}) {
 		assert.Equal(t, types.UID("new"), e.InvolvedObject.UID)
 	}
-	assert.Len(t, r.For(PodRef{"ns", "p", "new"}), 4)
+	assert.Len(t, r.Events(PodRef{"ns", "p", "new"}), 4)
 	cancel()
 	for range ch { //nolint:revive // drain until closed
 	}
@@ -315,7 +315,7 @@ func TestStreamErrorsAndStop(t *testing.T) {
 	for _, bad := range []PodRef{{}, {Namespace: "ns", Name: "p"}, {Namespace: "ns", UID: "u"}, {Name: "p", UID: "u"}} {
 		_, err := r.Stream(t.Context(), bad)
 		assert.True(t, errors.Is(err, reflector.ErrInvalidArgument), "%+v: %v", bad, err)
-		assert.Nil(t, r.For(bad))
+		assert.Nil(t, r.Events(bad))
 	}
 	_, err := r.Stream(t.Context(), PodRef{"other", "p", "u"})
 	assert.ErrorIs(t, err, reflector.ErrOutOfScope)
@@ -350,7 +350,7 @@ func TestStreamBeforeSyncPolls(t *testing.T) {
 	assert.True(t, u.Degraded)
 	assert.Equal(t, 20, u.Progress)
 	assert.Equal(t, t0, u.Time, "the event's first occurrence")
-	events, src, err := r.ListFor(ctx, pod)
+	events, src, err := r.ListEvents(ctx, pod)
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceAPI, src)
 	assert.Len(t, events, 1)
@@ -362,7 +362,7 @@ func TestStreamBeforeSyncPolls(t *testing.T) {
 	u = next(t, ch)
 	assert.Equal(t, "Pulling", u.Event.Reason, "no recovered notice: none was announced; p.1 not repeated")
 	assert.False(t, u.Degraded)
-	events, src, err = r.ListFor(ctx, pod)
+	events, src, err = r.ListEvents(ctx, pod)
 	require.NoError(t, err)
 	assert.Equal(t, reflector.SourceCache, src)
 	assert.Len(t, events, 2)

@@ -410,8 +410,8 @@ func (c *cache[T]) waitForSync(ctx context.Context) error {
 }
 
 // updateState recomputes the cache's state from its shards; on a change it
-// logs it, signals every subscriber and, on entering failed, calls
-// OnFailure.
+// logs it, signals every subscriber and, on entering failed, tells the
+// factory.
 func (c *cache[T]) updateState() {
 	// Serialised: two shards' monitors computing at once must not commit a
 	// stale aggregate over a fresh one.
@@ -455,9 +455,8 @@ func (c *cache[T]) updateState() {
 	logger.Info("Reflector state changed", "state", state, "reason", reason)
 	c.stateSubs.NotifyAll()
 	c.objSubs.NotifyAll()
-	if state == StateFailed && c.opts.OnFailure != nil {
-		st := c.status()
-		go c.opts.OnFailure(st)
+	if state == StateFailed && c.opts.onFailure != nil {
+		c.opts.onFailure(c.status()) // never blocks: it records and closes a channel
 	}
 }
 

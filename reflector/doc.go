@@ -22,6 +22,8 @@
 //	defer f.Shutdown()
 //	err = f.WaitForCacheSync(ctx)
 //	pod, src, err := pods.Get(ctx, "users", "jupyter-alice")
+//	...
+//	<-f.Failed() // exit non-zero with f.Err(), to be restarted
 //
 // # Contract
 //
@@ -102,11 +104,18 @@
 // shard. The state follows from them: starting until the initial list is
 // stored (for at most StallTimeout); synced with no problem; degraded with
 // any; failed once the oldest active problem other than probes_failing
-// has lasted FailureTimeout, at which point OnFailure is called (recovery
-// goes on, and a cache that recovers is synced again without a restart of
-// the process); stopped after the factory's lifetime. probes_failing
-// alone degrades the cache, however long it lasts, and never makes it
-// failed nor calls OnFailure.
+// has lasted FailureTimeout (recovery goes on, and a cache that recovers
+// is synced again without a restart of the process); stopped after the
+// factory's lifetime. probes_failing alone degrades the cache, however
+// long it lasts, and never makes it failed.
+//
+// A program learns of a failure from the factory, as it would from
+// manager.Start's error: [Factory.Failed] is a channel closed when a
+// cache first enters failed, and [Factory.Err] then says which and why
+// (wrapping [ErrFailed]). The signal is sticky: it stays set after the
+// cache recovers, so that a waiter cannot miss it; liveness
+// ([Factory.Healthz]) follows the current state instead. The factory's
+// end (stopped) never sets it.
 //
 //	problem           set when                                          cleared when
 //	not_synced        the initial list is not stored StallTimeout       the initial list is stored

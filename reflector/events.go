@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/internal/cachehook"
 )
 
 // EventCache is the factory's shared cache of the core/v1 Events about
@@ -91,20 +93,16 @@ func (e *EventCache) NotifyState() (<-chan struct{}, func()) {
 	return e.c.stateSubs.Subscribe(struct{}{})
 }
 
-// Companion returns the value kept with the cache under key, calling
-// create the first time. Packages that build on the cache keep what they
-// build here (package events: its per-pod index), so that it is shared
-// exactly as the cache is, once per scope and factory.
-func (e *EventCache) Companion(key any, create func() (any, error)) (any, error) {
-	return e.c.companion(key, create)
-}
-
-// Go runs fn in a goroutine whose ctx ends when ctx or the factory's
-// lifetime ends, and which the factory's Shutdown waits for (package
-// events runs its Streams so). It reports false, running nothing, once
-// the factory is stopping.
-func (e *EventCache) Go(ctx context.Context, fn func(ctx context.Context)) bool {
-	return e.c.goFor(ctx, fn)
+// Package events builds its index and Streams on the cache through
+// internal/cachehook, not through this package's API.
+func init() {
+	cachehook.Register(func(v any) (cachehook.Hooks, bool) {
+		e, ok := v.(*EventCache)
+		if !ok || e == nil {
+			return cachehook.Hooks{}, false
+		}
+		return cachehook.Hooks{Companion: e.c.companion, Go: e.c.goFor}, true
+	})
 }
 
 // WaitForSync: see PodCache.WaitForSync.

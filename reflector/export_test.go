@@ -9,3 +9,12 @@ var (
 	// tombstones and for idempotence.
 	SlimPodTransformForTest = slimPodTransform
 )
+
+// FailuresForTest is how many times the factory's caches have entered
+// failed: Failed closes on the first, and the rule table says one entry
+// per failure, not one per evaluation.
+func FailuresForTest(f *Factory) int {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	return f.failures
+}

@@ -43,6 +43,13 @@ type Factory struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	// failMu guards the failure signal apart from mu: a cache reports its
+	// entry into failed from its monitor, which mu's holders may wait on.
+	failMu   sync.Mutex
+	failed   chan struct{} // closed on the first entry of a cache into failed
+	failErr  error
+	failures int // entries into failed, of every cache
 }
 
 // entry is what the factory needs of a cache, whatever its kind.
@@ -111,7 +118,8 @@ func newFactory(cfg *rest.Config, client kubernetes.Interface, opts Options) (*F
 	if err != nil {
 		return nil, err
 	}
-	f := &Factory{opts: opts, cfg: cfg, client: client, entries: map[string]*factoryEntry{}, logger: klog.Background()}
+	f := &Factory{opts: opts, cfg: cfg, client: client, entries: map[string]*factoryEntry{}, logger: klog.Background(), failed: make(chan struct{})}
+	f.opts.onFailure = f.cacheFailed
 	if opts.Logger != nil {
 		f.logger = *opts.Logger
 	}
@@ -235,6 +243,36 @@ func (f *Factory) Shutdown() {
 		}
 	}
 	f.wg.Wait()
+}
+
+// Failed returns a channel that is closed when a cache of the factory
+// first enters StateFailed: a problem has lasted FailureTimeout, and a
+// process restart may help. It is sticky, as a context's Done is: the
+// cache goes on recovering, and Healthz passes again once it has, but the
+// channel stays closed, so that a program that waits for it (as
+// manager.Start's error is waited for) cannot miss a failure that has
+// since cleared. It never closes when the factory merely stops.
+func (f *Factory) Failed() <-chan struct{} { return f.failed }
+
+// Err returns nil until Failed is closed; then an error that wraps
+// ErrFailed and names the first cache that failed and why.
+func (f *Factory) Err() error {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	return f.failErr
+}
+
+// cacheFailed records a cache's entry into failed; the first closes
+// Failed.
+func (f *Factory) cacheFailed(st Status) {
+	f.failMu.Lock()
+	defer f.failMu.Unlock()
+	f.failures++
+	if f.failErr != nil {
+		return
+	}
+	f.failErr = fmt.Errorf("%w: %s: %s", ErrFailed, st.Name, st.Reason)
+	close(f.failed)
 }
 
 // Status returns the Status of every cache, in creation order.

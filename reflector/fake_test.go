@@ -251,24 +251,22 @@ func (f *fakeServer) counts() (lists, mainWatches, probes int) {
 
 // harness is a factory on a fakeServer with a fake clock.
 type harness struct {
-	t     *testing.T
-	srv   *fakeServer
-	clk   *clocktesting.FakeClock
-	f     *reflector.Factory
-	pods  *reflector.PodCache
-	fails chan reflector.Status
+	t    *testing.T
+	srv  *fakeServer
+	clk  *clocktesting.FakeClock
+	f    *reflector.Factory
+	pods *reflector.PodCache
 }
 
 // newHarness starts a factory on a new fake server, after the setup
 // functions have prepared the server.
 func newHarness(t *testing.T, opts reflector.Options, setup ...func(*fakeServer)) *harness {
 	t.Helper()
-	h := &harness{t: t, srv: newFakeServer(t), clk: clocktesting.NewFakeClock(time.Now()), fails: make(chan reflector.Status, 16)}
+	h := &harness{t: t, srv: newFakeServer(t), clk: clocktesting.NewFakeClock(time.Now())}
 	for _, fn := range setup {
 		fn(h.srv)
 	}
 	opts.Clock = h.clk
-	opts.OnFailure = func(st reflector.Status) { h.fails <- st }
 	var err error
 	h.f, err = reflector.NewFactoryForClient(h.srv.client, opts)
 	require.NoError(t, err)
@@ -380,8 +378,8 @@ func (h *harness) synced() {
 func (h *harness) noFailure() {
 	h.t.Helper()
 	select {
-	case st := <-h.fails:
-		h.t.Fatalf("OnFailure called: %+v", st)
+	case <-h.f.Failed():
+		h.t.Fatalf("the factory's Failed closed: %v", h.f.Err())
 	default:
 	}
 }

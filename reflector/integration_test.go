@@ -74,6 +74,13 @@ func (e *env) factory(opts reflector.Options) *reflector.Factory {
 // start returns a started pod cache for the test's namespace.
 func (e *env) start(opts reflector.Options, scope reflector.Scope) *reflector.PodCache {
 	e.t.Helper()
+	_, pods := e.startFactory(opts, scope)
+	return pods
+}
+
+// startFactory is start that returns the factory too.
+func (e *env) startFactory(opts reflector.Options, scope reflector.Scope) (*reflector.Factory, *reflector.PodCache) {
+	e.t.Helper()
 	f := e.factory(opts)
 	if len(scope.Namespaces) == 0 {
 		scope.Namespaces = []string{e.ns}
@@ -82,7 +89,7 @@ func (e *env) start(opts reflector.Options, scope reflector.Scope) *reflector.Po
 	require.NoError(e.t, err)
 	_, ctx := ktesting.NewTestContext(e.t)
 	f.Start(ctx)
-	return pods
+	return f, pods
 }
 
 func waitSynced(t *testing.T, pods *reflector.PodCache) {
@@ -181,22 +188,25 @@ func TestNotSyncedCacheNeverAnswersFromCache(t *testing.T) {
 
 // TestHungInitialListIsBounded: the initial list never answers (its
 // response is held). The cache is degraded after StallTimeout, failed with
-// OnFailure called once after FailureTimeout, fails liveness; once the
+// the factory's Failed closing after FailureTimeout, fails liveness; once the
 // response is released it syncs and is healthy with no restart.
 func TestHungInitialListIsBounded(t *testing.T) {
 	e := newEnv(t)
 	e.pod("a", nil)
 	e.proxy.Stall(podLists)
 	e.proxy.Stall(podWatches) // the WatchList initial sync too
-	var failures atomic.Int32
 	const stall, failure = 4 * time.Second, 8 * time.Second
-	pods := e.start(reflector.Options{StallTimeout: stall, FailureTimeout: failure,
-		OnFailure: func(reflector.Status) { failures.Add(1) }}, reflector.Scope{})
+	f, pods := e.startFactory(reflector.Options{StallTimeout: stall, FailureTimeout: failure}, reflector.Scope{})
 
 	require.Eventually(t, func() bool { return pods.State() == reflector.StateDegraded }, stall+5*time.Second, 20*time.Millisecond, "degraded: %+v", pods.Status())
 	assert.True(t, has(pods, reflector.ProblemNotSynced))
 	require.Eventually(t, func() bool { return pods.State() == reflector.StateFailed }, failure+5*time.Second, 20*time.Millisecond, "failed: %+v", pods.Status())
-	require.Eventually(t, func() bool { return failures.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	select {
+	case <-f.Failed():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the factory's Failed did not close: %+v", pods.Status())
+	}
+	require.ErrorIs(t, f.Err(), reflector.ErrFailed)
 	require.Error(t, pods.Healthz(nil))
 
 	e.proxy.UnstallAll()
@@ -204,7 +214,8 @@ func TestHungInitialListIsBounded(t *testing.T) {
 	require.NoError(t, pods.Healthz(nil))
 	_, ok := cached(pods, e.ns, "a")
 	assert.True(t, ok)
-	assert.Equal(t, int32(1), failures.Load(), "OnFailure called once")
+	assert.Equal(t, 1, reflector.FailuresForTest(f), "one entry into failed")
+	assert.ErrorIs(t, f.Err(), reflector.ErrFailed, "the failure signal is sticky")
 	assert.Zero(t, pods.Status().Restarts)
 }
 
@@ -392,16 +403,14 @@ func TestHungAuditBlindsNothing(t *testing.T) {
 // TestRefusedProbesNeverFail: new watch requests are answered 429 (with
 // Retry-After) and then 500 for 2×StallTimeout each while the main watch
 // is healthy and busy. The cache may degrade, returns to synced once
-// probes work, and OnFailure is never called.
+// probes work, and the factory's Failed never closes.
 func TestRefusedProbesNeverFail(t *testing.T) {
 	for _, code := range []int{429, 500} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
 			e := newEnv(t)
 			e.pod("a", nil)
 			const stall = 5 * time.Second
-			var failures atomic.Int32
-			pods := e.start(reflector.Options{StallTimeout: stall, FailureTimeout: 15 * time.Second,
-				OnFailure: func(reflector.Status) { failures.Add(1) }}, reflector.Scope{})
+			f, pods := e.startFactory(reflector.Options{StallTimeout: stall, FailureTimeout: 15 * time.Second}, reflector.Scope{})
 			waitSynced(t, pods)
 			require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
 
@@ -420,7 +429,7 @@ func TestRefusedProbesNeverFail(t *testing.T) {
 			t.Logf("degraded during the refusals: %v (%+v)", sawDegraded, pods.Status().Problems)
 			e.proxy.ClearFaults()
 			require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 3*stall, 20*time.Millisecond, "synced once probes work: %+v", pods.Status())
-			assert.Zero(t, failures.Load(), "OnFailure never called")
+			assert.NoError(t, f.Err(), "the factory's Failed never closed")
 			assert.Zero(t, pods.Status().Relists[reflector.RelistStall], "no restart: the cache was never wrong")
 			_, ok := cached(pods, e.ns, "busy-3")
 			assert.True(t, ok)

@@ -100,8 +100,8 @@ type Options struct {
 	// metadata-only list of the server. Default 5m. Negative disables.
 	AuditInterval time.Duration
 	// FailureTimeout is how long a problem may last before the state
-	// becomes failed and OnFailure is called. Failing probes alone never
-	// make it failed, however long they last. Default 2m; at least
+	// becomes failed (and the factory's Failed channel closes, see
+	// [Factory.Failed]). Failing probes alone never make it failed, however long they last. Default 2m; at least
 	// StallTimeout.
 	FailureTimeout time.Duration
 	// HandlerStallThreshold: an event handler inside one call for longer is
@@ -115,10 +115,6 @@ type Options struct {
 	// transform either way.
 	FullPods bool
 
-	// OnFailure is called (in its own goroutine) each time a cache enters
-	// the failed state, with its Status.
-	OnFailure func(Status)
-
 	// Clock drives probes, audits, deadlines and health. Default: the real
 	// clock.
 	Clock clock.WithTickerAndDelayedExecution
@@ -131,6 +127,10 @@ type Options struct {
 	// A registration failure is returned by the call that creates the
 	// cache.
 	Registerer prometheus.Registerer
+
+	// onFailure is set by the factory: each cache reports its entries
+	// into failed to it (Factory.Failed, Factory.Err).
+	onFailure func(Status)
 }
 
 const (
@@ -149,6 +149,14 @@ const (
 )
 
 // withDefaults validates o and fills in defaults.
+// Validate returns the error NewFactory would return for o (wrapping
+// ErrInvalidOptions), building nothing: a program checks its flags with
+// it before it connects, so that the library's rules are the only copy.
+func (o Options) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 func (o Options) withDefaults() (Options, error) {
 	for name, d := range map[string]time.Duration{"StallTimeout": o.StallTimeout, "CanaryWindow": o.CanaryWindow, "FailureTimeout": o.FailureTimeout, "HandlerStallThreshold": o.HandlerStallThreshold} {
 		if d < 0 {

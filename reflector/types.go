@@ -30,7 +30,8 @@ const (
 	// while the cache recovers by itself.
 	StateDegraded State = "degraded"
 	// StateFailed: a problem other than ProblemProbesFailing has lasted
-	// FailureTimeout. Recovery goes on, but OnFailure has been called.
+	// FailureTimeout. Recovery goes on, but the factory's
+	// Failed channel has closed (see [Factory.Failed]).
 	StateFailed State = "failed"
 	// StateStopped: the factory's lifetime has ended.
 	StateStopped State = "stopped"
@@ -107,6 +108,9 @@ var (
 	ErrOutOfScope = errors.New("reflector: namespace out of scope")
 	// ErrStopped is returned once the factory's lifetime has ended.
 	ErrStopped = errors.New("reflector: stopped")
+	// ErrFailed: a cache of the factory has entered StateFailed
+	// ([Factory.Err]).
+	ErrFailed = errors.New("reflector: cache failed")
 	// ErrNotSynced is returned by WaitForSync when its context ends first.
 	ErrNotSynced = errors.New("reflector: not synced")
 )

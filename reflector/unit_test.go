@@ -105,8 +105,9 @@ func TestFactorySharesOneCachePerScope(t *testing.T) {
 }
 
 // Rule not_synced: set StallTimeout after the start without the initial
-// list (starting until then), failed and OnFailure at FailureTimeout;
-// cleared, and synced, once the list succeeds, with no restart.
+// list (starting until then), failed (the factory's Failed closes) at
+// FailureTimeout; cleared, and synced, once the list succeeds, with no
+// restart.
 func TestRuleNotSynced(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, reflector.Options{FailureTimeout: 30 * time.Second, AuditInterval: -1})
@@ -119,17 +120,24 @@ func TestRuleNotSynced(t *testing.T) {
 	h.until(time.Second, 15*time.Second, func() bool { return h.has(reflector.ProblemNotSynced) }, "not_synced")
 	require.Equal(t, reflector.StateDegraded, h.state())
 	h.until(time.Second, 30*time.Second, func() bool { return h.state() == reflector.StateFailed }, "failed")
-	st := <-h.fails
-	assert.Contains(t, st.Reason, "etcd is down")
+	<-h.f.Failed()
+	require.ErrorIs(t, h.f.Err(), reflector.ErrFailed)
+	assert.ErrorContains(t, h.f.Err(), "etcd is down")
 	require.Error(t, h.pods.Healthz(nil))
 	h.step(10*time.Second, time.Second)
-	assert.Empty(t, h.fails, "OnFailure is called once per entry into failed")
+	assert.Equal(t, 1, reflector.FailuresForTest(h.f), "one entry into failed, however long it lasts")
 
 	h.srv.set(func(f *fakeServer) { f.listErr = nil })
 	h.synced()
 	assert.False(t, h.has(reflector.ProblemNotSynced))
 	require.NoError(t, h.pods.Healthz(nil))
 	assert.Zero(t, h.pods.Status().Restarts, "recovered without a restart")
+	select {
+	case <-h.f.Failed():
+	default:
+		t.Fatal("Failed is sticky: it stays closed after the cache recovers")
+	}
+	assert.ErrorIs(t, h.f.Err(), reflector.ErrFailed, "Err is sticky too")
 }
 
 // Rule stall (a probe finds changes the cache lacks): the watch is
@@ -377,7 +385,7 @@ func TestRuleDrift(t *testing.T) {
 
 // Rule probes_failing: probes refused (429), or held past their deadline,
 // while the main watch delivers, for three times FailureTimeout:
-// degraded all along, never failed, OnFailure never called (probe
+// degraded all along, never failed, the factory's Failed never closed (probe
 // failures are no reason to distrust the cache, let alone to restart the
 // process); synced again as soon as a probe succeeds, without a restart.
 func TestRuleProbesFailing(t *testing.T) {
@@ -412,7 +420,7 @@ func TestRuleProbesFailing(t *testing.T) {
 // Failing probes hide no real problem: while probes are refused, an idle
 // main watch, a hung relist and a stall found by a canary still reach
 // failed once they (not the probe failures before them) have lasted
-// FailureTimeout, and OnFailure is called.
+// FailureTimeout, and the factory's Failed closes.
 func TestProbesFailingHideNoRealProblem(t *testing.T) {
 	t.Parallel()
 	const failure = 30 * time.Second
@@ -429,10 +437,10 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 		require.False(t, since.IsZero(), "%s active when failed: %+v", p, h.pods.Status())
 		assert.GreaterOrEqual(t, h.clk.Since(since), failure, "failed once %s, not the failing probes, has lasted FailureTimeout", p)
 		select {
-		case st := <-h.fails:
-			assert.Equal(t, reflector.StateFailed, st.State)
+		case <-h.f.Failed():
+			assert.ErrorIs(t, h.f.Err(), reflector.ErrFailed)
 		case <-time.After(10 * time.Second):
-			t.Fatal("OnFailure not called")
+			t.Fatal("the factory's Failed did not close")
 		}
 	}
 	t.Run("idle", func(t *testing.T) {

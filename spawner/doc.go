@@ -94,6 +94,13 @@
 // [Spawner.RunSweeper] runs it periodically under leader election on a
 // coordination.k8s.io Lease, so replicas never sweep at once.
 //
+// # Lifetime
+//
+// [Spawner.Close] releases what a Spawner holds: it stops its sweepers
+// (each releases its Lease, and Close waits for them) and unregisters its
+// metrics, so that a new Spawner can register with the same Registerer.
+// The pod cache and event index are the factory's, not the Spawner's.
+//
 // Not guaranteed: an upper bound on how long a start takes to notice a
 // change when the cache is stalled (up to FallbackInterval), or that a pod
 // whose deletion the kubelet never completes goes away (Stop then returns

@@ -22,6 +22,9 @@ var (
 	// API server. It is reflector.ErrInvalidArgument.
 	ErrInvalidArgument = reflector.ErrInvalidArgument
 
+	// ErrClosed: the Spawner has been closed (Close); nothing was started.
+	ErrClosed = errors.New("spawner: closed")
+
 	// ErrRejected: the API server refused the create permanently (Invalid,
 	// BadRequest, Forbidden, ...). It was not retried.
 	ErrRejected = errors.New("spawner: pod rejected by the API server")

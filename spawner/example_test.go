@@ -38,7 +38,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	progress, err := events.For(f, reflector.Scope{Namespaces: []string{ns}}, events.Options{})
+	progress, err := events.IndexFor(f, reflector.Scope{Namespaces: []string{ns}}, events.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

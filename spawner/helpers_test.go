@@ -315,7 +315,7 @@ func (f *fakeEvents) Stream(ctx context.Context, pod events.PodRef) (<-chan even
 	return ch, nil
 }
 
-func (f *fakeEvents) For(pod events.PodRef) []*corev1.Event {
+func (f *fakeEvents) Events(pod events.PodRef) []*corev1.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.events

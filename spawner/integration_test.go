@@ -99,7 +99,7 @@ func newEnvWith(t *testing.T, ro reflector.Options, mod func(*Options)) *ienv {
 	t.Cleanup(e.factory.Shutdown)
 	e.pods, err = e.factory.Pods(reflector.Scope{Namespaces: []string{e.ns}})
 	require.NoError(t, err)
-	e.events, err = events.For(e.factory, reflector.Scope{Namespaces: []string{e.ns}}, events.Options{})
+	e.events, err = events.IndexFor(e.factory, reflector.Scope{Namespaces: []string{e.ns}}, events.Options{})
 	require.NoError(t, err)
 	e.client = e.factory.Client()
 	e.factory.Start(klog.NewContext(context.Background(), logger))
@@ -924,7 +924,7 @@ func TestIntegrationFailedStartKeepsTheRunningPodsEvents(t *testing.T) {
 	require.NoError(t, err)
 	ref := events.PodRef{Namespace: e.ns, Name: res.Name, UID: res.UID}
 	started := func() bool {
-		for _, ev := range e.events.For(ref) {
+		for _, ev := range e.events.Events(ref) {
 			if ev.Reason == "Started" {
 				return true
 			}

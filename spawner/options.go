@@ -39,7 +39,7 @@ type PodCache interface {
 // spawner created or stopped is confirmed gone.
 type EventSource interface {
 	Stream(ctx context.Context, pod events.PodRef) (<-chan events.Update, error)
-	For(pod events.PodRef) []*corev1.Event
+	Events(pod events.PodRef) []*corev1.Event
 	ForgetPod(uid types.UID)
 }
 
@@ -56,7 +56,7 @@ type Options struct {
 	// service gives its shared cache.
 	Pods PodCache
 	// Events, if set, feeds Request.Progress and the Warning events of a
-	// StartError; from events.For.
+	// StartError; from events.IndexFor.
 	Events EventSource
 
 	// Instance identifies this service instance; it is the value of

@@ -21,10 +21,20 @@ type Spawner struct {
 	opts    Options
 	metrics *metrics
 	locks   nameLocks
+
+	// life ends at Close; the sweepers (RunSweeper) run within it and
+	// Close waits for them (wg).
+	life      context.Context
+	closeLife context.CancelFunc
+	mu        sync.Mutex // guards closed and wg.Add against Close's wg.Wait
+	closed    bool
+	wg        sync.WaitGroup
 }
 
 // New validates opts and returns a Spawner. It starts nothing: the pod cache
-// and event source are owned (started, stopped) by the caller.
+// and event source are owned (started, stopped) by the caller. Close
+// releases what the Spawner holds: its metrics' registration and its
+// sweepers.
 func New(opts Options) (*Spawner, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -36,7 +46,45 @@ func New(opts Options) (*Spawner, error) {
 			return nil, fmt.Errorf("%w: registering metrics: %v", ErrInvalidOptions, err)
 		}
 	}
-	return &Spawner{opts: o, metrics: m, locks: nameLocks{m: map[string]*nameLock{}}}, nil
+	s := &Spawner{opts: o, metrics: m, locks: nameLocks{m: map[string]*nameLock{}}}
+	s.life, s.closeLife = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Close ends the Spawner's lifetime: it stops every RunSweeper (each
+// returns nil, releasing its Lease), waits for them, and unregisters the
+// Spawner's metrics from Options.Registerer, so that a new Spawner can
+// register there. Starts and Stops in flight are the caller's calls, ended
+// by their contexts. Afterwards RunSweeper returns ErrClosed. Idempotent.
+func (s *Spawner) Close() {
+	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
+	s.mu.Unlock()
+	s.closeLife()
+	s.wg.Wait()
+	if first && s.opts.Registerer != nil {
+		s.metrics.unregister(s.opts.Registerer)
+	}
+}
+
+// run joins the Spawner's lifetime for a long-running call: ctx is
+// cancelled at Close too, and Close waits for done. It returns ErrClosed
+// after Close.
+func (s *Spawner) run(ctx context.Context) (_ context.Context, done func(), _ error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	s.wg.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.life, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		s.wg.Done()
+	}, nil
 }
 
 // logger prefers the caller's contextual logger.
@@ -82,14 +130,29 @@ func newMetrics() *metrics {
 	}
 }
 
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps, m.absence}
+}
+
+// register registers every collector, or none: a failure unregisters
+// those registered before it.
 func (m *metrics) register(r prometheus.Registerer) error {
 	m.absence.WithLabelValues(string(reflector.SourceAPI)) // exported from the start, at 0
-	for _, c := range []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps, m.absence} {
+	for i, c := range m.collectors() {
 		if err := r.Register(c); err != nil {
+			for _, done := range m.collectors()[:i] {
+				r.Unregister(done)
+			}
 			return err
 		}
 	}
 	return nil
+}
+
+func (m *metrics) unregister(r prometheus.Registerer) {
+	for _, c := range m.collectors() {
+		r.Unregister(c)
+	}
 }
 
 // decidedAbsent records a decision that a pod does not exist, is gone or

@@ -142,7 +142,7 @@ func (a *attempt) attachWarnings(ctx context.Context, se *StartError) {
 		return
 	}
 	ref := events.PodRef{Namespace: se.Namespace, Name: se.Name, UID: se.UID}
-	se.Events = lastWarnings(src.For(ref))
+	se.Events = lastWarnings(src.Events(ref))
 	if len(se.Events) > 0 || !reasonOf(se.Reason).warned {
 		return
 	}
@@ -151,7 +151,7 @@ func (a *attempt) attachWarnings(ctx context.Context, se *StartError) {
 		if a.s.sleep(ctx, 50*time.Millisecond) != nil {
 			break
 		}
-		se.Events = lastWarnings(src.For(ref))
+		se.Events = lastWarnings(src.Events(ref))
 	}
 }
 

@@ -437,12 +437,18 @@ type SweeperOptions struct {
 }
 
 // RunSweeper sweeps every Interval while this replica holds the Lease, so
-// that several replicas never sweep at once. It returns when ctx ends (nil),
-// or at once for invalid options. Leadership lost is retried.
+// that several replicas never sweep at once. It returns when ctx ends or
+// the Spawner is closed (nil), or at once for invalid options or a closed
+// Spawner (ErrClosed). Leadership lost is retried.
 func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 	if _, err := s.sweepDefaults(opts.Policy); err != nil {
 		return err
 	}
+	ctx, done, err := s.run(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if opts.Interval < 0 {
 		return fmt.Errorf("%w: sweeper: negative Interval", ErrInvalidArgument)
 	}

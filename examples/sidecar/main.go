@@ -25,15 +25,46 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
+	code := exitCode(err, os.Stderr)
+	if code == 1 {
 		klog.ErrorS(err, "kubespawn-sidecar exiting")
-		klog.Flush()
-		os.Exit(1)
 	}
 	klog.Flush()
+	os.Exit(code)
+}
+
+// errUsage marks bad flags (exit status 2), the library's validation of
+// the options they set included.
+var errUsage = errors.New("usage")
+
+func usageError(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
+
+// exitCode is 0 after a graceful shutdown or -h, 2 for bad flags (with
+// the message on stderr), 1 for any other error.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 2
+	default:
+		return 1
+	}
+}
+
+// failures delivers the factory's failure (Err, once Failed has closed)
+// to service.Run, until ctx ends.
+func failures(ctx context.Context, f *reflector.Factory) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		select {
+		case <-f.Failed():
+			ch <- f.Err()
+		case <-ctx.Done():
+		}
+	}()
+	return ch
 }
 
 // stringList is a repeatable flag that also accepts comma-separated values.
@@ -80,27 +111,32 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token that every pod route requires and that enables DELETE /pods/{namespace}/{name}; without it the sidecar serves loopback only, and no DELETE")
 	fs.IntVar(&o.streams.Max, "max-streams", service.DefaultMaxStreams, "event streams open at once, in all (0: no cap); more get 429")
 	fs.IntVar(&o.streams.PerClient, "max-streams-per-client", service.DefaultMaxStreamsPerClient, "event streams open at once from one client IP (0: no cap); more get 429")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
-	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long recovery may fail before the sidecar exits non-zero to be restarted")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", 0, "how long a stalled watch may go unnoticed (reflector.Options.StallTimeout; 0: the library's default)")
+	fs.DurationVar(&o.failureTimeout, "failure-timeout", 0, "how long recovery may fail before the sidecar exits non-zero to be restarted (reflector.Options.FailureTimeout; 0: the library's default)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "grace period for in-flight requests on SIGTERM")
 	klog.InitFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError(err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return nil, usageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	}
+	// The library's rules are the only copy: --stall-timeout and
+	// --failure-timeout are checked by it, 0 being its default.
+	if err := o.reflectorOptions().Validate(); err != nil {
+		return nil, usageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
 	}
 	if len(o.namespaces.values) == 0 {
-		return nil, errors.New("--namespace must not be empty")
+		return nil, usageError(errors.New("--namespace must not be empty"))
 	}
-	if o.stallTimeout < 4*time.Second {
-		return nil, fmt.Errorf("--stall-timeout must be at least 4s, got %s", o.stallTimeout)
-	}
-	if o.failureTimeout <= 0 || o.shutdownTimeout <= 0 {
-		return nil, errors.New("--failure-timeout and --shutdown-timeout must be positive")
+	if o.shutdownTimeout <= 0 {
+		return nil, usageError(errors.New("--shutdown-timeout must be positive"))
 	}
 	if o.streams.Max < 0 || o.streams.PerClient < 0 {
-		return nil, errors.New("--max-streams and --max-streams-per-client must not be negative")
+		return nil, usageError(errors.New("--max-streams and --max-streams-per-client must not be negative"))
 	}
 	return o, nil
 }
@@ -110,9 +146,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 var readToken = service.ReadTokenFile
 
 // run is the whole program: it returns nil after a graceful shutdown (ctx
-// ended: SIGTERM or SIGINT), and an error, which main turns into exit
-// status 1, when the flags are bad, the server cannot start, or a cache
-// reports failure, so that Kubernetes restarts the container.
+// ended: SIGTERM or SIGINT), a usage error (exit status 2) for bad flags,
+// and an error, which main turns into exit status 1, when the server
+// cannot start or the factory reports a failed cache (Factory.Failed), so
+// that Kubernetes restarts the container.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
@@ -136,18 +173,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	metrics := newMetrics()
-	failed := make(chan error, 1)
-	f, err := reflector.NewFactory(cfg, reflector.Options{
-		StallTimeout:   o.stallTimeout,
-		FailureTimeout: o.failureTimeout,
-		Registerer:     metrics,
-		OnFailure: func(st reflector.Status) {
-			select {
-			case failed <- fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason):
-			default:
-			}
-		},
-	})
+	ropts := o.reflectorOptions()
+	ropts.Registerer = metrics
+	f, err := reflector.NewFactory(cfg, ropts)
 	if err != nil {
 		return err
 	}
@@ -174,8 +202,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	hs.RegisterOnShutdown(srv.CloseStreams)
 	f.Start(context.WithoutCancel(ctx)) // stopped by the deferred Shutdown, after the HTTP server
 	logger.Info("Serving", "address", ln.Addr().String(), "namespaces", o.namespaces.values, "selector", o.selector,
-		"stallTimeout", o.stallTimeout, "authenticated", token != "", "maxStreams", o.streams.Max, "maxStreamsPerClient", o.streams.PerClient)
-	return service.Run(ctx, hs, ln, o.shutdownTimeout, failed)
+		"stallTimeout", f.Options().StallTimeout, "authenticated", token != "", "maxStreams", o.streams.Max, "maxStreamsPerClient", o.streams.PerClient)
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	return service.Run(ctx, hs, ln, o.shutdownTimeout, failures(fctx, f))
+}
+
+// reflectorOptions are the factory's options the flags set.
+func (o *options) reflectorOptions() reflector.Options {
+	return reflector.Options{StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout}
 }
 
 // newMetrics is the registry /metrics serves: the Go runtime's and the

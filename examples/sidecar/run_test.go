@@ -30,8 +30,8 @@ func TestParseFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"default"}, o.namespaces.values)
 	assert.Equal(t, "127.0.0.1:8081", o.listen, "loopback unless told otherwise")
-	assert.Equal(t, 10*time.Second, o.stallTimeout)
-	assert.Equal(t, 2*time.Minute, o.failureTimeout)
+	assert.Zero(t, o.stallTimeout, "the library's default")
+	assert.Zero(t, o.failureTimeout, "the library's default")
 	assert.Empty(t, o.kubeconfig)
 	assert.Empty(t, o.tokenFile)
 	assert.Empty(t, o.selector)
@@ -52,7 +52,8 @@ func TestParseFlags(t *testing.T) {
 		{"--namespace="},
 		{"--no-such-flag"},
 		{"extra"},
-		{"--failure-timeout=0s"},
+		{"--failure-timeout=-1s"},
+		{"--stall-timeout=10s", "--failure-timeout=5s"},
 	} {
 		_, err := parseFlags(args, io.Discard)
 		assert.Error(t, err, "%v", args)

@@ -117,7 +117,7 @@ func newServer(cfg Config) (*Server, error) {
 	if s.pods, err = cfg.Factory.Pods(reflector.Scope{Namespaces: cfg.Namespaces, LabelSelector: cfg.Selector}); err != nil {
 		return nil, fmt.Errorf("sidecar: pod cache: %w", err)
 	}
-	idx, err := events.For(cfg.Factory, reflector.Scope{Namespaces: cfg.Namespaces}, events.Options{})
+	idx, err := events.IndexFor(cfg.Factory, reflector.Scope{Namespaces: cfg.Namespaces}, events.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: event index: %w", err)
 	}

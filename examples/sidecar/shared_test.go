@@ -39,7 +39,7 @@ func TestOneWatchPerScopeForTheWholeProcess(t *testing.T) {
 	for _, instance := range []string{"hub-a", "hub-b"} {
 		pods, err := f.Pods(reflector.Scope{Namespaces: []string{e.ns}, LabelSelector: selector})
 		require.NoError(t, err)
-		idx, err := events.For(f, reflector.Scope{Namespaces: []string{e.ns}}, events.Options{})
+		idx, err := events.IndexFor(f, reflector.Scope{Namespaces: []string{e.ns}}, events.Options{})
 		require.NoError(t, err)
 		_, err = spawner.New(spawner.Options{Client: f.Client(), Pods: pods, Events: idx, Instance: instance,
 			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"spawner": instance}, metrics)})

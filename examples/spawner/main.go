@@ -25,15 +25,46 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
+	code := exitCode(err, os.Stderr)
+	if code == 1 {
 		klog.ErrorS(err, "kubespawn demo spawner exiting")
-		klog.Flush()
-		os.Exit(1)
 	}
 	klog.Flush()
+	os.Exit(code)
+}
+
+// errUsage marks bad flags (exit status 2), the library's validation of
+// the options they set included.
+var errUsage = errors.New("usage")
+
+func usageError(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
+
+// exitCode is 0 after a graceful shutdown or -h, 2 for bad flags (with
+// the message on stderr), 1 for any other error.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 2
+	default:
+		return 1
+	}
+}
+
+// failures delivers the factory's failure (Err, once Failed has closed)
+// to service.Run, until ctx ends.
+func failures(ctx context.Context, f *reflector.Factory) <-chan error {
+	ch := make(chan error, 1)
+	go func() {
+		select {
+		case <-f.Failed():
+			ch <- f.Err()
+		case <-ctx.Done():
+		}
+	}()
+	return ch
 }
 
 type options struct {
@@ -60,8 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "how long a stop waits for the pod to be gone (each attempt, when the service retries a pending stop)")
 	fs.DurationVar(&o.stopRetryInterval, "stop-retry-interval", time.Second, "first wait before the service retries a stop that could not complete (stop-pending), doubling from there; also paces the start-up rebuild of the user table")
 	fs.DurationVar(&o.stopRetryMaxInterval, "stop-retry-max-interval", time.Minute, "longest wait between retries of a pending stop")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", 10*time.Second, "how long a stalled watch may go unnoticed (at least 4s)")
-	fs.DurationVar(&o.failureTimeout, "failure-timeout", 2*time.Minute, "how long watch recovery may fail before the process exits non-zero to be restarted")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", 0, "how long a stalled watch may go unnoticed (reflector.Options.StallTimeout; 0: the library's default)")
+	fs.DurationVar(&o.failureTimeout, "failure-timeout", 0, "how long watch recovery may fail before the process exits non-zero to be restarted (reflector.Options.FailureTimeout; 0: the library's default)")
 	fs.DurationVar(&o.imagePullGrace, "image-pull-grace", 30*time.Second, "how long an image pull may fail before the start fails")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Minute, "interval of the leader-elected sweeper; 0 disables it")
 	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 0, "the sweeper leaves unknown pods younger than this alone (default: --start-timeout)")
@@ -70,25 +101,30 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "grace for in-flight requests on SIGTERM")
 	klog.InitFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError(err)
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return nil, usageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	}
+	// The library's rules are the only copy: --stall-timeout and
+	// --failure-timeout are checked by it, 0 being its default.
+	if err := o.reflectorOptions().Validate(); err != nil {
+		return nil, usageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
 	}
 	if o.namespace == "" || o.image == "" || o.instance == "" {
-		return nil, errors.New("--namespace, --instance and --image must not be empty")
+		return nil, usageError(errors.New("--namespace, --instance and --image must not be empty"))
 	}
-	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.failureTimeout <= 0 || o.stopRetryInterval <= 0 || o.stopRetryMaxInterval <= 0 {
-		return nil, errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --failure-timeout, --shutdown-timeout and --stop-retry-(max-)interval must be positive")
+	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.stopRetryInterval <= 0 || o.stopRetryMaxInterval <= 0 {
+		return nil, usageError(errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --shutdown-timeout and --stop-retry-(max-)interval must be positive"))
 	}
 	if _, err := spawner.InstancePrefix(namePrefix, o.instance); err != nil {
-		return nil, fmt.Errorf("--instance: %w", err)
-	}
-	if o.stallTimeout < 4*time.Second {
-		return nil, fmt.Errorf("--stall-timeout must be at least 4s, got %s", o.stallTimeout)
+		return nil, usageError(fmt.Errorf("--instance: %w", err))
 	}
 	if o.sweepInterval < 0 || o.orphanMinAge < 0 || o.maxAge < 0 || o.streams.Max < 0 || o.streams.PerClient < 0 {
-		return nil, errors.New("--sweep-interval, --orphan-min-age, --max-age and --max-streams(-per-client) must not be negative")
+		return nil, usageError(errors.New("--sweep-interval, --orphan-min-age, --max-age and --max-streams(-per-client) must not be negative"))
 	}
 	if o.orphanMinAge == 0 {
 		o.orphanMinAge = o.startTimeout
@@ -100,9 +136,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 }
 
 // run is the whole program. It returns nil after a graceful shutdown (ctx
-// ended: SIGTERM or SIGINT), and an error (exit status 1) for bad flags, a
-// startup error, or a cache that failed for good, so that Kubernetes
-// restarts the container.
+// ended: SIGTERM or SIGINT), a usage error (exit status 2) for bad flags,
+// and an error (exit status 1) for a startup error or a cache that failed
+// (Factory.Failed), so that Kubernetes restarts the container.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
@@ -124,16 +160,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.UserAgent = "kubespawn-demo-spawner"
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	failed := make(chan error, 1)
-	f, err := reflector.NewFactory(cfg, reflector.Options{
-		StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout, Registerer: metrics,
-		OnFailure: func(st reflector.Status) {
-			select {
-			case failed <- fmt.Errorf("reflector %s failed: %s", st.Name, st.Reason):
-			default:
-			}
-		},
-	})
+	ropts := o.reflectorOptions()
+	ropts.Registerer = metrics
+	f, err := reflector.NewFactory(cfg, ropts)
 	if err != nil {
 		return err
 	}
@@ -164,5 +193,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	f.Start(context.WithoutCancel(ctx)) // stopped by the deferred Shutdown
 	srv.Start()
 	logger.Info("Serving", "address", ln.Addr().String(), "namespace", o.namespace, "instance", o.instance, "sweepInterval", o.sweepInterval, "authenticated", token != "")
-	return service.Run(ctx, hs, ln, o.shutdownTimeout, failed)
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	return service.Run(ctx, hs, ln, o.shutdownTimeout, failures(fctx, f))
+}
+
+// reflectorOptions are the factory's options the flags set.
+func (o *options) reflectorOptions() reflector.Options {
+	return reflector.Options{StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout}
 }

@@ -187,7 +187,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev, err := events.For(cfg.Factory, reflector.Scope{Namespaces: []string{cfg.Namespace}}, events.Options{})
+	ev, err := events.IndexFor(cfg.Factory, reflector.Scope{Namespaces: []string{cfg.Namespace}}, events.Options{})
 	if err != nil {
 		return nil, err
 	}

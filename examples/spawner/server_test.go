@@ -359,7 +359,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"--namespace", ""},
 		{"extra"},
 		{"--no-such-flag"},
-		{"--failure-timeout", "0"},
+		{"--failure-timeout", "-1s"},
+		{"--instance", "demo", "--stall-timeout", "10s", "--failure-timeout", "5s"},
 		{"--namespace", "u"}, // no --instance
 		{"--instance", "demo", "--stop-retry-interval", "0"},
 		{"--instance", "demo", "--stop-retry-max-interval", "-1s"},

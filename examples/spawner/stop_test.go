@@ -205,7 +205,7 @@ func sweeps(t *testing.T, d *demo) int {
 }
 
 // TestRestartedServiceRebuildsItsTable (issue 17, defect 2): the service
-// is replaced (a crash, an OnFailure exit) while its users' pods run. The
+// is replaced (a crash, an exit on its factory's failure) while its users' pods run. The
 // new one, its sweeper on and leading at once with a tiny orphan age,
 // first rebuilds its table from the API server: until that succeeds (here
 // its LISTs fail for a while) it serves no user and no /known-pods, and

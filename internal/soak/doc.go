@@ -43,9 +43,10 @@
 // deletions, from a watch of the pods' UIDs for the whole run); and the
 // services' own counter of absence decisions by source
 // (kubespawn_spawner_absence_decisions_total) has nothing but "api". The
-// caches' OnFailure calls are recorded and reported with their problems;
-// none may have failing probes as its only problem (the demo spawner
-// exits on OnFailure, and a restarted service has lost its table).
+// caches' entries into failed are recorded and reported with their
+// problems; none may have failing probes as its only problem (the demo
+// spawner exits on the factory's Failed, and a restarted service has lost
+// its table).
 //
 // A crash loses the instance's table: the hub takes the servers of its
 // users for ended, as it would for any in-memory service.

@@ -41,8 +41,8 @@ type instanceConfig struct {
 	StartTimeout time.Duration `json:"startTimeout"`
 	StopTimeout  time.Duration `json:"stopTimeout"`
 	StallTimeout time.Duration `json:"stallTimeout"`
-	// FailureTimeout of the caches; their OnFailure is recorded (the
-	// demo spawner exits on it).
+	// FailureTimeout of the caches; their entries into failed are
+	// recorded (the demo spawner exits on the first: Factory.Failed).
 	FailureTimeout time.Duration `json:"failureTimeout"`
 	OrphanMinAge   time.Duration `json:"orphanMinAge"`
 	SweepEvery     time.Duration `json:"sweepEvery"`
@@ -88,8 +88,8 @@ type service struct {
 	failures *failureLog
 }
 
-// CacheFailure is one call of a cache's OnFailure: the cache entered the
-// failed state, with these problems active.
+// CacheFailure is one entry of a cache into the failed state, with these
+// problems active.
 type CacheFailure struct {
 	At       time.Time           `json:"at"`
 	Instance string              `json:"instance"`
@@ -109,9 +109,10 @@ func (f CacheFailure) ProbesOnly() bool {
 	return true
 }
 
-// failureLog records the caches' OnFailure calls. The instance does not
-// exit on them, as the demo spawner does: its table would be lost, which
-// is the service's concern, not the caches'; the soak reports them.
+// failureLog records the caches' entries into failed, every one (the
+// factory's Failed signals only the first). The instance does not exit on
+// them, as the demo spawner does: its table would be lost, which is the
+// service's concern, not the caches'; the soak reports them.
 type failureLog struct {
 	mu       sync.Mutex
 	instance string
@@ -127,6 +128,33 @@ func (l *failureLog) add(st reflector.Status) {
 	defer l.mu.Unlock()
 	f.Instance = l.instance
 	l.list = append(l.list, f)
+}
+
+// stateSource is what watch reads of a cache (reflector.PodCache and
+// EventCache).
+type stateSource interface {
+	NotifyState() (<-chan struct{}, func())
+	State() reflector.State
+	Status() reflector.Status
+}
+
+// watch records each entry of c into failed until ctx ends.
+func (l *failureLog) watch(ctx context.Context, c stateSource) {
+	ch, cancel := c.NotifyState()
+	defer cancel()
+	was := c.State()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		st := c.Status()
+		if st.State == reflector.StateFailed && was != reflector.StateFailed {
+			l.add(st)
+		}
+		was = st.State
+	}
 }
 
 func (l *failureLog) all() []CacheFailure {
@@ -152,7 +180,7 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	// the library alone must.
 	cfg.NextProtos = []string{"http/1.1"}
 	failures := &failureLog{instance: c.Identity}
-	f, err := reflector.NewFactory(cfg, reflector.Options{StallTimeout: c.StallTimeout, FailureTimeout: c.FailureTimeout, OnFailure: failures.add})
+	f, err := reflector.NewFactory(cfg, reflector.Options{StallTimeout: c.StallTimeout, FailureTimeout: c.FailureTimeout})
 	if err != nil {
 		return err
 	}
@@ -161,7 +189,11 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	if err != nil {
 		return err
 	}
-	idx, err := events.For(f, reflector.Scope{Namespaces: []string{c.Namespace}}, events.Options{})
+	idx, err := events.IndexFor(f, reflector.Scope{Namespaces: []string{c.Namespace}}, events.Options{})
+	if err != nil {
+		return err
+	}
+	eventCache, err := f.Events(reflector.Scope{Namespaces: []string{c.Namespace}}) // the index's, shared
 	if err != nil {
 		return err
 	}
@@ -179,6 +211,8 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { s.watchStalls(ctx) })
+	wg.Go(func() { failures.watch(ctx, pods) })
+	wg.Go(func() { failures.watch(ctx, eventCache) })
 	wg.Go(func() {
 		err := sp.RunSweeper(ctx, spawner.SweeperOptions{
 			Policy:        spawner.SweepPolicy{Namespace: c.Namespace, Select: s.orphan, MinAge: c.OrphanMinAge, Delete: true},

@@ -45,8 +45,8 @@ type RunReport struct {
 	// ProbeThrottles are how long each probes-throttled fault lasted
 	// (cut short if the workload ended first).
 	ProbeThrottles []time.Duration
-	// CacheFailures are the calls of the caches' OnFailure (kubespawn
-	// only): a cache that entered the failed state, and its problems.
+	// CacheFailures are the caches' entries into failed (kubespawn
+	// only), and their problems.
 	CacheFailures []CacheFailure
 	// APIErrorAnswers counts the requests of the service that the proxy
 	// answered with an error (429, 5xx, injected): each was retried or
@@ -84,7 +84,7 @@ func (r Report) Print(w io.Writer) {
 	row("absence decided without the API", r.Kubespawn.AbsenceWithoutAPI, "(not counted)")
 	row("absence decided by the API", r.Kubespawn.AbsenceFromAPI, "(not counted)")
 	row("silent stalls detected", stallSummary(r.Kubespawn.Stalls), "never (no detection)")
-	row("caches failed (OnFailure)", failureSummary(r.Kubespawn.CacheFailures), "(no health)")
+	row("caches failed", failureSummary(r.Kubespawn.CacheFailures), "(no health)")
 	row("API error answers absorbed", r.Kubespawn.APIErrorAnswers, r.Legacy.APIErrorAnswers)
 	row("run time", r.Kubespawn.Duration.Round(time.Second), r.Legacy.Duration.Round(time.Second))
 	fmt.Fprintf(w, "\nkubespawn starts by outcome: %s\n", outcomes(r.Kubespawn.Starts))

@@ -58,7 +58,7 @@ const (
 	// of a second) answered 429 with Retry-After, as API priority and
 	// fairness does, or held past their deadline, for longer than the
 	// services' FailureTimeout, while the main watches deliver. Failing
-	// probes alone must never fail a cache (whose OnFailure restarts a
+	// probes alone must never fail a cache (whose failure restarts a
 	// service with an empty table).
 	FaultThrottleProbes FaultKind = "probes-throttled"
 )
