@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // Config is the scripted scenario. Times are compressed: the 2018 hub had a
@@ -68,8 +69,9 @@ func (c Config) validate() error {
 	if c.StallAt <= 0 || c.StallAt >= c.Duration {
 		problems = append(problems, fmt.Sprintf("the stall (at %s) must happen inside the launch window (0-%s)", c.StallAt, c.Duration))
 	}
-	if c.StallTimeout < 4*time.Second {
-		problems = append(problems, "stall timeout must be at least 4s")
+	// The reflector's own rule, not a copy of it.
+	if err := (reflector.Options{StallTimeout: c.StallTimeout}).Validate(); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))

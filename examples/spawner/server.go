@@ -241,10 +241,12 @@ func (s *Server) Shutdown() {
 	s.cancel()
 }
 
-// Close shuts down and waits for background work (starts, the sweeper).
+// Close shuts down, waits for background work (starts, the sweeper) and
+// closes the spawner (its metrics unregistered).
 func (s *Server) Close() {
 	s.Shutdown()
 	s.wg.Wait()
+	s.sp.Close() // its metrics unregistered: a new Server may register them again
 }
 
 // orphan is the sweeper's selection: a pod the user table does not have
