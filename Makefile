@@ -18,7 +18,7 @@ VERSION_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 
 TOOLS_MOD := internal/tools/go.mod internal/tools/go.sum
 
-.PHONY: all tools test check-tracked demo soak bench bench-scale localcluster vet fmt clean help
+.PHONY: all tools test test-unit check-tracked demo soak bench bench-scale localcluster vet fmt clean help prometheus
 
 all: test
 
@@ -48,7 +48,15 @@ $(BIN)/kube-controller-manager: $(TOOLS_MOD)
 	cd internal/tools && $(GO) build -ldflags '$(VERSION_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/kube-controller-manager
 	@mv $@.tmp $@
 
-test: check-tracked tools jupyterhub ## run all tests, integration included, with -race
+# The unit tier: every test that needs no control plane (fake clientsets,
+# fake clocks, pure logic), i.e. every file without the integration build
+# tag. Needs neither bin/ nor root. Its fake-clock tests mostly wait, so
+# they run 16 at a time.
+test-unit: ## unit tests only: no control plane, no bin/, no root (under a minute warm)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -parallel 16 ./...
+
+test: check-tracked tools jupyterhub prometheus ## run all tests, integration included, with -race
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 25m ./...
 
@@ -67,6 +75,20 @@ jupyterhub: ## install Debian's JupyterHub 3.0 if missing (apt-get, as root; ~1-
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jupyterhub >/dev/null \
 	    || { echo "FAIL: apt-get install jupyterhub failed" >&2; exit 1; }; \
 	  /usr/bin/python3 -c 'import jupyterhub' || { echo "FAIL: /usr/bin/python3 cannot import jupyterhub after the install" >&2; exit 1; }; \
+	fi
+
+# The alert rules' tests (examples/sidecar: promtool check rules, promtool
+# test rules, a live Prometheus) use Debian's prometheus 2.42 (server and
+# promtool): installed with apt-get when missing.
+prometheus: ## install Debian's Prometheus 2.42 and promtool if missing (apt-get, as root; ~10s)
+	@if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "Prometheus and promtool are missing and installing them needs root: run 'sudo apt-get update && sudo apt-get install -y --no-install-recommends prometheus' (or make prometheus as root), then re-run" >&2; exit 1; \
+	else \
+	  echo ">> installing Prometheus 2.42 and promtool from the Debian archive (apt-get, ~10s)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+	    || { echo "FAIL: apt-get install prometheus failed" >&2; exit 1; }; \
+	  /usr/bin/promtool --version >/dev/null || { echo "FAIL: /usr/bin/promtool does not run after the install" >&2; exit 1; }; \
 	fi
 
 demo-jupyterhub: tools jupyterhub ## the 2018 incident with a real JupyterHub driving kubespawn: 50 users, table (~2 min)
