@@ -181,7 +181,7 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 // Sweep selects the spawner's pods by policy and, if policy.Delete, deletes
 // them with UID preconditions and waits for the API server to confirm each
 // one gone. Before its delete, each pod is read again from the API server
-// under its name lock and the policy applied again (IsKnown is asked a
+// under its name lock and the policy applied again (Select is asked a
 // second time); pods in use by this spawner are skipped, never waited for. The list is paginated. An empty match is not an error. The error
 // joins the failures of individual pods (also in SweepResult.Failed).
 func (s *Spawner) Sweep(ctx context.Context, policy SweepPolicy) (SweepResult, error) {

@@ -76,7 +76,7 @@ func TestSweep(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old-unscheduled"}, names(res.Selected))
 
-	// Orphans: IsKnown decides, young pods (maybe starting) are protected,
+	// Orphans: Select decides, young pods (maybe starting) are protected,
 	// errors leave the pod alone.
 	known := map[string]bool{"young-running": true}
 	isKnown := func(_ context.Context, p *corev1.Pod) (bool, error) {

@@ -224,7 +224,7 @@ func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 
-	// Not the leader: well past OrphanMinAge and many retry periods, the
+	// Not the leader: well past Config.OrphanMinAge and many retry periods, the
 	// orphan is still there.
 	assert.Never(t, func() bool { return e.pod(orphan.Name) == nil }, 3*time.Second, 100*time.Millisecond)
 	assert.NotContains(t, metric(t, d, "kubespawn_spawner_sweeps_total"), `mode="delete"`)
