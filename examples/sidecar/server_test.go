@@ -357,8 +357,8 @@ func TestStalledWatch(t *testing.T) {
 
 // TestEventsStreamWithSimulator streams a simulated pod start (scheduler
 // and kubelet events) and ends when the pod is gone.
+// Not parallel: its simulator binds the unbound pods of every namespace.
 func TestEventsStreamWithSimulator(t *testing.T) {
-	t.Parallel()
 	e := newEnv(t)
 	sim, err := podsim.Start(t.Context(), e.direct, podsim.Options{})
 	require.NoError(t, err)
