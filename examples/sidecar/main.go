@@ -25,46 +25,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
-	code := exitCode(err, os.Stderr)
+	code := service.ExitCode(err, os.Stderr)
 	if code == 1 {
 		klog.ErrorS(err, "kubespawn-sidecar exiting")
 	}
 	klog.Flush()
 	os.Exit(code)
-}
-
-// errUsage marks bad flags (exit status 2), the library's validation of
-// the options they set included.
-var errUsage = errors.New("usage")
-
-func usageError(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
-
-// exitCode is 0 after a graceful shutdown or -h, 2 for bad flags (with
-// the message on stderr), 1 for any other error.
-func exitCode(err error, stderr io.Writer) int {
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "%v\n", err)
-		return 2
-	default:
-		return 1
-	}
-}
-
-// failures delivers the factory's failure (Err, once Failed has closed)
-// to service.Run, until ctx ends.
-func failures(ctx context.Context, f *reflector.Factory) <-chan error {
-	ch := make(chan error, 1)
-	go func() {
-		select {
-		case <-f.Failed():
-			ch <- f.Err()
-		case <-ctx.Done():
-		}
-	}()
-	return ch
 }
 
 // stringList is a repeatable flag that also accepts comma-separated values.
@@ -119,24 +85,24 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
-		return nil, usageError(err)
+		return nil, service.UsageError(err)
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
+		return nil, service.UsageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
 	}
 	// The library's rules are the only copy: --stall-timeout and
 	// --failure-timeout are checked by it, 0 being its default.
 	if err := o.reflectorOptions().Validate(); err != nil {
-		return nil, usageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
+		return nil, service.UsageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
 	}
 	if len(o.namespaces.values) == 0 {
-		return nil, usageError(errors.New("--namespace must not be empty"))
+		return nil, service.UsageError(errors.New("--namespace must not be empty"))
 	}
 	if o.shutdownTimeout <= 0 {
-		return nil, usageError(errors.New("--shutdown-timeout must be positive"))
+		return nil, service.UsageError(errors.New("--shutdown-timeout must be positive"))
 	}
 	if o.streams.Max < 0 || o.streams.PerClient < 0 {
-		return nil, usageError(errors.New("--max-streams and --max-streams-per-client must not be negative"))
+		return nil, service.UsageError(errors.New("--max-streams and --max-streams-per-client must not be negative"))
 	}
 	return o, nil
 }
@@ -205,7 +171,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		"stallTimeout", f.Options().StallTimeout, "authenticated", token != "", "maxStreams", o.streams.Max, "maxStreamsPerClient", o.streams.PerClient)
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return service.Run(ctx, hs, ln, o.shutdownTimeout, failures(fctx, f))
+	return service.Run(ctx, hs, ln, o.shutdownTimeout, service.Failures(fctx, f))
 }
 
 // reflectorOptions are the factory's options the flags set.

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -30,17 +31,17 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		_, err := parseFlags(c.args, io.Discard)
 		require.ErrorIs(t, err, reflector.ErrInvalidOptions, "%v", c.args)
 		var stderr bytes.Buffer
-		assert.Equal(t, 2, exitCode(err, &stderr), "%v", c.args)
+		assert.Equal(t, 2, service.ExitCode(err, &stderr), "%v", c.args)
 		assert.Contains(t, stderr.String(), c.msg, "%v", c.args)
 		assert.Contains(t, stderr.String(), "--stall-timeout", "%v: names the flags", c.args)
 	}
 	for _, args := range [][]string{{"--no-such-flag"}, {"extra"}, {"--instance=demo", "--namespace="}} {
 		_, err := parseFlags(args, io.Discard)
-		assert.Equal(t, 2, exitCode(err, io.Discard), "%v", args)
+		assert.Equal(t, 2, service.ExitCode(err, io.Discard), "%v", args)
 	}
 	o, err := parseFlags([]string{"--instance=demo"}, io.Discard)
 	require.NoError(t, err)
 	assert.Zero(t, o.stallTimeout, "0: the library's default")
-	assert.Equal(t, 0, exitCode(flag.ErrHelp, io.Discard))
-	assert.Equal(t, 1, exitCode(errors.New("reflector failed"), io.Discard))
+	assert.Equal(t, 0, service.ExitCode(flag.ErrHelp, io.Discard))
+	assert.Equal(t, 1, service.ExitCode(errors.New("reflector failed"), io.Discard))
 }

@@ -25,46 +25,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
-	code := exitCode(err, os.Stderr)
+	code := service.ExitCode(err, os.Stderr)
 	if code == 1 {
 		klog.ErrorS(err, "kubespawn demo spawner exiting")
 	}
 	klog.Flush()
 	os.Exit(code)
-}
-
-// errUsage marks bad flags (exit status 2), the library's validation of
-// the options they set included.
-var errUsage = errors.New("usage")
-
-func usageError(err error) error { return fmt.Errorf("%w: %w", errUsage, err) }
-
-// exitCode is 0 after a graceful shutdown or -h, 2 for bad flags (with
-// the message on stderr), 1 for any other error.
-func exitCode(err error, stderr io.Writer) int {
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "%v\n", err)
-		return 2
-	default:
-		return 1
-	}
-}
-
-// failures delivers the factory's failure (Err, once Failed has closed)
-// to service.Run, until ctx ends.
-func failures(ctx context.Context, f *reflector.Factory) <-chan error {
-	ch := make(chan error, 1)
-	go func() {
-		select {
-		case <-f.Failed():
-			ch <- f.Err()
-		case <-ctx.Done():
-		}
-	}()
-	return ch
 }
 
 type options struct {
@@ -104,27 +70,27 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
-		return nil, usageError(err)
+		return nil, service.UsageError(err)
 	}
 	if fs.NArg() > 0 {
-		return nil, usageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
+		return nil, service.UsageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
 	}
 	// The library's rules are the only copy: --stall-timeout and
 	// --failure-timeout are checked by it, 0 being its default.
 	if err := o.reflectorOptions().Validate(); err != nil {
-		return nil, usageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
+		return nil, service.UsageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
 	}
 	if o.namespace == "" || o.image == "" || o.instance == "" {
-		return nil, usageError(errors.New("--namespace, --instance and --image must not be empty"))
+		return nil, service.UsageError(errors.New("--namespace, --instance and --image must not be empty"))
 	}
 	if o.startTimeout <= 0 || o.stopTimeout <= 0 || o.shutdownTimeout <= 0 || o.imagePullGrace <= 0 || o.stopRetryInterval <= 0 || o.stopRetryMaxInterval <= 0 {
-		return nil, usageError(errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --shutdown-timeout and --stop-retry-(max-)interval must be positive"))
+		return nil, service.UsageError(errors.New("--start-timeout, --stop-timeout, --image-pull-grace, --shutdown-timeout and --stop-retry-(max-)interval must be positive"))
 	}
 	if _, err := spawner.InstancePrefix(namePrefix, o.instance); err != nil {
-		return nil, usageError(fmt.Errorf("--instance: %w", err))
+		return nil, service.UsageError(fmt.Errorf("--instance: %w", err))
 	}
 	if o.sweepInterval < 0 || o.orphanMinAge < 0 || o.maxAge < 0 || o.streams.Max < 0 || o.streams.PerClient < 0 {
-		return nil, usageError(errors.New("--sweep-interval, --orphan-min-age, --max-age and --max-streams(-per-client) must not be negative"))
+		return nil, service.UsageError(errors.New("--sweep-interval, --orphan-min-age, --max-age and --max-streams(-per-client) must not be negative"))
 	}
 	if o.orphanMinAge == 0 {
 		o.orphanMinAge = o.startTimeout
@@ -195,7 +161,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logger.Info("Serving", "address", ln.Addr().String(), "namespace", o.namespace, "instance", o.instance, "sweepInterval", o.sweepInterval, "authenticated", token != "")
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return service.Run(ctx, hs, ln, o.shutdownTimeout, failures(fctx, f))
+	return service.Run(ctx, hs, ln, o.shutdownTimeout, service.Failures(fctx, f))
 }
 
 // reflectorOptions are the factory's options the flags set.
