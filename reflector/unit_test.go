@@ -110,8 +110,10 @@ func TestFactorySharesOneCachePerScope(t *testing.T) {
 // restart.
 func TestRuleNotSynced(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{FailureTimeout: 30 * time.Second, AuditInterval: -1})
-	h.srv.set(func(f *fakeServer) { f.listErr = apierrors.NewServiceUnavailable("etcd is down") })
+	// The list fails from the first request: set before the factory
+	// starts (set after, the initial list may already have succeeded).
+	h := newHarness(t, reflector.Options{FailureTimeout: 30 * time.Second, AuditInterval: -1},
+		func(f *fakeServer) { f.listErr = apierrors.NewServiceUnavailable("etcd is down") })
 	h.until(100*time.Millisecond, time.Second, func() bool { return strings.Contains(h.pods.Status().Reason, "etcd is down") }, "list error reported")
 	require.Equal(t, reflector.StateStarting, h.state(), "starting, for up to StallTimeout")
 	require.NoError(t, h.pods.Healthz(nil))
