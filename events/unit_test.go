@@ -357,6 +357,15 @@ func TestStreamBeforeSyncPolls(t *testing.T) {
 
 	f.Start(ctx)
 	require.NoError(t, r.WaitForSync(ctx))
+	// A fallback list that began before the sync may still be in flight
+	// and would deliver p.2 as Degraded: wait until the Stream has stopped
+	// polling (unhealthy, it lists every 20 ms; healthy, never).
+	last := r.metrics.polls.Load()
+	require.Eventually(t, func() bool {
+		n := r.metrics.polls.Load()
+		defer func() { last = n }()
+		return n == last
+	}, 10*time.Second, 200*time.Millisecond, "the Stream keeps polling after the sync")
 	_, err = client.CoreV1().Events("ns").Create(ctx, ev("u", "p.2", "Pulling", "m2", 1), metav1.CreateOptions{})
 	require.NoError(t, err)
 	u = next(t, ch)
