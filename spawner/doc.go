@@ -18,6 +18,7 @@
 //     the error says so (errors.Is(err, ErrCleanupFailed)), the pod is
 //     logged and counted (kubespawn_spawner_cleanup_failures_total), and the
 //     sweeper will find it by its labels.
+//
 //  2. Absence is only ever proven by the API server. The cache may say "the
 //     pod is still there, in this state"; "the pod does not exist", "the pod
 //     was replaced" and "the pod is gone" are decided by a NotFound or a
@@ -25,15 +26,18 @@
 //     server: it sends DELETE for the UID it was given, or reads the pod
 //     live first when given none. Poll reports a pod stopped for absence
 //     only on the API server's NotFound.
+//
 //  3. A stalled or unsynced cache never makes a decision. While waiting
 //     (for readiness or for deletion), the spawner is woken by the cache's
 //     notifications and, whenever none arrived for FallbackInterval, asks
 //     the API server directly; a running pod is never reported stuck, a
 //     deleted pod never reported present, because of a silent watch.
+//
 //  4. One watch per resource and scope per process: the spawner never opens
 //     watches of its own. It consumes a shared pod cache ([PodCache], e.g.
 //     a reflector.Factory's reflector.PodCache) and optionally an event
 //     source ([EventSource]).
+//
 //  5. A pod is deleted only by UID, and only once its UID or its labels
 //     were checked: every DELETE (of a failed start, of the sweeper, of
 //     Stop) carries a UID precondition, so a successor pod with the same
@@ -43,15 +47,18 @@
 //     spawner's LabelManagedBy and LabelInstance; a pod of another
 //     instance, or of no spawner, gets ErrNotOwned and is left alone, as
 //     Start leaves it alone with ErrNameConflict.
+//
 //  6. Operations on one pod name are serialised within a process; Stop
 //     cancels a Start in progress for the same name, which cleans up, then
 //     Stop deletes.
+//
 //  7. Bad input gets a typed error (ErrInvalidOptions, ErrInvalidArgument,
 //     the same values as package reflector's) before anything is sent to the
 //     API server. Every
 //     failed Start is a *StartError whose Reason is one of the sentinel
 //     errors (ErrImagePull, ErrUnschedulable, ErrStartTimeout, ...), usable
 //     with errors.Is, carrying the pod name and its last Warning events.
+//
 //  8. Creates are retried only on transient errors (429 honouring
 //     Retry-After, 5xx, timeouts, connection errors), with CreateBackoff;
 //     Invalid, BadRequest, Forbidden and other permanent refusals fail at
@@ -62,6 +69,30 @@
 //     for a settle window (min(StopTimeout/2, 30s)), deletes it if it
 //     appears, and otherwise reports ErrCleanupFailed (outcome unconfirmed)
 //     rather than a clean failure.
+//
+//  9. Claims (Request.Claims) are the key's and outlive pods. Start
+//     ensures them before it creates the pod: it creates a claim only on
+//     the API server's NotFound, adopts one only if it carries this
+//     instance's labels and the key's annotation, and otherwise fails
+//     (ErrClaimConflict, ErrClaimIncompatible naming the field,
+//     ErrClaimTerminating, ErrClaimFailed with the API server's answer)
+//     with no pod created. Two Starts racing for one key (in one process or
+//     in two replicas) end with one claim and neither fails because of it:
+//     the loser of the create adopts the winner's claim. Stop never
+//     deletes a claim; only [Spawner.DeleteClaims] does (refusing while
+//     the key's pod exists), with UID preconditions, returning once the
+//     API server confirms each gone.
+//
+//  10. Owned objects (Request.Services, Secrets, ConfigMaps) are the pod's.
+//     They are created once the pod exists, with an ownerReference to its
+//     UID (the garbage collector deletes them with it) and [LabelPodUID];
+//     the spawner deletes them itself as well, by that label, with UID
+//     preconditions, confirmed gone: on every failed start (one that
+//     cannot be created fails the start, ErrOwnedObjectFailed or
+//     ErrOwnedObjectConflict, and the pod is deleted) and on Stop. A
+//     cluster whose garbage collector lags or does not run accumulates
+//     none: the sweeper deletes those whose pod the API server no longer
+//     has. A foreign object of the same name is never touched.
 //
 // Pods are named deterministically from the key ([PodName],
 // [Spawner.PodName]) and labelled ([LabelManagedBy], [LabelInstance],
@@ -91,6 +122,14 @@
 // each delete the pod is read again from the API server under its name lock
 // and the policy re-applied, so a pod a Start just adopted, or the service
 // just learned about, is left alone; pods in use are skipped, not waited for.
+// After the pods, a sweep looks at what pods leave behind: owned objects
+// whose pod the API server no longer has are selected (and, with Delete,
+// deleted) whatever their age; claims that SweepPolicy.ClaimSelect says
+// belong to keys the service does not know are reported
+// (SweepResult.Claims, kubespawn_spawner_unknown_claims) and deleted only
+// with an explicit MaxClaimAge, never while the key has a pod, never by
+// default. A dry run shows all of it.
+//
 // [Spawner.RunSweeper] runs it periodically under leader election on a
 // coordination.k8s.io Lease, so replicas never sweep at once.
 //

@@ -57,6 +57,37 @@ var (
 	// ErrStopRequested: Stop was called for the pod while it was starting.
 	ErrStopRequested = errors.New("spawner: stopped while starting")
 
+	// Failures of a start's claims (Request.Claims), before any pod was
+	// created: a start that fails on a claim leaves no pod.
+	//
+	// ErrClaimConflict: a claim of that name exists and is not this
+	// instance's for the key (other labels or key annotation).
+	ErrClaimConflict = errors.New("spawner: claim name taken by a claim of another key or owner")
+	// ErrClaimIncompatible: the existing claim of the key differs from the
+	// request in a field that cannot be changed (access modes, storage
+	// class, volume mode, volume name, selector), or needs to grow and the
+	// API server refused the expansion. The message names the field.
+	ErrClaimIncompatible = errors.New("spawner: existing claim cannot take the requested spec")
+	// ErrClaimTerminating: the claim is being deleted (DeleteClaims, or by
+	// hand); a new one can be created once it is gone.
+	ErrClaimTerminating = errors.New("spawner: claim is being deleted")
+	// ErrClaimFailed: the API server refused to create the claim (a
+	// ResourceQuota, an admission webhook, validation) or could not be read.
+	ErrClaimFailed = errors.New("spawner: claim could not be ensured")
+	// ErrClaimInUse: DeleteClaims found the key's pod: stop it first.
+	ErrClaimInUse = errors.New("spawner: claims still in use by the key's pod")
+
+	// Failures of a start's owned objects (Request.Services, Secrets,
+	// ConfigMaps), after the pod was created: the start deletes the pod and
+	// the objects it created.
+	//
+	// ErrOwnedObjectFailed: the API server refused to create an owned
+	// object (an admission webhook, validation, RBAC, quota).
+	ErrOwnedObjectFailed = errors.New("spawner: object of the pod could not be created")
+	// ErrOwnedObjectConflict: an object of that name exists and is not this
+	// instance's for the key.
+	ErrOwnedObjectConflict = errors.New("spawner: object name taken by an object kubespawn does not manage")
+
 	// ErrNotOwned: Stop without a UID found, under the pod's name, a pod
 	// this spawner did not create (no LabelManagedBy, or another
 	// LabelInstance); nothing was deleted.
@@ -68,7 +99,9 @@ var (
 	// deletion of) its pod, or, after a create whose outcome is unknown,
 	// could not establish within the settle window (min(StopTimeout/2, 30s))
 	// whether the pod exists ("create outcome unconfirmed"). The pod, if
-	// any, is left for the sweeper.
+	// any, is left for the sweeper. Stop returns it too when the pod is
+	// gone but its owned objects could not all be deleted (the garbage
+	// collector and the sweeper will; a Stop with the UID retries).
 	ErrCleanupFailed = errors.New("spawner: cleanup of the failed pod did not complete")
 )
 
@@ -99,6 +132,12 @@ var startReasons = []startReason{
 	{ErrRejected, "rejected", true, false},
 	{ErrAlreadyRunning, "already_running", true, false},
 	{ErrNameConflict, "name_conflict", true, false},
+	{ErrClaimConflict, "claim_conflict", true, false},
+	{ErrClaimIncompatible, "claim_incompatible", true, false},
+	{ErrClaimTerminating, "claim_terminating", true, false},
+	{ErrClaimFailed, "claim_failed", true, false},
+	{ErrOwnedObjectFailed, "owned_object_failed", true, false},
+	{ErrOwnedObjectConflict, "owned_object_conflict", true, false},
 	{ErrStartTimeout, "timeout", false, false},
 	{ErrStopRequested, "stopped", false, false},
 	{ErrStartCancelled, "cancelled", false, false},

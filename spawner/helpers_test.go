@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/require"

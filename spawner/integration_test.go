@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,50 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	cluster = testcluster.MustStart(testcluster.Options{})
-	os.Exit(cluster.Run(m))
+	os.Exit(cluster.Run(runFunc(func() int {
+		code := m.Run()
+		if gc.c != nil && gc.c != cluster {
+			gc.c.Stop() // before Run's leak check
+		}
+		return code
+	})))
+}
+
+type runFunc func() int
+
+func (f runFunc) Run() int { return f() }
+
+// cluster runs no controller-manager: no garbage collector, so what the
+// spawner deletes itself is proven deleted by the spawner. gcCluster, for
+// the tests of what the real garbage collector and the claim protection
+// controller do, is a second control plane with kube-controller-manager,
+// started on first use (against an existing cluster, that cluster).
+var gc struct {
+	once sync.Once
+	c    *testcluster.Cluster
+	err  error
+}
+
+// gcControllers: the garbage collector and namespace controller, the
+// claims' protection finalizer's controller (a deleted claim goes once no
+// pod uses it) and the quota controller (a ResourceQuota gets its usage).
+var gcControllers = append(slices.Clone(testcluster.DefaultControllers),
+	"persistentvolumeclaim-protection-controller", "resourcequota-controller")
+
+func gcCluster(t *testing.T) *testcluster.Cluster {
+	t.Helper()
+	if cluster.IsExisting() {
+		return cluster
+	}
+	gc.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		gc.c, gc.err = testcluster.Start(ctx, testcluster.Options{ControllerManager: true, Controllers: gcControllers})
+	})
+	if gc.err != nil {
+		t.Fatalf("the control plane with kube-controller-manager did not start: %v", gc.err)
+	}
+	return gc.c
 }
 
 // startSim starts the package's pod simulator (one: two would compete for
@@ -63,6 +107,7 @@ const longTimeout = 2 * time.Minute
 // ienv is one integration test's world: a namespace, a direct admin client,
 // a fault proxy, and a spawner whose client and caches go through it.
 type ienv struct {
+	c       *testcluster.Cluster
 	ns      string
 	direct  kubernetes.Interface
 	proxy   *faultproxy.Proxy
@@ -83,18 +128,24 @@ func newEnv(t *testing.T, mod func(*Options)) *ienv {
 // newEnvWith is newEnv with the factory's options ro.
 func newEnvWith(t *testing.T, ro reflector.Options, mod func(*Options)) *ienv {
 	t.Helper()
-	startSim(t)
+	return newEnvOn(t, cluster, ro, mod)
+}
+
+// newEnvOn is newEnvWith on the control plane c.
+func newEnvOn(t *testing.T, c *testcluster.Cluster, ro reflector.Options, mod func(*Options)) *ienv {
+	t.Helper()
+	c.PodSim(t, podsim.Options{})
 	// First, so that its cleanup runs last: no test may leave a pod behind.
-	ns := cluster.Namespace(t, "spawner", testcluster.NoPodsLeft(LabelManagedBy+"="+ManagedByValue))
-	e := &ienv{ns: ns, direct: cluster.Client(t), reg: prometheus.NewRegistry()}
+	ns := c.Namespace(t, "spawner", testcluster.NoPodsLeft(LabelManagedBy+"="+ManagedByValue))
+	e := &ienv{c: c, ns: ns, direct: c.Client(t), reg: prometheus.NewRegistry()}
 	var err error
-	e.proxy, err = faultproxy.New(cluster.Config(), faultproxy.Options{})
+	e.proxy, err = faultproxy.New(c.Config(), faultproxy.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.proxy.Close() })
 
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
 	ro.Logger = &logger
-	e.factory, err = reflector.NewFactory(e.proxy.ClientConfig(cluster.Config()), ro)
+	e.factory, err = reflector.NewFactory(e.proxy.ClientConfig(c.Config()), ro)
 	require.NoError(t, err)
 	t.Cleanup(e.factory.Shutdown)
 	e.pods, err = e.factory.Pods(reflector.Scope{Namespaces: []string{e.ns}})

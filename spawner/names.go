@@ -161,3 +161,9 @@ func KeyHash(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:20])
 }
+
+// LabelPodUID, on an owned object (Request.Services, Secrets, ConfigMaps),
+// holds the UID of the pod it belongs to, so that Stop, a failed Start and
+// the sweeper find a pod's objects with one selector, whether or not the
+// garbage collector has run.
+const LabelPodUID = "kubespawn.io/pod-uid"

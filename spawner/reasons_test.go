@@ -18,7 +18,7 @@ func TestReasonTableIsComplete(t *testing.T) {
 		assert.Equal(t, r.label, reasonOf(r.err).label)
 		assert.False(t, r.warned && !r.failFast, "%s: only fail-fast reasons wait for a warning", r.label)
 	}
-	assert.Len(t, startReasons, 14)
+	assert.Len(t, startReasons, 20) // 14, and six of claims and owned objects
 	assert.Equal(t, "error", reasonOf(errors.New("other")).label)
 	assert.True(t, reasonOf(ErrImagePull).failFast)
 	assert.False(t, reasonOf(ErrStartTimeout).failFast)

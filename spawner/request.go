@@ -40,6 +40,27 @@ type Request struct {
 	// callback still blocked 2s after the start ended is abandoned (Start
 	// returns while that call runs on; it gets no further updates).
 	Progress func(events.Update)
+
+	// Claims are PersistentVolumeClaims of the key (a user's home
+	// directory): they outlive pods. Before the pod is created, Start
+	// ensures each one: it creates the claim if the API server has none of
+	// that name, adopts the one there if it carries this instance's labels
+	// for the same key (growing its storage request if this one asks for
+	// more), and otherwise fails (ErrClaimConflict, ErrClaimIncompatible,
+	// ErrClaimTerminating, ErrClaimFailed) without creating the pod. Stop
+	// never deletes claims; DeleteClaims does. Each needs a name, access
+	// modes and a positive storage request; the namespace is Namespace.
+	Claims []*corev1.PersistentVolumeClaim
+	// Services, Secrets and ConfigMaps belong to the pod: created as soon as
+	// the pod exists, with an ownerReference to it (the garbage collector
+	// deletes them with it) and LabelPodUID, and deleted by the spawner
+	// itself on a failed start and on Stop. One that cannot be created fails
+	// the start (ErrOwnedObjectFailed, ErrOwnedObjectConflict), which deletes
+	// the pod and what it created. A Service without a selector gets one
+	// that selects the pod; a Service's selector must select the pod.
+	Services   []*corev1.Service
+	Secrets    []*corev1.Secret
+	ConfigMaps []*corev1.ConfigMap
 }
 
 // Result describes a pod Start left running and ready.
@@ -55,6 +76,10 @@ type Result struct {
 	Adopted bool
 	// Duration of the Start call.
 	Duration time.Duration
+	// Claims are the request's claims, as ensured (Created: by this Start).
+	Claims []ObjectRef
+	// Owned are the pod's owned objects (Services, Secrets, ConfigMaps).
+	Owned []ObjectRef
 }
 
 var reservedLabels = []string{LabelManagedBy, LabelInstance, LabelKeyHash}

@@ -104,6 +104,9 @@ type metrics struct {
 	swept         *prometheus.CounterVec
 	sweeps        *prometheus.CounterVec
 	absence       *prometheus.CounterVec
+	claimsDeleted *prometheus.CounterVec
+	ownedDeleted  *prometheus.CounterVec
+	unknownClaims *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -126,11 +129,17 @@ func newMetrics() *metrics {
 			Help: "Sweep runs by mode (dry_run, delete) and result (ok, error)."}, []string{"mode", "result"}),
 		absence: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "absence_decisions_total",
 			Help: "Decisions that a pod does not exist (or is gone, or was replaced), by the source of the answer they rest on: always api (the cache never proves absence); any other value is a bug."}, []string{"source"}),
+		claimsDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "claims_deleted_total",
+			Help: "Claims deleted and confirmed gone (DeleteClaims, or the sweeper by an explicit policy), by result (deleted, error)."}, []string{"result"}),
+		ownedDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "owned_objects_deleted_total",
+			Help: "Owned objects (Services, Secrets, ConfigMaps) the spawner deleted itself and confirmed gone, by kind and by what deleted them (stop, failed_start, sweeper)."}, []string{"kind", "by"}),
+		unknownClaims: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "unknown_claims",
+			Help: "Claims of keys the service does not know (SweepPolicy.ClaimSelect), as found by the last sweep of the namespace; kept unless the policy deletes them."}, []string{"namespace"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps, m.absence}
+	return []prometheus.Collector{m.starts, m.stops, m.startDuration, m.deletedOnFail, m.cleanupFailed, m.swept, m.sweeps, m.absence, m.claimsDeleted, m.ownedDeleted, m.unknownClaims}
 }
 
 // register registers every collector, or none: a failure unregisters

@@ -36,6 +36,14 @@ const maxWarningEvents = 5
 func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
 	begin := s.opts.Clock.Now()
 	pod, timeout, err := s.buildPod(req)
+	var claims []*corev1.PersistentVolumeClaim
+	var owned []ownedObject
+	if err == nil {
+		claims, err = s.buildClaims(req)
+	}
+	if err == nil {
+		owned, err = s.buildOwned(req, pod)
+	}
 	if err != nil {
 		s.metrics.starts.WithLabelValues("invalid_request").Inc()
 		return nil, err
@@ -43,7 +51,7 @@ func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
 	logger := s.logger(ctx).WithValues("pod", klog.KObj(pod))
 	ctx = klog.NewContext(ctx, logger)
 
-	res, err := s.start(ctx, req, pod, timeout)
+	res, err := s.start(ctx, &attempt{s: s, req: req, want: pod, startID: pod.Annotations[AnnotationStartID], claims: claims, owned: owned}, timeout)
 	d := s.opts.Clock.Since(begin)
 	if err != nil {
 		var se *StartError
@@ -67,8 +75,8 @@ func (s *Spawner) Start(ctx context.Context, req Request) (*Result, error) {
 	return res, nil
 }
 
-func (s *Spawner) start(ctx context.Context, req Request, pod *corev1.Pod, timeout time.Duration) (*Result, error) {
-	a := &attempt{s: s, req: req, want: pod, startID: pod.Annotations[AnnotationStartID]}
+func (s *Spawner) start(ctx context.Context, a *attempt, timeout time.Duration) (*Result, error) {
+	pod := a.want
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// The start timeout covers waiting for the name's lock too.
@@ -161,6 +169,10 @@ type attempt struct {
 	req     Request
 	want    *corev1.Pod
 	startID string
+	// claims and owned are the request's claims and owned objects, checked
+	// and labelled.
+	claims []*corev1.PersistentVolumeClaim
+	owned  []ownedObject
 	// uid is the UID of the pod this start created or adopted: the one to
 	// delete if the start fails. Empty until known.
 	uid types.UID
@@ -173,7 +185,16 @@ type attempt struct {
 }
 
 func (a *attempt) run(ctx context.Context) (*Result, error) {
+	// Claims first: a start that fails on one leaves no pod.
+	claims, err := a.ensureClaims(ctx)
+	if err != nil {
+		return nil, err
+	}
 	pod, err := a.ensure(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owned, err := a.ensureOwned(ctx, pod)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +202,8 @@ func (a *attempt) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, PodIP: pod.Status.PodIP, Pod: pod, Adopted: a.adopted}, nil
+	return &Result{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, PodIP: pod.Status.PodIP, Pod: pod, Adopted: a.adopted,
+		Claims: claims, Owned: owned}, nil
 }
 
 // startError turns err into a *StartError, attributing context errors to
@@ -518,10 +540,23 @@ func (a *attempt) cleanup(parent context.Context) (deleted bool, err error) {
 	}
 	ctx, cancel := s.withTimeout(context.WithoutCancel(parent), s.opts.StopTimeout, ErrStopTimeout)
 	defer cancel()
+	var ownedErr error
+	if len(a.owned) > 0 {
+		// Its objects too, by LabelPodUID (an ambiguous create of one is
+		// found as well): the garbage collector may lag or not run.
+		var objs []ObjectRef
+		objs, ownedErr = s.deleteOwned(ctx, ns, uid)
+		for _, o := range objs {
+			s.metrics.ownedDeleted.WithLabelValues(o.Kind, "failed_start").Inc()
+		}
+	}
 	klog.FromContext(parent).V(2).Info("Deleting the pod of a failed start", "uid", uid)
 	alreadyGone, err := s.deleteAndConfirm(ctx, ns, name, uid, s.opts.DeleteGracePeriod)
 	if err != nil {
-		return false, err
+		return false, errors.Join(err, ownedErr)
+	}
+	if ownedErr != nil {
+		return !alreadyGone, fmt.Errorf("the pod is gone, its objects not all: %w", ownedErr)
 	}
 	return !alreadyGone, nil
 }

@@ -120,8 +120,20 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	} else {
 		uid, alreadyGone, err = s.stopByName(tctx, namespace, name, grace)
 	}
+	var ownedErr error
 	if err == nil {
 		s.forgetEvents(uid)
+		// The pod's owned objects, whether or not the garbage collector
+		// runs. A Stop that found no pod knows no UID: the sweeper
+		// collects what that pod owned.
+		objs, oerr := s.deleteOwned(tctx, namespace, uid)
+		for _, o := range objs {
+			s.metrics.ownedDeleted.WithLabelValues(o.Kind, "stop").Inc()
+		}
+		if oerr != nil {
+			logger.Error(oerr, "Pod gone, but not all its owned objects could be deleted")
+			ownedErr = fmt.Errorf("spawner: stop %s/%s: the pod is gone, its objects not all: %w: %w", namespace, name, ErrCleanupFailed, oerr)
+		}
 	}
 	switch {
 	case err == nil && alreadyGone:
@@ -141,7 +153,7 @@ func (s *Spawner) Stop(ctx context.Context, namespace, name string, opts StopOpt
 	if err != nil {
 		return fmt.Errorf("spawner: stop %s/%s: %w", namespace, name, err)
 	}
-	return nil
+	return ownedErr
 }
 
 // stopByName stops the pod of that name for a caller that knows no UID:

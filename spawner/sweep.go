@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -89,6 +90,19 @@ type SweepPolicy struct {
 	GracePeriod *time.Duration
 	// Concurrency of deletes. Default 8.
 	Concurrency int
+	// ClaimSelect, if set, is asked about each claim of the spawner
+	// (LabelManagedBy, LabelInstance unless AllInstances) at least MinAge
+	// old; a non-empty reason reports it (SweepResult.Claims, the
+	// kubespawn_spawner_unknown_claims gauge): a claim of a key the service
+	// does not know, say. Claims hold users' data: reporting is all a
+	// sweep does with them unless MaxClaimAge says otherwise.
+	ClaimSelect func(ctx context.Context, claim *corev1.PersistentVolumeClaim) (SweepReason, error)
+	// MaxClaimAge, if positive, selects for deletion the reported claims of
+	// this instance older than it. Each is deleted (with Delete) under its
+	// key's name lock, only once the API server says the key has no pod and
+	// ClaimSelect, asked again, still reports it, with a UID precondition,
+	// and confirmed gone. Zero (the default): claims are never deleted.
+	MaxClaimAge time.Duration
 	// RequestTimeout bounds each request of the scan: the read of the API
 	// server's clock and each page of the list (and each call of Select
 	// while scanning), so that one stalled LIST fails the sweep
@@ -135,6 +149,14 @@ type SweepResult struct {
 	// re-checked ("gone", "replaced", "terminating", "no_longer_selected",
 	// "select_failed").
 	Skipped []SweptPod
+	// Objects are the owned objects (Services, Secrets, ConfigMaps) whose
+	// pod the API server no longer has: the garbage collector has not
+	// collected them (it lags, or does not run). A sweep with Delete deletes
+	// them, whatever their age: their pod is proven gone.
+	Objects []SweptObject
+	// Claims are the claims ClaimSelect reports; Selected ones (MaxClaimAge)
+	// are deleted with Delete.
+	Claims []SweptObject
 }
 
 const (
@@ -148,11 +170,14 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 	if p.Namespace == "" {
 		problems = append(problems, "Namespace is required")
 	}
-	if p.MaxAge < 0 || p.MinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || p.RequestTimeout < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
-		problems = append(problems, "MaxAge, MinAge, PageSize, Concurrency, RequestTimeout and GracePeriod must not be negative")
+	if p.MaxAge < 0 || p.MinAge < 0 || p.PageSize < 0 || p.Concurrency < 0 || p.RequestTimeout < 0 || p.MaxClaimAge < 0 || (p.GracePeriod != nil && *p.GracePeriod < 0) {
+		problems = append(problems, "MaxAge, MinAge, MaxClaimAge, PageSize, Concurrency, RequestTimeout and GracePeriod must not be negative")
 	}
 	if p.MaxAge == 0 && p.Select == nil {
 		problems = append(problems, "set MaxAge, Select or both")
+	}
+	if p.MaxClaimAge > 0 && p.ClaimSelect == nil {
+		problems = append(problems, "MaxClaimAge needs ClaimSelect (which claims are of unknown keys)")
 	}
 	if len(problems) > 0 {
 		return p, fmt.Errorf("%w: sweep policy: %s", ErrInvalidArgument, strings.Join(problems, "; "))
@@ -201,25 +226,61 @@ func (s *Spawner) Sweep(ctx context.Context, policy SweepPolicy) (SweepResult, e
 	} else {
 		s.metrics.sweeps.WithLabelValues(mode, "ok").Inc()
 	}
-	logger.Info("Sweep done", "scanned", res.Scanned, "selected", len(res.Selected), "deleted", len(res.Deleted), "failed", len(res.Failed), "skipped", len(res.Skipped))
+	logger.Info("Sweep done", "scanned", res.Scanned, "selected", len(res.Selected), "deleted", len(res.Deleted), "failed", len(res.Failed), "skipped", len(res.Skipped),
+		"ownerlessObjects", len(res.Objects), "reportedClaims", len(res.Claims))
 	return res, err
 }
 
+// sweep is one sweep in steps: the server's clock, the scan of the pods,
+// the deletion of the pods selected, then what pods leave behind (owned
+// objects whose pod is gone, claims of unknown keys).
 func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error) {
 	res := SweepResult{DryRun: !p.Delete}
-	own := labels.Set{LabelManagedBy: ManagedByValue}
-	if !p.AllInstances {
-		own[LabelInstance] = s.opts.Instance
-	}
-	sel := labels.SelectorFromSet(own)
-	if reqs, ok := p.Selector.Requirements(); ok {
-		sel = sel.Add(reqs...)
-	}
 	clk, err := s.serverClock(ctx, p.RequestTimeout)
 	if err != nil {
 		return res, err
 	}
-	now := clk.Now()
+	if err := s.scanPods(ctx, p, clk.Now(), &res); err != nil {
+		return res, fmt.Errorf("spawner: sweep: listing pods in %s: %w", p.Namespace, err)
+	}
+	if p.Delete && len(res.Selected) > 0 {
+		s.deleteSelected(ctx, p, clk, &res)
+	}
+	var errs []error
+	for _, f := range res.Failed {
+		errs = append(errs, fmt.Errorf("%s/%s: %w", f.Namespace, f.Name, f.Err))
+	}
+	if len(errs) > 0 {
+		errs = []error{fmt.Errorf("%d of %d deletions failed: %w", len(errs), len(res.Selected), errors.Join(errs...))}
+	}
+
+	// Objects after pods: a pod this sweep deleted leaves its objects
+	// ownerless, and they go in the same sweep.
+	res.Objects, err = s.sweepObjects(ctx, p, clk.Now())
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res.Claims, err = s.sweepClaims(ctx, p, clk)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if p.ClaimSelect != nil && err == nil {
+		s.metrics.unknownClaims.WithLabelValues(p.Namespace).Set(float64(len(res.Claims)))
+	}
+	for _, o := range append(slices.Clone(res.Objects), res.Claims...) {
+		if o.Err != nil {
+			errs = append(errs, fmt.Errorf("%s %s/%s: %w", o.Kind, o.Namespace, o.Name, o.Err))
+		}
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("spawner: sweep: %w", errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// scanPods lists the spawner's pods page by page, each page with its own
+// deadline, and sorts them into res.Selected and res.Skipped.
+func (s *Spawner) scanPods(ctx context.Context, p SweepPolicy, now time.Time, res *SweepResult) error {
 	pods := s.opts.Client.CoreV1().Pods(p.Namespace)
 	// Each page has its own deadline: a stalled LIST would otherwise stop
 	// the sweeper for good while its replica keeps renewing the Lease.
@@ -233,7 +294,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		return list, nil
 	})
 	lp.PageSize = p.PageSize
-	err = lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: sel.String()}, func(obj runtime.Object) error {
+	return lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: s.ownSelector(p, true).String()}, func(obj runtime.Object) error {
 		pod, ok := obj.(*corev1.Pod)
 		if !ok {
 			return nil
@@ -266,17 +327,15 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 		}
 		return nil
 	})
-	if err != nil {
-		return res, fmt.Errorf("spawner: sweep: listing pods in %s: %w", p.Namespace, err)
-	}
-	if !p.Delete || len(res.Selected) == 0 {
-		return res, nil
-	}
+}
 
-	// What the list said may be stale by now (a Start may have adopted the
-	// pod, the service may know it now): each candidate is re-checked under
-	// its name lock before it is deleted, and skipped if it no longer
-	// matches. Selected keeps the pods deletion was attempted for.
+// deleteSelected deletes res.Selected, Concurrency at a time. What the
+// list said may be stale by now (a Start may have adopted the pod, the
+// service may know it now): each candidate is re-checked under its name
+// lock before it is deleted (sweepOne), and skipped if it no longer
+// matches. Afterwards Selected keeps the pods deletion was attempted for,
+// each in Deleted or Failed.
+func (s *Spawner) deleteSelected(ctx context.Context, p SweepPolicy, clk clock.PassiveClock, res *SweepResult) {
 	type outcome struct {
 		sp   SweptPod
 		skip SweepReason
@@ -314,14 +373,6 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 			s.metrics.swept.WithLabelValues(string(o.sp.Reason)).Inc()
 		}
 	}
-	var errs []error
-	for _, f := range res.Failed {
-		errs = append(errs, fmt.Errorf("%s/%s: %w", f.Namespace, f.Name, f.Err))
-	}
-	if len(errs) > 0 {
-		return res, fmt.Errorf("spawner: sweep: %d of %d deletions failed: %w", len(errs), len(res.Selected), errors.Join(errs...))
-	}
-	return res, nil
 }
 
 // Reasons a pod is skipped (SweptPod.Reason).

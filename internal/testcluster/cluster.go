@@ -451,10 +451,11 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	return c.startAPIServer(ctx)
 }
 
-// Stop stops the processes and removes the working directory. The
-// controller-manager goes first, then the apiserver: each would wait a long
-// time for the one after it.
+// Stop stops the pod simulator (PodSim) and the processes, and removes the
+// working directory. The controller-manager goes first, then the
+// apiserver: each would wait a long time for the one after it.
 func (c *Cluster) Stop() {
+	c.stopSim()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {

@@ -54,7 +54,11 @@ func MustStart(opts Options) *Cluster {
 // library's contract: after a factory's Shutdown, a Spawner's last call
 // and a service's shutdown, nothing of kubespawn keeps running). When
 // tests fail, the control plane's log tails are printed.
-func (c *Cluster) Run(m *testing.M) int {
+//
+// m is a *testing.M, or anything that runs the tests: a package that starts
+// a second Cluster (Start) wraps m.Run to stop it first, before the leak
+// check.
+func (c *Cluster) Run(m interface{ Run() int }) int {
 	code := m.Run()
 	c.stopSim()
 	if code != 0 {

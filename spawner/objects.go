@@ -1,0 +1,276 @@
+package spawner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+)
+
+// ObjectRef names an object a Start ensured beside its pod: a claim
+// (Request.Claims) or an owned object (Request.Services, Secrets,
+// ConfigMaps).
+type ObjectRef struct {
+	// Kind is "PersistentVolumeClaim", "Service", "Secret" or "ConfigMap".
+	Kind      string
+	Namespace string
+	Name      string
+	UID       types.UID
+	// Created is true when this call created the object; false when it
+	// existed already and was adopted.
+	Created bool
+}
+
+func (r ObjectRef) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
+
+// Kinds of the objects beside a pod.
+const (
+	KindClaim     = "PersistentVolumeClaim"
+	KindService   = "Service"
+	KindSecret    = "Secret"
+	KindConfigMap = "ConfigMap"
+)
+
+// objectAPI is what the spawner does with one kind of object, through the
+// typed client of that kind: one set of delete-and-confirm, adopt and list
+// rules for claims, Services, Secrets and ConfigMaps.
+type objectAPI struct {
+	kind   string
+	get    func(ctx context.Context, ns, name string) (metav1.Object, error)
+	create func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error)
+	delete func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error
+	// list returns one page.
+	list func(ctx context.Context, ns string, opts metav1.ListOptions) (items []metav1.Object, cont string, err error)
+}
+
+// kindAPI returns the objectAPI of kind.
+func kindAPI(c kubernetes.Interface, kind string) objectAPI {
+	core := c.CoreV1()
+	switch kind {
+	case KindClaim:
+		return objectAPI{kind: kind,
+			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
+				return core.PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+			},
+			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
+				return core.PersistentVolumeClaims(ns).Create(ctx, obj.(*corev1.PersistentVolumeClaim), metav1.CreateOptions{})
+			},
+			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+				return core.PersistentVolumeClaims(ns).Delete(ctx, name, opts)
+			},
+			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
+				l, err := core.PersistentVolumeClaims(ns).List(ctx, opts)
+				if err != nil {
+					return nil, "", err
+				}
+				out := make([]metav1.Object, len(l.Items))
+				for i := range l.Items {
+					out[i] = &l.Items[i]
+				}
+				return out, l.Continue, nil
+			},
+		}
+	case KindService:
+		return objectAPI{kind: kind,
+			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
+				return core.Services(ns).Get(ctx, name, metav1.GetOptions{})
+			},
+			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
+				return core.Services(ns).Create(ctx, obj.(*corev1.Service), metav1.CreateOptions{})
+			},
+			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+				return core.Services(ns).Delete(ctx, name, opts)
+			},
+			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
+				l, err := core.Services(ns).List(ctx, opts)
+				if err != nil {
+					return nil, "", err
+				}
+				out := make([]metav1.Object, len(l.Items))
+				for i := range l.Items {
+					out[i] = &l.Items[i]
+				}
+				return out, l.Continue, nil
+			},
+		}
+	case KindSecret:
+		return objectAPI{kind: kind,
+			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
+				return core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+			},
+			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
+				return core.Secrets(ns).Create(ctx, obj.(*corev1.Secret), metav1.CreateOptions{})
+			},
+			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+				return core.Secrets(ns).Delete(ctx, name, opts)
+			},
+			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
+				l, err := core.Secrets(ns).List(ctx, opts)
+				if err != nil {
+					return nil, "", err
+				}
+				out := make([]metav1.Object, len(l.Items))
+				for i := range l.Items {
+					out[i] = &l.Items[i]
+				}
+				return out, l.Continue, nil
+			},
+		}
+	case KindConfigMap:
+		return objectAPI{kind: kind,
+			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
+				return core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+			},
+			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
+				return core.ConfigMaps(ns).Create(ctx, obj.(*corev1.ConfigMap), metav1.CreateOptions{})
+			},
+			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+				return core.ConfigMaps(ns).Delete(ctx, name, opts)
+			},
+			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
+				l, err := core.ConfigMaps(ns).List(ctx, opts)
+				if err != nil {
+					return nil, "", err
+				}
+				out := make([]metav1.Object, len(l.Items))
+				for i := range l.Items {
+					out[i] = &l.Items[i]
+				}
+				return out, l.Continue, nil
+			},
+		}
+	}
+	panic("spawner: unknown kind " + kind)
+}
+
+// ownedKinds are the kinds that belong to one pod.
+var ownedKinds = []string{KindService, KindSecret, KindConfigMap}
+
+// listAll lists every page of kind in ns matching selector; each page is
+// bounded by the caller's ctx.
+func (o objectAPI) listAll(ctx context.Context, ns, selector string) ([]metav1.Object, error) {
+	var out []metav1.Object
+	opts := metav1.ListOptions{LabelSelector: selector, Limit: defaultPageSize}
+	for {
+		items, cont, err := o.list(ctx, ns, opts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, items...)
+		if cont == "" {
+			return out, nil
+		}
+		opts.Continue = cont
+	}
+}
+
+// deleteObject deletes the object uid of kind and waits until the API
+// server confirms it gone (NotFound, or another UID under the name), like
+// deleteAndConfirm for pods: a UID precondition on every DELETE, transient
+// errors retried until ctx ends. alreadyGone reports there was nothing to
+// delete.
+func (s *Spawner) deleteObject(ctx context.Context, o objectAPI, ns, name string, uid types.UID) (alreadyGone bool, err error) {
+	if uid == "" {
+		return false, fmt.Errorf("spawner: internal error: DELETE of %s %s/%s without a UID precondition refused", o.kind, ns, name)
+	}
+	logger := klog.FromContext(ctx)
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
+	b := s.retryBackoff()
+	sent, conflict := false, false
+	for {
+		if !sent {
+			err := o.delete(ctx, ns, name, opts)
+			switch {
+			case err == nil:
+				sent = true
+			case apierrors.IsNotFound(err):
+				return true, nil
+			case apierrors.IsConflict(err):
+				sent, conflict = true, true // the precondition failed: is it another object now?
+			case !isTransient(err):
+				return false, s.ctxErr(ctx, err)
+			default:
+				logger.V(2).Info("Delete failed; retrying", "kind", o.kind, "name", name, "err", err)
+			}
+		}
+		if sent {
+			got, err := o.get(ctx, ns, name)
+			switch {
+			case apierrors.IsNotFound(err):
+				return false, nil
+			case err == nil && got.GetUID() != uid:
+				return conflict, nil
+			case err == nil && got.GetDeletionTimestamp() == nil:
+				sent = false // a conflict that was not a successor: delete again
+			case err != nil && !isTransient(err):
+				return false, s.ctxErr(ctx, err)
+			}
+		}
+		if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
+			return false, fmt.Errorf("%s %s/%s (UID %s) not confirmed gone: %w", o.kind, ns, name, uid, serr)
+		}
+	}
+}
+
+// deleteOwned deletes the objects of every owned kind that carry
+// LabelPodUID = uid, and confirms each gone: what Stop and a failed Start
+// do besides relying on the garbage collector, which may lag or not run.
+// A kind the service may not list (Forbidden) is taken as one it does not
+// manage. The objects deleted are returned.
+func (s *Spawner) deleteOwned(ctx context.Context, ns string, uid types.UID) ([]ObjectRef, error) {
+	if uid == "" {
+		return nil, nil
+	}
+	sel := ownedSelector(s.opts.Instance, uid)
+	var deleted []ObjectRef
+	var errs []error
+	for _, kind := range ownedKinds {
+		o := kindAPI(s.opts.Client, kind)
+		items, err := s.listRetry(ctx, o, ns, sel)
+		if apierrors.IsForbidden(err) {
+			klog.FromContext(ctx).V(4).Info("Not allowed to list; assuming no owned objects of this kind", "kind", kind)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing %ss of pod UID %s: %w", kind, uid, err))
+			continue
+		}
+		for _, it := range items {
+			gone, err := s.deleteObject(ctx, o, ns, it.GetName(), it.GetUID())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if !gone {
+				deleted = append(deleted, ObjectRef{Kind: kind, Namespace: ns, Name: it.GetName(), UID: it.GetUID()})
+			}
+		}
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// listRetry lists with retries of transient errors until ctx ends.
+func (s *Spawner) listRetry(ctx context.Context, o objectAPI, ns, selector string) ([]metav1.Object, error) {
+	b := s.retryBackoff()
+	for {
+		items, err := o.listAll(ctx, ns, selector)
+		if err == nil || !isTransient(err) {
+			return items, s.ctxErr(ctx, err)
+		}
+		if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
+			return nil, fmt.Errorf("%w (last error: %v)", serr, err)
+		}
+	}
+}
+
+// ownedSelector selects the owned objects of pod uid of this instance.
+func ownedSelector(instance string, uid types.UID) string {
+	return fmt.Sprintf("%s=%s,%s=%s,%s=%s", LabelManagedBy, ManagedByValue, LabelInstance, instance, LabelPodUID, uid)
+}
