@@ -18,6 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hub"
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/spawnersvc"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
@@ -31,7 +34,7 @@ var (
 // TestMain fails the package loudly, never skips, when JupyterHub is not
 // installed or the spawner service cannot be built.
 func TestMain(m *testing.M) {
-	if err := CheckJupyterHub(); err != nil {
+	if err := hub.Check(); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		os.Exit(1)
 	}
@@ -41,7 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	spawnerBin, err = BuildSpawner(ctx, dir)
+	spawnerBin, err = spawnersvc.Build(ctx, dir)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
@@ -63,12 +66,12 @@ type hubConfig struct {
 // newHubEnv is one test's namespace (no pod may be left in it), the
 // package's pod simulator (every pod at 127.0.0.1) and a running hub,
 // service and stand-in, stopped when the test ends.
-func newHubEnv(t *testing.T, c hubConfig) *Env {
+func newHubEnv(t *testing.T, c hubConfig) *hubtest.Env {
 	t.Helper()
 	ns := cluster.Namespace(t, "hub", testcluster.NoPodsLeft(""), testcluster.KeepEvents())
 	cluster.PodSim(t, podsim.Options{PodIP: "127.0.0.1"})
 	dir := t.TempDir()
-	e, err := StartEnv(t.Context(), EnvConfig{
+	e, err := hubtest.Start(t.Context(), hubtest.Config{
 		Admin: cluster.Config(), Client: cluster.Client(t), Namespace: ns, Dir: dir, SpawnerBinary: spawnerBin,
 		ThroughProxy: c.throughProxy, HubStartTimeout: c.startTimeout, HTTPTimeout: 10 * time.Second,
 		SweepInterval: c.sweep, OrphanMinAge: 3 * c.startTimeout, StopTimeout: c.stopTimeout,
@@ -101,19 +104,19 @@ func TestTwentyConcurrentUsers(t *testing.T) {
 	users := names("conc", 20)
 	require.NoError(t, e.Hub.CreateUsers(ctx, users))
 	slow := map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "2s"}
-	progress := map[string][]ProgressEvent{}
+	progress := map[string][]hub.ProgressEvent{}
 	results := make(chan struct {
 		name string
-		evs  []ProgressEvent
+		evs  []hub.ProgressEvent
 	}, len(users))
-	require.NoError(t, parallel(users, len(users), func(name string) error {
+	require.NoError(t, hubtest.Parallel(users, len(users), func(name string) error {
 		if err := e.Hub.StartServer(ctx, name, slow); err != nil {
 			return err
 		}
 		evs, err := e.Hub.Progress(ctx, name)
 		results <- struct {
 			name string
-			evs  []ProgressEvent
+			evs  []hub.ProgressEvent
 		}{name, evs}
 		return err
 	}))
@@ -125,7 +128,7 @@ func TestTwentyConcurrentUsers(t *testing.T) {
 	defer cancel()
 	seen, err := e.Hub.Settled(sctx, users)
 	require.NoError(t, err)
-	pods, err := PodsOnServer(ctx, e.Config.Client, e.Config.Namespace)
+	pods, err := e.Pods(ctx)
 	require.NoError(t, err)
 	for _, name := range users {
 		s, ok := seen[name].Server()
@@ -155,7 +158,7 @@ func TestTwentyConcurrentUsers(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, known, len(users))
 
-	require.NoError(t, StopAll(ctx, e, users))
+	require.NoError(t, e.StopAll(ctx, users))
 	known, err = e.Service.KnownPods(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, known)
@@ -170,7 +173,7 @@ func TestTwentyConcurrentUsers(t *testing.T) {
 // no server the hub believes running without its pod.
 func TestIncidentWithTheRealHub(t *testing.T) {
 	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 15 * time.Second, sweep: time.Minute})
-	o := IncidentOptions{Users: 24, Launch: 4 * time.Second, StallAt: 0.35, NeverReady: 6, BadImage: 8, Slow: 4, StopEvery: 3}
+	o := incidentOptions{Users: 24, Launch: 4 * time.Second, StallAt: 0.35, NeverReady: 6, BadImage: 8, Slow: 4, StopEvery: 3}
 	neverReady, badImage := 0, 0
 	for i := range o.Users {
 		switch scenarioOf(o, i)[podsim.AnnotationScenario] {
@@ -184,11 +187,11 @@ func TestIncidentWithTheRealHub(t *testing.T) {
 	require.Positive(t, badImage)
 	var log strings.Builder
 	o.Out = &log
-	rep, err := RunIncident(t.Context(), e, o)
+	rep, err := runIncident(t.Context(), e, o)
 	t.Logf("incident:\n%s", log.String())
 	require.NoError(t, err)
 	var table strings.Builder
-	PrintReport(&table, rep)
+	printReport(&table, rep)
 	t.Logf("%s", table.String())
 
 	assert.Empty(t, rep.Final.Leaked, "pods on the API server that the hub does not believe running")
@@ -221,14 +224,14 @@ func TestHubRestart(t *testing.T) {
 	running, pending := names("run", 4), names("pend", 3)
 	all := append(slices.Clone(running), pending...)
 	require.NoError(t, e.Hub.CreateUsers(ctx, all))
-	require.NoError(t, parallel(running, 4, func(name string) error { return e.Hub.StartServer(ctx, name, nil) }))
+	require.NoError(t, hubtest.Parallel(running, 4, func(name string) error { return e.Hub.StartServer(ctx, name, nil) }))
 	requireReady(t, e, running)
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	hang := map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}
-	require.NoError(t, parallel(pending, 3, func(name string) error { return e.Hub.StartServer(ctx, name, hang) }))
+	require.NoError(t, hubtest.Parallel(pending, 3, func(name string) error { return e.Hub.StartServer(ctx, name, hang) }))
 	require.Eventually(t, func() bool {
-		pods, err := PodsOnServer(ctx, e.Config.Client, e.Config.Namespace)
+		pods, err := e.Pods(ctx)
 		require.NoError(t, err)
 		return len(pods) == len(all)
 	}, time.Minute, 50*time.Millisecond, "the pending starts created their pods")
@@ -243,7 +246,7 @@ func TestHubRestart(t *testing.T) {
 	// The starts that died with the hub: cancelled, their pods deleted.
 	require.Eventually(t, func() bool {
 		for _, name := range pending {
-			if gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, name); err != nil || !gone {
+			if gone, err := podGone(ctx, e, name); err != nil || !gone {
 				return false
 			}
 		}
@@ -271,7 +274,7 @@ func TestHubRestart(t *testing.T) {
 		_, ok := u.Server()
 		assert.False(t, ok, "%s's dead start is not a server of the restarted hub: %+v", name, u)
 	}
-	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, all)
+	a, err := e.Check(ctx, all)
 	require.NoError(t, err)
 	assert.Empty(t, a.Leaked, "orphaned pods")
 	assert.Empty(t, a.Missing)
@@ -293,7 +296,7 @@ func TestHubRestart(t *testing.T) {
 	thawed = true
 	assert.Equal(t, len(running), e.Hub.Count("still running"), "unknown reads as running: every server kept")
 	assert.GreaterOrEqual(t, e.Hub.Count("service unreachable"), len(running), "the polls did time out")
-	a, err = Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, all)
+	a, err = e.Check(ctx, all)
 	require.NoError(t, err)
 	assert.Empty(t, a.Leaked, "orphaned pods")
 	assert.Empty(t, a.Missing)
@@ -305,7 +308,7 @@ func TestHubRestart(t *testing.T) {
 	require.NoError(t, err)
 	s, ok := seen[pending[0]].Server()
 	assert.True(t, ok && s.Ready, "a new start after the restart")
-	require.NoError(t, StopAll(ctx, e, all))
+	require.NoError(t, e.StopAll(ctx, all))
 }
 
 // TestPodEvictedWhileRunning: a running server's pod is evicted. The
@@ -328,23 +331,31 @@ func TestPodEvictedWhileRunning(t *testing.T) {
 		_, ok := u.Server()
 		return !ok
 	}, 2*time.Minute, 100*time.Millisecond, "the hub saw the evicted server stop")
-	gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, "evicted")
+	gone, err := podGone(ctx, e, "evicted")
 	require.NoError(t, err)
 	assert.True(t, gone, "the evicted pod was deleted, though the hub never calls stop() for it")
-	// The hub's own account: its poll callback (which polls once more:
-	// NotFound by then, exit code 0) and User.stop() without stop().
-	assert.Equal(t, 1, e.Hub.Count("User evicted server stopped, with exit code"), "the hub's poll noticed")
-	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, users)
+	// The hub's own account: its poll callback polls once more (NotFound
+	// by then: the service deleted the pod) and logs that poll's exit
+	// status, which is still the container's; then User.stop() without
+	// stop().
+	assert.Equal(t, 1, e.Hub.Count("User evicted server stopped, with exit code: 137"), "the hub's poll noticed, with the container's exit status")
+	a, err := e.Check(ctx, users)
 	require.NoError(t, err)
 	assert.Empty(t, a.Leaked)
 	assert.Empty(t, a.Missing)
 	assert.Equal(t, 1, a.HubRunning)
-	require.NoError(t, StopAll(ctx, e, users))
+	require.NoError(t, e.StopAll(ctx, users))
+}
+
+// podGone says whether the API server has no pod of user.
+func podGone(ctx context.Context, e *hubtest.Env, user string) (bool, error) {
+	pod, err := e.UserPod(ctx, user)
+	return err == nil && pod == nil, err
 }
 
 // requireReady waits (two minutes at most) for the hub to settle and
 // requires every one of users to have a ready server.
-func requireReady(t *testing.T, e *Env, users []string) {
+func requireReady(t *testing.T, e *hubtest.Env, users []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -377,7 +388,7 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 
 	e.Proxy.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"})
 	// A change the stalled watch misses: what the stall detector sees.
-	victor, err := userPod(ctx, e.Config.Client, e.Config.Namespace, "victor")
+	victor, err := e.UserPod(ctx, "victor")
 	require.NoError(t, err)
 	require.NotNil(t, victor)
 	_, err = e.Config.Client.CoreV1().Pods(e.Config.Namespace).Patch(ctx, victor.Name, types.MergePatchType,
@@ -385,7 +396,7 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 	require.NoError(t, err)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	require.NoError(t, waitHTTP(wctx, e.Service.URL+"/readyz", nil, http.StatusServiceUnavailable, nil), "the service reports its stalled cache")
+	require.NoError(t, e.Service.WaitReadyz(wctx, http.StatusServiceUnavailable), "the service reports its stalled cache")
 	for _, verb := range []faultproxy.Verb{faultproxy.VerbGet, faultproxy.VerbDelete} {
 		e.Proxy.InjectStatus(faultproxy.Match{Verb: verb, Resource: "pods"}, http.StatusServiceUnavailable, 1<<30, 0)
 	}
@@ -394,7 +405,7 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 	forgotten := func(name string) bool {
 		u, err := e.Hub.User(ctx, name)
 		require.NoError(t, err)
-		gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, name)
+		gone, err := podGone(ctx, e, name)
 		require.NoError(t, err)
 		_, ok := u.Server()
 		return !ok && !gone
@@ -417,7 +428,7 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 		u, err := e.Hub.User(ctx, "ursula")
 		require.NoError(t, err)
 		_, ok := u.Server()
-		gone, err := podGone(ctx, e.Config.Client, e.Config.Namespace, "ursula")
+		gone, err := podGone(ctx, e, "ursula")
 		require.NoError(t, err)
 		require.False(t, !ok && !gone, "the hub forgot the server before its pod was gone")
 		return !ok && gone
@@ -425,10 +436,10 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 	assert.Equal(t, 1, e.Hub.Count("kubespawn: stop of ursula confirmed"), "stop() returned once the pod was gone")
 	assert.Equal(t, 1, e.Hub.Count("User ursula server took"), "the hub saw the stop succeed (it logs nothing when stop() raises)")
 	assert.Zero(t, e.Hub.Count("kubespawn: stop of ursula not confirmed"), "stop() never raised")
-	a, err := Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, users)
+	a, err := e.Check(ctx, users)
 	require.NoError(t, err)
 	assert.Empty(t, a.Leaked)
 	assert.Empty(t, a.Missing)
 	assert.Equal(t, 1, a.HubRunning, "victor's server is untouched")
-	require.NoError(t, StopAll(ctx, e, users))
+	require.NoError(t, e.StopAll(ctx, users))
 }

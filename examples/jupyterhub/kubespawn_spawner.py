@@ -18,7 +18,13 @@ README.md beside this file):
   it does only on the API server's NotFound or for a pod that terminated (and
   that the service deleted before answering). JupyterHub never calls ``stop()``
   after a ``poll()`` that is not ``None``, and at start-up drops any server whose
-  ``poll()`` raised or was not ``None``: so ``poll()`` never raises.
+  ``poll()`` raised or was not ``None``: so ``poll()`` never raises. The exit
+  status follows the hub's (``Popen.poll()``'s) convention, as KubeSpawner's
+  does: the container's exit code for a pod that terminated (kept for the
+  hub's later polls, which find the pod deleted, until the state is cleared);
+  ``1`` for a server that ended without ``stop()`` in a way not known (its pod
+  gone, or terminated without an exit code); ``0`` for a spawner without a
+  server (never started, or stopped).
 - ``stop()``: ``DELETE /users/{key}/server`` (always reaches the API server,
   cancels a start in progress), then cancels this spawner's own ``start()`` if
   the hub left it running after a start timeout. It returns only once the pod is
@@ -30,6 +36,10 @@ README.md beside this file):
   cleanup: the hub then forgets the server, never believing it stopped.
 - ``progress()``: the start's events as ``{"progress", "message"}``.
 - ``get_url()``: after a hub restart, the URL from the pod's current IP.
+
+The hub's database keeps nothing of the pod (``get_state()`` adds nothing):
+the service finds a user's pod by the user's key. Every spawner of the hub
+shares one HTTP client per event loop, closed when the loop ends.
 
 Standard library and what JupyterHub depends on (tornado, traitlets) only.
 """
@@ -43,6 +53,33 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 __all__ = ["KubespawnSpawner"]
+
+# One HTTP client per running event loop and size, shared by every spawner:
+# the default AsyncHTTPClient queues beyond 10 requests, and every start in
+# progress holds one. Keyed by the loop itself (a closed loop's id() can be
+# reused) and closed with it: a task of the loop holds the client until it
+# is cancelled, which JupyterHub's shutdown and asyncio.run() do to every
+# task left; it then closes the client and forgets it.
+_clients = {}
+
+
+def _shared_client(max_connections):
+    loop = asyncio.get_running_loop()
+    key = (loop, max_connections)
+    entry = _clients.get(key)
+    if entry is None:
+        client = AsyncHTTPClient(force_instance=True, max_clients=max_connections)
+        # The loop keeps only a weak reference to a task: the entry keeps it.
+        entry = _clients[key] = (client, loop.create_task(_close_with_loop(key, client)))
+    return entry[0]
+
+
+async def _close_with_loop(key, client):
+    try:
+        await asyncio.get_running_loop().create_future()  # until cancelled
+    finally:
+        _clients.pop(key, None)
+        client.close()
 
 
 class ServiceError(Exception):
@@ -113,36 +150,21 @@ class KubespawnSpawner(Spawner):
     def _default_port(self):
         return 8888
 
-    _clients = {}
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.pod_name = ""
-        self.pod_uid = ""
         self._token = None
         self._start_task = None
         self._events = []
         self._events_changed = asyncio.Event()
         self._start_done = True
-
-    # -- state -------------------------------------------------------------
-
-    def load_state(self, state):
-        super().load_state(state)
-        self.pod_name = state.get("pod_name", "")
-        self.pod_uid = state.get("pod_uid", "")
-
-    def get_state(self):
-        state = super().get_state()
-        if self.pod_name:
-            state["pod_name"] = self.pod_name
-            state["pod_uid"] = self.pod_uid
-        return state
+        # The exit status of this server's pod once it terminated: the
+        # service deletes such a pod before it answers, so the hub's next
+        # polls find NotFound and must still report it.
+        self._exit_status = None
 
     def clear_state(self):
         super().clear_state()
-        self.pod_name = ""
-        self.pod_uid = ""
+        self._exit_status = None
 
     # -- the service -------------------------------------------------------
 
@@ -169,15 +191,7 @@ class KubespawnSpawner(Spawner):
         return headers
 
     def _client(self):
-        # One client per event loop and size: the default AsyncHTTPClient
-        # queues beyond 10 requests, and every start in progress holds one.
-        loop = asyncio.get_running_loop()
-        key = (id(loop), self.max_connections)
-        client = KubespawnSpawner._clients.get(key)
-        if client is None:
-            client = AsyncHTTPClient(force_instance=True, max_clients=self.max_connections)
-            KubespawnSpawner._clients[key] = client
-        return client
+        return _shared_client(self.max_connections)
 
     async def _call(self, method, suffix="", timeout=None):
         """One request; returns (status, JSON body or {}). Raises on transport
@@ -220,6 +234,7 @@ class KubespawnSpawner(Spawner):
 
     async def start(self):
         self._start_task = asyncio.current_task()
+        self._exit_status = None
         self._events = []
         self._start_done = False
         result = {}
@@ -275,11 +290,10 @@ class KubespawnSpawner(Spawner):
                 f"start of {self.key} failed ({result.get('reason', 'no result')}): "
                 f"{result.get('error', 'the stream ended without a result')}"
             )
-        self.pod_name = result.get("pod", "")
-        self.pod_uid = result.get("uid", "")
         ip = result.get("podIP")
         if not ip:
             raise ServiceError(f"start of {self.key}: running pod without an IP")
+        self.log.info("kubespawn: %s running in pod %s (uid %s)", self.key, result.get("pod", ""), result.get("uid", ""))
         return (ip, self.port)
 
     async def progress(self):
@@ -314,11 +328,18 @@ class KubespawnSpawner(Spawner):
         if code == 404 and state == "stopped" and body.get("reason") == "NotFound":
             if body.get("serviceState") in ("starting", "stopping", "stop-pending"):
                 return None  # a start or stop in progress in the service
-            return 0  # the API server said so
+            # The API server said so.
+            if self._exit_status is not None:
+                return self._exit_status  # the pod terminated, then was deleted
+            if self.server is None:
+                return 0  # never started, or stopped: "not running"
+            return 1  # ended without stop(), in a way not known
         if code == 200 and state == "stopped":
             # Terminated on its own; the service deleted the pod before saying so.
             exit_code = body.get("exitCode")
-            return exit_code if isinstance(exit_code, int) else 0
+            known = isinstance(exit_code, int) and not isinstance(exit_code, bool)
+            self._exit_status = exit_code if known else 1
+            return self._exit_status
         if code == 200:
             return None  # running, pending, unknown
         self.log.warning(
@@ -390,7 +411,6 @@ class KubespawnSpawner(Spawner):
                 raise ServiceError(msg)
             await asyncio.sleep(min(self.stop_retry_interval, max(deadline - loop.time(), 0)))
         self.log.info("kubespawn: stop of %s confirmed: the pod is gone", self.key)
-        self.clear_state()
 
     async def get_url(self):
         url = self.server.url if self.server else ""

@@ -16,6 +16,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hub"
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/spawnersvc"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
@@ -49,7 +52,7 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	}
 	klog.SetOutput(io.Discard)
 	klog.LogToStderr(false)
-	if err := CheckJupyterHub(); err != nil {
+	if err := hub.Check(); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "kubespawn-demo-jupyterhub-")
@@ -83,11 +86,11 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 		return err
 	}
 	if *spawnerBin == "" {
-		if *spawnerBin, err = BuildSpawner(ctx, dir); err != nil {
+		if *spawnerBin, err = spawnersvc.Build(ctx, dir); err != nil {
 			return err
 		}
 	}
-	e, err := StartEnv(ctx, EnvConfig{
+	e, err := hubtest.Start(ctx, hubtest.Config{
 		Admin: c.Config(), Client: client, Namespace: ns.Name, Dir: dir, SpawnerBinary: *spawnerBin, ThroughProxy: true,
 		HubStartTimeout: *startTimeout, HTTPTimeout: 10 * time.Second, SweepInterval: 10 * time.Second, OrphanMinAge: 3 * *startTimeout,
 	})
@@ -96,14 +99,14 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	}
 	defer e.Close()
 	fmt.Fprintf(out, "JupyterHub at %s, spawner service at %s (pods in namespace %s)\n\n", e.Hub.URL, e.Service.URL, ns.Name)
-	rep, err := RunIncident(ctx, e, IncidentOptions{
+	rep, err := runIncident(ctx, e, incidentOptions{
 		Users: *users, Launch: *launch, StallAt: 0.35, NeverReady: 7, BadImage: 10, Slow: 4, StopEvery: 4, Out: out,
 	})
 	if err != nil {
 		fmt.Fprint(stderr, e.Logs())
 		return err
 	}
-	PrintReport(out, rep)
+	printReport(out, rep)
 	if rep.Leaked() > 0 || len(rep.Final.Missing) > 0 {
 		return errLeaked
 	}

@@ -6,128 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
-	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
-// EnvConfig configures one hub + spawner service + stand-in.
-type EnvConfig struct {
-	// Admin is the control plane's admin config; Client its client (the
-	// view that bypasses everything: the audit's).
-	Admin  *rest.Config
-	Client kubernetes.Interface
-	// Namespace of the users' pods; Dir for state and logs.
-	Namespace, Dir string
-	// SpawnerBinary is examples/spawner built (BuildSpawner).
-	SpawnerBinary string
-	// ThroughProxy puts a fault proxy between the service and the API
-	// server (Env.Proxy).
-	ThroughProxy bool
-	// HubStartTimeout, HTTPTimeout: the hub's start_timeout, http_timeout.
-	HubStartTimeout, HTTPTimeout time.Duration
-	// SweepInterval, OrphanMinAge: the service's sweeper.
-	SweepInterval, OrphanMinAge time.Duration
-	// StopTimeout: the service's --stop-timeout (default 60s).
-	StopTimeout time.Duration
-}
-
-// Env is a running hub with its spawner service and stand-in.
-type Env struct {
-	Config  EnvConfig
-	Proxy   *faultproxy.Proxy
-	Service *Service
-	StandIn *StandIn
-	Hub     *Hub
-}
-
-// StartEnv starts the stand-in, the service (through a fault proxy if
-// asked) and the hub; Close stops them all.
-func StartEnv(ctx context.Context, c EnvConfig) (_ *Env, err error) {
-	e := &Env{Config: c}
-	defer func() {
-		if err != nil {
-			e.Close()
-		}
-	}()
-	svcCfg := c.Admin
-	if c.ThroughProxy {
-		// TLS (HTTP/2): a kubeconfig's token is only sent over TLS.
-		if e.Proxy, err = faultproxy.New(c.Admin, faultproxy.Options{HTTP2: true}); err != nil {
-			return nil, err
-		}
-		svcCfg = e.Proxy.ClientConfig(c.Admin)
-	}
-	kubeconfig := filepath.Join(c.Dir, "service.kubeconfig")
-	if err := testcluster.WriteKubeConfig(kubeconfig, svcCfg); err != nil {
-		return nil, err
-	}
-	if e.StandIn, err = StartStandIn(c.Client, c.Namespace); err != nil {
-		return nil, err
-	}
-	e.Service, err = StartService(ctx, ServiceOptions{
-		Binary: c.SpawnerBinary, Dir: c.Dir, Kubeconfig: kubeconfig, Namespace: c.Namespace,
-		StartTimeout: 3 * c.HubStartTimeout, SweepInterval: c.SweepInterval, OrphanMinAge: c.OrphanMinAge,
-		StopTimeout: c.StopTimeout,
-	})
-	if err != nil {
-		return nil, err
-	}
-	hubDir := filepath.Join(c.Dir, "hub")
-	if err := os.MkdirAll(hubDir, 0o700); err != nil {
-		return nil, err
-	}
-	if e.Hub, err = NewHub(HubOptions{Dir: hubDir, Service: e.Service, NotebookPort: e.StandIn.Port,
-		StartTimeout: c.HubStartTimeout, HTTPTimeout: c.HTTPTimeout, PollInterval: 5 * time.Second}); err != nil {
-		return nil, err
-	}
-	if err := e.Hub.Start(ctx); err != nil {
-		e.Hub = nil
-		return nil, err
-	}
-	return e, nil
-}
-
-// Close stops the hub, the service, the stand-in and the proxy.
-func (e *Env) Close() {
-	if e.Hub != nil && e.Hub.Process != nil {
-		e.Hub.Stop()
-	}
-	if e.Service != nil {
-		e.Service.Stop()
-	}
-	if e.StandIn != nil {
-		e.StandIn.Close()
-	}
-	if e.Proxy != nil {
-		_ = e.Proxy.Close()
-	}
-}
-
-// Logs are the tails of the hub's and the service's logs.
-func (e *Env) Logs() string {
-	var b strings.Builder
-	if e.Hub != nil && e.Hub.Process != nil {
-		b.WriteString(e.Hub.Tail(60))
-	}
-	if e.Service != nil {
-		b.WriteString(e.Service.Tail(60))
-	}
-	return b.String()
-}
-
-// IncidentOptions is the 2018 incident at some scale.
-type IncidentOptions struct {
+// incidentOptions is the 2018 incident at some scale.
+type incidentOptions struct {
 	Users int
 	// Launch spreads the launches over this long.
 	Launch time.Duration
@@ -143,8 +31,8 @@ type IncidentOptions struct {
 	Out io.Writer
 }
 
-// IncidentReport is what the hub and the API server ended with.
-type IncidentReport struct {
+// incidentReport is what the hub and the API server ended with.
+type incidentReport struct {
 	Users, Started, Failed int
 	// TimedOut: starts the hub gave up on after its start_timeout, then
 	// stopped itself (poll() said running, so it called stop()).
@@ -157,15 +45,15 @@ type IncidentReport struct {
 	// StallDetected: the service's /readyz reported the stalled watch.
 	StallDetected bool
 	StallAt       time.Duration
-	Final         Audit
+	Final         hubtest.Audit
 	Elapsed       time.Duration
 }
 
 // Leaked is the number of pods on the API server that the hub does not
 // believe running.
-func (r IncidentReport) Leaked() int { return len(r.Final.Leaked) }
+func (r incidentReport) Leaked() int { return len(r.Final.Leaked) }
 
-func scenarioOf(o IncidentOptions, i int) map[string]string {
+func scenarioOf(o incidentOptions, i int) map[string]string {
 	switch {
 	case o.NeverReady > 0 && i%o.NeverReady == o.NeverReady-1:
 		return map[string]string{podsim.AnnotationScenario: podsim.ScenarioNeverReady}
@@ -177,14 +65,14 @@ func scenarioOf(o IncidentOptions, i int) map[string]string {
 	return nil
 }
 
-// UserName is the i-th user of a run.
-func UserName(i int) string { return fmt.Sprintf("user-%03d", i) }
+// userName is the i-th user of a run.
+func userName(i int) string { return fmt.Sprintf("user-%03d", i) }
 
-// RunIncident replays the incident against e (which must run ThroughProxy)
+// runIncident replays the incident against e (which must run ThroughProxy)
 // and leaves every server stopped and the watch unstalled at the end.
-func RunIncident(ctx context.Context, e *Env, o IncidentOptions) (IncidentReport, error) {
+func runIncident(ctx context.Context, e *hubtest.Env, o incidentOptions) (incidentReport, error) {
 	if e.Proxy == nil {
-		return IncidentReport{}, errors.New("the incident needs the fault proxy (EnvConfig.ThroughProxy)")
+		return incidentReport{}, errors.New("the incident needs the fault proxy (hubtest.Config.ThroughProxy)")
 	}
 	out := o.Out
 	if out == nil {
@@ -194,10 +82,10 @@ func RunIncident(ctx context.Context, e *Env, o IncidentOptions) (IncidentReport
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "  t=%5.1fs  %s\n", time.Since(begin).Seconds(), fmt.Sprintf(format, args...))
 	}
-	rep := IncidentReport{Users: o.Users}
+	rep := incidentReport{Users: o.Users}
 	users := make([]string, o.Users)
 	for i := range users {
-		users[i] = UserName(i)
+		users[i] = userName(i)
 	}
 	if err := e.Hub.CreateUsers(ctx, users); err != nil {
 		return rep, err
@@ -225,7 +113,7 @@ func RunIncident(ctx context.Context, e *Env, o IncidentOptions) (IncidentReport
 		case <-watchCtx.Done():
 			return
 		}
-		if waitHTTP(watchCtx, e.Service.URL+"/readyz", nil, http.StatusServiceUnavailable, nil) == nil {
+		if e.Service.WaitReadyz(watchCtx, http.StatusServiceUnavailable) == nil {
 			once.Do(func() { close(stallSeen) })
 		}
 	}()
@@ -281,7 +169,7 @@ func RunIncident(ctx context.Context, e *Env, o IncidentOptions) (IncidentReport
 			stopping = append(stopping, name)
 		}
 	}
-	if err := parallel(stopping, 16, func(name string) error {
+	if err := hubtest.Parallel(stopping, 16, func(name string) error {
 		_, err := e.Hub.StopServer(ctx, name)
 		return err
 	}); err != nil {
@@ -304,7 +192,7 @@ func RunIncident(ctx context.Context, e *Env, o IncidentOptions) (IncidentReport
 	// what is left.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		if rep.Final, err = Check(ctx, e.Hub, e.Config.Client, e.Config.Namespace, users); err != nil {
+		if rep.Final, err = e.Check(ctx, users); err != nil {
 			return rep, err
 		}
 		if (len(rep.Final.Leaked) == 0 && len(rep.Final.Missing) == 0) || time.Now().After(deadline) {
@@ -321,53 +209,14 @@ func RunIncident(ctx context.Context, e *Env, o IncidentOptions) (IncidentReport
 
 	// Clean up: the watch comes back, every server is stopped.
 	e.Proxy.UnstallAll()
-	if err := StopAll(ctx, e, users); err != nil {
+	if err := e.StopAll(ctx, users); err != nil {
 		return rep, err
 	}
 	return rep, nil
 }
 
-// StopAll stops every running server of users through the hub and waits
-// until the API server has none of their pods.
-func StopAll(ctx context.Context, e *Env, users []string) error {
-	if err := parallel(users, 16, func(name string) error {
-		u, err := e.Hub.User(ctx, name)
-		if err != nil {
-			return err
-		}
-		if _, ok := u.Server(); !ok {
-			return nil
-		}
-		_, err = e.Hub.StopServer(ctx, name)
-		return err
-	}); err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if _, err := e.Hub.Settled(sctx, users); err != nil {
-		return err
-	}
-	for {
-		pods, err := PodsOnServer(sctx, e.Config.Client, e.Config.Namespace)
-		if err == nil && len(pods) == 0 {
-			return nil
-		}
-		select {
-		case <-sctx.Done():
-			names := []string{}
-			for _, p := range pods {
-				names = append(names, p.Name)
-			}
-			slices.Sort(names)
-			return fmt.Errorf("pods left after stopping every server: %v (%v)", names, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// PrintReport prints the demo's table.
-func PrintReport(w io.Writer, r IncidentReport) {
+// printReport prints the demo's table.
+func printReport(w io.Writer, r incidentReport) {
 	row := func(label string, v any) { fmt.Fprintf(w, "%40s  %8v\n", label, v) }
 	fmt.Fprintf(w, "\n%40s  %8s\n", "", "JupyterHub 3.0 + kubespawn")
 	row("users", r.Users)

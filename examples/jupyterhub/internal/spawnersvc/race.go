@@ -1,6 +1,6 @@
 //go:build race
 
-package main
+package spawnersvc
 
 // raceEnabled: the spawner service is built with -race too.
 const raceEnabled = true
