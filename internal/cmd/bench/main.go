@@ -73,6 +73,10 @@ func main() {
 	flag.DurationVar(&c.waitInf, "informer-wait", 30*time.Second, "P1: how long the plain informer is given to notice")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&c.etcdQuota, "etcd-quota", "8589934592", "etcd --quota-backend-bytes")
+	flag.Func("apiserver-arg", "an extra kube-apiserver argument (repeatable), for experiments such as --watch-cache=false", func(v string) error {
+		extraAPIServerArgs = append(extraAPIServerArgs, v)
+		return nil
+	})
 	flag.Parse()
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -125,12 +129,15 @@ type env struct {
 	client  kubernetes.Interface
 }
 
+// extraAPIServerArgs are -apiserver-arg's.
+var extraAPIServerArgs []string
+
 func startEnv(ctx context.Context, etcdArgs ...string) (*env, error) {
 	start := time.Now()
 	cl, err := testcluster.Start(ctx, testcluster.Options{
 		EtcdArgs: etcdArgs,
 		// Room for 100,000 pods in the apiserver's own LISTs.
-		APIServerArgs: []string{"--max-requests-inflight=800", "--max-mutating-requests-inflight=400"},
+		APIServerArgs: append([]string{"--max-requests-inflight=800", "--max-mutating-requests-inflight=400"}, extraAPIServerArgs...),
 	})
 	if err != nil {
 		return nil, err

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,8 +18,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubespawn/kubespawn/internal/benchpod"
@@ -56,6 +64,18 @@ func (l *writeLog) wrap(cfg *rest.Config) *rest.Config {
 		})
 	})
 	return c
+}
+
+// doneOf is when the request for name sent at sent was answered.
+func (l *writeLog) doneOf(name string, sent time.Time) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range l.sent[name] {
+		if s.Equal(sent) {
+			return l.done[name][i], true
+		}
+	}
+	return time.Time{}, false
 }
 
 // lastSentBefore is when the last recorded request for name that was
@@ -207,6 +227,23 @@ func measureStartLatency(ctx context.Context, e *env, r *results, starts int) er
 		if stalled {
 			s.proxy.Stall(podWatches)
 		}
+		seen, err := newReadyLog(s.pods)
+		if err != nil {
+			return err
+		}
+		// A plain client-go informer on the same pods, in the same process,
+		// over its own connection: whose is a slow delivery?
+		plain, stopPlain, err := plainReadyLog(ctx, e, ns)
+		if err != nil {
+			return err
+		}
+		// And one in a process of its own: a delay both informers of this
+		// process share but that one lacks is this process's.
+		other, stopOther, err := childReadyLog(ctx, e, ns)
+		if err != nil {
+			return err
+		}
+		var traces []startTrace
 		lat := make([]time.Duration, 0, starts)
 		var mu sync.Mutex
 		var firstErr error
@@ -229,6 +266,10 @@ func measureStartLatency(ctx context.Context, e *env, r *results, starts int) er
 					mu.Lock()
 					if ok {
 						lat = append(lat, returned.Sub(ready))
+						tr := startTrace{name: res.Name, sent: ready, returned: returned}
+						tr.done, _ = status.doneOf(res.Name, ready)
+						tr.kubespawn, tr.plain, tr.other = seen, plain, other
+						traces = append(traces, tr)
 					}
 					mu.Unlock()
 					_ = s.sp.Stop(ctx, ns, res.Name, spawner.StopOptions{UID: res.UID, GracePeriod: ptr.To(time.Duration(0))})
@@ -241,12 +282,15 @@ func measureStartLatency(ctx context.Context, e *env, r *results, starts int) er
 		close(work)
 		wg.Wait()
 		took := time.Since(begin)
+		stopPlain()
+		stopOther()
 		st := s.pods.Status()
 		s.close()
 		if firstErr != nil {
 			return fmt.Errorf("P5: %w", firstErr)
 		}
 		med, p99 := median(lat), quantile(lat, 0.99)
+		traceNotes(r, stalled, traces)
 		name := "watch healthy"
 		if stalled {
 			name = "every pod watch stalled (fallback path)"
@@ -366,4 +410,224 @@ func measureBurst(ctx context.Context, e *env, r *results, burst int) error {
 		Goal:     "all created ≤ 20 s; limit left to the server (APF) or set deliberately",
 		Met:      met(ks.created <= 20*time.Second && ks.failed == 0 && ks.creates == burst)})
 	return nil
+}
+
+// readyLog records when the cache's own event handler first saw each pod
+// Ready (and at which resourceVersion): the point between the API server's
+// answer to the Ready write and the Start's return that splits the
+// latency into the watch's delivery and the spawner's reaction.
+type readyLog struct {
+	mu sync.Mutex
+	at map[string]time.Time
+	rv map[string]string
+}
+
+func newReadyLog(pods *reflector.PodCache) (*readyLog, error) {
+	l := &readyLog{at: map[string]time.Time{}, rv: map[string]string{}}
+	_, err := pods.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { l.observe(obj) },
+		UpdateFunc: func(_, obj any) { l.observe(obj) },
+	})
+	return l, err
+}
+
+func (l *readyLog) observe(obj any) {
+	now := time.Now()
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Status.PodIP == "" {
+		return
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			l.mu.Lock()
+			if _, seen := l.at[pod.Name]; !seen {
+				l.at[pod.Name], l.rv[pod.Name] = now, pod.ResourceVersion
+			}
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (l *readyLog) readyAt(name string) (time.Time, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.at[name], l.rv[name]
+}
+
+// startTrace is one Start's timeline: the simulator sent the Ready write,
+// the API server answered it, the cache's handler saw the pod Ready, the
+// Start returned.
+type startTrace struct {
+	name                 string
+	sent, done, returned time.Time
+	// kubespawn and plain are the handlers' logs, read when the notes are
+	// made (a handler may see the pod after the Start returned).
+	kubespawn, plain, other *readyLog
+}
+
+// traceNotes adds, for P5, the p50/p99 of each leg of the timeline and the
+// five slowest starts leg by leg, so that a slow start says where its
+// time went.
+func traceNotes(r *results, stalled bool, traces []startTrace) {
+	if len(traces) == 0 {
+		return
+	}
+	var write, deliver, plainDeliver, otherDeliver, react, own []time.Duration
+	for _, t := range traces {
+		cached, _ := t.kubespawn.readyAt(t.name)
+		if t.done.IsZero() || cached.IsZero() {
+			continue
+		}
+		write = append(write, t.done.Sub(t.sent))
+		deliver = append(deliver, cached.Sub(t.done))
+		react = append(react, t.returned.Sub(cached))
+		if p, _ := t.plain.readyAt(t.name); !p.IsZero() {
+			plainDeliver = append(plainDeliver, p.Sub(t.done))
+			// kubespawn's own part: from the moment a plain informer of
+			// the same process has the Ready pod to the Start's return.
+			own = append(own, t.returned.Sub(p))
+		}
+		if o, _ := t.other.readyAt(t.name); !o.IsZero() {
+			otherDeliver = append(otherDeliver, o.Sub(t.done))
+		}
+	}
+	name := "healthy"
+	if stalled {
+		name = "stalled"
+	}
+	r.notef("P5 %s, legs (p50 / p99 / max): Ready write answered %s / %s / %s; cache handler saw it %s / %s / %s later; Start returned %s / %s / %s after that",
+		name, ms(median(write)), ms(quantile(write, 0.99)), ms(quantile(write, 1)),
+		ms(median(deliver)), ms(quantile(deliver, 0.99)), ms(quantile(deliver, 1)),
+		ms(median(react)), ms(quantile(react, 0.99)), ms(quantile(react, 1)))
+	r.notef("P5 %s, the same Ready writes seen after the write was answered by a plain client-go informer of this process (own connection): %s / %s / %s; by one in another process: %s / %s / %s (p50 / p99 / max)",
+		name, ms(median(plainDeliver)), ms(quantile(plainDeliver, 0.99)), ms(quantile(plainDeliver, 1)),
+		ms(median(otherDeliver)), ms(quantile(otherDeliver, 0.99)), ms(quantile(otherDeliver, 1)))
+	r.notef("P5 %s, kubespawn's own part (a plain informer of this process has the Ready pod → Start returns): %s / %s / %s (p50 / p99 / max)",
+		name, ms(median(own)), ms(quantile(own, 0.99)), ms(quantile(own, 1)))
+	slices.SortFunc(traces, func(a, b startTrace) int { return cmp.Compare(b.returned.Sub(b.sent), a.returned.Sub(a.sent)) })
+	for _, t := range traces[:min(5, len(traces))] {
+		cached, rv := t.kubespawn.readyAt(t.name)
+		p, _ := t.plain.readyAt(t.name)
+		o, _ := t.other.readyAt(t.name)
+		r.notef("P5 %s slow start %s (Ready rv %s): total %s = write answered %s + kubespawn's cache saw it %s later + Start returned %s after that; a plain informer saw it %s after the answer, one in another process %s",
+			name, t.name, rv, ms(t.returned.Sub(t.sent)), ms(t.done.Sub(t.sent)), ms(cached.Sub(t.done)), ms(t.returned.Sub(cached)), ms(p.Sub(t.done)), ms(o.Sub(t.done)))
+	}
+}
+
+// plainReadyLog runs a plain client-go informer on ns (its own client, so
+// its own connection) recording when it first sees each pod Ready.
+func plainReadyLog(ctx context.Context, e *env, ns string) (*readyLog, func(), error) {
+	client, err := kubernetes.NewForConfig(e.cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
+	inf := f.Core().V1().Pods().Informer()
+	l := &readyLog{at: map[string]time.Time{}, rv: map[string]string{}}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { l.observe(obj) },
+		UpdateFunc: func(_, obj any) { l.observe(obj) },
+	}); err != nil {
+		return nil, nil, err
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	f.Start(fctx.Done())
+	f.WaitForCacheSync(fctx.Done())
+	return l, func() { cancel(); f.Shutdown() }, nil
+}
+
+// readyWatchVariant is the child job of childReadyLog.
+const readyWatchVariant = "ready-watch"
+
+// childReadyLog runs readyWatch in a child process (this binary) and
+// collects its records: the same clock (one machine), another process.
+func childReadyLog(ctx context.Context, e *env, ns string) (*readyLog, func(), error) {
+	job, _ := json.Marshal(childJob{Host: e.cfg.Host, Token: e.cfg.BearerToken, CA: e.cfg.CAData, Variant: readyWatchVariant, NS: ns})
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(cctx, exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	l := &readyLog{at: map[string]time.Time{}, rv: map[string]string{}}
+	synced := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var rec readyRecord
+			if json.Unmarshal(sc.Bytes(), &rec) != nil {
+				continue
+			}
+			if rec.Synced {
+				close(synced)
+				continue
+			}
+			l.mu.Lock()
+			l.at[rec.Name], l.rv[rec.Name] = time.Unix(0, rec.At), rec.RV
+			l.mu.Unlock()
+		}
+	}()
+	select {
+	case <-synced:
+	case <-done:
+		cancel()
+		return nil, nil, fmt.Errorf("ready-watch child ended before its informer synced")
+	}
+	return l, func() { cancel(); <-done; _ = cmd.Wait() }, nil
+}
+
+type readyRecord struct {
+	Synced bool   `json:"synced,omitempty"`
+	Name   string `json:"name,omitempty"`
+	RV     string `json:"rv,omitempty"`
+	At     int64  `json:"at,omitempty"`
+}
+
+// readyWatch is the child's side: a plain informer on ns printing, as JSON
+// lines, when it first sees each pod Ready; it runs until killed.
+func readyWatch(cfg *rest.Config, ns string) {
+	client := kubernetes.NewForConfigOrDie(cfg)
+	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
+	inf := f.Core().V1().Pods().Informer()
+	var mu sync.Mutex
+	enc := json.NewEncoder(os.Stdout)
+	l := &readyLog{at: map[string]time.Time{}, rv: map[string]string{}}
+	report := func(obj any) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		l.observe(obj)
+		at, rv := l.readyAt(pod.Name)
+		mu.Lock()
+		defer mu.Unlock()
+		if !at.IsZero() && rv == pod.ResourceVersion {
+			_ = enc.Encode(readyRecord{Name: pod.Name, RV: rv, At: at.UnixNano()})
+		}
+	}
+	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    report,
+		UpdateFunc: func(_, obj any) { report(obj) },
+	})
+	stop := make(chan struct{})
+	f.Start(stop)
+	f.WaitForCacheSync(stop)
+	mu.Lock()
+	_ = enc.Encode(readyRecord{Synced: true})
+	mu.Unlock()
+	<-stop
 }
