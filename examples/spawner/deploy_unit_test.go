@@ -53,6 +53,8 @@ func TestDeployManifests(t *testing.T) {
 	o, err := parseFlags(c.Args, io.Discard)
 	require.NoError(t, err, "the Deployment's args are valid flags")
 	require.NotEmpty(t, o.tokenFile)
+	require.NotNil(t, o.storage, "a claim per user, as Zero to JupyterHub's default")
+	assert.Equal(t, "10Gi", o.storage.Capacity.String())
 	require.ErrorIs(t, service.CheckListen(o.listen, service.Auth{}), service.ErrInsecureListen, "it listens beyond loopback...")
 	require.NoError(t, service.CheckListen(o.listen, service.NewAuth("x")), "...which the token allows")
 	mounted := false
@@ -105,5 +107,7 @@ func TestDeployManifests(t *testing.T) {
 	}
 	assert.Equal(t, map[string][]string{
 		"pods": {"create", "delete", "get", "list", "watch"}, "events": {"get", "list", "watch"}, "leases": {"create", "get", "update"},
-	}, verbs, "least privilege: no update/patch of pods, no deletecollection, no secrets")
+		"persistentvolumeclaims": {"create", "delete", "get", "list", "patch"},
+		"services":               {"create", "delete", "get", "list"},
+	}, verbs, "least privilege: no update/patch of pods, no watch of claims or Services, no deletecollection, no secrets or configmaps")
 }

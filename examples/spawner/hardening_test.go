@@ -44,6 +44,7 @@ func TestEveryUserRouteNeedsTheToken(t *testing.T) {
 		{http.MethodGet, "/users/mallory/server"},
 		{http.MethodGet, "/users/mallory/server/progress"},
 		{http.MethodDelete, "/users/mallory/server"},
+		{http.MethodDelete, "/users/mallory/claims"},
 		{http.MethodGet, "/known-pods"},
 	} {
 		for _, h := range []http.Header{nil, wrong} {
@@ -82,6 +83,9 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, code, "%s", b)
 	code, b = post(http.Header{"Content-Type": {"text/plain"}})
 	assert.Equal(t, http.StatusUnsupportedMediaType, code, "%s", b)
+	// delete_forever too: a page cannot delete a user's home directory.
+	code, _, b = servicetest.Do(t, http.MethodDelete, d.url+"/users/mallory/claims", nil, http.Header{"Origin": {"https://attacker.example"}})
+	assert.Equal(t, http.StatusForbidden, code, "%s", b)
 
 	assert.Nil(t, e.pod(e.podName("mallory")), "no pod for a cross-site request")
 	pods, err := e.direct.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})

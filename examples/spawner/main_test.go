@@ -32,35 +32,75 @@ import (
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
+// cluster runs no controller-manager: what is gone there was deleted by
+// the service (or the test).
 var cluster *testcluster.Cluster
 
 func TestMain(m *testing.M) {
 	cluster = testcluster.MustStart(testcluster.Options{})
-	os.Exit(cluster.Run(m))
+	os.Exit(cluster.Run(runFunc(func() int {
+		code := m.Run()
+		if claims.c != nil && claims.c != cluster {
+			claims.c.Stop() // before Run's leak check
+		}
+		return code
+	})))
 }
 
-// One pod simulator for the test binary (two would compete for the same
-// pods), on a direct admin client: it plays the scheduler and kubelet.
-var (
-	simOnce sync.Once
-	simErr  error
-)
+type runFunc func() int
 
-func startSim(t *testing.T) { cluster.PodSim(t, podsim.Options{}) }
+func (f runFunc) Run() int { return f() }
 
-// env is one test's namespace and a direct admin client.
+// claims is a second control plane, started on first use (against an
+// existing cluster, that cluster), whose kube-controller-manager runs the
+// claim protection controller: it removes the kubernetes.io/pvc-protection
+// finalizer of a deleted claim once no pod uses it, without which a
+// deleted claim stays Terminating for ever (as on cluster). And the
+// namespace controller, so that a test's namespace goes with its claims.
+// No garbage collector: what is gone there was deleted by the service,
+// and an ownerless Service stays until the sweeper deletes it.
+var claims struct {
+	once sync.Once
+	c    *testcluster.Cluster
+	err  error
+}
+
+var claimControllers = []string{"namespace-controller", "persistentvolumeclaim-protection-controller"}
+
+func claimCluster(t *testing.T) *testcluster.Cluster {
+	t.Helper()
+	if cluster.IsExisting() {
+		return cluster
+	}
+	claims.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		claims.c, claims.err = testcluster.Start(ctx, testcluster.Options{ControllerManager: true, Controllers: claimControllers})
+	})
+	if claims.err != nil {
+		t.Fatalf("the control plane with kube-controller-manager did not start: %v", claims.err)
+	}
+	return claims.c
+}
+
+// env is one test's cluster and namespace and a direct admin client.
 type env struct {
 	t      *testing.T
+	c      *testcluster.Cluster
 	ns     string
 	direct kubernetes.Interface
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvOn(t, cluster) }
+
+// newEnvOn: one pod simulator per cluster (two would compete for the same
+// pods), on a direct admin client: it plays the scheduler and kubelet.
+func newEnvOn(t *testing.T, c *testcluster.Cluster) *env {
 	t.Helper()
-	startSim(t)
+	c.PodSim(t, podsim.Options{})
 	// First, so that its cleanup runs last: no test may leave a pod behind.
-	ns := cluster.Namespace(t, "demo", testcluster.NoPodsLeft(""))
-	return &env{t: t, ns: ns, direct: cluster.Client(t)}
+	ns := c.Namespace(t, "demo", testcluster.NoPodsLeft(""))
+	return &env{t: t, c: c, ns: ns, direct: c.Client(t)}
 }
 
 // podName is user's pod name for the tests' instance, "default".
@@ -100,7 +140,7 @@ type demo struct {
 // 5s) whose metrics go to reg, shut down when the test ends.
 func (e *env) factory(reg *prometheus.Registry) *reflector.Factory {
 	e.t.Helper()
-	f, err := reflector.NewFactory(cluster.Config(), reflector.Options{StallTimeout: 5 * time.Second, Registerer: reg})
+	f, err := reflector.NewFactory(e.c.Config(), reflector.Options{StallTimeout: 5 * time.Second, Registerer: reg})
 	require.NoError(e.t, err)
 	e.t.Cleanup(f.Shutdown)
 	f.Start(context.Background())

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,9 +52,23 @@ type Config struct {
 	Metrics *prometheus.Registry
 
 	Namespace, Instance, Image string
-	StartTimeout, StopTimeout  time.Duration
-	ImagePullGrace             time.Duration
-	DeleteGracePeriod          *time.Duration
+	// StartTimeout, StopTimeout, ImagePullGrace and DeleteGracePeriod are
+	// spawner.Options': 0 (nil) for the library's defaults, which checks
+	// them. StopTimeout also bounds DELETE /users/{user}/claims.
+	StartTimeout, StopTimeout time.Duration
+	ImagePullGrace            time.Duration
+	DeleteGracePeriod         *time.Duration
+
+	// Storage, if set, gives each user a claim, mounted in their pod and
+	// kept across stops; DELETE /users/{user}/claims deletes it.
+	Storage *Storage
+	// ServicesEnabled fronts each pod with a Service of its name, port
+	// "http" to Port (KubeSpawner's services_enabled); it goes with the
+	// pod.
+	ServicesEnabled bool
+	// Port of the notebook server in the pod (its container port, and the
+	// Service's). Default 8888.
+	Port int32
 
 	// StopRetryInterval and StopRetryMaxInterval pace the service's own
 	// retries of a stop that could not complete (the row is then
@@ -67,10 +82,15 @@ type Config struct {
 	// LeaseNamespace; 0 disables it. It runs only once the user table is
 	// rebuilt from the API server. It deletes the instance's pods the user
 	// table does not know or holds as stop-pending (older than
-	// OrphanMinAge) and, if MaxAge > 0, those older than MaxAge.
+	// OrphanMinAge; 0: the library's default, the start timeout) and, if
+	// MaxAge > 0, those older than MaxAge. With Storage (or MaxClaimAge)
+	// it reports the claims of users the table has no server for, at
+	// least OrphanMinAge old, and deletes those older than MaxClaimAge if
+	// it is positive (0: never).
 	SweepInterval  time.Duration
 	OrphanMinAge   time.Duration
 	MaxAge         time.Duration
+	MaxClaimAge    time.Duration
 	LeaseNamespace string
 	Identity       string
 	// LeaseDuration, RenewDeadline, RetryPeriod: 0 for the defaults.
@@ -131,6 +151,14 @@ const (
 // sweepReasonStopPending: the sweeper deletes a stop-pending row's pod.
 const sweepReasonStopPending spawner.SweepReason = "stop_pending"
 
+// sweepReasonNoServer: the sweeper reports a claim of a user the table has
+// no server for.
+const sweepReasonNoServer spawner.SweepReason = "no_server"
+
+// errNotRebuilt: the sweeper selects nothing before the user table is
+// rebuilt (an empty table is not "nobody has a server").
+var errNotRebuilt = errors.New("the user table is not rebuilt yet")
+
 // userServer is one entry of the user table: what the service believes.
 type userServer struct {
 	user, pod string // pod: the pod's name (the row's, not recomputed)
@@ -162,6 +190,17 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.StopRetryInterval < 0 || cfg.StopRetryMaxInterval < 0 {
 		return nil, errors.New("spawner service: negative StopRetryInterval or StopRetryMaxInterval")
 	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("spawner service: Port %d is not a TCP port", cfg.Port)
+	}
+	cfg.Port = cmp.Or(cfg.Port, DefaultPort)
+	if cfg.Storage != nil {
+		st, err := cfg.Storage.withDefaults()
+		if err != nil {
+			return nil, fmt.Errorf("spawner service: storage: %w", err)
+		}
+		cfg.Storage = &st
+	}
 	cfg.StopRetryInterval = cmp.Or(cfg.StopRetryInterval, time.Second)
 	cfg.StopRetryMaxInterval = max(cmp.Or(cfg.StopRetryMaxInterval, time.Minute), cfg.StopRetryInterval)
 	if cfg.Clock == nil {
@@ -191,20 +230,30 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sp, err = spawner.New(spawner.Options{
-		Client: cfg.Factory.Client(), Pods: s.pods, Events: ev,
-		Instance: cfg.Instance, NamePrefix: prefix,
-		StartTimeout: cfg.StartTimeout, StopTimeout: cfg.StopTimeout, ImagePullGrace: cfg.ImagePullGrace,
-		DeleteGracePeriod: cfg.DeleteGracePeriod,
-		Logger:            &s.logger,
-		Registerer:        prometheus.WrapRegistererWith(prometheus.Labels{"spawner": cfg.Instance}, cfg.Metrics),
-	})
+	o := cfg.spawnerOptions()
+	o.Client, o.Pods, o.Events, o.NamePrefix, o.Logger = cfg.Factory.Client(), s.pods, ev, prefix, &s.logger
+	o.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"spawner": cfg.Instance}, cfg.Metrics)
+	s.sp, err = spawner.New(o)
 	if err != nil {
 		return nil, err
+	}
+	// The sweep policy is the library's to check, now rather than when the
+	// sweeper starts.
+	if err := checkSweeper(s.sp, s.sweeperOptions()); err != nil {
+		s.sp.Close()
+		return nil, fmt.Errorf("spawner service: sweeper: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), s.logger))
 	s.handler = s.routes()
 	return s, nil
+}
+
+// spawnerOptions are the spawner's options cfg sets (client, caches,
+// names, logger and metrics aside).
+func (cfg Config) spawnerOptions() spawner.Options {
+	return spawner.Options{Instance: cfg.Instance,
+		StartTimeout: cfg.StartTimeout, StopTimeout: cfg.StopTimeout, ImagePullGrace: cfg.ImagePullGrace,
+		DeleteGracePeriod: cfg.DeleteGracePeriod}
 }
 
 // Start rebuilds the user table from the API server (retrying until it
@@ -215,21 +264,75 @@ func (s *Server) Start() {
 		if !s.rebuild(s.ctx) || s.cfg.SweepInterval <= 0 {
 			return
 		}
-		err := s.sp.RunSweeper(s.ctx, spawner.SweeperOptions{
-			Policy: spawner.SweepPolicy{
-				Namespace: s.cfg.Namespace, Delete: true,
-				Select: s.orphan, MinAge: s.cfg.OrphanMinAge, MaxAge: s.cfg.MaxAge,
-			},
-			Interval:       s.cfg.SweepInterval,
-			LeaseName:      "kubespawn-sweeper-" + s.cfg.Instance,
-			LeaseNamespace: s.cfg.LeaseNamespace,
-			Identity:       s.cfg.Identity,
-			LeaseDuration:  s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
-		})
-		if err != nil {
+		if err := s.sp.RunSweeper(s.ctx, s.sweeperOptions()); err != nil {
 			s.logger.Error(err, "Sweeper not running")
 		}
 	})
+}
+
+// sweeperOptions: the sweeper deletes the pods the table does not know and
+// those of stop-pending rows (orphan), with MaxAge those older than it,
+// and the owned objects (Services) whose pod is gone; with Storage (or
+// MaxClaimAge) it reports the claims of users without a server and, with
+// MaxClaimAge, deletes those older than it.
+func (s *Server) sweeperOptions() spawner.SweeperOptions {
+	p := spawner.SweepPolicy{
+		Namespace: s.cfg.Namespace, Delete: true,
+		Select: s.orphan, MinAge: s.cfg.OrphanMinAge, MaxAge: s.cfg.MaxAge,
+	}
+	// Without storage, no claim to look at (and no permission needed to
+	// list them), unless a policy to delete old ones is asked for.
+	if s.cfg.Storage != nil || s.cfg.MaxClaimAge != 0 {
+		p.ClaimSelect, p.MaxClaimAge = s.claimOfNoServer, s.cfg.MaxClaimAge
+	}
+	return spawner.SweeperOptions{
+		Policy:         p,
+		Interval:       max(s.cfg.SweepInterval, 0),
+		LeaseName:      "kubespawn-sweeper-" + s.cfg.Instance,
+		LeaseNamespace: s.cfg.LeaseNamespace,
+		Identity:       s.cfg.Identity,
+		LeaseDuration:  s.cfg.LeaseDuration, RenewDeadline: s.cfg.RenewDeadline, RetryPeriod: s.cfg.RetryPeriod,
+		OnSweep: s.logSweep,
+	}
+}
+
+// checkSweeper applies the library's rules to o, their only copy:
+// RunSweeper checks its options first and, given a context that has
+// already ended, returns then, having sent no request.
+func checkSweeper(sp *spawner.Spawner, o spawner.SweeperOptions) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return sp.RunSweeper(ctx, o)
+}
+
+// logSweep logs what a sweep found and did beside the pods (the library's
+// "Sweep done" line has the counts too): at the default level when it
+// deleted or failed to delete anything, else at V(2).
+func (s *Server) logSweep(res spawner.SweepResult, _ error) {
+	var selected, deleted, failed, objDeleted, objFailed int
+	for _, c := range res.Claims {
+		selected += b2i(c.Selected)
+		deleted += b2i(c.Deleted)
+		failed += b2i(c.Err != nil)
+	}
+	for _, o := range res.Objects {
+		objDeleted += b2i(o.Deleted)
+		objFailed += b2i(o.Err != nil)
+	}
+	logger := s.logger.V(2)
+	if deleted+failed+objDeleted+objFailed > 0 {
+		logger = s.logger.V(0)
+	}
+	logger.Info("Sweep of claims and owned objects",
+		"claimsOfUsersWithoutServer", len(res.Claims), "claimsOlderThanMaxClaimAge", selected, "claimsDeleted", deleted, "claimsFailed", failed,
+		"ownerlessObjects", len(res.Objects), "ownerlessObjectsDeleted", objDeleted, "ownerlessObjectsFailed", objFailed)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Shutdown cancels starts in flight (each deletes its pod), the retries of
@@ -255,7 +358,7 @@ func (s *Server) Close() {
 // pod is an orphan".
 func (s *Server) orphan(_ context.Context, pod *corev1.Pod) (spawner.SweepReason, error) {
 	if !s.isRebuilt() {
-		return "", errors.New("the user table is not rebuilt yet")
+		return "", errNotRebuilt
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -267,6 +370,25 @@ func (s *Server) orphan(_ context.Context, pod *corev1.Pod) (spawner.SweepReason
 		return "", nil
 	}
 	return spawner.SweepReasonOrphan, nil
+}
+
+// claimOfNoServer is the sweeper's selection of claims: a claim of a user
+// the table has no server for is reported (and, with MaxClaimAge, deleted
+// once older than it: the library deletes it only once the API server says
+// the user has no pod, and asks this again under the user's lock first).
+// The demo's table knows the users that have a server, not every user: a
+// real service asks its user database here, so that a user who merely
+// stopped is not reported. Before the rebuild nothing is reported.
+func (s *Server) claimOfNoServer(_ context.Context, claim *corev1.PersistentVolumeClaim) (spawner.SweepReason, error) {
+	if !s.isRebuilt() {
+		return "", errNotRebuilt
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.users[claim.Annotations[spawner.AnnotationKey]] != nil {
+		return "", nil
+	}
+	return sweepReasonNoServer, nil
 }
 
 func (s *Server) isRebuilt() bool {
@@ -432,6 +554,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("DELETE /users/{user}/server", authed(s.stopServer))
 	mux.Handle("GET /users/{user}/server", authed(s.pollServer))
 	mux.Handle("GET /users/{user}/server/progress", authed(s.streams.Limit(s.progress)))
+	mux.Handle("DELETE /users/{user}/claims", authed(s.deleteClaims))
 	mux.Handle("GET /known-pods", authed(s.knownPods))
 	mux.HandleFunc("GET /healthz", service.Livez(s.cfg.Factory))
 	mux.HandleFunc("GET /readyz", s.readyz())
@@ -450,19 +573,40 @@ type startBody struct {
 
 // serverJSON is the answer to a start (also the final SSE event).
 type serverJSON struct {
-	User            string         `json:"user"`
-	Pod             string         `json:"pod"`
-	UID             types.UID      `json:"uid,omitempty"`
-	State           string         `json:"state"` // running, failed
-	PodIP           string         `json:"podIP,omitempty"`
-	DurationSeconds float64        `json:"durationSeconds,omitempty"`
-	Error           string         `json:"error,omitempty"`
-	Reason          string         `json:"reason,omitempty"`
-	PodDeleted      *bool          `json:"podDeleted,omitempty"`
-	CleanupFailed   bool           `json:"cleanupFailed,omitempty"`
-	Events          []string       `json:"events,omitempty"`
-	Progress        []progressJSON `json:"progress,omitempty"`
-	Status          int            `json:"status"` // the HTTP status of a synchronous answer
+	User            string    `json:"user"`
+	Pod             string    `json:"pod"`
+	UID             types.UID `json:"uid,omitempty"`
+	State           string    `json:"state"` // running, failed
+	PodIP           string    `json:"podIP,omitempty"`
+	DurationSeconds float64   `json:"durationSeconds,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	Reason          string    `json:"reason,omitempty"`
+	PodDeleted      *bool     `json:"podDeleted,omitempty"`
+	CleanupFailed   bool      `json:"cleanupFailed,omitempty"`
+	Events          []string  `json:"events,omitempty"`
+	// Claims are the user's claims as the start ensured them, Objects the
+	// pod's owned objects (its Service).
+	Claims   []objectJSON   `json:"claims,omitempty"`
+	Objects  []objectJSON   `json:"objects,omitempty"`
+	Progress []progressJSON `json:"progress,omitempty"`
+	Status   int            `json:"status"` // the HTTP status of a synchronous answer
+}
+
+// objectJSON is a claim or an owned object of a start or a delete.
+type objectJSON struct {
+	Kind string    `json:"kind"`
+	Name string    `json:"name"`
+	UID  types.UID `json:"uid,omitempty"`
+	// Created: by this start (not adopted from an earlier one).
+	Created bool `json:"created,omitempty"`
+}
+
+func objectsJSON(refs []spawner.ObjectRef) []objectJSON {
+	out := make([]objectJSON, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, objectJSON{Kind: r.Kind, Name: r.Name, UID: r.UID, Created: r.Created})
+	}
+	return out
 }
 
 type progressJSON struct {
@@ -513,9 +657,10 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
 		return
 	}
-	req := spawner.Request{
-		Key: user, Namespace: s.cfg.Namespace, Annotations: body.Annotations,
-		Spec: &corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: cmp.Or(body.Image, s.cfg.Image)}}},
+	req, err := s.request(user, name, body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {
@@ -553,13 +698,41 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 		s.streamProgress(w, r, u.progress)
 		return
 	}
-	service.ExtendWrite(w, s.cfg.StartTimeout+s.cfg.StopTimeout+service.WriteTimeout)
+	// The start is bounded by the spawner's timeouts; the connection is
+	// kept meanwhile.
+	release := service.HoldWrite(w)
 	select {
 	case <-u.progress.done:
+		release()
 		res := u.progress.final
 		writeJSON(w, res.Status, res)
 	case <-r.Context().Done():
+		release()
 	}
+}
+
+// request is the start's request for user's pod name: the notebook
+// container on Port and, with Storage, the user's claim mounted at its
+// MountPath; with ServicesEnabled, a Service of the pod's name.
+func (s *Server) request(user, name string, body startBody) (spawner.Request, error) {
+	c := corev1.Container{Name: "notebook", Image: cmp.Or(body.Image, s.cfg.Image),
+		Ports: []corev1.ContainerPort{{Name: "notebook-port", ContainerPort: s.cfg.Port}}}
+	req := spawner.Request{Key: user, Namespace: s.cfg.Namespace, Annotations: body.Annotations, Spec: &corev1.PodSpec{}}
+	if st := s.cfg.Storage; st != nil {
+		claim, err := st.claim(user)
+		if err != nil {
+			return req, err
+		}
+		req.Claims = []*corev1.PersistentVolumeClaim{claim}
+		req.Spec.Volumes = []corev1.Volume{{Name: homeVolume,
+			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim.Name}}}}
+		c.VolumeMounts = []corev1.VolumeMount{{Name: homeVolume, MountPath: st.MountPath}}
+	}
+	req.Spec.Containers = []corev1.Container{c}
+	if s.cfg.ServicesEnabled {
+		req.Services = []*corev1.Service{podService(name, s.cfg.Port)}
+	}
+	return req, nil
 }
 
 // start runs in the background, bounded by the server's lifetime, not the
@@ -577,6 +750,7 @@ func (s *Server) start(ctx context.Context, u *userServer, req spawner.Request) 
 		}
 		out.UID, out.PodIP, out.State, out.Status = res.UID, res.PodIP, "running", http.StatusOK
 		out.DurationSeconds = res.Duration.Seconds()
+		out.Claims, out.Objects = objectsJSON(res.Claims), objectsJSON(res.Owned)
 	} else {
 		var se *spawner.StartError
 		isStartErr := errors.As(err, &se)
@@ -606,8 +780,20 @@ func (s *Server) start(ctx context.Context, u *userServer, req spawner.Request) 
 }
 
 // classify maps a Start error to a stable reason (the label of
-// kubespawn_spawner_starts_total) and an HTTP status.
+// kubespawn_spawner_starts_total) and an HTTP status: 4xx when the
+// request, the configuration or the state of the user's objects is the
+// problem, 503 when the cluster or the API server refused or could not
+// answer (an API server that found a claim or Service invalid: 422), 504
+// for a timeout.
 func classify(err error) (string, int) {
+	reason, status := classifyReason(err)
+	if (reason == "claim_failed" || reason == "owned_object_failed") && (apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)) {
+		status = http.StatusUnprocessableEntity // the object as configured, not the cluster
+	}
+	return reason, status
+}
+
+func classifyReason(err error) (string, int) {
 	for _, c := range []struct {
 		err    error
 		reason string
@@ -623,6 +809,18 @@ func classify(err error) (string, int) {
 		{spawner.ErrCrashLoop, "crash_loop", http.StatusUnprocessableEntity},
 		{spawner.ErrPodFailed, "pod_failed", http.StatusUnprocessableEntity},
 		{spawner.ErrRejected, "rejected", http.StatusUnprocessableEntity},
+		// A claim of that name is someone else's, or being deleted; a
+		// Service of the pod's name is not ours: the admin's or the
+		// user's to resolve.
+		{spawner.ErrClaimConflict, "claim_conflict", http.StatusConflict},
+		{spawner.ErrClaimTerminating, "claim_terminating", http.StatusConflict},
+		{spawner.ErrOwnedObjectConflict, "owned_object_conflict", http.StatusConflict},
+		// The user's existing claim cannot take the configured spec.
+		{spawner.ErrClaimIncompatible, "claim_incompatible", http.StatusUnprocessableEntity},
+		// The API server refused the create (a quota, a webhook) or could
+		// not be read.
+		{spawner.ErrClaimFailed, "claim_failed", http.StatusServiceUnavailable},
+		{spawner.ErrOwnedObjectFailed, "owned_object_failed", http.StatusServiceUnavailable},
 		{spawner.ErrUnschedulable, "unschedulable", http.StatusServiceUnavailable},
 		{spawner.ErrCreateFailed, "create_failed", http.StatusServiceUnavailable},
 		{spawner.ErrDeletedExternally, "deleted_externally", http.StatusServiceUnavailable},
@@ -758,7 +956,6 @@ func (s *Server) stopServer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	service.ExtendWrite(w, s.cfg.StopTimeout+service.WriteTimeout)
 	s.mu.Lock()
 	u := s.users[user]
 	switch {
@@ -772,7 +969,9 @@ func (s *Server) stopServer(w http.ResponseWriter, r *http.Request) {
 	}
 	pod, uid := u.pod, u.uid
 	s.mu.Unlock()
+	release := service.HoldWrite(w) // the stop is bounded by the spawner's StopTimeout
 	err := s.stopPod(context.WithoutCancel(r.Context()), pod, uid)
+	release()
 	s.stopDone(u, err)
 	switch {
 	case err == nil:
@@ -887,13 +1086,17 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	service.ExtendWrite(w, s.cfg.StopTimeout+service.WriteTimeout)
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {
 		name = u.pod // the row's pod, whatever the name scheme that made it
 	}
 	s.mu.Unlock()
+	// Poll and the stop of a terminated pod are bounded by the spawner's
+	// timeouts; the connection is kept meanwhile, and released before
+	// any write.
+	release := service.HoldWrite(w)
 	st, err := s.sp.Poll(r.Context(), s.cfg.Namespace, name)
+	release()
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error()) // unknown: never "gone"
 		return
@@ -919,7 +1122,10 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 		// told "stopped" will not stop it (JupyterHub never calls stop()
 		// after a poll() that says so), so it is deleted now, before the
 		// answer. Until that is confirmed the answer is 503: unknown.
-		if err := s.sp.Stop(context.WithoutCancel(r.Context()), s.cfg.Namespace, name, spawner.StopOptions{UID: st.Pod.UID}); err != nil {
+		release := service.HoldWrite(w)
+		err := s.sp.Stop(context.WithoutCancel(r.Context()), s.cfg.Namespace, name, spawner.StopOptions{UID: st.Pod.UID})
+		release()
+		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "the pod terminated and could not be deleted yet: "+err.Error())
 			return
 		}

@@ -354,7 +354,9 @@ func TestRunBadFlags(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
 		{"--stall-timeout", "10ms"},
-		{"--start-timeout", "0"},
+		{"--instance", "demo", "--start-timeout", "-1s"}, // 0 is the library's default now; its validation refuses a negative one
+		{"--instance", "demo", "--max-claim-age", "-1s"},
+		{"--instance", "demo", "--storage-capacity", "0"},
 		{"--sweep-interval", "-1s"},
 		{"--namespace", ""},
 		{"extra"},

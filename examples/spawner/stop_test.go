@@ -186,6 +186,20 @@ func TestSweeperSelection(t *testing.T) {
 	got, err := fresh.orphan(t.Context(), pod("nobody", "u-x"))
 	assert.Error(t, err, "before the rebuild, no selection")
 	assert.Empty(t, got)
+
+	// Claims: those of users the table has no server for are reported;
+	// a stop-pending row still has its pod, so its claim is not.
+	claim := func(user string) *corev1.PersistentVolumeClaim {
+		return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "claim-" + user, Annotations: map[string]string{spawner.AnnotationKey: user}}}
+	}
+	for user, want := range map[string]spawner.SweepReason{"run": "", "pend": "", "nobody": sweepReasonNoServer} {
+		got, err := d.srv.claimOfNoServer(t.Context(), claim(user))
+		require.NoError(t, err)
+		assert.Equal(t, want, got, user)
+	}
+	got, err = fresh.claimOfNoServer(t.Context(), claim("nobody"))
+	assert.Error(t, err, "before the rebuild, no claim is reported")
+	assert.Empty(t, got)
 	d.srv.mu.Lock()
 	clear(d.srv.users)
 	d.srv.mu.Unlock()

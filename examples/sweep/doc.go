@@ -14,6 +14,16 @@
 // carry a UID precondition and each deletion is confirmed by the API server.
 // See ../RUNBOOK.md.
 //
+// It shows what pods leave behind, too. Owned objects (a pod's Services,
+// Secrets, ConfigMaps: label kubespawn.io/pod-uid) whose pod the API
+// server no longer has are listed, and deleted with --delete whatever
+// their age. Claims (users' home directories, which outlive pods) are only
+// listed with --report-claims: those whose key has no pod (the CLI has no
+// user table, so a user who merely stopped is listed too), at least
+// --orphan-min-age old. A claim is deleted only with an explicit
+// --max-claim-age and --delete, and only one of --instance older than it
+// whose key still has no pod just before the delete.
+//
 // A pod's age runs from its metadata.creationTimestamp, on the API server's
 // clock (spawner.Sweep reads it): never from the local clock, and never
 // from status.startTime, which the kubelet writes with its node's clock (a
@@ -23,7 +33,7 @@
 // fails the run (exit status 1) instead of hanging it; each selected pod's
 // delete and confirmation by --timeout.
 //
-// Exit status: 0 when every selected pod was deleted (or in a dry run, or
-// when nothing matched), 1 when a delete failed or the sweep could not run,
-// 2 for bad flags.
+// Exit status: 0 when every selected pod, object and claim was deleted (or
+// in a dry run, or when nothing matched), 1 when a delete failed or the
+// sweep could not run, 2 for bad flags.
 package main

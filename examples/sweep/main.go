@@ -18,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/duration"
@@ -67,6 +68,10 @@ type options struct {
 	nameContains string
 	orphansFrom  string
 	orphanMinAge time.Duration
+	// reportClaims lists the claims of keys without a pod; maxClaimAge
+	// (which implies it) selects those older than it for deletion.
+	reportClaims bool
+	maxClaimAge  time.Duration
 	pageSize     int64
 	delete       bool
 	gracePeriod  time.Duration
@@ -93,7 +98,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	fs.DurationVar(&o.olderThan, "older-than", 0, "select pods older than this Go duration (e.g. 4h, 90m); age from metadata.creationTimestamp, on the API server's clock (never status.startTime: a node's clock)")
 	fs.StringVar(&o.nameContains, "name-contains", "", "only pods whose name contains this string")
 	fs.StringVar(&o.orphansFrom, "orphans-from", "", "URL answering the JSON list of pod names the service knows; pods it does not list (and older than --orphan-min-age) are orphans")
-	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 10*time.Minute, "with --orphans-from: younger pods are never orphans (they may be starting); use at least the service's start timeout")
+	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 10*time.Minute, "with --orphans-from: younger pods are never orphans (they may be starting); use at least the service's start timeout. With --report-claims: younger claims are not reported")
+	fs.BoolVar(&o.reportClaims, "report-claims", false, "also list the spawner's claims whose key has no pod (a user's home directory that no server uses); they are only reported")
+	fs.DurationVar(&o.maxClaimAge, "max-claim-age", 0, "with --delete, delete the claims of keys without a pod older than this (implies --report-claims; 0: never delete a claim). A claim's age runs from its creation, not its last use")
 	fs.Int64Var(&o.pageSize, "page-size", 500, "pods per list page")
 	fs.BoolVar(&o.delete, "delete", false, "delete the selected pods (default: dry run, delete nothing)")
 	fs.DurationVar(&o.gracePeriod, "grace-period", -1, "grace period of the deletes (rounded up to seconds); negative: each pod's terminationGracePeriodSeconds")
@@ -116,8 +123,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	if o.instance == "" && !o.allInstances {
 		problems = append(problems, "--instance is required (or --all-instances): two services sharing a namespace must never sweep each other's pods")
 	}
-	if o.olderThan == 0 && o.orphansFrom == "" {
-		problems = append(problems, "nothing selects pods: set --older-than, --orphans-from or both")
+	if o.maxClaimAge != 0 {
+		o.reportClaims = true
+		if o.allInstances {
+			problems = append(problems, "--max-claim-age cannot be combined with --all-instances: claims are deleted for one instance, whose pods the CLI can check")
+		}
+	}
+	if o.olderThan == 0 && o.orphansFrom == "" && !o.reportClaims {
+		problems = append(problems, "nothing selects pods: set --older-than, --orphans-from or both (or --report-claims, for claims only)")
 	}
 	if o.olderThan < 0 {
 		problems = append(problems, fmt.Sprintf("--older-than must be positive, got %s", o.olderThan))
@@ -249,6 +262,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Concurrency:  o.concurrency,
 		// Validated by the library (an invalid policy is a usage error).
 		RequestTimeout: o.requestTimeout,
+		MaxClaimAge:    o.maxClaimAge,
+	}
+	if o.reportClaims {
+		policy.ClaimSelect = claimsWithoutPod(client)
+		if policy.MaxAge == 0 && o.orphansFrom == "" {
+			policy.Select = noPods // claims only
+		}
 	}
 	if o.orphansFrom != "" {
 		// Fetched before listing: a pod started after this answer is
@@ -279,17 +299,72 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError("%v", err)
 	}
 	res, sweepErr := sp.Sweep(ctx, policy)
-	if sweepErr != nil && len(res.Failed) == 0 {
+	failed := len(res.Failed) + countFailed(res.Objects) + countFailed(res.Claims)
+	if sweepErr != nil && failed == 0 && len(res.Deleted) == 0 && countDeleted(res.Objects)+countDeleted(res.Claims) == 0 {
 		if errors.Is(sweepErr, spawner.ErrInvalidArgument) {
 			return usageError("%v", sweepErr) // the policy the flags make, refused before any API request
 		}
-		return sweepErr // the list itself failed: nothing was decided
+		return sweepErr // a list failed and nothing was deleted: no table
 	}
 	report(stdout, o, res)
-	if len(res.Failed) > 0 {
-		return fmt.Errorf("%w: %d of %d pods not deleted (see the table)", errDeleteFailed, len(res.Failed), len(res.Selected))
+	if failed > 0 {
+		return fmt.Errorf("%w: %d of %d pods, %d objects and %d claims not deleted (see the tables)", errDeleteFailed, len(res.Failed), len(res.Selected), countFailed(res.Objects), countFailed(res.Claims))
 	}
-	return nil
+	return sweepErr // nil, or a list that failed after deletions (shown)
+}
+
+// noPods selects no pod: with --report-claims alone, the sweep is of
+// claims (and of owned objects whose pod is gone).
+func noPods(context.Context, *corev1.Pod) (spawner.SweepReason, error) { return "", nil }
+
+// reasonNoPod: a claim whose key has no pod.
+const reasonNoPod spawner.SweepReason = "no_pod"
+
+// claimsWithoutPod reports a claim whose key has no pod on the API server:
+// none of the claim's instance with its key hash and key, found by label
+// with a live LIST, so that pod names (a service's NamePrefix) do not
+// matter. The CLI has no user table: a user who merely stopped is
+// reported too. The library asks again, under the key's lock, just before
+// it deletes a claim.
+func claimsWithoutPod(client kubernetes.Interface) func(context.Context, *corev1.PersistentVolumeClaim) (spawner.SweepReason, error) {
+	return func(ctx context.Context, claim *corev1.PersistentVolumeClaim) (spawner.SweepReason, error) {
+		key := claim.Annotations[spawner.AnnotationKey]
+		if key == "" {
+			return reasonNoPod, nil // no key: no pod can be its (and the library never deletes it)
+		}
+		sel := labels.SelectorFromSet(labels.Set{spawner.LabelManagedBy: spawner.ManagedByValue,
+			spawner.LabelInstance: claim.Labels[spawner.LabelInstance], spawner.LabelKeyHash: spawner.KeyHash(key)})
+		pods, err := client.CoreV1().Pods(claim.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return "", err
+		}
+		for _, p := range pods.Items {
+			if p.Annotations[spawner.AnnotationKey] == key {
+				return "", nil
+			}
+		}
+		return reasonNoPod, nil
+	}
+}
+
+func countFailed(objs []spawner.SweptObject) int {
+	n := 0
+	for _, o := range objs {
+		if o.Err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func countDeleted(objs []spawner.SweptObject) int {
+	n := 0
+	for _, o := range objs {
+		if o.Deleted {
+			n++
+		}
+	}
+	return n
 }
 
 // reasonLabel is a reason as the table shows it.
@@ -319,6 +394,14 @@ func report(w io.Writer, o *options, res spawner.SweepResult) {
 		}
 	}
 	fmt.Fprintf(w, "scanned %d kubespawn pods in namespace %s (%s), %d already terminating\n", res.Scanned, o.namespace, scope, terminating)
+	reportPods(w, res)
+	reportObjects(w, res)
+	if o.reportClaims {
+		reportClaims(w, res)
+	}
+}
+
+func reportPods(w io.Writer, res spawner.SweepResult) {
 	if len(res.Selected) == 0 {
 		fmt.Fprintln(w, "no pods matched")
 		return
@@ -358,4 +441,76 @@ func report(w io.Writer, o *options, res spawner.SweepResult) {
 	if res.DryRun {
 		fmt.Fprintln(w, "dry run: nothing was deleted; add --delete to delete these pods")
 	}
+}
+
+// action is what was done with an object or claim a sweep found.
+func action(so spawner.SweptObject, dryRun bool) string {
+	switch {
+	case so.Deleted:
+		return "deleted"
+	case so.Err != nil:
+		return "failed: " + so.Err.Error()
+	case so.Selected && dryRun:
+		return "would-delete"
+	case so.Selected:
+		return "failed: no result"
+	case so.Kind == spawner.KindClaim && so.Reason != reasonNoPod:
+		return "kept:" + string(so.Reason) // selected, then left alone under its key's lock (in_use, busy, gone, ...)
+	default:
+		return "report"
+	}
+}
+
+func sortObjects(objs []spawner.SweptObject) []spawner.SweptObject {
+	objs = slices.Clone(objs)
+	slices.SortFunc(objs, func(a, b spawner.SweptObject) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Name, b.Name))
+	})
+	return objs
+}
+
+// reportObjects lists the owned objects (Services, Secrets, ConfigMaps)
+// whose pod is gone: the garbage collector has not collected them.
+// --delete deletes them, whatever their age (their pod is proven gone).
+func reportObjects(w io.Writer, res spawner.SweepResult) {
+	if len(res.Objects) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAME\tAGE\tACTION")
+	for _, so := range sortObjects(res.Objects) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", so.Kind, so.Name, duration.HumanDuration(so.Age), action(so, res.DryRun))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d objects whose pod is gone, %d deleted, %d failed (dry run: %s)\n", len(res.Objects), countDeleted(res.Objects), countFailed(res.Objects), yesNo(res.DryRun))
+}
+
+// reportClaims lists the claims of keys without a pod: reported; only
+// those older than --max-claim-age are deleted, with --delete.
+func reportClaims(w io.Writer, res spawner.SweepResult) {
+	selected := 0
+	for _, c := range res.Claims {
+		if c.Selected || c.Deleted {
+			selected++
+		}
+	}
+	if len(res.Claims) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLAIM\tAGE\tREASON\tACTION\tKEY")
+		for _, so := range sortObjects(res.Claims) {
+			// Every claim here was reported for its key having no pod;
+			// a skip reason (kept:...) is in ACTION.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", so.Name, duration.HumanDuration(so.Age), reasonNoPod, action(so, res.DryRun), so.Key)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "%d claims of keys without a pod, %d older than --max-claim-age, %d deleted, %d failed (dry run: %s)\n",
+		len(res.Claims), selected, countDeleted(res.Claims), countFailed(res.Claims), yesNo(res.DryRun))
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

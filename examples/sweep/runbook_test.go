@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"regexp"
@@ -97,15 +98,15 @@ func TestRunbookRecovery(t *testing.T) {
 	for _, s := range steps {
 		got = append(got, s.name)
 	}
-	require.Equal(t, []string{"dry-run-by-age", "delete-worst-first", "delete-by-age", "dry-run-orphans", "delete-orphans", "verify"}, got,
+	require.Equal(t, []string{"dry-run-by-age", "delete-worst-first", "delete-by-age", "dry-run-orphans", "delete-orphans", "verify", "report-claims"}, got,
 		"the runbook's steps changed: update this test")
 	for _, s := range steps {
 		// Real pods cannot be hours old in a test: ages must be variables.
 		if slices.Contains(s.args, "--older-than") {
 			require.Equal(t, "$OLDER_THAN", flagValue(s.args, "--older-than"), "step %s: --older-than must be $OLDER_THAN: the test's pods are seconds old, not hours", s.name)
 		}
-		if slices.Contains(s.args, "--orphans-from") {
-			require.Equal(t, "$ORPHAN_MIN_AGE", flagValue(s.args, "--orphan-min-age"), "step %s: --orphans-from needs --orphan-min-age $ORPHAN_MIN_AGE: the test's pods are seconds old, not minutes", s.name)
+		if slices.Contains(s.args, "--orphans-from") || slices.Contains(s.args, "--report-claims") {
+			require.Equal(t, "$ORPHAN_MIN_AGE", flagValue(s.args, "--orphan-min-age"), "step %s: --orphans-from and --report-claims need --orphan-min-age $ORPHAN_MIN_AGE: the test's pods and claims are seconds old, not minutes", s.name)
 		}
 		// The values the runbook suggests make valid commands.
 		_, _, err := parseFlags(expand(t, s.name, s.args, suggested), io.Discard)
@@ -132,6 +133,8 @@ func TestRunbookRecovery(t *testing.T) {
 	// scheduled.
 	var ipython, bokeh, lost, known []*corev1.Pod
 	var starting, pending *corev1.Pod
+	var lostClaims []*corev1.PersistentVolumeClaim
+	var knownClaim *corev1.PersistentVolumeClaim
 	e.ageTiers(
 		tier{past(olderThan), func() {
 			ipython = e.leakMany("ipython-in-depth", 2, leak{running: true, instance: "hub-1"})
@@ -140,6 +143,12 @@ func TestRunbookRecovery(t *testing.T) {
 		tier{past(orphanMinAge), func() {
 			lost = e.leakMany("lost", 3, leak{running: true, instance: "hub-1"})
 			known = []*corev1.Pod{e.leak("alice", leak{running: true, instance: "hub-1"}), e.leak("bob", leak{running: true, instance: "hub-1"})}
+			// Home directories: the lost users' (whose pods the orphan
+			// steps delete) and alice's.
+			for i := range lost {
+				lostClaims = append(lostClaims, e.claim(fmt.Sprintf("lost-%d", i), "hub-1"))
+			}
+			knownClaim = e.claim("alice", "hub-1")
 		}},
 		tier{0, func() {
 			starting = e.leak("newcomer", leak{running: true, nodeClock: -5 * time.Hour, instance: "hub-1"})
@@ -199,6 +208,24 @@ func TestRunbookRecovery(t *testing.T) {
 		"verify": func(out, _ string) {
 			assert.Contains(t, out, "no pods matched")
 			assert.Contains(t, out, "scanned 4 kubespawn pods in namespace "+e.ns)
+			assert.NotContains(t, out, "CLAIM", "claims only with --report-claims")
+			e.requirePresent(survivors...)
+		},
+		"report-claims": func(out, _ string) {
+			rows := section(t, out, "CLAIM", 0)
+			var want []string
+			for _, c := range lostClaims {
+				want = append(want, c.Name)
+			}
+			require.ElementsMatch(t, want, keys(rows), "the lost users' claims: their pods are gone")
+			for _, r := range rows {
+				assert.Equal(t, []string{"no_pod", "report"}, r[2:4])
+			}
+			assert.Contains(t, out, "3 claims of keys without a pod, 0 older than --max-claim-age, 0 deleted, 0 failed (dry run: yes)")
+			assert.Contains(t, out, "no pods matched")
+			for _, c := range append(lostClaims, knownClaim) {
+				assert.True(t, e.claimPresent(c), "reported, never deleted: %s", c.Name)
+			}
 			e.requirePresent(survivors...)
 		},
 	}

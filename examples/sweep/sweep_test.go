@@ -463,6 +463,9 @@ func TestBadFlags(t *testing.T) {
 		"bad request timeout": {[]string{"--namespace", "u", "--older-than", "4h", "--request-timeout", "5"}, `invalid value "5" for flag -request-timeout`},
 		// Validated by the library (SweepPolicy.RequestTimeout), before any request.
 		"negative request timeout": {[]string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", "u", "--instance", "hub-1", "--older-than", "4h", "--request-timeout", "-1s"}, "RequestTimeout"},
+		// And SweepPolicy.MaxClaimAge.
+		"negative max claim age": {[]string{"--kubeconfig", testcluster.KubeConfig(t, cluster.Config()), "--namespace", "u", "--instance", "hub-1", "--max-claim-age", "-1s"}, "MaxClaimAge"},
+		"max claim age all":      {[]string{"--namespace", "u", "--all-instances", "--max-claim-age", "720h"}, "--max-claim-age cannot be combined with --all-instances"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, stderr, err := runCLI(t, tc.args...)

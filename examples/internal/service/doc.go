@@ -18,7 +18,9 @@
 //     ReadHeaderTimeout, the whole request (a body the handler does not
 //     read included: net/http drains it) within ReadTimeout, each write
 //     within WriteTimeout unless a long answer extends it (ExtendWrite,
-//     EventStream), an idle connection for IdleTimeout. A request once
+//     EventStream) or holds it while it waits for bounded work
+//     (HoldWrite, released before the answer is written, so the answer's
+//     writes get WriteTimeout again), an idle connection for IdleTimeout. A request once
 //     read keeps its context as long as its client stays, whatever
 //     ReadTimeout.
 //   - NewHTTPServer answers programs, not web pages: before any handler,

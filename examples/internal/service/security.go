@@ -262,6 +262,44 @@ func ExtendWrite(w http.ResponseWriter, d time.Duration) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
 }
 
+// HoldWrite keeps w's write deadline WriteTimeout ahead until release is
+// called: for a handler that waits for work whose bound it does not know
+// (a start or a stop, bounded by the library's timeouts), so that the
+// connection is not cut meanwhile. Call release before writing the answer
+// (its writes get WriteTimeout again) and before the handler returns: it
+// waits for the keeper to stop. A client that goes away is noticed by the
+// request's context, not by the deadline.
+func HoldWrite(w http.ResponseWriter) (release func()) {
+	return holdWrite(w, WriteTimeout, WriteTimeout/3)
+}
+
+func holdWrite(w http.ResponseWriter, ahead, every time.Duration) (release func()) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(ahead))
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				_ = rc.SetWriteDeadline(time.Now().Add(ahead))
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			_ = rc.SetWriteDeadline(time.Now().Add(ahead))
+		})
+	}
+}
+
 // ReadBody reads at most limit bytes of r's body, within the server's
 // ReadTimeout (NewHTTPServer). Reading it to its end is what lets the
 // request's context outlive ReadTimeout (NewHTTPServerWithOptions).

@@ -238,3 +238,42 @@ func TestLongAnswersOutliveReadTimeout(t *testing.T) {
 		assert.Equal(t, "event: done\ndata: {}\n\n", string(b), "%s: the answer's context was not cancelled", c.method)
 	}
 }
+
+// TestHoldWriteKeepsALongAnswer: a handler that waits for work longer
+// than the server's WriteTimeout (a start, a stop, bounded by the
+// library's timeouts, not by the handler) still gets its answer out while
+// it holds the write deadline; one that does not hold it is cut off.
+func TestHoldWriteKeepsALongAnswer(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 150 * time.Millisecond
+	work := func() { time.Sleep(4 * writeTimeout) } // the work outlasts the deadline: not a synchronisation
+	for _, hold := range []bool{true, false} {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var release func()
+			if hold {
+				release = holdWrite(w, writeTimeout, writeTimeout/3)
+			} else {
+				release = func() {}
+			}
+			work()
+			release()
+			WriteJSON(w, http.StatusOK, map[string]string{"state": "done"})
+		})
+		addr := serve(t, &http.Server{Handler: h, WriteTimeout: writeTimeout, ReadHeaderTimeout: time.Second})
+		resp, err := http.Get("http://" + addr + "/")
+		if !hold {
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			require.Error(t, err, "without HoldWrite the answer is cut off by the write deadline")
+			continue
+		}
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.JSONEq(t, `{"state":"done"}`, string(b))
+	}
+}
