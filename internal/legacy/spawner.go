@@ -22,6 +22,16 @@ package legacy
 //     only, for the pod to disappear:
 //     TimeoutError("pod/X did not disappear in N seconds!"). KubeSpawner
 //     reused start_timeout for that wait (issue #253).
+//   - StartWith adds what KubeSpawner creates beside the pod (Extras): the
+//     user's claim before it (storage_pvc_ensure; 2018 too: create, and a
+//     409 AlreadyExists means it is there, fine) and, as later versions do
+//     with services_enabled and internal_ssl, a Secret and a Service once
+//     the pod has a UID in the cache (it waits for one there, bounded by
+//     the start timeout: "pod/X does not have a uid!"), each with an
+//     ownerReference to that UID, after deleting any of the name
+//     (_ensure_not_exists). If that fails, it calls stop itself (which
+//     trusts the cache, as ever) and fails. Stop deletes the pod only: the
+//     garbage collector is to delete the rest.
 //
 // kubespawn's spawner package is the fix: it always sends DELETE, proves
 // absence with the API server, deletes the pod of a failed start itself and
@@ -34,7 +44,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 )
@@ -97,17 +109,20 @@ func NewSpawner(client kubernetes.Interface, cache PodCache, opts SpawnerOptions
 // exponential_backoff, with its message.
 type TimeoutError struct {
 	Pod string
-	// Op is "start" or "disappear".
+	// Op is "start", "uid" (no UID in the cache for the owner references)
+	// or "disappear".
 	Op      string
 	Timeout time.Duration
 }
 
 func (e *TimeoutError) Error() string {
-	verb := "did not start"
-	if e.Op == "disappear" {
-		verb = "did not disappear"
+	switch e.Op {
+	case "uid":
+		return fmt.Sprintf("TimeoutError: pod/%s does not have a uid!", e.Pod)
+	case "disappear":
+		return fmt.Sprintf("TimeoutError: pod/%s did not disappear in %d seconds!", e.Pod, int(e.Timeout.Seconds()))
 	}
-	return fmt.Sprintf("TimeoutError: pod/%s %s in %d seconds!", e.Pod, verb, int(e.Timeout.Seconds()))
+	return fmt.Sprintf("TimeoutError: pod/%s did not start in %d seconds!", e.Pod, int(e.Timeout.Seconds()))
 }
 
 // SkippedDeletes counts the stops that sent no DELETE because the pod was
@@ -137,14 +152,64 @@ func IsPodRunning(pod *corev1.Pod) bool {
 // JupyterHub, is expected to call Stop. It returns the running pod as
 // cached.
 func (s *Spawner) Start(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	return s.StartWith(ctx, pod, Extras{})
+}
+
+// Extras are what KubeSpawner creates beside a user's pod. Their
+// namespaces are forced to Options.Namespace.
+type Extras struct {
+	// Claim, if set, is created before the pod (storage_pvc_ensure): a 409
+	// AlreadyExists is taken for "it is there"; any other error fails the
+	// start before the pod is created. Nothing here ever deletes it.
+	Claim *corev1.PersistentVolumeClaim
+	// Secret (internal_ssl) and Service (services_enabled), if set, are
+	// created in that order once the pod has a UID in the cache, with an
+	// ownerReference to it; one of the name already there (an earlier
+	// pod's: Stop leaves them to the garbage collector) is deleted first.
+	// A Service without a selector selects the pod's labels. If the UID
+	// does not show up in time, or a create fails, StartWith calls Stop
+	// (cache-only: a pod the cache lacks stays) and fails.
+	Secret  *corev1.Secret
+	Service *corev1.Service
+}
+
+// StartWith is Start with x: the claim first, then the pod, then the
+// owned objects, then the wait for the pod to run. The waits for the UID
+// and for the pod running share one start timeout from the pod's create.
+func (s *Spawner) StartWith(ctx context.Context, pod *corev1.Pod, x Extras) (*corev1.Pod, error) {
+	logger := klog.FromContext(ctx)
+	ns := s.opts.Namespace
+	if x.Claim != nil {
+		claim := x.Claim.DeepCopy()
+		claim.Namespace = ns
+		logger.V(2).Info("Attempting to create pvc", "pvc", claim.Name)
+		if _, err := s.client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+			if !apierrors.IsAlreadyExists(err) {
+				return nil, err
+			}
+			logger.V(2).Info("PVC "+claim.Name+" already exists, so did not create new pvc.", "pvc", claim.Name)
+		}
+	}
 	pod = pod.DeepCopy()
-	pod.Namespace = s.opts.Namespace
-	klog.FromContext(ctx).V(2).Info("Attempting to create pod", "pod", pod.Name)
-	if _, err := s.client.CoreV1().Pods(s.opts.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	pod.Namespace = ns
+	logger.V(2).Info("Attempting to create pod", "pod", pod.Name)
+	if _, err := s.client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
+	deadline := time.Now().Add(s.opts.StartTimeout)
+	if x.Secret != nil || x.Service != nil {
+		if err := s.createOwned(ctx, pod, x, deadline); err != nil {
+			// KubeSpawner: "cleanup on failure and re-raise", with its
+			// stop, which trusts the cache. (A cancellation is no
+			// Exception there: no cleanup.)
+			if ctx.Err() == nil {
+				_ = s.Stop(ctx, pod.Name)
+			}
+			return nil, err
+		}
+	}
 	var running *corev1.Pod
-	err := s.waitCache(ctx, s.opts.StartTimeout, func() bool {
+	err := s.waitCache(ctx, time.Until(deadline), func() bool {
 		p, ok := s.cache.Get(pod.Name)
 		if ok && IsPodRunning(p) {
 			running = p
@@ -186,6 +251,87 @@ func (s *Spawner) Stop(ctx context.Context, name string) error {
 		return &TimeoutError{Pod: name, Op: "disappear", Timeout: s.opts.StopTimeout}
 	}
 	return err
+}
+
+// createOwned creates x's Secret and Service for pod once the cache has
+// its UID for their owner reference.
+func (s *Spawner) createOwned(ctx context.Context, pod *corev1.Pod, x Extras, deadline time.Time) error {
+	ns := s.opts.Namespace
+	var uid types.UID
+	err := s.waitCache(ctx, time.Until(deadline), func() bool {
+		p, ok := s.cache.Get(pod.Name)
+		if ok && p.UID != "" {
+			uid = p.UID
+			return true
+		}
+		return false
+	})
+	if err == errTimeout {
+		return &TimeoutError{Pod: pod.Name, Op: "uid", Timeout: s.opts.StartTimeout}
+	}
+	if err != nil {
+		return err
+	}
+	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: uid}}
+	if x.Secret != nil {
+		sec := x.Secret.DeepCopy()
+		sec.Namespace, sec.OwnerReferences = ns, owner
+		api := s.client.CoreV1().Secrets(ns)
+		if err := s.replace(ctx, deadline, "secret", sec.Name,
+			func() error { _, err := api.Create(ctx, sec, metav1.CreateOptions{}); return err },
+			func() error { return api.Delete(ctx, sec.Name, metav1.DeleteOptions{}) },
+			func() error { _, err := api.Get(ctx, sec.Name, metav1.GetOptions{}); return err },
+		); err != nil {
+			return err
+		}
+	}
+	if x.Service != nil {
+		svc := x.Service.DeepCopy()
+		svc.Namespace, svc.OwnerReferences = ns, owner
+		if len(svc.Spec.Selector) == 0 {
+			svc.Spec.Selector = pod.Labels
+		}
+		api := s.client.CoreV1().Services(ns)
+		if err := s.replace(ctx, deadline, "service", svc.Name,
+			func() error { _, err := api.Create(ctx, svc, metav1.CreateOptions{}); return err },
+			func() error { return api.Delete(ctx, svc.Name, metav1.DeleteOptions{}) },
+			func() error { _, err := api.Get(ctx, svc.Name, metav1.GetOptions{}); return err },
+		); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replace is KubeSpawner's _ensure_not_exists (delete by name, then read
+// until the 404), then _make_create_resource_request (create; a 409
+// ensures it does not exist again and retries), until deadline. Errors
+// of the delete and the read are retried; of the create, returned.
+func (s *Spawner) replace(ctx context.Context, deadline time.Time, kind, name string, create, del, get func() error) error {
+	logger := klog.FromContext(ctx)
+	for {
+		err := s.waitCache(ctx, time.Until(deadline), func() bool {
+			logger.V(2).Info(fmt.Sprintf("Deleting %s/%s", kind, name))
+			if err := del(); apierrors.IsNotFound(err) {
+				return true
+			} else if err != nil {
+				return false
+			}
+			return apierrors.IsNotFound(get())
+		})
+		if err == errTimeout {
+			return fmt.Errorf("TimeoutError: Failed to delete %s %s", kind, name)
+		}
+		if err != nil {
+			return err
+		}
+		logger.V(2).Info("Attempting to create "+kind, "name", name)
+		err = create()
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		logger.Info(fmt.Sprintf("Found existing %s %s, attempting to kill", kind, name))
+	}
 }
 
 type timeoutSentinel struct{}

@@ -10,8 +10,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubespawn/kubespawn/internal/legacy"
 )
@@ -158,4 +163,131 @@ func TestLegacyStartCancelled(t *testing.T) {
 	_, err := s.Start(ctx, userPod("jupyter-f"))
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, context.Canceled))
+}
+
+func homeClaim(user string) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "claim-" + user, Labels: map[string]string{"component": "singleuser-storage", "hub.jupyter.org/username": user}},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+	}
+}
+
+func extras(user string) legacy.Extras {
+	return legacy.Extras{
+		Claim:   homeClaim(user),
+		Secret:  &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "jupyter-" + user}, StringData: map[string]string{"ssl.key": "k"}},
+		Service: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "jupyter-" + user}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 8888}}}},
+	}
+}
+
+// creates lists the resources created, in order.
+func creates(client *fake.Clientset) []string {
+	var out []string
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "create" {
+			out = append(out, a.GetResource().Resource)
+		}
+	}
+	return out
+}
+
+func withUID(p *corev1.Pod, uid types.UID) *corev1.Pod { p.UID = uid; return p }
+
+// TestLegacyStartWithClaimAndService is KubeSpawner's order: the claim
+// before the pod (an existing one is fine), the Secret and the Service
+// once the pod has a UID in the cache, owned by that UID; stop deletes the
+// pod only (the garbage collector is to take the rest), and the next start
+// replaces the Service and Secret of the name.
+func TestLegacyStartWithClaimAndService(t *testing.T) {
+	s, client, cache := newSpawner(t)
+	ctx := t.Context()
+	cache.set(withUID(runningPod("jupyter-g"), "uid-1"))
+	_, err := s.StartWith(ctx, userPod("jupyter-g"), extras("g"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"persistentvolumeclaims", "pods", "secrets", "services"}, creates(client))
+	svc, err := client.CoreV1().Services("ns").Get(ctx, "jupyter-g", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, svc.OwnerReferences, 1)
+	assert.Equal(t, metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: "jupyter-g", UID: "uid-1"}, svc.OwnerReferences[0])
+	assert.Equal(t, map[string]string{"component": "singleuser-server"}, svc.Spec.Selector, "the pod's labels")
+	sec, err := client.CoreV1().Secrets("ns").Get(ctx, "jupyter-g", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, types.UID("uid-1"), sec.OwnerReferences[0].UID)
+
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cache.remove("jupyter-g")
+	}()
+	require.NoError(t, s.Stop(ctx, "jupyter-g"))
+	_, err = client.CoreV1().Services("ns").Get(ctx, "jupyter-g", metav1.GetOptions{})
+	require.NoError(t, err, "stop deletes the pod only")
+	_, err = client.CoreV1().PersistentVolumeClaims("ns").Get(ctx, "claim-g", metav1.GetOptions{})
+	require.NoError(t, err)
+
+	client.ClearActions()
+	cache.set(withUID(runningPod("jupyter-g"), "uid-2"))
+	_, err = s.StartWith(ctx, userPod("jupyter-g"), extras("g"))
+	require.NoError(t, err, "an existing claim is fine (409)")
+	svc, err = client.CoreV1().Services("ns").Get(ctx, "jupyter-g", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, types.UID("uid-2"), svc.OwnerReferences[0].UID, "the earlier pod's Service was replaced")
+	sec, err = client.CoreV1().Secrets("ns").Get(ctx, "jupyter-g", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, types.UID("uid-2"), sec.OwnerReferences[0].UID)
+	claims, err := client.CoreV1().PersistentVolumeClaims("ns").List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	assert.Len(t, claims.Items, 1)
+}
+
+// TestLegacyStartWithWaitsForTheUIDInTheCache: the pod never shows up in
+// the cache, so it never gets its Service; the start times out and stops
+// the pod, with the stop that trusts the cache: the pod stays.
+func TestLegacyStartWithWaitsForTheUIDInTheCache(t *testing.T) {
+	s, client, _ := newSpawner(t)
+	_, err := s.StartWith(t.Context(), userPod("jupyter-h"), extras("h"))
+	var te *legacy.TimeoutError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "TimeoutError: pod/jupyter-h does not have a uid!", err.Error())
+	assert.Equal(t, []string{"persistentvolumeclaims", "pods"}, creates(client), "no Service, no Secret")
+	assert.EqualValues(t, 1, s.SkippedDeletes(), "No pod jupyter-h to delete. Assuming already deleted.")
+	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-h", metav1.GetOptions{})
+	require.NoError(t, err, "the pod leaked")
+}
+
+// TestLegacyStartWithFailedServiceStops: a Service the API server refuses
+// fails the start, which stops the pod (in the cache: deleted).
+func TestLegacyStartWithFailedServiceStops(t *testing.T) {
+	s, client, cache := newSpawner(t)
+	client.PrependReactor("create", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Service").GroupKind(), "jupyter-j", nil)
+	})
+	cache.set(withUID(runningPod("jupyter-j"), "uid-j"))
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cache.remove("jupyter-j")
+	}()
+	_, err := s.StartWith(t.Context(), userPod("jupyter-j"), extras("j"))
+	require.True(t, apierrors.IsInvalid(err), "%v", err)
+	var deleted []string
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "delete" {
+			deleted = append(deleted, a.GetResource().Resource)
+		}
+	}
+	assert.Equal(t, []string{"secrets", "services", "pods"}, deleted, "none of the name first, then the pod")
+	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-j", metav1.GetOptions{})
+	require.True(t, apierrors.IsNotFound(err), "%v", err)
+}
+
+// TestLegacyStartWithFailedClaim: a claim the API server refuses (not a
+// 409) fails the start before the pod.
+func TestLegacyStartWithFailedClaim(t *testing.T) {
+	s, client, _ := newSpawner(t)
+	client.PrependReactor("create", "persistentvolumeclaims", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("persistentvolumeclaims"), "claim-i", errors.New("exceeded quota"))
+	})
+	_, err := s.StartWith(t.Context(), userPod("jupyter-i"), extras("i"))
+	require.True(t, apierrors.IsForbidden(err), "%v", err)
+	assert.Equal(t, []string{"persistentvolumeclaims"}, creates(client), "no pod")
 }

@@ -1,16 +1,13 @@
 package soak
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,13 +15,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/ptr"
 
+	"github.com/kubespawn/kubespawn/internal/childproc"
 	"github.com/kubespawn/kubespawn/internal/legacy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/spawner"
@@ -45,6 +43,8 @@ type backend interface {
 	group(user string) int
 	// selector selects the service's pods.
 	selector() string
+	// claimKey is the user a claim of the service is for.
+	claimKey(*corev1.PersistentVolumeClaim) string
 	// stats are the instances' own counters (live ones, and those saved
 	// from killed ones).
 	stats(ctx context.Context) instanceStats
@@ -64,9 +64,8 @@ type kubespawnBackend struct {
 
 // proc is one running instance process.
 type proc struct {
-	cmd  *exec.Cmd
+	p    *childproc.Process
 	addr string
-	done chan struct{}
 }
 
 func newKubespawnBackend(ctx context.Context, base instanceConfig, logDir string) (*kubespawnBackend, error) {
@@ -99,48 +98,44 @@ func (b *kubespawnBackend) spawn(ctx context.Context, g int) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(b.logDir, c.Identity+".log"))
+	// A test binary runs no test; cmd/soak ignores the flag.
+	p, err := childproc.Start(c.Identity, filepath.Join(b.logDir, c.Identity+".log"),
+		childproc.Options{Env: append(os.Environ(), instanceEnv+"="+string(raw))}, exe, "-test.run=^$")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "-test.run=^$") // a test binary runs no test; cmd/soak ignores it
-	cmd.Env = append(os.Environ(), instanceEnv+"="+string(raw))
-	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the soak
-	out, err := cmd.StdoutPipe()
+	addr, err := listenAddr(ctx, p, time.Minute)
 	if err != nil {
-		logf.Close()
-		return nil, err
+		p.Stop(0)
+		return nil, fmt.Errorf("soak: instance %s: %w", c.Identity, err)
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
-				select {
-				case addr <- a:
-				default:
-				}
+	return &proc{p: p, addr: addr}, nil
+}
+
+// listenAddr waits for the address the instance prints first (a whole
+// "LISTEN addr" line in its log), until it exits or timeout passes.
+func listenAddr(ctx context.Context, p *childproc.Process, timeout time.Duration) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		b, _ := os.ReadFile(p.LogPath())
+		lines := strings.Split(string(b), "\n")
+		for _, l := range lines[:len(lines)-1] { // complete lines only
+			if a, ok := strings.CutPrefix(l, "LISTEN "); ok {
+				return a, nil
 			}
 		}
-	}()
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	select {
-	case p.addr = <-addr:
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("soak: instance %s exited at start (see %s)", c.Identity, logf.Name())
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("soak: instance %s did not listen within a minute", c.Identity)
-	case <-ctx.Done():
-		_ = cmd.Process.Kill()
-		return nil, ctx.Err()
+		select {
+		case <-p.Done():
+			return "", fmt.Errorf("exited at start\n%s", p.Tail(20))
+		case <-deadline.C:
+			return "", fmt.Errorf("did not listen within %s\n%s", timeout, p.Tail(20))
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 
@@ -150,6 +145,10 @@ func (b *kubespawnBackend) group(user string) int {
 
 func (b *kubespawnBackend) selector() string {
 	return spawner.LabelManagedBy + "=" + spawner.ManagedByValue
+}
+
+func (b *kubespawnBackend) claimKey(c *corev1.PersistentVolumeClaim) string {
+	return c.Annotations[spawner.AnnotationKey]
 }
 
 func (b *kubespawnBackend) addr(g int) string {
@@ -209,8 +208,8 @@ func (b *kubespawnBackend) crash(ctx context.Context) error {
 	b.mu.Lock()
 	old := b.procs[0]
 	b.mu.Unlock()
-	_ = old.cmd.Process.Signal(syscall.SIGKILL) // a crash: no cleanup
-	<-old.done
+	_ = old.p.Signal(syscall.SIGKILL) // a crash: no cleanup
+	<-old.p.Done()
 	p, err := b.spawn(ctx, 0)
 	if err != nil {
 		return err
@@ -264,6 +263,8 @@ func mergeStats(a, b instanceStats) instanceStats {
 	for k, v := range b.Absence {
 		a.Absence[k] += v
 	}
+	a.Swept += b.Swept
+	a.Reported = max(a.Reported, b.Reported)
 	return a
 }
 
@@ -275,13 +276,7 @@ func (b *kubespawnBackend) close() {
 		if p == nil {
 			continue
 		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
+		p.p.Stop(20 * time.Second)
 	}
 }
 
@@ -345,6 +340,13 @@ func (b *legacyBackend) newInstance(ctx context.Context) (*legacyInstance, error
 func (b *legacyBackend) group(user string) int { return int(user[len(user)-1]-'0') % 2 }
 func (b *legacyBackend) selector() string      { return legacySelector }
 
+// legacyUserLabel is KubeSpawner's label of a user's objects.
+const legacyUserLabel = "hub.jupyter.org/username"
+
+func (b *legacyBackend) claimKey(c *corev1.PersistentVolumeClaim) string {
+	return c.Labels[legacyUserLabel]
+}
+
 func (b *legacyBackend) instance(user string) *legacyInstance {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -356,18 +358,46 @@ func (b *legacyBackend) start(ctx context.Context, user, scenario string) (types
 	if scenario != "" {
 		ann[podsim.AnnotationScenario] = scenario
 	}
-	pod, err := b.instance(user).sp.Start(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "jupyter-" + user, Labels: map[string]string{"component": "singleuser-server", "hub.jupyter.org/username": user}, Annotations: ann},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "jupyter/base-notebook:2018"}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
+	name := "jupyter-" + user
+	pod, err := b.instance(user).sp.StartWith(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"component": "singleuser-server", legacyUserLabel: user}, Annotations: ann},
+		Spec:       *notebookSpec("jupyter/base-notebook:2018", claimName(user)),
+	}, legacy.Extras{
+		Claim:   homeClaim(user, map[string]string{"component": "singleuser-storage", legacyUserLabel: user}),
+		Secret:  withLabels(podSecret(name), user),
+		Service: withLabels(podService(name), user),
 	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err != nil {
-		b.outcomes["failed"]++
-		return "", false, "failed", nil
+		reason := legacyReason(err)
+		b.outcomes[reason]++
+		return "", false, reason, nil
 	}
 	b.outcomes["running"]++
 	return pod.UID, true, "running", nil
+}
+
+// legacyReason names why a start of the replica failed.
+func legacyReason(err error) string {
+	var te *legacy.TimeoutError
+	switch {
+	case errors.As(err, &te) && te.Op == "uid":
+		return "no uid in the cache"
+	case errors.As(err, &te):
+		return "start timed out"
+	case apierrors.IsAlreadyExists(err):
+		return "pod exists"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "start cancelled"
+	}
+	return "API error"
+}
+
+// withLabels gives a pod's object KubeSpawner's labels of the pod.
+func withLabels[T interface{ SetLabels(map[string]string) }](o T, user string) T {
+	o.SetLabels(map[string]string{"component": "singleuser-server", legacyUserLabel: user})
+	return o
 }
 
 // stop is KubeSpawner's: by name (it has no UID precondition).
@@ -411,5 +441,3 @@ func (b *legacyBackend) close() {
 		}
 	}
 }
-
-var _ = io.Discard

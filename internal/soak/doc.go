@@ -13,11 +13,26 @@
 //     shape of examples/spawner: a reflector.Factory, the spawner, an
 //     in-memory user table, a leader-elected sweeper whose orphans are the
 //     pods the table does not know), each a process of its own (this very
-//     binary, re-executed; see IsInstance), talking to the API server
-//     through the proxy. Mid-run hub-a is killed with SIGKILL and a new
-//     hub-a is started: its sweeper must remove what the dead one left.
+//     binary, re-executed with internal/childproc; see IsInstance), talking
+//     to the API server through the proxy. Mid-run hub-a is killed with
+//     SIGKILL and a new hub-a is started: its sweeper must remove what the
+//     dead one left. Each start asks for the user's claim (claim-<user>,
+//     spawner.Request.Claims, mounted as its home) and for a Service and a
+//     Secret of the pod (Request.Services and Secrets: KubeSpawner's
+//     services_enabled and internal_ssl). The sweeper deletes owned objects
+//     whose pod is gone, and reports the claims of users its table does not
+//     have without deleting them (ClaimSelect, no MaxClaimAge).
 //   - the 2018 replica: the same users and schedule, through KubeSpawner's
-//     cache-only logic (no sweeper; a crash restarts its reflector).
+//     cache-only logic (no sweeper; a crash restarts its reflector), and
+//     what KubeSpawner creates beside the pod (legacy.Extras): the claim
+//     before the pod (a 409 is "it exists"), the Secret and the Service
+//     once the pod has a UID in its cache, owned by that UID; its stop
+//     deletes the pod only and leaves the rest to the garbage collector.
+//
+// The control plane runs no kube-controller-manager: no garbage collector
+// deletes an owned object whose pod is gone, and no claim protection
+// controller lets a deleted claim go (it stays Terminating). A Service
+// left over is left over unless the service or its sweeper deletes it.
 //
 // The simulated hub drives users concurrently: starts with random podsim
 // scenarios (slow pods, image pull failures, crash loops, unschedulable
@@ -42,7 +57,17 @@
 // of a user believed running was deleted but by that user's Stop (wrong
 // deletions, from a watch of the pods' UIDs for the whole run); and the
 // services' own counter of absence decisions by source
-// (kubespawn_spawner_absence_decisions_total) has nothing but "api". The
+// (kubespawn_spawner_absence_decisions_total) has nothing but "api".
+// Services and Secrets: none is left that belongs to no pod believed
+// running (its pod gone, leaked, or none). Claims, from a watch of them
+// for the whole run and a read at the end: none was lost (the soak never
+// calls DeleteClaims, so a claim deleted, Terminating included, or gone
+// is lost) and no user ever had two at once (duplicated). For kubespawn
+// all are zero. The replica's figures stand beside them: its Services and
+// Secrets of gone pods are what a garbage collector would have had to
+// delete (the report says how many, and how many are of leaked pods,
+// which none would); its claims, one fixed name per user that nothing
+// deletes, are neither lost nor duplicated by construction. The
 // caches' entries into failed are recorded and reported with their
 // problems; none may have failing probes as its only problem (the demo
 // spawner exits on the factory's Failed, and a restarted service has lost

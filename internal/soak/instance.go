@@ -14,7 +14,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -86,6 +89,9 @@ type service struct {
 	health   []healthChange
 	outcomes map[string]int
 	failures *failureLog
+	// swept counts the owned objects the sweeper deleted (their pod was
+	// gone); reported is the most claims one sweep reported.
+	swept, reported int
 }
 
 // CacheFailure is one entry of a cache into the failed state, with these
@@ -215,8 +221,11 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	wg.Go(func() { failures.watch(ctx, eventCache) })
 	wg.Go(func() {
 		err := sp.RunSweeper(ctx, spawner.SweeperOptions{
-			Policy:        spawner.SweepPolicy{Namespace: c.Namespace, Select: s.orphan, MinAge: c.OrphanMinAge, Delete: true},
+			// Claims of users the table does not have are reported, and
+			// never deleted: no MaxClaimAge.
+			Policy:        spawner.SweepPolicy{Namespace: c.Namespace, Select: s.orphan, ClaimSelect: s.unknownClaim, MinAge: c.OrphanMinAge, Delete: true},
 			Interval:      c.SweepEvery,
+			OnSweep:       s.onSweep,
 			Identity:      c.Identity,
 			LeaseDuration: c.LeaseTimings[0], RenewDeadline: c.LeaseTimings[1], RetryPeriod: c.LeaseTimings[2],
 		})
@@ -282,6 +291,66 @@ func (s *service) orphan(_ context.Context, pod *corev1.Pod) (spawner.SweepReaso
 	return spawner.SweepReasonOrphan, nil
 }
 
+// unknownClaim is the sweeper's report of claims: those of users the
+// table does not have (after a crash, every one).
+func (s *service) unknownClaim(_ context.Context, claim *corev1.PersistentVolumeClaim) (spawner.SweepReason, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.users[claim.Annotations[spawner.AnnotationKey]] != nil {
+		return "", nil
+	}
+	return spawner.SweepReasonOrphan, nil
+}
+
+func (s *service) onSweep(res spawner.SweepResult, _ error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range res.Objects {
+		if o.Deleted {
+			s.swept++
+		}
+	}
+	s.reported = max(s.reported, len(res.Claims))
+}
+
+// claimName is the claim of a user's home, in both runs (KubeSpawner's
+// default pvc_name_template, claim-{username}).
+func claimName(user string) string { return "claim-" + user }
+
+// homeClaim is the user's claim, kept across its servers.
+func homeClaim(user string, labels map[string]string) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: claimName(user), Labels: labels},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+}
+
+// notebookSpec is the user's pod: one container, its home on the claim.
+func notebookSpec(image, claim string) *corev1.PodSpec {
+	return &corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "notebook", Image: image,
+			VolumeMounts: []corev1.VolumeMount{{Name: "home", MountPath: "/home/jovyan"}}}},
+		Volumes: []corev1.Volume{{Name: "home", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
+		TerminationGracePeriodSeconds: ptr.To[int64](1),
+	}
+}
+
+// podService and podSecret are what KubeSpawner makes per pod with
+// services_enabled and internal_ssl: a Service in front of the server and
+// the Secret of its certificates. Named after the pod.
+func podService(name string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
+		Ports: []corev1.ServicePort{{Name: "http", Port: 8888, TargetPort: intstr.FromInt32(8888)}}}}
+}
+
+func podSecret(name string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: map[string]string{"ssl.key": "soak", "ssl.crt": "soak"}}
+}
+
 // startAnswer is the answer to POST /start.
 type startAnswer struct {
 	OK     bool      `json:"ok"`
@@ -309,10 +378,12 @@ func (s *service) start(w http.ResponseWriter, r *http.Request) {
 	if scenario != "" {
 		ann[podsim.AnnotationScenario] = scenario
 	}
-	res, err := s.sp.Start(r.Context(), spawner.Request{Key: user, Namespace: s.c.Namespace, Annotations: ann, Spec: &corev1.PodSpec{
-		Containers:                    []corev1.Container{{Name: "notebook", Image: "example.org/notebook:1"}},
-		TerminationGracePeriodSeconds: ptr.To[int64](1),
-	}})
+	res, err := s.sp.Start(r.Context(), spawner.Request{Key: user, Namespace: s.c.Namespace, Annotations: ann,
+		Spec:     notebookSpec("example.org/notebook:1", claimName(user)),
+		Claims:   []*corev1.PersistentVolumeClaim{homeClaim(user, map[string]string{"component": "singleuser-storage"})},
+		Services: []*corev1.Service{podService(name)},
+		Secrets:  []*corev1.Secret{podSecret(name)},
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -362,11 +433,15 @@ type instanceStats struct {
 	Absence  map[string]int   `json:"absence"`
 	State    reflector.State  `json:"state"`
 	Failures []CacheFailure   `json:"failures,omitempty"`
+	// Swept counts the owned objects the sweepers deleted; Reported is
+	// the most claims one sweep reported (and kept).
+	Swept    int `json:"swept"`
+	Reported int `json:"reported"`
 }
 
 func (s *service) stats(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
-	st := instanceStats{Health: [][]healthChange{append([]healthChange(nil), s.health...)}, Outcomes: map[string]int{}, Absence: map[string]int{}, State: s.pods.State(), Failures: s.failures.all()}
+	st := instanceStats{Health: [][]healthChange{append([]healthChange(nil), s.health...)}, Outcomes: map[string]int{}, Absence: map[string]int{}, State: s.pods.State(), Failures: s.failures.all(), Swept: s.swept, Reported: s.reported}
 	for src, n := range s.sp.AbsenceDecisions() {
 		st.Absence[string(src)] = n
 	}

@@ -36,6 +36,22 @@ type RunReport struct {
 	// WrongDeletions are pods of users believed running that were deleted
 	// while their user did not stop them.
 	WrongDeletions []string
+	// ObjectLeaks are the Services and Secrets (one of each per pod) left
+	// on the API server, once everything settled, that belong to no pod
+	// believed running: their pod is gone (the control plane runs no
+	// garbage collector), leaked, or none.
+	ObjectLeaks []ObjectLeak
+	// Claims is how many users have a claim (one per user, kept across
+	// its pods) at the end. ClaimsLost are claims deleted, or gone, over
+	// the run (the soak never deletes one: a Terminating claim counts);
+	// ClaimsDuplicated, second claims of a user.
+	Claims                       int
+	ClaimsLost, ClaimsDuplicated []string
+	// SweptObjects counts the owned objects the sweepers deleted because
+	// their pod was gone; ReportedClaims is the most claims one sweep
+	// reported as of users its table did not have (kept: no MaxClaimAge).
+	// kubespawn only.
+	SweptObjects, ReportedClaims int
 	// AbsenceFromAPI and AbsenceWithoutAPI count the service's decisions
 	// that a pod did not exist, by the source they rested on (counted by
 	// the library itself; kubespawn only).
@@ -81,6 +97,12 @@ func (r Report) Print(w io.Writer) {
 	row("starts failed", failed(r.Kubespawn.Starts), failed(r.Legacy.Starts))
 	row("PODS LEAKED", len(r.Kubespawn.Leaks), len(r.Legacy.Leaks))
 	row("WRONG DELETIONS", len(r.Kubespawn.WrongDeletions), len(r.Legacy.WrongDeletions))
+	row("SERVICES/SECRETS LEAKED", objectSummary(r.Kubespawn.ObjectLeaks), objectSummary(r.Legacy.ObjectLeaks))
+	row("users with a claim", r.Kubespawn.Claims, r.Legacy.Claims)
+	row("CLAIMS LOST", len(r.Kubespawn.ClaimsLost), len(r.Legacy.ClaimsLost))
+	row("CLAIMS DUPLICATED", len(r.Kubespawn.ClaimsDuplicated), len(r.Legacy.ClaimsDuplicated))
+	row("owned objects swept", r.Kubespawn.SweptObjects, "(no sweeper)")
+	row("claims reported by a sweep, kept", r.Kubespawn.ReportedClaims, "(no sweeper)")
 	row("absence decided without the API", r.Kubespawn.AbsenceWithoutAPI, "(not counted)")
 	row("absence decided by the API", r.Kubespawn.AbsenceFromAPI, "(not counted)")
 	row("silent stalls detected", stallSummary(r.Kubespawn.Stalls), "never (no detection)")
@@ -88,16 +110,55 @@ func (r Report) Print(w io.Writer) {
 	row("API error answers absorbed", r.Kubespawn.APIErrorAnswers, r.Legacy.APIErrorAnswers)
 	row("run time", r.Kubespawn.Duration.Round(time.Second), r.Legacy.Duration.Round(time.Second))
 	fmt.Fprintf(w, "\nkubespawn starts by outcome: %s\n", outcomes(r.Kubespawn.Starts))
+	fmt.Fprintf(w, "2018 replica starts by outcome: %s\n", outcomes(r.Legacy.Starts))
 	for _, l := range r.Kubespawn.Leaks {
 		fmt.Fprintf(w, "  kubespawn leaked: %s\n", l)
 	}
 	for _, d := range r.Kubespawn.WrongDeletions {
 		fmt.Fprintf(w, "  kubespawn wrong deletion: %s\n", d)
 	}
+	for _, l := range r.Kubespawn.ObjectLeaks {
+		fmt.Fprintf(w, "  kubespawn leaked: %s\n", l)
+	}
+	for _, c := range r.Kubespawn.ClaimsLost {
+		fmt.Fprintf(w, "  kubespawn claim lost: %s\n", c)
+	}
+	for _, c := range r.Kubespawn.ClaimsDuplicated {
+		fmt.Fprintf(w, "  kubespawn claim duplicated: %s\n", c)
+	}
 	for _, f := range r.Kubespawn.CacheFailures {
 		fmt.Fprintf(w, "  kubespawn cache failed: %s %s at %s, problems %v: %s\n", f.Instance, f.Cache, f.At.Format("15:04:05.000"), f.Problems, f.Reason)
 	}
 	fmt.Fprintf(w, "instance logs: %s\n", r.LogDir)
+}
+
+// objectSummary: how many, and of those how many a garbage collector
+// would have deleted (their pod is gone) and how many went with a leaked
+// pod.
+func objectSummary(ls []ObjectLeak) string {
+	if len(ls) == 0 {
+		return "0"
+	}
+	gone, leaked := 0, 0
+	for _, l := range ls {
+		switch {
+		case l.PodGone:
+			gone++
+		case l.PodUID != "":
+			leaked++
+		}
+	}
+	var parts []string
+	if gone > 0 {
+		parts = append(parts, fmt.Sprintf("%d for a GC", gone))
+	}
+	if leaked > 0 {
+		parts = append(parts, fmt.Sprintf("%d of leaked pods", leaked))
+	}
+	if n := len(ls) - gone - leaked; n > 0 {
+		parts = append(parts, fmt.Sprintf("%d of no pod", n))
+	}
+	return fmt.Sprintf("%d (%s)", len(ls), strings.Join(parts, ", "))
 }
 
 func failed(m map[string]int) int {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,7 +163,7 @@ func (c Config) runOne(ctx context.Context, sched schedule, which string, limit 
 	defer b.close()
 
 	w := newWorld(b)
-	stopWatch, err := w.watchDeletions(ctx, direct, ns.Name)
+	stopWatch, err := w.watch(ctx, direct, ns.Name)
 	if err != nil {
 		return r, err
 	}
@@ -227,13 +229,16 @@ loop:
 	// then the sweepers get time to remove what crashes left.
 	settleBegin := time.Now()
 	w.settle(ctx, stopTimeout)
-	r.Leaks = w.waitNoLeaks(ctx, direct, ns.Name, b.selector(), leakWait)
+	r.Leaks, r.ObjectLeaks = w.waitNoLeaks(ctx, direct, ns.Name, b.selector(), leakWait)
 	r.Settle = time.Since(settleBegin)
 	r.WrongDeletions = w.wrongDeletions()
+	r.Claims, r.ClaimsLost, r.ClaimsDuplicated = w.checkClaims(ctx, direct, ns.Name)
+	stopWatch() // what the cleanup below deletes is no finding
 	st := b.stats(ctx)
 	r.Starts = st.Outcomes
 	r.AbsenceFromAPI, r.AbsenceWithoutAPI = st.Absence["api"], st.Absence["cache"]
 	r.CacheFailures = st.Failures
+	r.SweptObjects, r.ReportedClaims = st.Swept, st.Reported
 	close(stallAt)
 	r.Stalls = stallTimings(stallAt, st.Health)
 	for _, rec := range proxy.Records() {
@@ -243,11 +248,21 @@ loop:
 	}
 	r.Duration = time.Since(begin)
 
-	// Leave nothing behind for the next run.
-	_ = direct.CoreV1().Pods(ns.Name).DeleteCollection(context.Background(), metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{})
-	_ = direct.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
-	fmt.Fprintf(c.Progress, "soak %-9s done in %s (workload %s, settling %s): %d cycles, %d leaked, %d wrong deletions\n",
-		which, r.Duration.Round(time.Second), r.Workload.Round(time.Second), r.Settle.Round(time.Second), r.Cycles, len(r.Leaks), len(r.WrongDeletions))
+	// Leave nothing behind for the next run (no namespace controller
+	// would): the pods, for the simulator, and what they had.
+	bg := context.Background()
+	_ = direct.CoreV1().Pods(ns.Name).DeleteCollection(bg, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{})
+	if svcs, err := direct.CoreV1().Services(ns.Name).List(bg, metav1.ListOptions{}); err == nil {
+		for _, svc := range svcs.Items {
+			_ = direct.CoreV1().Services(ns.Name).Delete(bg, svc.Name, metav1.DeleteOptions{})
+		}
+	}
+	_ = direct.CoreV1().Secrets(ns.Name).DeleteCollection(bg, metav1.DeleteOptions{}, metav1.ListOptions{})
+	_ = direct.CoreV1().PersistentVolumeClaims(ns.Name).DeleteCollection(bg, metav1.DeleteOptions{}, metav1.ListOptions{})
+	_ = direct.CoreV1().Namespaces().Delete(bg, ns.Name, metav1.DeleteOptions{})
+	fmt.Fprintf(c.Progress, "soak %-9s done in %s (workload %s, settling %s): %d cycles, %d leaked, %d wrong deletions, %d Services/Secrets leaked, %d claims lost, %d duplicated\n",
+		which, r.Duration.Round(time.Second), r.Workload.Round(time.Second), r.Settle.Round(time.Second), r.Cycles, len(r.Leaks), len(r.WrongDeletions),
+		len(r.ObjectLeaks), len(r.ClaimsLost), len(r.ClaimsDuplicated))
 	return r, nil
 }
 
@@ -388,6 +403,12 @@ type world struct {
 	unknown   map[string]bool      // users whose last operation has an unknown outcome
 	protected map[types.UID]string // pods believed running: deleting one is wrong unless its user stops it
 	wrong     []string
+	// claims are the users' claims as first seen (user -> UID), live
+	// those not being deleted (user -> UID -> name); lost and dup what
+	// the watch saw happen to them, by claim UID.
+	claims    map[string]types.UID
+	live      map[string]map[types.UID]string
+	lost, dup map[types.UID]string
 	// paused: the users of group 0 wait while its instance is replaced.
 	paused chan struct{}
 }
@@ -395,11 +416,15 @@ type world struct {
 func newWorld(b backend) *world {
 	p := make(chan struct{})
 	close(p)
-	return &world{b: b, running: map[string]types.UID{}, unknown: map[string]bool{}, protected: map[types.UID]string{}, paused: p}
+	return &world{b: b, running: map[string]types.UID{}, unknown: map[string]bool{}, protected: map[types.UID]string{},
+		claims: map[string]types.UID{}, live: map[string]map[types.UID]string{}, lost: map[types.UID]string{}, dup: map[types.UID]string{}, paused: p}
 }
 
-// watchDeletions records every deletion of a pod believed running.
-func (w *world) watchDeletions(ctx context.Context, client kubernetes.Interface, ns string) (func(), error) {
+// watch watches, for the whole run, the pods (every deletion of a pod
+// believed running is recorded) and the claims (every deletion is: the
+// soak never calls DeleteClaims; so is a second claim of a user). The
+// returned stop may be called more than once.
+func (w *world) watch(ctx context.Context, client kubernetes.Interface, ns string) (func(), error) {
 	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
 	inf := f.Core().V1().Pods().Informer()
 	check := func(obj any, how string) {
@@ -428,14 +453,106 @@ func (w *world) watchDeletions(ctx context.Context, client kubernetes.Interface,
 	}); err != nil {
 		return nil, err
 	}
+	claims := f.Core().V1().PersistentVolumeClaims().Informer()
+	if _, err := claims.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { w.claimSeen(obj.(*corev1.PersistentVolumeClaim)) },
+		UpdateFunc: func(_, newObj any) {
+			// A claim deleted on a cluster without the claim protection
+			// controller stays Terminating: deleted all the same.
+			if c := newObj.(*corev1.PersistentVolumeClaim); c.DeletionTimestamp != nil {
+				w.claimGone(c, "deleted")
+			} else {
+				w.claimSeen(c)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if c, ok := obj.(*corev1.PersistentVolumeClaim); ok {
+				w.claimGone(c, "removed")
+			}
+		},
+	}); err != nil {
+		return nil, err
+	}
 	stop := make(chan struct{})
 	f.Start(stop)
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced, claims.HasSynced) {
 		close(stop)
 		f.Shutdown()
-		return nil, errors.New("soak: the deletion watch did not sync")
+		return nil, errors.New("soak: the watch of pods and claims did not sync")
 	}
-	return func() { close(stop); f.Shutdown() }, nil
+	var once sync.Once
+	return func() { once.Do(func() { close(stop); f.Shutdown() }) }, nil
+}
+
+// claimSeen notes a live claim: the first of its user, or a second one.
+func (w *world) claimSeen(c *corev1.PersistentVolumeClaim) {
+	if c.DeletionTimestamp != nil {
+		w.claimGone(c, "deleted")
+		return
+	}
+	user := w.b.claimKey(c)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.claims[user]; !ok {
+		w.claims[user] = c.UID
+	}
+	if w.live[user] == nil {
+		w.live[user] = map[types.UID]string{}
+	}
+	w.live[user][c.UID] = c.Name
+	if len(w.live[user]) > 1 {
+		if _, ok := w.dup[c.UID]; !ok {
+			w.dup[c.UID] = fmt.Sprintf("user %s: claims %v at once", user, slices.Sorted(maps.Values(w.live[user])))
+		}
+	}
+}
+
+// claimGone: a claim deleted (or found gone). Nothing in the soak may
+// delete one.
+func (w *world) claimGone(c *corev1.PersistentVolumeClaim, how string) {
+	user := w.b.claimKey(c)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.live[user], c.UID)
+	if _, ok := w.lost[c.UID]; !ok {
+		w.lost[c.UID] = fmt.Sprintf("%s (user %s, uid %s) %s", c.Name, user, c.UID, how)
+	}
+}
+
+// checkClaims reads the claims from the API server at the end: every
+// user's first claim must still be there, alive, and alone. It returns
+// how many users have one, and what was lost or duplicated over the run.
+func (w *world) checkClaims(ctx context.Context, client kubernetes.Interface, ns string) (int, []string, []string) {
+	list, err := client.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, []string{"cannot list: " + err.Error()}, nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	byUser := map[string][]string{}
+	alive := map[types.UID]bool{}
+	for _, c := range list.Items {
+		if c.DeletionTimestamp == nil {
+			user := w.b.claimKey(&c)
+			byUser[user] = append(byUser[user], c.Name)
+			alive[c.UID] = true
+		}
+	}
+	lost, dup := maps.Clone(w.lost), maps.Clone(w.dup)
+	for user, uid := range w.claims {
+		if _, ok := lost[uid]; !ok && !alive[uid] {
+			lost[uid] = fmt.Sprintf("user %s: claim uid %s gone", user, uid)
+		}
+	}
+	for user, names := range byUser {
+		if len(names) > 1 {
+			dup[types.UID("end/"+user)] = fmt.Sprintf("user %s: claims %v at the end", user, names)
+		}
+	}
+	return len(byUser), slices.Sorted(maps.Values(lost)), slices.Sorted(maps.Values(dup))
 }
 
 func (w *world) wrongDeletions() []string {
@@ -594,13 +711,15 @@ func (w *world) settle(ctx context.Context, stopTimeout time.Duration) {
 
 // waitNoLeaks waits up to timeout for the service's pods on the API
 // server to be exactly those believed running (pods being deleted do not
-// count), and returns the leaks left.
-func (w *world) waitNoLeaks(ctx context.Context, client kubernetes.Interface, ns, selector string, timeout time.Duration) []string {
+// count) and for no Service or Secret to be left that is not of one of
+// them, and returns the leaks left.
+func (w *world) waitNoLeaks(ctx context.Context, client kubernetes.Interface, ns, selector string, timeout time.Duration) ([]string, []ObjectLeak) {
 	deadline := time.Now().Add(timeout)
 	for {
 		leaks := w.leaks(ctx, client, ns, selector)
-		if len(leaks) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
-			return leaks
+		objects := w.objectLeaks(ctx, client, ns)
+		if (len(leaks) == 0 && len(objects) == 0) || time.Now().After(deadline) || ctx.Err() != nil {
+			return leaks, objects
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -624,5 +743,84 @@ func (w *world) leaks(ctx context.Context, client kubernetes.Interface, ns, sele
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// ObjectLeak is a Service or Secret left on the API server that belongs
+// to no pod believed running.
+type ObjectLeak struct {
+	Kind, Name string
+	// PodUID is its owner's (ownerReferences), if it has one.
+	PodUID types.UID
+	// PodGone: the API server has no pod of that UID. A garbage collector
+	// would delete the object; the soak's control plane runs none, so
+	// only its service could. Otherwise its pod is there, and leaked.
+	PodGone bool
+}
+
+func (l ObjectLeak) String() string {
+	switch {
+	case l.PodUID == "":
+		return fmt.Sprintf("%s %s (no owner pod)", l.Kind, l.Name)
+	case l.PodGone:
+		return fmt.Sprintf("%s %s (pod uid %s gone)", l.Kind, l.Name, l.PodUID)
+	}
+	return fmt.Sprintf("%s %s (pod uid %s leaked)", l.Kind, l.Name, l.PodUID)
+}
+
+// objectLeaks lists the namespace's Services and Secrets (the run's
+// namespace holds only the service's) and returns those whose owner pod
+// is not believed running, or is gone.
+func (w *world) objectLeaks(ctx context.Context, client kubernetes.Interface, ns string) []ObjectLeak {
+	fail := func(err error) []ObjectLeak { return []ObjectLeak{{Kind: "cannot list", Name: err.Error()}} }
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fail(err)
+	}
+	svcs, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fail(err)
+	}
+	secrets, err := client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fail(err)
+	}
+	exists := map[types.UID]bool{}
+	for _, p := range pods.Items {
+		exists[p.UID] = true
+	}
+	var objs []metav1.Object
+	for i := range svcs.Items {
+		objs = append(objs, &svcs.Items[i])
+	}
+	for i := range secrets.Items {
+		objs = append(objs, &secrets.Items[i])
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	believed := map[types.UID]bool{}
+	for _, uid := range w.running {
+		believed[uid] = true
+	}
+	var out []ObjectLeak
+	for _, o := range objs {
+		if o.GetDeletionTimestamp() != nil {
+			continue
+		}
+		l := ObjectLeak{Kind: "Secret", Name: o.GetName()}
+		if _, ok := o.(*corev1.Service); ok {
+			l.Kind = "Service"
+		}
+		for _, ref := range o.GetOwnerReferences() {
+			if ref.Kind == "Pod" {
+				l.PodUID = ref.UID
+			}
+		}
+		l.PodGone = l.PodUID != "" && !exists[l.PodUID]
+		if l.PodUID == "" || l.PodGone || !believed[l.PodUID] {
+			out = append(out, l)
+		}
+	}
+	slices.SortFunc(out, func(a, b ObjectLeak) int { return strings.Compare(a.Kind+"/"+a.Name, b.Kind+"/"+b.Name) })
 	return out
 }
