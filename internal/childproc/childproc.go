@@ -19,6 +19,18 @@ type Options struct {
 	Env []string
 	// Dir is its working directory ("" for this process's).
 	Dir string
+	// Append, if set, appends to the log file instead of truncating it
+	// (a restarted child keeps its earlier runs' output).
+	Append bool
+	// KillGroupOnExit, if set, kills (SIGKILL) what is left of the
+	// child's process group as soon as the child itself exits, as a
+	// container runtime tears down a container whose main process ended,
+	// and Done is closed only once no member of the group is alive (see
+	// GroupPIDs).
+	KillGroupOnExit bool
+	// Credential, if not nil, runs the child as that user and those
+	// groups (which needs root).
+	Credential *syscall.Credential
 }
 
 // Process is a running child process.
@@ -36,19 +48,26 @@ type Process struct {
 // its parent-death signal (it dies with the test binary even when that
 // panics or is killed). name is for messages.
 func Start(name, logPath string, opts Options, path string, args ...string) (*Process, error) {
-	logFile, err := os.Create(logPath)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if opts.Append {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	}
+	logFile, err := os.OpenFile(logPath, flags, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("childproc: %s: %w", name, err)
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Env, cmd.Dir, cmd.Stdout, cmd.Stderr = opts.Env, opts.Dir, logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: opts.Credential}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("childproc: start %s (%s): %w", name, filepath.Base(path), err)
 	}
 	p := &Process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
+		if opts.KillGroupOnExit {
+			p.killGroupOnExit()
+		}
 		p.err = cmd.Wait()
 		logFile.Close()
 		close(p.done)

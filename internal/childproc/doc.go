@@ -12,4 +12,9 @@
 //   - Stop sends SIGTERM, waits a grace period, then kills the whole group
 //     and returns only once the child has exited: nothing it started is
 //     left running.
+//   - With Options.KillGroupOnExit (a container's semantics, for podproc),
+//     the rest of the group is killed as soon as the child exits, and Done
+//     waits until no member is alive; GroupPIDs and ProcessGroups (read from
+//     /proc, zombies excluded) say who is. Options.Append keeps a restarted
+//     child's earlier output; Options.Credential runs it as another user.
 package childproc

@@ -73,11 +73,70 @@
 //   - Pod IPs are allocated from 127.244.0.0/16 and the node's address is
 //     127.0.0.1: loopback addresses, so that code under test that dials a pod
 //     IP can never send traffic off the machine. The simulator itself opens
-//     no connection to them.
+//     no connection to them, except the readiness probes of process pods.
 //   - Timings are lower bounds: a normal pod reaches Running and Ready no
 //     sooner than StartDelay after it was bound (and no sooner than the
 //     lifecycle steps allow); nothing guarantees an upper bound on a loaded
 //     machine.
+//
+// # Process pods
+//
+// A pod whose spec.runtimeClassName is Options.ProcessRuntimeClass (say
+// DefaultProcessRuntimeClass) is not scripted: the simulator runs its first
+// container as a local process, through package podproc (the container
+// runtime: see its documentation for exactly how a container becomes a
+// process, which listen addresses are rewritten to the pod's IP, and what
+// is not simulated). The API server's RuntimeClass admission refuses pods
+// that name a RuntimeClass that does not exist: Start creates it
+// (EnsureRuntimeClass), and a pod without it, or naming another one, is
+// simulated as before. Such a pod:
+//
+//   - is scheduled and first synced as any pod (Pending, startTime, its own
+//     pod IP, containers waiting in ContainerCreating); its IP is also
+//     locked machine-wide (a file lock under os.TempDir()), so that
+//     simulators of two test binaries never give two processes the same
+//     address. Scenario annotations and StartDelay do not apply.
+//   - has its container's configuration resolved from the API server: a
+//     missing Secret, ConfigMap or key leaves the container waiting in
+//     CreateContainerConfigError with the kubelet's message and a Warning
+//     Failed event, retried with back-off until it exists; a container with
+//     no command (and an image not in Options.ImageEntrypoints) waits in
+//     CreateContainerError for good; an executable that does not start is
+//     a terminated StartError (exit code 128).
+//   - is Running once the process is started (Pulled, Created and Started
+//     events; state running with its startedAt), and Ready when its
+//     readiness check passes (httpGet at the pod IP, else tcpSocket, else a
+//     TCP connect to the first containerPort, else at once; periods capped
+//     by Options.MaxProbePeriod; failed probes of the container's own
+//     readinessProbe are Warning Unhealthy events), not Ready again after
+//     failureThreshold failures.
+//   - when the process ends: state terminated with its exit code (128+signal
+//     when killed) and reason Completed (0) or Error; with restartPolicy
+//     Never, or OnFailure and exit code 0, the phase becomes Succeeded
+//     (0) or Failed; otherwise the container is restarted as the kubelet
+//     does: the first restart at once, then after a CrashLoopBackOff
+//     (waiting, Warning BackOff) that grows, restartCount and lastState
+//     kept, phase Running.
+//   - on graceful deletion: a Killing event, SIGTERM to the process, SIGKILL
+//     to its process group after min(grace period, MaxGracePeriod), the
+//     containers' final states and phase, then the final delete with a UID
+//     precondition as soon as the process is gone. A pod deleted at once
+//     (grace period 0) or replaced has its process stopped the same way in
+//     the background.
+//   - only its first container runs: init containers complete at once and
+//     the other containers run and are Ready at once (they are not run);
+//     they stop when the first container ends for good.
+//
+// Its output (stdout and stderr) is appended to a log file in its own
+// directory under Options.ProcessDir: ProcessPod gives its path,
+// ProcessLogTail its last lines (for tests to print on failure), Processes
+// lists the running ones. Stop stops every process it started and waits
+// until they are gone; podproc.VerifyNone and podproc.VerifyMain check,
+// like goleak, that no process started by any simulator is left.
+//
+// A restarted simulator adopts a process pod past Pending as it adopts any
+// pod: it leaves its status alone and runs no process (the earlier
+// simulator's process died with it).
 //
 // # Why not kwok
 //

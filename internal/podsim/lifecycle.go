@@ -33,6 +33,9 @@ func (s *Simulator) reconcile(ctx context.Context, st *podState, pod *v1.Pod) er
 			return nil
 		}
 		st.bound = true
+		if st.proc != nil && !st.adopted {
+			return s.reconcileProcessDeletion(ctx, st, pod, now)
+		}
 		return s.reconcileDeletion(ctx, st, pod, now)
 	}
 	if !st.bound {
@@ -51,6 +54,9 @@ func (s *Simulator) reconcile(ctx context.Context, st *podState, pod *v1.Pod) er
 		if err := s.startKubelet(ctx, st, pod, now); err != nil {
 			return err
 		}
+	}
+	if st.proc != nil && !st.adopted {
+		return s.runProcessPod(ctx, st, pod)
 	}
 	return s.runPlan(ctx, st)
 }
@@ -138,6 +144,10 @@ func (s *Simulator) startKubelet(ctx context.Context, st *podState, pod *v1.Pod,
 	if pod.Status.PodIP != "" {
 		st.ip = pod.Status.PodIP
 		s.ips.reserve(st.ip)
+	}
+	if st.proc != nil {
+		st.started = true // runProcessPod takes it from here
+		return nil
 	}
 	s.buildPlan(st)
 	st.started = true
@@ -235,13 +245,7 @@ func (s *Simulator) reconcileDeletion(ctx context.Context, st *podState, pod *v1
 	}
 	if !st.deleting {
 		st.deleting = true
-		grace := 30 * time.Second
-		switch {
-		case pod.DeletionGracePeriodSeconds != nil:
-			grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
-		case pod.Spec.TerminationGracePeriodSeconds != nil:
-			grace = time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
-		}
+		grace := deletionGrace(pod)
 		wait := min(grace, s.opts.MaxGracePeriod)
 		st.deleteAt = now.Add(wait)
 		logger.V(2).Info("Pod is being deleted", "gracePeriod", grace, "finalDeleteIn", wait)
@@ -262,13 +266,30 @@ func (s *Simulator) reconcileDeletion(ctx context.Context, st *podState, pod *v1
 		s.queue.AddAfter(st.key, st.deleteAt.Sub(now))
 		return nil
 	}
+	return s.finalDelete(ctx, st)
+}
+
+// deletionGrace is the grace period of a pod being deleted.
+func deletionGrace(pod *v1.Pod) time.Duration {
+	switch {
+	case pod.DeletionGracePeriodSeconds != nil:
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// finalDelete deletes the pod for good, with grace period 0 and a UID
+// precondition, as the kubelet does once its containers are stopped.
+func (s *Simulator) finalDelete(ctx context.Context, st *podState) error {
 	err := s.client.CoreV1().Pods(st.key.Namespace).Delete(ctx, st.key.Name, metav1.DeleteOptions{
 		GracePeriodSeconds: ptr.To[int64](0),
 		Preconditions:      metav1.NewUIDPreconditions(string(st.key.UID)),
 	})
 	switch {
 	case err == nil:
-		logger.V(2).Info("Deleted pod")
+		klog.FromContext(ctx).V(2).Info("Deleted pod")
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		// Gone, or the name belongs to a newer pod (UID precondition).
 		return errPodGone

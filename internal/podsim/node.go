@@ -51,14 +51,19 @@ func (s *Simulator) ensureNode(ctx context.Context) error {
 	return nil
 }
 
-func (s *Simulator) desiredNode() *v1.Node {
-	now := metav1.Now()
-	resources := v1.ResourceList{
+// nodeResources is the fake Node's capacity (and allocatable).
+func nodeResources() v1.ResourceList {
+	return v1.ResourceList{
 		v1.ResourceCPU:              resource.MustParse("64"),
 		v1.ResourceMemory:           resource.MustParse("256Gi"),
 		v1.ResourcePods:             resource.MustParse("10000"),
 		v1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
 	}
+}
+
+func (s *Simulator) desiredNode() *v1.Node {
+	now := metav1.Now()
+	resources := nodeResources()
 	cond := func(t v1.NodeConditionType, status v1.ConditionStatus, reason, msg string) v1.NodeCondition {
 		return v1.NodeCondition{Type: t, Status: status, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
 	}

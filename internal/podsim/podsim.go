@@ -137,6 +137,25 @@ type Options struct {
 	// Logger receives the simulator's contextual logs; default
 	// klog.FromContext of the context given to Start.
 	Logger klog.Logger
+	// ProcessRuntimeClass, if set, is the name of the RuntimeClass whose
+	// pods the simulator runs as local processes (see "Process pods" in the
+	// package documentation; DefaultProcessRuntimeClass is the usual name).
+	// Start creates the RuntimeClass (EnsureRuntimeClass). Empty: no pod's
+	// process is run.
+	ProcessRuntimeClass string
+	// ProcessDir is where each process pod gets its directory (HOME,
+	// TMPDIR, default working directory, log); default a new temporary
+	// directory that Stop removes (one given here is left in place). A
+	// process run as another user (runAsUser) must be able to traverse it.
+	ProcessDir string
+	// ImageEntrypoints maps an image to its ENTRYPOINT, which a process
+	// pod's container without command runs with its args (an empty one runs
+	// the args as the command, like tini -g --). Without an entry such a
+	// container fails with CreateContainerError.
+	ImageEntrypoints map[string][]string
+	// MaxProbePeriod caps the periodSeconds of process pods' readiness
+	// probes; default DefaultMaxProbePeriod.
+	MaxProbePeriod time.Duration
 	// PodIP, if set, is the IP every pod of the node reports (status.podIP
 	// and podIPs) instead of a unique one from 127.244.0.0/16. It must be a
 	// loopback address: one stand-in server listening there (a simulated
@@ -176,9 +195,15 @@ type Simulator struct {
 	queue   workqueue.TypedRateLimitingInterface[podKey]
 	events  []eventShard
 
-	mu   sync.Mutex
-	pods map[podKey]*podState
-	ips  *ipPool
+	mu         sync.Mutex
+	pods       map[podKey]*podState
+	ips        *ipPool
+	procs      map[podKey]*procPod               // live process pods
+	procByName map[types.NamespacedName]*procPod // latest incarnation, kept until Stop
+
+	procDir    string         // resolved Options.ProcessDir
+	ownProcDir bool           // procDir is ours to remove
+	procWG     sync.WaitGroup // process pods' probe, exit and stop goroutines
 
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -211,7 +236,10 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 	if opts.MaxGracePeriod == 0 {
 		opts.MaxGracePeriod = DefaultMaxGracePeriod
 	}
-	if opts.StartDelay < 0 || opts.StepDelay < 0 || opts.MaxGracePeriod < 0 {
+	if opts.MaxProbePeriod == 0 {
+		opts.MaxProbePeriod = DefaultMaxProbePeriod
+	}
+	if opts.StartDelay < 0 || opts.StepDelay < 0 || opts.MaxGracePeriod < 0 || opts.MaxProbePeriod < 0 {
 		return nil, fmt.Errorf("podsim: negative delay in options %+v", opts)
 	}
 	if opts.PodIP != "" {
@@ -227,15 +255,17 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 
 	ctx, cancel := context.WithCancel(klog.NewContext(ctx, logger))
 	s := &Simulator{
-		client:  client,
-		opts:    opts,
-		logger:  logger,
-		nodeIP:  nodeIP,
-		ctx:     ctx,
-		cancel:  cancel,
-		pods:    map[podKey]*podState{},
-		ips:     newIPPool(),
-		stopped: make(chan struct{}),
+		client:     client,
+		opts:       opts,
+		logger:     logger,
+		nodeIP:     nodeIP,
+		ctx:        ctx,
+		cancel:     cancel,
+		pods:       map[podKey]*podState{},
+		ips:        newIPPool(),
+		procs:      map[podKey]*procPod{},
+		procByName: map[types.NamespacedName]*procPod{},
+		stopped:    make(chan struct{}),
 		queue: workqueue.NewTypedRateLimitingQueue(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[podKey](50*time.Millisecond, 10*time.Second)),
 	}
@@ -244,6 +274,13 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 		cancel()
 		s.queue.ShutDown()
 		return nil, err
+	}
+	if opts.ProcessRuntimeClass != "" {
+		if err := s.setUpProcesses(ctx); err != nil {
+			cancel()
+			s.queue.ShutDown()
+			return nil, err
+		}
 	}
 
 	for range eventShards {
@@ -312,14 +349,19 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 }
 
 // Stop stops the workers, the informer and the event broadcaster and waits
-// for the workers to return. Events not yet written to the API server may be
-// lost. Stop is idempotent and is also called when the context given to Start
-// is cancelled. It does not delete the Node or any pod.
+// for the workers to return; it stops every process of a process pod
+// (SIGTERM, then SIGKILL to its process group after min(grace period,
+// MaxGracePeriod)) and waits until they are gone. Events not yet written to
+// the API server may be lost. Stop is idempotent and is also called when the
+// context given to Start is cancelled. It does not delete the Node, the
+// RuntimeClass or any pod (process pods keep their last status, as on a node
+// that died).
 func (s *Simulator) Stop() {
 	s.stopOnce.Do(func() {
 		s.cancel()
 		s.queue.ShutDown()
 		s.wg.Wait()
+		s.stopProcesses()
 		if s.factory != nil {
 			s.factory.Shutdown()
 		}
@@ -415,6 +457,9 @@ func (s *Simulator) state(ctx context.Context, key podKey, pod *v1.Pod) *podStat
 	}
 	st := newPodState(ctx, key, pod, s.opts)
 	s.pods[key] = st
+	if s.isProcessPod(pod) {
+		st.proc = s.newProcPod(ctx, st, pod)
+	}
 	return st
 }
 
@@ -425,6 +470,9 @@ func (s *Simulator) forget(ctx context.Context, key podKey) {
 	delete(s.pods, key)
 	s.mu.Unlock()
 	if ok {
+		if st.proc != nil {
+			s.releaseProcess(key, st.proc)
+		}
 		if st.ip != "" {
 			s.ips.release(st.ip)
 		}

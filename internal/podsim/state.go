@@ -86,6 +86,10 @@ type podState struct {
 	finalIdx   int
 	restarts   int32
 
+	// proc is the process side of a process pod (Options.ProcessRuntimeClass),
+	// nil for a simulated one.
+	proc *procPod
+
 	// Graceful deletion.
 	deleting   bool
 	killRan    bool // Killing events recorded, containers terminated

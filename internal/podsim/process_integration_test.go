@@ -1,0 +1,512 @@
+//go:build integration
+
+package podsim_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubespawn/kubespawn/internal/childproc"
+	"github.com/kubespawn/kubespawn/internal/podproc"
+	"github.com/kubespawn/kubespawn/internal/podsim"
+)
+
+const processNode = "podsim-process-node"
+
+// procEnv is one process-pod test: its namespace and client (testEnv), the
+// process simulator and the helper binary.
+type procEnv struct {
+	*testEnv
+	sim    *podsim.Simulator
+	helper string
+}
+
+// startProcessSim starts a simulator of its own that runs the pods of
+// RuntimeClass podsim.DefaultProcessRuntimeClass. Its pods are created bound
+// to its node, so the package's shared simulator leaves them alone; the
+// caller is not parallel, so this one competes with the shared one for no
+// unbound pod (see TestPodIPOption).
+func startProcessSim(t *testing.T, e *testEnv) *podsim.Simulator {
+	t.Helper()
+	s, err := podsim.Start(context.Background(), e.client, podsim.Options{
+		NodeName:            processNode,
+		ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
+		ProcessDir:          t.TempDir(),
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		s.Stop()
+		// Nothing the simulator started outlives its Stop.
+		podproc.VerifyNone(t)
+		_ = e.client.CoreV1().Nodes().Delete(context.Background(), processNode, metav1.DeleteOptions{})
+	})
+	return s
+}
+
+// processPod is a pod of the process runtime, bound to the process node,
+// that runs the helper with args.
+func (pe *procEnv) processPod(name string, args ...string) *v1.Pod {
+	p := newPod(name)
+	p.Spec.NodeName = processNode
+	p.Spec.RuntimeClassName = ptr.To(podsim.DefaultProcessRuntimeClass)
+	p.Spec.RestartPolicy = v1.RestartPolicyNever
+	p.Spec.Containers[0].Command = []string{pe.helper}
+	p.Spec.Containers[0].Args = args
+	return p
+}
+
+// create creates the pod and, if the test fails, prints its process's log.
+func (pe *procEnv) create(p *v1.Pod) *v1.Pod {
+	pe.t.Helper()
+	created := pe.testEnv.create(p)
+	pe.t.Cleanup(func() {
+		if pe.t.Failed() {
+			pe.t.Logf("process log of pod %s/%s:\n%s", pe.ns, p.Name, pe.sim.ProcessLogTail(pe.ns, p.Name, 40))
+		}
+	})
+	return created
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	port, err := childproc.FreePort()
+	require.NoError(t, err)
+	return port
+}
+
+func running(p *v1.Pod) bool {
+	return len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil
+}
+
+func terminated(p *v1.Pod) *v1.ContainerStateTerminated {
+	if len(p.Status.ContainerStatuses) == 0 {
+		return nil
+	}
+	return p.Status.ContainerStatuses[0].State.Terminated
+}
+
+// get fetches url with a short timeout; it never goes through a proxy.
+func get(url string) (int, string, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// startRecord is what the helper writes to start.json (and serves in /info).
+type startRecord struct {
+	Args []string          `json:"args"`
+	Env  map[string]string `json:"env"`
+	Cwd  string            `json:"cwd"`
+	Addr string            `json:"addr"`
+}
+
+func readStart(t *testing.T, path string) startRecord {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var r startRecord
+	require.NoError(t, json.Unmarshal(b, &r))
+	return r
+}
+
+// TestProcessPods runs real processes as pods. Not parallel (it runs a
+// simulator of its own, see startProcessSim); its subtests are.
+func TestProcessPods(t *testing.T) {
+	e := setup(t)
+	helper := buildHelper(t)
+	s := startProcessSim(t, e)
+	env := func(t *testing.T) *procEnv { return &procEnv{testEnv: setup(t), sim: s, helper: helper} }
+
+	t.Run("RuntimeClassAdmissionNeedsTheObject", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		p := pe.processPod("no-class")
+		p.Spec.RuntimeClassName = ptr.To("podsim-no-such-class")
+		_, err := pe.client.CoreV1().Pods(pe.ns).Create(pe.ctx, p, metav1.CreateOptions{})
+		require.Error(t, err, "a pod naming a missing RuntimeClass was admitted")
+		assert.True(t, apierrors.IsForbidden(err), "%v", err)
+		require.NoError(t, podsim.EnsureRuntimeClass(pe.ctx, pe.client, podsim.DefaultProcessRuntimeClass), "EnsureRuntimeClass is idempotent")
+	})
+
+	t.Run("ReadyThroughHTTPGetAtItsOwnIP", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		dir, port := t.TempDir(), freePort(t)
+		p := pe.processPod("http", "--ip=0.0.0.0", "--port="+strconv.Itoa(port), "--ready-file=ready")
+		p.Spec.Containers[0].WorkingDir = dir
+		p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+		p.Spec.Containers[0].ReadinessProbe = &v1.Probe{
+			ProbeHandler:  v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(int32(port))}},
+			PeriodSeconds: 1, FailureThreshold: 1,
+		}
+		pod := pe.create(p)
+
+		got := pe.waitPod(pod.Name, time.Minute, "running", running)
+		assert.Equal(t, v1.PodRunning, got.Status.Phase)
+		cs := got.Status.ContainerStatuses[0]
+		assert.False(t, cs.State.Running.StartedAt.IsZero(), "startedAt")
+		assert.False(t, cs.Ready, "Ready before its readiness probe passed")
+		assert.False(t, conditionTrue(got, v1.PodReady))
+		ip := got.Status.PodIP
+		addr, err := netip.ParseAddr(ip)
+		require.NoError(t, err)
+		assert.True(t, netip.MustParsePrefix("127.244.0.0/16").Contains(addr), ip)
+
+		// It listens at the pod's IP, and only there: --ip=0.0.0.0 was
+		// rewritten.
+		base := "http://" + net.JoinHostPort(ip, strconv.Itoa(port))
+		var info startRecord
+		require.Eventually(t, func() bool {
+			code, body, err := get(base + "/info")
+			return err == nil && code == http.StatusOK && json.Unmarshal([]byte(body), &info) == nil
+		}, time.Minute, 20*time.Millisecond)
+		assert.Equal(t, net.JoinHostPort(ip, strconv.Itoa(port)), info.Addr)
+		assert.Contains(t, info.Args, "--ip="+ip)
+		assert.Equal(t, dir, info.Cwd, "workingDir")
+		code, _, err := get(base + "/healthz")
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusServiceUnavailable, code)
+		pe.waitEventsFunc(pod.UID, "Unhealthy", func(evs []v1.Event) bool {
+			for _, ev := range evs {
+				if ev.Reason == "Unhealthy" && ev.Type == v1.EventTypeWarning &&
+					ev.Message == "Readiness probe failed: HTTP probe failed with statuscode: 503" {
+					return true
+				}
+			}
+			return false
+		})
+		assert.False(t, conditionTrue(pe.waitPod(pod.Name, time.Minute, "running", running), v1.PodReady), "Ready while the probe fails")
+
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644))
+		got = pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
+		assert.True(t, got.Status.ContainerStatuses[0].Ready)
+		evs := pe.waitEvents(pod.UID, "Pulled", "Created", "Started")
+		assert.Equal(t, -1, firstIndex(evs, "Scheduled"), "a pod created bound was scheduled")
+		assert.Equal(t, processNode, findEvent(t, evs, "Started").Source.Host)
+		info2, ok := pe.sim.ProcessPod(pe.ns, pod.Name)
+		require.True(t, ok)
+		assert.Positive(t, info2.Pid)
+		assert.Contains(t, pe.sim.ProcessLogTail(pe.ns, pod.Name, 20), "helper: listening on "+info.Addr)
+	})
+
+	t.Run("TwoPodsOnOnePortDoNotCollide", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		port := freePort(t)
+		var pods []*v1.Pod
+		for _, name := range []string{"web-a", "web-b"} {
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "whoami.txt"), []byte(name), 0o644))
+			p := pe.processPod(name)
+			c := &p.Spec.Containers[0]
+			c.Command = []string{"python3", "-m", "http.server", strconv.Itoa(port)}
+			c.Args = []string{"--bind", "0.0.0.0"}
+			c.WorkingDir = dir
+			c.Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+			pods = append(pods, pe.create(p))
+		}
+		ips := map[string]string{}
+		for _, p := range pods {
+			got := pe.waitPod(p.Name, time.Minute, "Running and Ready", runningAndReady)
+			ips[p.Name] = got.Status.PodIP
+		}
+		assert.NotEqual(t, ips["web-a"], ips["web-b"])
+		for name, ip := range ips {
+			code, body, err := get("http://" + net.JoinHostPort(ip, strconv.Itoa(port)) + "/whoami.txt")
+			require.NoError(t, err, name)
+			assert.Equal(t, http.StatusOK, code, name)
+			assert.Equal(t, name, body, "the server at %s's IP", name)
+		}
+	})
+
+	t.Run("EnvSecretAndDefaultsReachTheProcess", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		_, err := pe.client.CoreV1().Secrets(pe.ns).Create(pe.ctx, &v1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "creds"}, Data: map[string][]byte{"token": []byte("s3cr3t")},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		_, err = pe.client.CoreV1().ConfigMaps(pe.ns).Create(pe.ctx, &v1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "settings"}, Data: map[string]string{"color": "blue"},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		p := pe.processPod("env", "--ip", "0.0.0.0", "--port=8888", "--exit=0")
+		p.Spec.Containers[0].Env = []v1.EnvVar{
+			{Name: "GREETING", Value: "hello"},
+			{Name: "TOKEN", ValueFrom: &v1.EnvVarSource{SecretKeyRef: &v1.SecretKeySelector{
+				LocalObjectReference: v1.LocalObjectReference{Name: "creds"}, Key: "token"}}},
+			{Name: "COLOR", ValueFrom: &v1.EnvVarSource{ConfigMapKeyRef: &v1.ConfigMapKeySelector{
+				LocalObjectReference: v1.LocalObjectReference{Name: "settings"}, Key: "color"}}},
+			{Name: "MY_POD_IP", ValueFrom: &v1.EnvVarSource{FieldRef: &v1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+			{Name: "COMBINED", Value: "$(GREETING)-$(COLOR)"},
+			{Name: "JUPYTERHUB_SERVICE_URL", Value: "http://0.0.0.0:8888/user/alice/"},
+		}
+		pod := pe.create(p)
+		got := pe.waitPod(pod.Name, time.Minute, "Succeeded", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodSucceeded })
+		term := terminated(got)
+		require.NotNil(t, term)
+		assert.Equal(t, int32(0), term.ExitCode)
+		assert.Equal(t, "Completed", term.Reason)
+
+		info, ok := pe.sim.ProcessPod(pe.ns, pod.Name)
+		require.True(t, ok)
+		assert.Zero(t, info.Pid, "ended")
+		rec := readStart(t, filepath.Join(info.Dir, "work", "start.json"))
+		ip := got.Status.PodIP
+		assert.Equal(t, "hello", rec.Env["GREETING"])
+		assert.Equal(t, "s3cr3t", rec.Env["TOKEN"])
+		assert.Equal(t, "blue", rec.Env["COLOR"])
+		assert.Equal(t, ip, rec.Env["MY_POD_IP"])
+		assert.Equal(t, "hello-blue", rec.Env["COMBINED"])
+		assert.Equal(t, "http://"+ip+":8888/user/alice/", rec.Env["JUPYTERHUB_SERVICE_URL"])
+		assert.Equal(t, pod.Name, rec.Env["HOSTNAME"])
+		assert.Equal(t, filepath.Join(info.Dir, "home"), rec.Env["HOME"], "HOME is the pod's own")
+		assert.Equal(t, filepath.Join(info.Dir, "work"), rec.Cwd, "default working directory")
+		assert.Equal(t, []string{"--ip", ip, "--port=8888", "--exit=0"}, rec.Args, "two-argument --ip rewritten")
+		_, inherited := rec.Env["KUBESPAWN_BIN_DIR"]
+		assert.False(t, inherited, "the test's environment leaked into the process")
+		repo, err := os.Getwd()
+		require.NoError(t, err)
+		assert.False(t, strings.HasPrefix(rec.Cwd, filepath.Dir(filepath.Dir(repo))), "working directory %s inside the repository", rec.Cwd)
+	})
+
+	t.Run("ExitCode3FailsThePod", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		pod := pe.create(pe.processPod("exit3", "--exit=3"))
+		got := pe.waitPod(pod.Name, time.Minute, "Failed", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodFailed })
+		term := terminated(got)
+		require.NotNil(t, term, dump(got))
+		assert.Equal(t, int32(3), term.ExitCode)
+		assert.Equal(t, "Error", term.Reason)
+		assert.False(t, term.FinishedAt.IsZero())
+		assert.Equal(t, int32(0), got.Status.ContainerStatuses[0].RestartCount)
+		assert.False(t, conditionTrue(got, v1.PodReady))
+		assert.Contains(t, pe.sim.ProcessLogTail(pe.ns, pod.Name, 10), "helper: exiting with 3")
+	})
+
+	t.Run("RestartPolicyAlwaysCrashLoops", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		p := pe.processPod("crash", "--exit=1")
+		p.Spec.RestartPolicy = v1.RestartPolicyAlways
+		pod := pe.create(p)
+		got := pe.waitPod(pod.Name, time.Minute, "CrashLoopBackOff after restarts", func(p *v1.Pod) bool {
+			if len(p.Status.ContainerStatuses) == 0 {
+				return false
+			}
+			cs := p.Status.ContainerStatuses[0]
+			return cs.RestartCount >= 2 && cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
+		})
+		cs := got.Status.ContainerStatuses[0]
+		require.NotNil(t, cs.LastTerminationState.Terminated, dump(got))
+		assert.Equal(t, int32(1), cs.LastTerminationState.Terminated.ExitCode)
+		assert.Equal(t, v1.PodRunning, got.Status.Phase, "a restarting pod is Running")
+		pe.waitEvents(pod.UID, "BackOff")
+	})
+
+	t.Run("DeletionSendsSIGTERM", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		rec := pe.recordPods()
+		dir := t.TempDir()
+		p := pe.processPod("term", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
+		p.Spec.Containers[0].WorkingDir = dir
+		pod := pe.create(p)
+		pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
+		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
+		waitGone(t, pe, pod.Name)
+		b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
+		require.NoError(t, err, "the process recorded no signal")
+		assert.Equal(t, "SIGTERM\n", string(b))
+		last := lastBeforeDelete(t, rec, pod)
+		term := terminated(last)
+		require.NotNil(t, term, dump(last))
+		assert.Equal(t, int32(0), term.ExitCode, "it exited on SIGTERM")
+		assert.Equal(t, v1.PodSucceeded, last.Status.Phase)
+		assert.Equal(t, "Stopping container notebook", findEvent(t, pe.waitEvents(pod.UID, "Killing"), "Killing").Message)
+		for _, pr := range pe.sim.Processes() {
+			assert.NotEqual(t, pod.Name, pr.Name, "its process is still running")
+		}
+	})
+
+	t.Run("SIGKILLAfterTheGracePeriod", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		rec := pe.recordPods()
+		dir := t.TempDir()
+		p := pe.processPod("stubborn", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)), "--ignore-term")
+		p.Spec.Containers[0].WorkingDir = dir
+		pod := pe.create(p)
+		pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
+		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)}))
+		waitGone(t, pe, pod.Name)
+		b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
+		require.NoError(t, err)
+		assert.Equal(t, "SIGTERM\n", string(b))
+		term := terminated(lastBeforeDelete(t, rec, pod))
+		require.NotNil(t, term)
+		assert.Equal(t, int32(137), term.ExitCode, "killed by SIGKILL")
+		assert.Equal(t, "Error", term.Reason)
+	})
+
+	t.Run("MissingSecretKeyIsCreateContainerConfigError", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		_, err := pe.client.CoreV1().Secrets(pe.ns).Create(pe.ctx, &v1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "creds"}, Data: map[string][]byte{"other": []byte("x")},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		p := pe.processPod("nokey", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
+		p.Spec.Containers[0].Env = []v1.EnvVar{{Name: "TOKEN", ValueFrom: &v1.EnvVarSource{SecretKeyRef: &v1.SecretKeySelector{
+			LocalObjectReference: v1.LocalObjectReference{Name: "creds"}, Key: "token"}}}}
+		pod := pe.create(p)
+		want := fmt.Sprintf("couldn't find key token in Secret %s/creds", pe.ns)
+		got := pe.waitPod(pod.Name, time.Minute, "CreateContainerConfigError", func(p *v1.Pod) bool { return waitingReason(p, "CreateContainerConfigError") })
+		assert.Equal(t, want, got.Status.ContainerStatuses[0].State.Waiting.Message)
+		assert.Equal(t, v1.PodPending, got.Status.Phase)
+		pe.waitEventsFunc(pod.UID, "Failed event", func(evs []v1.Event) bool {
+			for _, ev := range evs {
+				if ev.Reason == "Failed" && ev.Message == "Error: "+want {
+					return true
+				}
+			}
+			return false
+		})
+		_, isProc := pe.sim.ProcessPod(pe.ns, pod.Name)
+		assert.True(t, isProc, "the pod is a process pod")
+		for _, pr := range pe.sim.Processes() {
+			assert.NotEqual(t, pod.Name, pr.Name, "a process started without its configuration")
+		}
+
+		// As the kubelet, the simulator retries: once the key exists, the
+		// container starts.
+		_, err = pe.client.CoreV1().Secrets(pe.ns).Update(pe.ctx, &v1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "creds"}, Data: map[string][]byte{"token": []byte("t")},
+		}, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
+	})
+
+	t.Run("OnlyArgsIsCreateContainerError", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		p := pe.processPod("argsonly", pe.helper, "--exit=0")
+		p.Spec.Containers[0].Command = nil
+		pod := pe.create(p)
+		got := pe.waitPod(pod.Name, time.Minute, "CreateContainerError", func(p *v1.Pod) bool { return waitingReason(p, "CreateContainerError") })
+		assert.Contains(t, got.Status.ContainerStatuses[0].State.Waiting.Message, "has no command")
+		assert.Equal(t, v1.PodPending, got.Status.Phase)
+	})
+
+	t.Run("PodWithoutRuntimeClassIsSimulated", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		p := pe.processPod("plain", "--exit=7")
+		p.Spec.RuntimeClassName = nil
+		pod := pe.create(p)
+		pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
+		_, ok := pe.sim.ProcessPod(pe.ns, pod.Name)
+		assert.False(t, ok, "a pod without the runtime class was run as a process")
+	})
+}
+
+// waitGone waits until the pod is NotFound.
+func waitGone(t *testing.T, pe *procEnv, name string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		_, err := pe.client.CoreV1().Pods(pe.ns).Get(pe.ctx, name, metav1.GetOptions{})
+		return isNotFound(err)
+	}, time.Minute, 20*time.Millisecond, "pod %s never deleted", name)
+}
+
+// lastBeforeDelete is the last version of the pod its watch saw before the
+// DELETED event.
+func lastBeforeDelete(t *testing.T, rec *podRecorder, pod *v1.Pod) *v1.Pod {
+	t.Helper()
+	var last *v1.Pod
+	require.Eventually(t, func() bool {
+		types, pods := rec.history(pod.UID)
+		for i, typ := range types {
+			if typ == watch.Deleted {
+				last = pods[i]
+				return true
+			}
+		}
+		return false
+	}, time.Minute, 20*time.Millisecond, "no DELETED event")
+	return last
+}
+
+// fakeT records what VerifyNone reports.
+type fakeT struct {
+	mu     sync.Mutex
+	errors []string
+}
+
+func (f *fakeT) Helper() {}
+func (f *fakeT) Errorf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errors = append(f.errors, fmt.Sprintf(format, args...))
+}
+
+// TestLeftoverProcessCheck: the leftover-process check fails while a process
+// pod's process runs, and passes once the simulator is stopped. Not
+// parallel: a simulator of its own.
+func TestLeftoverProcessCheck(t *testing.T) {
+	e := setup(t)
+	helper := buildHelper(t)
+	s, err := podsim.Start(context.Background(), e.client, podsim.Options{
+		NodeName: processNode, ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		s.Stop()
+		_ = e.client.CoreV1().Nodes().Delete(context.Background(), processNode, metav1.DeleteOptions{})
+	})
+	pe := &procEnv{testEnv: e, sim: s, helper: helper}
+	pod := pe.create(pe.processPod("leaky", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t))))
+	pe.waitPod(pod.Name, time.Minute, "running", running)
+	info, ok := s.ProcessPod(e.ns, pod.Name)
+	require.True(t, ok)
+	require.Positive(t, info.Pid)
+	logPath := info.LogPath
+
+	ft := &fakeT{}
+	podproc.VerifyNone(ft)
+	require.Len(t, ft.errors, 1, "a running process pod's process went unreported")
+	assert.Contains(t, ft.errors[0], e.ns+"/leaky/notebook")
+	assert.Contains(t, ft.errors[0], fmt.Sprintf("pid %d", info.Pid))
+
+	s.Stop()
+	podproc.VerifyNone(t)
+	_, err = os.Stat(logPath)
+	assert.True(t, os.IsNotExist(err), "Stop left the simulator's own process directory behind")
+}
