@@ -158,6 +158,10 @@ func (a *attempt) ensureClaim(ctx context.Context, want *corev1.PersistentVolume
 				return ref, nil
 			case apierrors.IsAlreadyExists(cerr):
 				continue // another Start won the race: adopt its claim
+			case ctx.Err() != nil:
+				// Cut by the start's end (timeout, Stop, the caller): not
+				// an answer of the API server.
+				return ref, context.Cause(ctx)
 			case !isTransient(cerr):
 				// Quota, admission, validation: the API server's answer.
 				return ref, &StartError{Reason: ErrClaimFailed, Message: fmt.Sprintf("claim %s: the API server refused the create", want.Name), Err: cerr}
@@ -193,7 +197,10 @@ func (a *attempt) ensureClaim(ctx context.Context, want *corev1.PersistentVolume
 			// storage class allows it; the API server decides).
 			patch := fmt.Sprintf(`{"spec":{"resources":{"requests":{"storage":%q}}}}`, wantSize.String())
 			if _, perr := claims.Patch(ctx, want.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); perr != nil {
-				if isTransient(perr) && ctx.Err() == nil {
+				if ctx.Err() != nil {
+					return ref, context.Cause(ctx)
+				}
+				if isTransient(perr) {
 					if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
 						return ref, serr
 					}

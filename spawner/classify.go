@@ -64,7 +64,11 @@ func classifyPod(pod *corev1.Pod, now time.Time, pullSince *time.Time, grace tim
 			return verdict{reason: ErrImagePull, message: msg}
 		case "InvalidImageName":
 			return verdict{reason: ErrInvalidImage, message: msg}
-		case "CreateContainerConfigError":
+		case "CreateContainerConfigError", "CreateContainerError":
+			// Config: a missing Secret or ConfigMap key; create: the
+			// runtime refused the container (a bad command, say). The
+			// kubelet retries both, but neither mends itself within a
+			// start.
 			return verdict{reason: ErrCreateContainerConfig, message: msg}
 		case "CrashLoopBackOff":
 			return verdict{reason: ErrCrashLoop, message: msg}

@@ -150,6 +150,24 @@ func kindAPI(c kubernetes.Interface, kind string) objectAPI {
 	panic("spawner: unknown kind " + kind)
 }
 
+// podsAPI lists pods (for the claims' "does the key have a pod" check).
+func podsAPI(s *Spawner) objectAPI {
+	pods := s.opts.Client.CoreV1()
+	return objectAPI{kind: "Pod",
+		list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
+			l, err := pods.Pods(ns).List(ctx, opts)
+			if err != nil {
+				return nil, "", err
+			}
+			out := make([]metav1.Object, len(l.Items))
+			for i := range l.Items {
+				out[i] = &l.Items[i]
+			}
+			return out, l.Continue, nil
+		},
+	}
+}
+
 // ownedKinds are the kinds that belong to one pod.
 var ownedKinds = []string{KindService, KindSecret, KindConfigMap}
 
@@ -235,7 +253,7 @@ func (s *Spawner) deleteOwned(ctx context.Context, ns string, uid types.UID) ([]
 		o := kindAPI(s.opts.Client, kind)
 		items, err := s.listRetry(ctx, o, ns, sel)
 		if apierrors.IsForbidden(err) {
-			klog.FromContext(ctx).V(4).Info("Not allowed to list; assuming no owned objects of this kind", "kind", kind)
+			s.forbiddenKind(ctx, kind, err)
 			continue
 		}
 		if err != nil {
@@ -273,4 +291,19 @@ func (s *Spawner) listRetry(ctx context.Context, o objectAPI, ns, selector strin
 // ownedSelector selects the owned objects of pod uid of this instance.
 func ownedSelector(instance string, uid types.UID) string {
 	return fmt.Sprintf("%s=%s,%s=%s,%s=%s", LabelManagedBy, ManagedByValue, LabelInstance, instance, LabelPodUID, uid)
+}
+
+// forbiddenKind notes that the service may not list kind: taken as a kind
+// it does not manage, which is right for a service that creates none and
+// an RBAC mistake for one that does (its objects would be left to the
+// garbage collector). Said once per kind at the default level, then at
+// V(4).
+func (s *Spawner) forbiddenKind(ctx context.Context, kind string, err error) {
+	logger := klog.FromContext(ctx)
+	if _, seen := s.forbidden.LoadOrStore(kind, true); seen {
+		logger.V(4).Info("Not allowed to list; assuming no owned objects of this kind", "kind", kind)
+		return
+	}
+	logger.Info("Not allowed to list this kind: assuming the service creates none; if it does (Request.Services, Secrets, ConfigMaps), grant get, list, create and delete on it, or Stop and the sweeper leave them to the garbage collector",
+		"kind", kind, "err", err)
 }

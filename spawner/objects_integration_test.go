@@ -530,6 +530,11 @@ func TestIntegrationSweepReportsUnknownClaimsAndDeletesOnlyByPolicy(t *testing.T
 	}
 	running, err := e.sp.Start(ctx, withClaim(e.request("busy", ""), homeClaim("claim-busy", "1Gi")))
 	require.NoError(t, err)
+	// The same instance under another NamePrefix (a renamed deployment):
+	// its pod uses its claim as much, though not under PodName(key).
+	renamed := e.spawner(t, func(o *Options) { o.NamePrefix = "renamed" })
+	alt, err := renamed.Start(ctx, withClaim(e.request("alt", ""), homeClaim("claim-alt", "1Gi")))
+	require.NoError(t, err)
 	unknown := func(_ context.Context, c *corev1.PersistentVolumeClaim) (SweepReason, error) {
 		if c.Annotations[AnnotationKey] == "known" {
 			return "", nil
@@ -539,13 +544,13 @@ func TestIntegrationSweepReportsUnknownClaimsAndDeletesOnlyByPolicy(t *testing.T
 	policy := SweepPolicy{Namespace: e.ns, MaxAge: time.Hour, MinAge: time.Millisecond, ClaimSelect: unknown, Delete: true}
 	res, err := e.sp.Sweep(ctx, policy)
 	require.NoError(t, err)
-	require.Len(t, res.Claims, 2, "lost and busy reported")
+	require.Len(t, res.Claims, 3, "lost, busy and alt reported")
 	for _, c := range res.Claims {
 		assert.Equal(t, SweepReason("unknown_key"), c.Reason)
 		assert.False(t, c.Selected, "no MaxClaimAge: reported only")
 		assert.False(t, c.Deleted)
 	}
-	assert.Equal(t, 2.0, testutil.ToFloat64(e.sp.metrics.unknownClaims.WithLabelValues(e.ns)))
+	assert.Equal(t, 3.0, testutil.ToFloat64(e.sp.metrics.unknownClaims.WithLabelValues(e.ns)))
 	for _, n := range []string{"claim-known", "claim-lost", "claim-busy"} {
 		_, err := e.claim(t, n)
 		require.NoError(t, err, "%s kept", n)
@@ -570,5 +575,9 @@ func TestIntegrationSweepReportsUnknownClaimsAndDeletesOnlyByPolicy(t *testing.T
 	require.NoError(t, err)
 	_, err = e.claim(t, "claim-known")
 	require.NoError(t, err)
+	assert.Equal(t, skipInUse, byName["claim-alt"].Reason, "the key's pod is found by its labels, whatever its name")
+	_, err = e.claim(t, "claim-alt")
+	require.NoError(t, err)
 	e.stop(t, running.Name)
+	require.NoError(t, renamed.Stop(ctx, e.ns, alt.Name, StopOptions{UID: alt.UID}))
 }

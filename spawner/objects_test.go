@@ -1,13 +1,18 @@
 package spawner
 
 import (
+	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func unitClaim(name string) *corev1.PersistentVolumeClaim {
@@ -152,4 +157,22 @@ func TestClaimIncompatibleNamesTheField(t *testing.T) {
 			assert.Contains(t, diff, tc.diff, name)
 		}
 	}
+}
+
+// A start whose time runs out while its claim's create is in flight fails
+// for that reason (ErrStartTimeout), not as a refusal of the API server:
+// client-go's error for a cancelled request is not an answer.
+func TestClaimCreateCutByTheStartTimeout(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, func(o *Options) { o.StartTimeout = 100 * time.Millisecond })
+	f.client.PrependReactor("create", "persistentvolumeclaims", func(k8stesting.Action) (bool, runtime.Object, error) {
+		time.Sleep(300 * time.Millisecond) // past the start timeout
+		return true, nil, fmt.Errorf("Post \"https://api/persistentvolumeclaims\": %w", context.Canceled)
+	})
+	_, err := f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec(), Claims: []*corev1.PersistentVolumeClaim{unitClaim("home")}})
+	require.ErrorIs(t, err, ErrStartTimeout)
+	assert.NotErrorIs(t, err, ErrClaimFailed, "a cancelled request is not the API server's refusal")
+	name, err := f.sp.PodName("alice")
+	require.NoError(t, err)
+	assert.False(t, f.podExists(t, name), "no pod")
 }

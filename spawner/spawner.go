@@ -25,6 +25,9 @@ type Spawner struct {
 	// Close waits for them (wg).
 	life      context.Context
 	closeLife context.CancelFunc
+	// forbidden holds the owned kinds the service was refused a LIST of
+	// (logged once each).
+	forbidden sync.Map
 	mu        sync.Mutex // guards closed and wg.Add against Close's wg.Wait
 	closed    bool
 	wg        sync.WaitGroup

@@ -261,7 +261,8 @@ func TestStartFailFastDeletesPod(t *testing.T) {
 		"CrashLoopBackOff":           ErrCrashLoop,
 		"InvalidImageName":           ErrInvalidImage,
 		"CreateContainerConfigError": ErrCreateContainerConfig,
-		"ImagePullBackOff":           ErrImagePull, // after ImagePullGrace (100ms here)
+		"CreateContainerError":       ErrCreateContainerConfig, // the runtime could not create it (a bad command, say)
+		"ImagePullBackOff":           ErrImagePull,             // after ImagePullGrace (100ms here)
 	} {
 		t.Run(reason, func(t *testing.T) {
 			warn := &corev1.Event{Type: corev1.EventTypeWarning, Reason: "Failed", Message: "simulated"}
@@ -497,6 +498,7 @@ func TestClassifyPod(t *testing.T) {
 		"crash loop":        {pod: pod(setWaiting("CrashLoopBackOff")), want: ErrCrashLoop},
 		"invalid image":     {pod: pod(setWaiting("InvalidImageName")), want: ErrInvalidImage},
 		"config error":      {pod: pod(setWaiting("CreateContainerConfigError")), want: ErrCreateContainerConfig},
+		"create error":      {pod: pod(setWaiting("CreateContainerError")), want: ErrCreateContainerConfig},
 		"never pull":        {pod: pod(setWaiting("ErrImageNeverPull")), want: ErrImagePull},
 		"init crash loop": {pod: pod(func(p *corev1.Pod) {
 			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "init", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}}}

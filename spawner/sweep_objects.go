@@ -74,7 +74,7 @@ func (s *Spawner) sweepObjects(ctx context.Context, p SweepPolicy, now time.Time
 		api := kindAPI(s.opts.Client, kind)
 		items, err := s.listPaged(ctx, p, api, sel.String())
 		if apierrors.IsForbidden(err) {
-			klog.FromContext(ctx).V(4).Info("Not allowed to list; assuming no owned objects of this kind", "kind", kind)
+			s.forbiddenKind(ctx, kind, err)
 			continue
 		}
 		if err != nil {
@@ -203,12 +203,17 @@ func (s *Spawner) sweepClaim(ctx context.Context, p SweepPolicy, clk clock.Passi
 	defer unlock()
 	tctx, cancel := s.withTimeout(ctx, s.opts.StopTimeout, ErrStopTimeout)
 	defer cancel()
-	_, err = s.liveGet(tctx, claim.Namespace, name)
-	switch {
-	case err == nil:
-		return skipInUse, nil
-	case !apierrors.IsNotFound(err):
-		return "", fmt.Errorf("reading the key's pod: %w", err)
+	// The key's pods by label, not by name: a pod of this instance made
+	// under another NamePrefix uses the claim as much.
+	pods, err := s.listRetry(tctx, podsAPI(s), claim.Namespace, fmt.Sprintf("%s=%s,%s=%s,%s=%s",
+		LabelManagedBy, ManagedByValue, LabelInstance, s.opts.Instance, LabelKeyHash, KeyHash(key)))
+	if err != nil {
+		return "", fmt.Errorf("listing the key's pods: %w", err)
+	}
+	for _, p := range pods {
+		if p.GetAnnotations()[AnnotationKey] == key {
+			return skipInUse, nil
+		}
 	}
 	s.decidedAbsent(reflector.SourceAPI)
 	api := kindAPI(s.opts.Client, KindClaim)
