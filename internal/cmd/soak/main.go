@@ -73,7 +73,8 @@ func run() int {
 	}
 	rep.Print(os.Stdout)
 	k := rep.Kubespawn
-	if len(k.Leaks) > 0 || len(k.WrongDeletions) > 0 || k.AbsenceWithoutAPI > 0 || k.ProbesOnlyFailures() > 0 || k.Cycles < *cycles {
+	if len(k.Leaks) > 0 || len(k.WrongDeletions) > 0 || k.AbsenceWithoutAPI > 0 || k.ProbesOnlyFailures() > 0 || k.Cycles < *cycles ||
+		len(k.ObjectLeaks) > 0 || len(k.ClaimsLost) > 0 || len(k.ClaimsDuplicated) > 0 {
 		fmt.Println("\nFAIL: kubespawn did not hold its promise")
 		return 1
 	}
@@ -81,6 +82,6 @@ func run() int {
 		fmt.Println("\nFAIL: the 2018 replica leaked nothing: the schedule has no teeth")
 		return 1
 	}
-	fmt.Println("\nOK: kubespawn leaked nothing and deleted nothing wrongly; the 2018 replica leaked on the same schedule")
+	fmt.Println("\nOK: kubespawn leaked nothing (pods, Services, Secrets) and deleted nothing wrongly, no claim lost or duplicated; the 2018 replica leaked on the same schedule")
 	return 0
 }
