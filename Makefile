@@ -56,7 +56,7 @@ test-unit: ## unit tests only: no control plane, no bin/, no root (under a minut
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -parallel 16 ./...
 
-test: check-tracked tools jupyterhub prometheus ## run all tests, integration included, with -race
+test: check-tracked tools jupyterhub prometheus chromium ## run all tests, integration included, with -race
 	$(GO) vet -tags integration ./...
 	$(GO) test -tags integration -race -count=1 -timeout 25m ./...
 
@@ -65,7 +65,7 @@ demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 
 # examples/jupyterhub drives Debian's JupyterHub 3.0 (its tests are part of
 # make test): installed with apt-get when missing.
-.PHONY: jupyterhub demo-jupyterhub
+.PHONY: jupyterhub demo-jupyterhub chromium
 jupyterhub: ## install Debian's JupyterHub 3.0 if missing (apt-get, as root; ~1-2 min)
 	@if [ -x /usr/bin/jupyterhub ] && /usr/bin/python3 -c 'import jupyterhub' 2>/dev/null; then :; \
 	elif [ "$$(id -u)" != 0 ]; then \
@@ -89,6 +89,19 @@ prometheus: ## install Debian's Prometheus 2.42 and promtool if missing (apt-get
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
 	    || { echo "FAIL: apt-get install prometheus failed" >&2; exit 1; }; \
 	  /usr/bin/promtool --version >/dev/null || { echo "FAIL: /usr/bin/promtool does not run after the install" >&2; exit 1; }; \
+	fi
+
+# The browser tests (examples/jupyterhub) drive Debian's chromium headless
+# through chromedp.
+chromium: ## install Debian's chromium if missing (apt-get, as root; ~1 min)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "chromium is missing and installing it needs root: run 'sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium' (or make chromium as root), then re-run" >&2; exit 1; \
+	else \
+	  echo ">> installing chromium from the Debian archive (apt-get, ~1 min)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || { echo "FAIL: apt-get install chromium failed" >&2; exit 1; }; \
+	  /usr/bin/chromium --version >/dev/null || { echo "FAIL: /usr/bin/chromium does not run after the install" >&2; exit 1; }; \
 	fi
 
 demo-jupyterhub: tools jupyterhub ## the 2018 incident with a real JupyterHub driving kubespawn: 50 users, table (~2 min)
