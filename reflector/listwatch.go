@@ -312,9 +312,11 @@ func (lw *listWatcher[T]) WatchWithContext(ctx context.Context, opts metav1.List
 
 // IsWatchListSemanticsUnSupported lets client-go disable WatchList for
 // clients that cannot do it (fake clientsets), as
-// cache.ToListWatcherWithWatchListSemantics does.
+// cache.ToListWatcherWithWatchListSemantics does, and for caches whose
+// Options say NoWatchList. client-go asks once, when it builds the
+// reflector.
 func (lw *listWatcher[T]) IsWatchListSemanticsUnSupported() bool {
-	return watchlist.DoesClientNotSupportWatchListSemantics(lw.s.c.client)
+	return lw.s.c.opts.NoWatchList || watchlist.DoesClientNotSupportWatchListSemantics(lw.s.c.client)
 }
 
 // trackedWatch forwards a main watch's events to the informer, reporting

@@ -399,7 +399,7 @@ func measureVariants() []variant {
 		kubespawnVariant(vSlim, reflector.Options{}, true),
 		kubespawnVariant(vFull, reflector.Options{FullPods: true}, true),
 		informerVariant("informer, WatchList off (paginated LIST)", nil, false, false),
-		kubespawnVariant("kubespawn, WatchList off", reflector.Options{}, false),
+		kubespawnVariant("kubespawn, WatchList off", reflector.Options{NoWatchList: true}, true), // the library's own switch
 		informerVariant("informer, JSON", nil, true, true),
 	}
 	byName = map[string]variant{}
