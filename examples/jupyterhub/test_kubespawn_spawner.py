@@ -2,79 +2,21 @@
 spawner service on loopback, one event loop per test (asyncio.run).
 
 Run with Debian's interpreter (it has jupyterhub): ``/usr/bin/python3 -m
-unittest -v test_kubespawn_spawner`` in this directory. The Go test
-TestSpawnerModule (jupyterhub_test.go) runs it as part of the package's
-tests; the hub-level behaviour is tested there against the real hub.
+unittest discover -p 'test_*.py' -v`` in this directory (every test_*.py:
+this file, test_kubespawn_manifest.py, test_kubespawn_versions.py). The Go
+test TestSpawnerModule (spawner_module_test.go) runs them as part of the
+package's tests; the hub-level behaviour is tested in jupyterhub_test.go
+against the real hub.
 """
 
 import asyncio
-import json
-import threading
 import unittest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 from unittest import mock
 
-from jupyterhub.objects import Server
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 import kubespawn_spawner as ks
-
-
-class StandInService:
-    """Answers each method with the next of its queued answers (the last
-    one repeats), and records the requests."""
-
-    def __init__(self):
-        self.answers = {}
-        self.requests = []
-        self.lock = threading.Lock()
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                with stand_in.lock:
-                    stand_in.requests.append((self.command, self.path))
-                    queue = stand_in.answers.get(self.command) or [(500, {"error": "no answer queued"})]
-                    code, body = queue.pop(0) if len(queue) > 1 else queue[0]
-                if isinstance(body, str):  # an event stream
-                    data, ctype = body.encode(), "text/event-stream"
-                else:
-                    data, ctype = json.dumps(body).encode(), "application/json"
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def answer(self, method, *answers):
-        with self.lock:
-            self.answers[method] = list(answers)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-def result_stream(**result):
-    return "event: progress\ndata: {\"progress\": 50, \"message\": \"Started\"}\n\n" + (
-        "event: result\ndata: " + json.dumps(result) + "\n\n"
-    )
+from kubespawn_testlib import StandInService, fake_hub, fake_user, give_server, result_stream
 
 
 RUNNING = (200, {"state": "running", "ready": True, "podIP": "10.0.0.7", "serviceState": "running"})
@@ -88,12 +30,10 @@ class SpawnerTestCase(unittest.TestCase):
 
     def spawner(self, user="alice", with_server=False, **traits):
         s = ks.KubespawnSpawner(
-            user=SimpleNamespace(name=user), service_url=self.service.url, stop_retry_interval=0.01, **traits
+            user=fake_user(user), hub=fake_hub(), service_url=self.service.url, stop_retry_interval=0.01, **traits
         )
         if with_server:
-            # What the hub gives a spawner it starts, or loads from its
-            # database at start-up.
-            s.server = Server(ip="127.0.0.1", port=8888, base_url=f"/user/{user}/")
+            give_server(s)
         return s
 
 
@@ -248,6 +188,32 @@ class TestOneClientPerLoop(SpawnerTestCase):
         self.assertEqual(asyncio.run(poll_twice()), [], "not closed while the loop runs")
         self.assertEqual(len(RecordingClient.made), 1)
         self.assertEqual(RecordingClient.closed, RecordingClient.made)
+
+
+class TestProgress(SpawnerTestCase):
+    def test_progress_asked_before_start_runs_gets_the_starts_events(self):
+        # The hub's progress handler may ask while its hooks (pre_spawn_hook,
+        # apply_user_options) still run: the start has not begun yet.
+        s = self.spawner(with_server=True)
+        self.service.answer("POST", (200, result_stream(state="running", pod="p", uid="u", podIP="10.0.0.7")))
+
+        async def spawn():
+            s._spawn_pending = True  # what the hub sets for the whole spawn
+            s.clear_state()  # User.spawn, before the hooks and start()
+            seen = []
+
+            async def read():
+                async for ev in s.progress():
+                    seen.append(ev)
+
+            reader = asyncio.ensure_future(read())
+            await asyncio.sleep(0)  # the reader is waiting: no start yet
+            self.assertFalse(reader.done(), "progress() waits for the start to begin")
+            await s.start()
+            await asyncio.wait_for(reader, 5)
+            return seen
+
+        self.assertEqual(asyncio.run(spawn()), [{"progress": 50, "message": "Started"}])
 
 
 class TestState(SpawnerTestCase):
