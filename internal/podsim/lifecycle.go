@@ -510,7 +510,7 @@ func (s *Simulator) buildPlan(st *podState) {
 // firstSync is the kubelet's first status for a newly bound pod: Pending,
 // startTime, hostIP and podIP, every container waiting.
 func (s *Simulator) firstSync(st *podState, now time.Time) error {
-	if st.ip == "" && s.opts.PodIP != "" {
+	if st.ip == "" && s.opts.PodIP != "" && st.proc == nil {
 		st.ip = s.opts.PodIP
 	}
 	if st.ip == "" {

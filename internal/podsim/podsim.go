@@ -156,11 +156,14 @@ type Options struct {
 	// MaxProbePeriod caps the periodSeconds of process pods' readiness
 	// probes; default DefaultMaxProbePeriod.
 	MaxProbePeriod time.Duration
-	// PodIP, if set, is the IP every pod of the node reports (status.podIP
-	// and podIPs) instead of a unique one from 127.244.0.0/16. It must be a
-	// loopback address: one stand-in server listening there (a simulated
-	// notebook server, say) then answers at the IP of every pod, as the
-	// pod's own process would on a real node.
+	// PodIP, if set, is the IP every simulated pod of the node reports
+	// (status.podIP and podIPs) instead of a unique one from
+	// 127.244.0.0/16. It must be a loopback address: one stand-in server
+	// listening there (a simulated notebook server, say) then answers at
+	// the IP of every pod, as the pod's own process would on a real node.
+	// Process pods (ProcessRuntimeClass) always get an IP of their own:
+	// their processes listen there, and two of them on one port must not
+	// collide.
 	PodIP string
 }
 

@@ -193,7 +193,7 @@ func (s *Simulator) runProcessPod(ctx context.Context, st *podState, pod *v1.Pod
 	pp := st.proc
 	now := time.Now()
 	if !pp.synced {
-		if st.ip == "" && s.opts.PodIP == "" {
+		if st.ip == "" {
 			ip, lock, err := s.allocateLocked()
 			if err != nil && ip == "" {
 				return err
