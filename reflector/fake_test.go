@@ -27,7 +27,8 @@ import (
 // fakeServer is a pod API on a fake clientset that behaves enough like a
 // kube-apiserver for the health rules to be driven with a fake clock: it
 // numbers resourceVersions, lists with a resourceVersion, streams changes
-// to main watches (which a test can stall), and answers probe watches
+// to main watches, replaying those after the watch's resourceVersion (a
+// test can stall both), and answers probe watches
 // (timeoutSeconds=1) the way the test says.
 type fakeServer struct {
 	t      *testing.T
@@ -39,6 +40,9 @@ type fakeServer struct {
 	mains   []*watch.RaceFreeFakeWatcher
 	stalled bool
 	held    []watch.Event
+	// history is every change, in order: a main watch gets those after
+	// its resourceVersion replayed, as from a real server's watch cache.
+	history []watch.Event
 
 	// probe decides how probe watches answer; probeNext, if not empty,
 	// how the next ones do (one each, before probe applies again).
@@ -172,6 +176,17 @@ func (f *fakeServer) watch(a k8stesting.Action) (bool, watch.Interface, error) {
 	}
 	f.mainWatchOpens++
 	w := watch.NewRaceFreeFake()
+	if since, _ := strconv.Atoi(opts.ResourceVersion); since > 0 {
+		for _, ev := range f.history {
+			if rv, _ := strconv.Atoi(ev.Object.(*corev1.Pod).ResourceVersion); rv > since {
+				if f.stalled {
+					f.held = append(f.held, ev)
+				} else {
+					w.Action(ev.Type, ev.Object.DeepCopyObject())
+				}
+			}
+		}
+	}
 	f.mains = append(f.mains, w)
 	return true, w, nil
 }
@@ -194,6 +209,7 @@ func (f *fakeServer) put(ns, name string, labels map[string]string) *corev1.Pod 
 	p.Labels = labels
 	p.ResourceVersion = strconv.Itoa(f.rv)
 	f.pods[key] = p
+	f.history = append(f.history, watch.Event{Type: typ, Object: p.DeepCopy()})
 	f.sendLocked(watch.Event{Type: typ, Object: p.DeepCopy()})
 	return p.DeepCopy()
 }
@@ -206,6 +222,7 @@ func (f *fakeServer) remove(ns, name string) {
 	p := f.pods[ns+"/"+name].DeepCopy()
 	delete(f.pods, ns+"/"+name)
 	p.ResourceVersion = strconv.Itoa(f.rv)
+	f.history = append(f.history, watch.Event{Type: watch.Deleted, Object: p.DeepCopy()})
 	f.sendLocked(watch.Event{Type: watch.Deleted, Object: p})
 }
 
@@ -385,3 +402,39 @@ func (h *harness) noFailure() {
 }
 
 var _ = fmt.Sprint
+
+// TestFakeServerReplaysChangesSinceTheWatchVersion: like a kube-apiserver,
+// the fake server replays to a main watch the changes after the
+// resourceVersion it starts from. A change made between a cache's list and
+// its watch (real time, even with a fake clock: long on a loaded machine)
+// is then not lost, which a test would see as a stall it never caused.
+func TestFakeServerReplaysChangesSinceTheWatchVersion(t *testing.T) {
+	t.Parallel()
+	f := newFakeServer(t)
+	f.put("ns", "before", nil)
+	list, err := f.client.CoreV1().Pods("ns").List(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
+	f.put("ns", "a", nil)
+	f.remove("ns", "a")
+	f.put("ns", "b", nil)
+	w, err := f.client.CoreV1().Pods("ns").Watch(t.Context(), metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	require.NoError(t, err)
+	defer w.Stop()
+	for _, want := range []struct {
+		typ  watch.EventType
+		name string
+	}{{watch.Added, "a"}, {watch.Deleted, "a"}, {watch.Added, "b"}} {
+		select {
+		case ev := <-w.ResultChan():
+			require.Equal(t, want.typ, ev.Type, "%+v", ev)
+			require.Equal(t, want.name, ev.Object.(*corev1.Pod).Name)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s %s, made after the list, was not replayed to the watch", want.typ, want.name)
+		}
+	}
+	select {
+	case ev := <-w.ResultChan():
+		t.Fatalf("replayed a change the list already had: %+v", ev)
+	default:
+	}
+}

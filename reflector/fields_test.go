@@ -24,6 +24,7 @@ import (
 // For every field and operator, the local answer must be the server's, so
 // the copies cannot drift silently.
 func TestSelectableFieldsMatchTheAPIServer(t *testing.T) {
+	t.Parallel()
 	ns := cluster.Namespace(t, "fields")
 	client := cluster.Client(t)
 	ctx := context.Background()

@@ -126,6 +126,7 @@ var podWatches = faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"}
 var podLists = faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods"}
 
 func TestGetFromCacheAndNotFoundOnlyFromAPI(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
 	pods := e.start(reflector.Options{}, reflector.Scope{})
@@ -148,6 +149,7 @@ func TestGetFromCacheAndNotFoundOnlyFromAPI(t *testing.T) {
 }
 
 func TestNotSyncedCacheNeverAnswersFromCache(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("exists", nil)
 	// The cache can neither list nor watch: it never syncs.
@@ -191,6 +193,7 @@ func TestNotSyncedCacheNeverAnswersFromCache(t *testing.T) {
 // the factory's Failed closing after FailureTimeout, fails liveness; once the
 // response is released it syncs and is healthy with no restart.
 func TestHungInitialListIsBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
 	e.proxy.Stall(podLists)
@@ -222,6 +225,7 @@ func TestHungInitialListIsBounded(t *testing.T) {
 // TestSilentStallIsDetectedAndRepaired is the 2018 failure: the watch
 // stays open and silent while the server moves on. Default options.
 func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("keep", nil)
 	e.pod("modify", nil)
@@ -283,6 +287,7 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 // connection silently dead); new requests are fine. The probe sees
 // changes the watch has not delivered and the cache heals by itself.
 func TestDeadStreamIsFoundByProbe(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("gone", nil)
 	pods := e.start(reflector.Options{}, reflector.Scope{})
@@ -317,6 +322,7 @@ func TestDeadStreamIsFoundByProbe(t *testing.T) {
 // version, which the API server answers from the same watch cache that
 // may be what lags; client-go's own relists are left as they are.
 func TestForcedRelistIsAConsistentRead(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
 	pods := e.start(reflector.Options{}, reflector.Scope{})
@@ -351,11 +357,12 @@ func TestForcedRelistIsAConsistentRead(t *testing.T) {
 // reported with ExpectWrite that the stalled watch misses is found within
 // the canary window plus one probe.
 func TestCanaryFindsAStallAfterAWrite(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("before", nil)
 	pods := e.start(reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second}, reflector.Scope{})
 	waitSynced(t, pods)
-	time.Sleep(2 * time.Second) // past the first probe
+	require.Eventually(t, func() bool { return !pods.Status().LastProbeTime.IsZero() }, 10*time.Second, 10*time.Millisecond, "the first probe is done")
 
 	e.proxy.Stall(podWatches)
 	written := time.Now()
@@ -379,6 +386,7 @@ func TestCanaryFindsAStallAfterAWrite(t *testing.T) {
 // every watch stalls and a pod is created. The probes still run: the
 // cache is not healthy within 2×StallTimeout and reads go to the API.
 func TestHungAuditBlindsNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
 	const stall = 5 * time.Second
@@ -405,8 +413,10 @@ func TestHungAuditBlindsNothing(t *testing.T) {
 // is healthy and busy. The cache may degrade, returns to synced once
 // probes work, and the factory's Failed never closes.
 func TestRefusedProbesNeverFail(t *testing.T) {
+	t.Parallel()
 	for _, code := range []int{429, 500} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			e.pod("a", nil)
 			const stall = 5 * time.Second
@@ -440,6 +450,7 @@ func TestRefusedProbesNeverFail(t *testing.T) {
 // TestIdleHealthyWatchIsNeverFlagged runs an idle scope while plenty
 // changes outside it.
 func TestIdleHealthyWatchIsNeverFlagged(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("idle", map[string]string{"app": "mine"})
 	pods := e.start(reflector.Options{}, reflector.Scope{LabelSelector: "app=mine"})
@@ -471,6 +482,7 @@ func TestIdleHealthyWatchIsNeverFlagged(t *testing.T) {
 // its stream, as a real apiserver does when the resourceVersion was
 // compacted away: counted, relisted, healthy once watches work.
 func TestWatchGone410Relists(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
 	pods := e.start(reflector.Options{}, reflector.Scope{})
@@ -490,6 +502,7 @@ func TestWatchGone410Relists(t *testing.T) {
 }
 
 func TestAPIServerRestartRecovers(t *testing.T) {
+	// Serial: it restarts the package's one apiserver under every other test.
 	e := newEnv(t)
 	e.pod("before", nil)
 	f, err := reflector.NewFactory(cluster.Config(), reflector.Options{}) // direct: the apiserver itself goes away
@@ -513,6 +526,7 @@ func TestAPIServerRestartRecovers(t *testing.T) {
 // TestAuditRepairsDrift turns probing off so that only the audit can
 // notice what a stalled watch missed.
 func TestAuditRepairsDrift(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.pod("ghost", nil)
 	pods := e.start(reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Second}, reflector.Scope{})
@@ -543,6 +557,7 @@ func mainWatches(p *faultproxy.Proxy, ns string) int {
 }
 
 func TestFactorySharesOneWatchPerScope(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	f := e.factory(reflector.Options{})
 	scope := reflector.Scope{Namespaces: []string{e.ns}, LabelSelector: "app=x"}
@@ -563,6 +578,7 @@ func TestFactorySharesOneWatchPerScope(t *testing.T) {
 }
 
 func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pods := e.start(reflector.Options{HandlerStallThreshold: 500 * time.Millisecond}, reflector.Scope{})
 	waitSynced(t, pods)
@@ -590,6 +606,7 @@ func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
 }
 
 func TestNotifySignalsChanges(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pods := e.start(reflector.Options{}, reflector.Scope{})
 	waitSynced(t, pods)

@@ -394,6 +394,7 @@ func TestRuleProbesFailing(t *testing.T) {
 	t.Parallel()
 	for name, mode := range map[string]probeMode{"refused": probeRefuse, "held": probeHang} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			const failure = time.Minute
 			h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
 			h.synced()
@@ -446,6 +447,7 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 		}
 	}
 	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
 		h := newHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: time.Minute, FailureTimeout: failure})
 		h.synced()
 		h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
@@ -454,6 +456,7 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 		failed(h, reflector.ProblemIdle)
 	})
 	t.Run("hung relist", func(t *testing.T) {
+		t.Parallel()
 		h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
 		h.synced()
 		h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
@@ -472,6 +475,7 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 		assert.True(t, h.has(reflector.ProblemHungRequest))
 	})
 	t.Run("stall found by a canary", func(t *testing.T) {
+		t.Parallel()
 		h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
 		h.srv.put("ns", "a", nil)
 		h.synced()

@@ -12,6 +12,7 @@ import (
 )
 
 func TestClassify(t *testing.T) {
+	t.Parallel()
 	type want = faultproxy.RequestInfo
 	tests := []struct {
 		method, target string
@@ -90,6 +91,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestRequestInfoKey(t *testing.T) {
+	t.Parallel()
 	u, _ := url.Parse("/api/v1/namespaces/ns1/pods/p1/status")
 	assert.Equal(t, faultproxy.Key{Verb: "patch", Resource: "pods/status"}, faultproxy.Classify("PATCH", u).Key())
 	u, _ = url.Parse("/api/v1/namespaces/ns1/pods?watch=1")
@@ -99,6 +101,7 @@ func TestRequestInfoKey(t *testing.T) {
 }
 
 func TestMatch(t *testing.T) {
+	t.Parallel()
 	classify := func(method, target string) faultproxy.RequestInfo {
 		u, err := url.Parse(target)
 		require.NoError(t, err)

@@ -159,8 +159,10 @@ func podName(t *testing.T, ev watch.Event) string {
 // silent while a direct watch sees the pod; after Unstall the proxied watch
 // catches up.
 func TestStalledPodWatch(t *testing.T) {
+	t.Parallel()
 	for _, tc := range encodings {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, faultproxy.Options{})
 			proxied := watchPodsIn(t, e.client(t, tc.cfg()), e.ns)
 			direct := watchPodsIn(t, e.direct, e.ns)
@@ -193,6 +195,7 @@ func TestStalledPodWatch(t *testing.T) {
 // TestStalledInformer shows the consequence for a client-go informer: its
 // cache silently misses a pod while the watch is stalled.
 func TestStalledInformer(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	factory := informers.NewSharedInformerFactoryWithOptions(e.client(t, nil), 0, informers.WithNamespace(e.ns))
 	pods := factory.Core().V1().Pods()
@@ -221,6 +224,7 @@ func TestStalledInformer(t *testing.T) {
 // proxy keeps the client's identity: the proxy, built from the admin config,
 // lends none of its credentials.
 func TestServiceAccountIdentityIsForwarded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	ctx := t.Context()
 	saCfg, err := cluster.ServiceAccountConfig(ctx, e.ns, "reader")
@@ -253,6 +257,7 @@ func TestServiceAccountIdentityIsForwarded(t *testing.T) {
 }
 
 func TestResetConnectionsEndsWatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	cs := e.client(t, nil)
 	w := watchPodsIn(t, cs, e.ns)
@@ -271,6 +276,7 @@ func TestResetConnectionsEndsWatch(t *testing.T) {
 }
 
 func TestResetConnectionsEndsStalledWatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	w := watchPodsIn(t, e.client(t, nil), e.ns)
 	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
@@ -284,6 +290,7 @@ func TestResetConnectionsEndsStalledWatch(t *testing.T) {
 }
 
 func TestRefuseRealClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	cs := e.client(t, nil)
 	ctx := t.Context()
@@ -311,6 +318,7 @@ func TestRefuseRealClient(t *testing.T) {
 }
 
 func TestInjectStatusRealClient(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		code  int
 		check func(error) bool
@@ -374,6 +382,7 @@ func TestInjectStatusRealClient(t *testing.T) {
 // TestClientGoHonoursRetryAfter: one injected 429 with Retry-After is
 // retried by client-go after the delay, transparently to the caller.
 func TestClientGoHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	e.createConfigMap(t, "cm")
 	cs := e.client(t, nil)
@@ -393,6 +402,7 @@ func TestClientGoHonoursRetryAfter(t *testing.T) {
 }
 
 func TestInjectStatusOnWatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	cs := e.client(t, nil)
 	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
@@ -405,8 +415,10 @@ func TestInjectStatusOnWatch(t *testing.T) {
 }
 
 func TestInjectWatchError(t *testing.T) {
+	t.Parallel()
 	for _, tc := range encodings {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, faultproxy.Options{})
 			cs := e.client(t, tc.cfg())
 			m := faultproxy.Match{Resource: "pods", Namespace: e.ns}
@@ -432,6 +444,7 @@ func TestInjectWatchError(t *testing.T) {
 }
 
 func TestLatencyRealClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	cs := e.client(t, nil)
 	const d = 500 * time.Millisecond
@@ -447,6 +460,7 @@ func TestLatencyRealClient(t *testing.T) {
 }
 
 func TestStatsAndOpenWatchesRealClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	ctx := t.Context()
 	e.createPod(t, "p1")
@@ -498,6 +512,7 @@ func TestStatsAndOpenWatchesRealClient(t *testing.T) {
 }
 
 func TestHTTP2RealClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{HTTP2: true})
 	cfg := e.proxy.ClientConfig(cluster.Config())
 	rt, err := rest.TransportFor(cfg)
@@ -533,6 +548,7 @@ func TestHTTP2RealClient(t *testing.T) {
 // TestAPIServerRestart: an upstream restart ends proxied watches like direct
 // ones, and the proxy serves again once the apiserver is back.
 func TestAPIServerRestart(t *testing.T) {
+	// Serial: it restarts the package's one apiserver under every other test.
 	e := newEnv(t, faultproxy.Options{})
 	cs := e.client(t, nil)
 	w := watchPodsIn(t, cs, e.ns)
@@ -548,6 +564,7 @@ func TestAPIServerRestart(t *testing.T) {
 // client-go (which asks for gzip); the proxy passes the compressed body
 // through and counts the bytes as sent.
 func TestGzipRealClient(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	ctx := t.Context()
 	big := strings.Repeat("kubespawn ", 40<<10) // 400 KiB, above the apiserver's 128 KiB threshold
@@ -568,6 +585,7 @@ func TestGzipRealClient(t *testing.T) {
 // TestStallOpenFreezesOnlyOpenStreams: the open watch goes silent while a
 // watch opened afterwards, and other requests, work normally.
 func TestStallOpenFreezesOnlyOpenStreams(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	client := e.client(t, nil)
 	old := watchPodsIn(t, client, e.ns)

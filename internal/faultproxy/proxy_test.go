@@ -151,6 +151,7 @@ func get(t *testing.T, client *http.Client, url string) *http.Response {
 var watchPods = faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods"}
 
 func TestForwardsTransparently(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	// The upstream config's credentials must never be used by the proxy.
 	p := newProxy(t, &rest.Config{Host: up.URL, BearerToken: "proxy-must-not-send-this"}, faultproxy.Options{})
@@ -179,6 +180,7 @@ func TestForwardsTransparently(t *testing.T) {
 }
 
 func TestUpstreamTLSUsesConfigCAAndHTTP1(t *testing.T) {
+	t.Parallel()
 	up := &upstream{lines: make(chan string), gone: make(chan struct{}), started: make(chan struct{}, 16)}
 	up.Server = httptest.NewUnstartedServer(http.HandlerFunc(up.serve))
 	up.EnableHTTP2 = true
@@ -200,6 +202,7 @@ func TestUpstreamTLSUsesConfigCAAndHTTP1(t *testing.T) {
 }
 
 func TestClientConfig(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	in := &rest.Config{
@@ -234,6 +237,7 @@ func TestClientConfig(t *testing.T) {
 }
 
 func TestStallOpenStream(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
@@ -260,6 +264,7 @@ func TestStallOpenStream(t *testing.T) {
 }
 
 func TestStallNewRequestForwardsHeaders(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	p.Stall(faultproxy.Match{Resource: "pods"})
@@ -284,6 +289,7 @@ func TestStallNewRequestForwardsHeaders(t *testing.T) {
 }
 
 func TestStallNonStreamingResponse(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	list := faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods", Namespace: "ns1"}
@@ -316,6 +322,7 @@ func TestStallNonStreamingResponse(t *testing.T) {
 }
 
 func TestStallBoundsBuffering(t *testing.T) {
+	t.Parallel()
 	const chunk = 64 << 10
 	const total = 64 << 20
 	var written atomic.Int64
@@ -356,6 +363,7 @@ func TestStallBoundsBuffering(t *testing.T) {
 }
 
 func TestResetConnections(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 
@@ -398,6 +406,7 @@ func TestResetConnections(t *testing.T) {
 }
 
 func TestRefuse(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	client := &http.Client{Transport: &http.Transport{}}
@@ -424,6 +433,7 @@ func TestRefuse(t *testing.T) {
 }
 
 func TestLatency(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	const d = 300 * time.Millisecond
@@ -472,6 +482,7 @@ func decodeStatus(t *testing.T, resp *http.Response) *metav1.Status {
 }
 
 func TestInjectStatus(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		code       int
 		retryAfter time.Duration
@@ -539,6 +550,7 @@ func TestInjectStatus(t *testing.T) {
 }
 
 func TestInjectStatusQueueAndCancel(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	all := faultproxy.Match{}
@@ -565,6 +577,7 @@ func clientset(t *testing.T, p *faultproxy.Proxy, cfg *rest.Config) kubernetes.I
 }
 
 func TestInjectWatchErrorClientGo(t *testing.T) {
+	t.Parallel()
 	for _, contentType := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
 		t.Run(contentType, func(t *testing.T) {
 			up := newUpstream(t)
@@ -600,6 +613,7 @@ func TestInjectWatchErrorClientGo(t *testing.T) {
 }
 
 func TestInjectStatusClientGo(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	cs := clientset(t, p, &rest.Config{Host: up.URL})
@@ -616,6 +630,7 @@ func TestInjectStatusClientGo(t *testing.T) {
 }
 
 func TestStatsRecordsOpenWatches(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 
@@ -685,6 +700,7 @@ func TestStatsRecordsOpenWatches(t *testing.T) {
 }
 
 func TestGzipPassThrough(t *testing.T) {
+	t.Parallel()
 	payload := strings.Repeat(`{"kind":"Pod","metadata":{"name":"p"}}`, 10000)
 	var compressed atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -716,6 +732,7 @@ func TestGzipPassThrough(t *testing.T) {
 }
 
 func TestHTTP2(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{HTTP2: true})
 	cfg := p.ClientConfig(&rest.Config{Host: "https://unused.example", BearerToken: "h2-token"})
@@ -775,6 +792,7 @@ func TestHTTP2(t *testing.T) {
 }
 
 func TestClearFaults(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
@@ -796,6 +814,7 @@ func TestClearFaults(t *testing.T) {
 }
 
 func TestUpstreamDown(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
 	up.Close()
@@ -806,6 +825,7 @@ func TestUpstreamDown(t *testing.T) {
 }
 
 func TestCloseReleasesEverything(t *testing.T) {
+	t.Parallel()
 	up := newUpstream(t)
 	p, err := faultproxy.New(&rest.Config{Host: up.URL}, faultproxy.Options{})
 	require.NoError(t, err)
@@ -834,6 +854,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
+	t.Parallel()
 	_, err := faultproxy.New(nil, faultproxy.Options{})
 	assert.Error(t, err)
 	_, err = faultproxy.New(&rest.Config{Host: "https://127.0.0.1:1", TLSClientConfig: rest.TLSClientConfig{CAData: []byte("not a pem")}}, faultproxy.Options{})

@@ -10,6 +10,7 @@ import (
 )
 
 func TestImageID(t *testing.T) {
+	t.Parallel()
 	cases := map[string]string{
 		"busybox":                            "docker.io/library/busybox@sha256:",
 		"busybox:1.36":                       "docker.io/library/busybox@sha256:",
@@ -28,6 +29,7 @@ func TestImageID(t *testing.T) {
 }
 
 func TestIPPoolUniqueAndReused(t *testing.T) {
+	t.Parallel()
 	p := newIPPool()
 	seen := map[string]bool{}
 	for range 600 {
@@ -57,6 +59,7 @@ func TestIPPoolUniqueAndReused(t *testing.T) {
 }
 
 func TestCrashBackoffGrowsAndIsCapped(t *testing.T) {
+	t.Parallel()
 	s := &Simulator{opts: Options{StepDelay: 50 * time.Millisecond, StartDelay: 300 * time.Millisecond}}
 	assert.Equal(t, 300*time.Millisecond, s.crashBackoff(0))
 	assert.Equal(t, 600*time.Millisecond, s.crashBackoff(1))

@@ -22,6 +22,7 @@ import (
 )
 
 func TestNodeIsReady(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	node, err := e.client.CoreV1().Nodes().Get(e.ctx, e.node, metav1.GetOptions{})
 	require.NoError(t, err)
@@ -220,6 +221,10 @@ func TestScenarios(t *testing.T) {
 		via string
 		// checks on the events
 		checkEvents func(t *testing.T, evs []v1.Event)
+		// {reason, message} of events to wait for beyond the reasons in
+		// events: one step's events are written asynchronously, so the
+		// second of a step's two Failed events may trail the first.
+		messages [][2]string
 	}{
 		{
 			scenario: podsim.ScenarioImagePullFailure,
@@ -229,9 +234,10 @@ func TestScenarios(t *testing.T) {
 				assert.Equal(t, v1.PodPending, p.Status.Phase)
 				assert.Contains(t, p.Status.ContainerStatuses[0].State.Waiting.Message, `Back-off pulling image "`+image+`"`)
 			},
-			via:    "ErrImagePull",
-			events: []string{"Scheduled", "Pulling", "Failed", "BackOff"},
-			absent: []string{"Pulled", "Started"},
+			via:      "ErrImagePull",
+			events:   []string{"Scheduled", "Pulling", "Failed", "BackOff"},
+			messages: [][2]string{{"Failed", "Error: ErrImagePull"}, {"Failed", "Error: ImagePullBackOff"}},
+			absent:   []string{"Pulled", "Started"},
 			checkEvents: func(t *testing.T, evs []v1.Event) {
 				failed := findEvent(t, evs, "Failed")
 				assert.Equal(t, v1.EventTypeWarning, failed.Type)
@@ -395,6 +401,9 @@ func TestScenarios(t *testing.T) {
 			got := e.waitPod(pod.Name, time.Minute, tc.what, tc.reached)
 			tc.check(t, got)
 			evs := e.waitEvents(pod.UID, tc.events...)
+			for _, m := range tc.messages {
+				evs = e.waitEventsFunc(pod.UID, fmt.Sprintf("a %s event %q", m[0], m[1]), func(evs []v1.Event) bool { return hasMessage(evs, m[0], m[1]) })
+			}
 			for _, r := range tc.absent {
 				assert.Equal(t, -1, firstIndex(evs, r), "unexpected %s event in %s", r, eventSummary(evs))
 			}

@@ -23,6 +23,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestServerVersionIsStamped(t *testing.T) {
+	t.Parallel()
 	client := kubernetes.NewForConfigOrDie(cluster.Config())
 	v, err := client.Discovery().ServerVersion()
 	require.NoError(t, err)
@@ -30,6 +31,7 @@ func TestServerVersionIsStamped(t *testing.T) {
 }
 
 func TestServiceAccountHasOnlyItsRole(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	ns := cluster.Namespace(t, "sa")
 	admin := kubernetes.NewForConfigOrDie(cluster.Config())
@@ -63,6 +65,7 @@ func TestServiceAccountHasOnlyItsRole(t *testing.T) {
 }
 
 func TestRestartAPIServerKeepsData(t *testing.T) {
+	// Serial: it restarts the package's one apiserver under every other test.
 	ctx := t.Context()
 	ns := cluster.Namespace(t, "restart")
 	client := kubernetes.NewForConfigOrDie(cluster.Config())
@@ -78,6 +81,7 @@ func TestRestartAPIServerKeepsData(t *testing.T) {
 }
 
 func TestStartFailsLoudlyWithoutBinaries(t *testing.T) {
+	t.Parallel()
 	_, err := Start(t.Context(), Options{BinDir: t.TempDir()})
 	require.ErrorContains(t, err, "make tools")
 }

@@ -32,6 +32,7 @@ const gcTimeout = 60 * time.Second
 // goes away with its content, both still after an apiserver restart, and
 // Stop leaves no process running.
 func TestControllerManager(t *testing.T) {
+	t.Parallel() // a control plane of its own: the package's is not touched
 	start := time.Now()
 	c, err := Start(t.Context(), Options{ControllerManager: true})
 	require.NoError(t, err)
@@ -39,88 +40,97 @@ func TestControllerManager(t *testing.T) {
 	t.Logf("control plane with kube-controller-manager ready in %s", time.Since(start).Round(time.Millisecond))
 	client := c.Client(t)
 
-	t.Run("ControllersActAsTheirServiceAccounts", func(t *testing.T) {
-		// --use-service-account-credentials: each controller got a
-		// ServiceAccount (and a token of it) in kube-system, whose
-		// bootstrap RBAC role is all it may do.
-		for _, sa := range []string{"generic-garbage-collector", "namespace-controller"} {
-			_, err := client.CoreV1().ServiceAccounts(metav1.NamespaceSystem).Get(t.Context(), sa, metav1.GetOptions{})
-			require.NoError(t, err, "ServiceAccount kube-system/%s", sa)
-		}
-	})
-
-	t.Run("ConfigMapOwnedByPodIsCollected", func(t *testing.T) {
-		ctx := t.Context()
-		ns := c.Namespace(t, "gc-cm")
-		pod := createPod(t, client, ns, "owner")
-		owned := createConfigMap(t, client, ns, "owned", ownedBy(pod))
-		// A dependent of a pod that never existed is garbage at once: when
-		// it is gone, the collector has demonstrably processed this
-		// namespace's objects, and the live pod's dependent must still be
-		// there.
-		createConfigMap(t, client, ns, "dangling", &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: "ghost", UID: types.UID("00000000-0000-0000-0000-000000000000")})
-		unowned := createConfigMap(t, client, ns, "unowned", nil)
-		waitNotFound(t, "ConfigMap dangling", func(ctx context.Context) error {
-			_, err := client.CoreV1().ConfigMaps(ns).Get(ctx, "dangling", metav1.GetOptions{})
-			return err
+	// The claims that need no restart run side by side, each in a namespace
+	// of its own; the group returns once all of them are done.
+	t.Run("Controllers", func(t *testing.T) {
+		t.Run("ControllersActAsTheirServiceAccounts", func(t *testing.T) {
+			t.Parallel()
+			// --use-service-account-credentials: each controller got a
+			// ServiceAccount (and a token of it) in kube-system, whose
+			// bootstrap RBAC role is all it may do.
+			for _, sa := range []string{"generic-garbage-collector", "namespace-controller"} {
+				_, err := client.CoreV1().ServiceAccounts(metav1.NamespaceSystem).Get(t.Context(), sa, metav1.GetOptions{})
+				require.NoError(t, err, "ServiceAccount kube-system/%s", sa)
+			}
 		})
-		_, err := client.CoreV1().ConfigMaps(ns).Get(ctx, owned.Name, metav1.GetOptions{})
-		require.NoError(t, err, "the owner lives: its dependent must stay")
 
-		deletePod(t, client, pod)
-		waitNotFound(t, "ConfigMap owned by the deleted pod", func(ctx context.Context) error {
+		t.Run("ConfigMapOwnedByPodIsCollected", func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			ns := c.Namespace(t, "gc-cm")
+			pod := createPod(t, client, ns, "owner")
+			owned := createConfigMap(t, client, ns, "owned", ownedBy(pod))
+			// A dependent of a pod that never existed is garbage at once: when
+			// it is gone, the collector has demonstrably processed this
+			// namespace's objects, and the live pod's dependent must still be
+			// there.
+			createConfigMap(t, client, ns, "dangling", &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: "ghost", UID: types.UID("00000000-0000-0000-0000-000000000000")})
+			unowned := createConfigMap(t, client, ns, "unowned", nil)
+			waitNotFound(t, "ConfigMap dangling", func(ctx context.Context) error {
+				_, err := client.CoreV1().ConfigMaps(ns).Get(ctx, "dangling", metav1.GetOptions{})
+				return err
+			})
 			_, err := client.CoreV1().ConfigMaps(ns).Get(ctx, owned.Name, metav1.GetOptions{})
-			return err
+			require.NoError(t, err, "the owner lives: its dependent must stay")
+
+			deletePod(t, client, pod)
+			waitNotFound(t, "ConfigMap owned by the deleted pod", func(ctx context.Context) error {
+				_, err := client.CoreV1().ConfigMaps(ns).Get(ctx, owned.Name, metav1.GetOptions{})
+				return err
+			})
+			_, err = client.CoreV1().ConfigMaps(ns).Get(ctx, unowned.Name, metav1.GetOptions{})
+			require.NoError(t, err, "a ConfigMap without owner is not garbage")
 		})
-		_, err = client.CoreV1().ConfigMaps(ns).Get(ctx, unowned.Name, metav1.GetOptions{})
-		require.NoError(t, err, "a ConfigMap without owner is not garbage")
-	})
 
-	t.Run("ServiceOwnedByPodIsCollected", func(t *testing.T) {
-		ctx := t.Context()
-		ns := c.Namespace(t, "gc-svc")
-		pod := createPod(t, client, ns, "owner")
-		svc, err := client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "owned", OwnerReferences: []metav1.OwnerReference{*ownedBy(pod)}},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 8888}}},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
+		t.Run("ServiceOwnedByPodIsCollected", func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			ns := c.Namespace(t, "gc-svc")
+			pod := createPod(t, client, ns, "owner")
+			svc, err := client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Name: "owned", OwnerReferences: []metav1.OwnerReference{*ownedBy(pod)}},
+				Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 8888}}},
+			}, metav1.CreateOptions{})
+			require.NoError(t, err)
 
-		deletePod(t, client, pod)
-		waitNotFound(t, "Service owned by the deleted pod", func(ctx context.Context) error {
-			_, err := client.CoreV1().Services(ns).Get(ctx, svc.Name, metav1.GetOptions{})
-			return err
+			deletePod(t, client, pod)
+			waitNotFound(t, "Service owned by the deleted pod", func(ctx context.Context) error {
+				_, err := client.CoreV1().Services(ns).Get(ctx, svc.Name, metav1.GetOptions{})
+				return err
+			})
 		})
-	})
 
-	t.Run("DeletedNamespaceGoesAway", func(t *testing.T) {
-		ctx := t.Context()
-		ns, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ns-delete-"}}, metav1.CreateOptions{})
-		require.NoError(t, err)
-		cm := createConfigMap(t, client, ns.Name, "content", nil)
-		pod := createPod(t, client, ns.Name, "content")
+		t.Run("DeletedNamespaceGoesAway", func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			ns, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ns-delete-"}}, metav1.CreateOptions{})
+			require.NoError(t, err)
+			cm := createConfigMap(t, client, ns.Name, "content", nil)
+			pod := createPod(t, client, ns.Name, "content")
 
-		require.NoError(t, client.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &ns.UID}}))
-		waitNotFound(t, "Namespace "+ns.Name, func(ctx context.Context) error {
-			_, err := client.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
-			return err
+			require.NoError(t, client.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &ns.UID}}))
+			waitNotFound(t, "Namespace "+ns.Name, func(ctx context.Context) error {
+				_, err := client.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+				return err
+			})
+			_, err = client.CoreV1().ConfigMaps(ns.Name).Get(ctx, cm.Name, metav1.GetOptions{})
+			require.True(t, apierrors.IsNotFound(err), "the namespace's ConfigMap: want NotFound, got %v", err)
+			_, err = client.CoreV1().Pods(ns.Name).Get(ctx, pod.Name, metav1.GetOptions{})
+			require.True(t, apierrors.IsNotFound(err), "the namespace's pod: want NotFound, got %v", err)
 		})
-		_, err = client.CoreV1().ConfigMaps(ns.Name).Get(ctx, cm.Name, metav1.GetOptions{})
-		require.True(t, apierrors.IsNotFound(err), "the namespace's ConfigMap: want NotFound, got %v", err)
-		_, err = client.CoreV1().Pods(ns.Name).Get(ctx, pod.Name, metav1.GetOptions{})
-		require.True(t, apierrors.IsNotFound(err), "the namespace's pod: want NotFound, got %v", err)
-	})
 
-	t.Run("NamespaceHelperNamespaceGoesAway", func(t *testing.T) {
-		var ns string
-		t.Run("user", func(t *testing.T) {
-			ns = c.Namespace(t, "helper")
-			createConfigMap(t, client, ns, "content", nil)
-			createPod(t, client, ns, "content")
-		}) // its cleanup deleted the namespace
-		waitNotFound(t, "Namespace "+ns, func(ctx context.Context) error {
-			_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			return err
+		t.Run("NamespaceHelperNamespaceGoesAway", func(t *testing.T) {
+			t.Parallel()
+			var ns string
+			t.Run("user", func(t *testing.T) {
+				ns = c.Namespace(t, "helper")
+				createConfigMap(t, client, ns, "content", nil)
+				createPod(t, client, ns, "content")
+			}) // its cleanup deleted the namespace
+			waitNotFound(t, "Namespace "+ns, func(ctx context.Context) error {
+				_, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+				return err
+			})
 		})
 	})
 
@@ -165,6 +175,7 @@ func TestControllerManager(t *testing.T) {
 // controller-manager of its own, so the option neither fails nor starts
 // anything there.
 func TestControllerManagerIgnoredOnExistingCluster(t *testing.T) {
+	// Serial: t.Setenv (the process's environment is every test's).
 	t.Setenv(EnvExistingKubeConfig, KubeConfig(t, cluster.Config()))
 	c, err := startForTests(Options{ControllerManager: true})
 	require.NoError(t, err)

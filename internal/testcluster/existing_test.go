@@ -21,6 +21,7 @@ import (
 // the pod simulator work on it, a restart is refused with a typed error, and
 // stopping the handle leaves that cluster running.
 func TestExistingClusterMode(t *testing.T) {
+	// Serial: t.Setenv (the process's environment is every test's).
 	ctx := t.Context()
 	byHand, err := Start(ctx, Options{})
 	require.NoError(t, err)
