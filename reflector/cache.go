@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,9 @@ type cache[T object] struct {
 	state      State
 	reason     string
 	stateSince time.Time
+	// problems are the shards' problems as last published with state
+	// (updateState).
+	problems   []ProblemStatus
 	companions map[any]any
 }
 
@@ -423,6 +427,9 @@ func (c *cache[T]) updateState() {
 	c.mu.Unlock()
 	var state State
 	var reason string
+	// published are the problems the state rests on: Status shows these,
+	// so that a Status never shows a problem without its state.
+	var published []ProblemStatus
 	switch {
 	case stopped:
 		state, reason = StateStopped, "stopped"
@@ -431,7 +438,8 @@ func (c *cache[T]) updateState() {
 	default:
 		state = StateSynced
 		for _, s := range c.shards {
-			st, why := s.health()
+			st, why, ps := s.healthProblems()
+			published = append(published, ps...)
 			if stateRank(st) > stateRank(state) {
 				state, reason = st, why
 				if len(c.shards) > 1 {
@@ -447,6 +455,7 @@ func (c *cache[T]) updateState() {
 		c.servable.Store(state == StateSynced)
 	}
 	c.reason = reason
+	c.problems = published
 	logger := c.logger
 	c.mu.Unlock()
 	if !changed {
@@ -484,6 +493,7 @@ func (c *cache[T]) status() Status {
 	c.stats.fill(&st)
 	c.mu.Lock()
 	st.State, st.Reason, st.StateSince = c.state, c.reason, c.stateSince
+	st.Problems = slices.Clone(c.problems)
 	c.mu.Unlock()
 	var confirmed time.Time
 	for i, s := range c.shards {
@@ -497,11 +507,6 @@ func (c *cache[T]) status() Status {
 		}
 		st.LastResourceVersion = maxRV(st.LastResourceVersion, rv)
 		st.ServerResourceVersion = maxRV(st.ServerResourceVersion, maxRV(s.serverRV, rv))
-		for _, p := range problems {
-			if cond, ok := s.problems[p]; ok {
-				st.Problems = append(st.Problems, ProblemStatus{Problem: p, Namespace: s.namespace, Since: cond.since, Reason: cond.reason})
-			}
-		}
 		s.mu.Unlock()
 	}
 	if !confirmed.IsZero() {

@@ -124,7 +124,13 @@ func (s *shard[T]) evaluate(ctx context.Context, now time.Time) {
 		idleFor = now.Sub(later(s.lastEvent, s.watchOpenedAt))
 		s.watchOpen = false // one restart per idle period
 	}
+	// The state with its problems, in one step: no reader sees a problem
+	// without the state it makes.
+	changed := s.computeStateLocked(now, synced)
 	s.mu.Unlock()
+	if changed {
+		s.c.updateState()
+	}
 	if idle {
 		s.restart(now, ProblemIdle, GapIdle, RelistIdle, fmt.Sprintf("no event or bookmark for %s", idleFor.Round(time.Second)))
 	}
@@ -165,6 +171,9 @@ func (s *shard[T]) setLocked(p Problem, since time.Time, reason string) {
 		cond.since = since
 		s.c.logger.Info("Reflector problem", "namespace", s.namespace, "problem", p, "reason", reason)
 	}
+	if !ok || cond.reason != reason {
+		s.problemsGen++
+	}
 	cond.reason = reason
 	s.problems[p] = cond
 }
@@ -172,6 +181,7 @@ func (s *shard[T]) setLocked(p Problem, since time.Time, reason string) {
 func (s *shard[T]) clearLocked(p Problem) {
 	if cond, ok := s.problems[p]; ok {
 		delete(s.problems, p)
+		s.problemsGen++
 		s.c.logger.Info("Reflector problem cleared", "namespace", s.namespace, "problem", p, "after", s.now().Sub(cond.since).Round(time.Millisecond).String())
 	}
 }
@@ -183,9 +193,12 @@ func (s *shard[T]) restart(now time.Time, p Problem, gap Gap, reason RelistReaso
 	s.mu.Lock()
 	s.setLocked(p, now, why)
 	s.probeFailingSince = time.Time{}
+	changed := s.computeStateLocked(now, true)
 	s.mu.Unlock()
 	// The state first: whoever sees the gap counted sees the cache degraded.
-	s.computeState(now, true)
+	if changed {
+		s.c.updateState()
+	}
 	s.c.stats.gap(gap)
 	s.c.stats.restart()
 	s.c.log().Info("Restarting watch", "namespace", s.namespace, "gap", gap, "why", why)
@@ -208,6 +221,17 @@ func (s *shard[T]) restart(now time.Time, p Problem, gap Gap, reason RelistReaso
 // left to the rules that can (idle, the audit, canaries, hung requests).
 func (s *shard[T]) computeState(now time.Time, synced bool) {
 	s.mu.Lock()
+	changed := s.computeStateLocked(now, synced)
+	s.mu.Unlock()
+	if changed {
+		s.c.updateState()
+	}
+}
+
+// computeStateLocked is computeState under s.mu; it reports whether the
+// cache must publish again (updateState): the state, its reason or the
+// problems changed since the last publication.
+func (s *shard[T]) computeStateLocked(now time.Time, synced bool) bool {
 	state, reason := StateSynced, ""
 	var earliest, failing time.Time
 	failReason := ""
@@ -236,12 +260,10 @@ func (s *shard[T]) computeState(now time.Time, synced bool) {
 	default:
 		state = StateDegraded
 	}
-	changed := state != s.state || reason != s.reason
+	changed := state != s.state || reason != s.reason || s.problemsGen != s.publishedGen
 	s.state, s.reason = state, reason
-	s.mu.Unlock()
-	if changed {
-		s.c.updateState()
-	}
+	s.publishedGen = s.problemsGen
+	return changed
 }
 
 // nextWake is when the monitor must look again without news: the earliest

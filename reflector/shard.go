@@ -53,6 +53,9 @@ type shard[T object] struct {
 	// Health, written by the monitor.
 
 	problems          map[Problem]condition
+	// problemsGen counts changes of problems (set, reason, cleared);
+	// publishedGen is the count the cache last published (updateState).
+	problemsGen, publishedGen int
 	state             State
 	reason            string
 	lastProbe         time.Time
@@ -135,6 +138,19 @@ func (s *shard[T]) health() (State, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.state, s.reason
+}
+
+// healthProblems is health with the problems it rests on, read together.
+func (s *shard[T]) healthProblems() (State, string, []ProblemStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ps []ProblemStatus
+	for _, p := range problems {
+		if cond, ok := s.problems[p]; ok {
+			ps = append(ps, ProblemStatus{Problem: p, Namespace: s.namespace, Since: cond.since, Reason: cond.reason})
+		}
+	}
+	return s.state, s.reason, ps
 }
 
 // The callbacks below record facts and wake the monitor; they never block.
