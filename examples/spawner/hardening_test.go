@@ -124,6 +124,46 @@ func TestPollDeletesATerminatedPod(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, r.code, "%s", r.body)
 }
 
+// TestPollOfAVanishedPodForgetsIt (issue 22, defect): a running user's
+// pod deleted behind the service's back. The poll that hears the API
+// server's NotFound answers 404 (the hub then forgets the server without
+// calling stop()), so it must drop the user's row too, or every later
+// start is a 409 "server is running" and the user is locked out. The
+// pod's Service goes with it (Stop with the row's UID; no garbage
+// collector here).
+func TestPollOfAVanishedPodForgetsIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.config(nil)
+	cfg.ServicesEnabled = true
+	d := e.start(cfg)
+	d.startUser("vera")
+	name := e.podName("vera")
+	require.NotNil(t, e.service(name))
+	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
+	require.Eventually(t, func() bool { return e.pod(name) == nil }, time.Minute, 20*time.Millisecond)
+
+	// The service's cache may still show the pod for a moment (200,
+	// running or terminating); the 404 is the API server's.
+	var r response
+	require.Eventually(t, func() bool {
+		r = d.do(http.MethodGet, "/users/vera/server", nil)
+		return r.code != http.StatusOK
+	}, time.Minute, 20*time.Millisecond)
+	require.Equal(t, http.StatusNotFound, r.code, "%s", r.body)
+	poll := r.json(t)
+	assert.Equal(t, "stopped", poll["state"])
+	assert.Equal(t, "NotFound", poll["reason"])
+	assert.Nil(t, poll["serviceState"], "the row is gone with the pod: %v", poll)
+	state, _ := d.row("vera")
+	assert.Empty(t, state, "no row left")
+	assert.Empty(t, d.known().Pods)
+	assert.Nil(t, e.service(name), "the vanished pod's Service was deleted with the row")
+
+	d.startUser("vera") // not locked out
+	d.stopUser("vera")
+}
+
 // TestPodsOutOfScopeAreForbidden: a pod with the name of a user's pod
 // that is not this instance's (another instance's, or not a spawner's)
 // is never reported nor deleted: 403, never a 404 that reads as gone.

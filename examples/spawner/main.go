@@ -48,6 +48,8 @@ type options struct {
 	storage         *Storage
 	servicesEnabled bool
 	port            int32
+	// podPolicy: --pod-policy's file, loosened by the --allow-* flags.
+	podPolicy PodPolicy
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -93,6 +95,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&st.MountPath, "storage-mount-path", DefaultMountPath, "where the claim is mounted in the notebook container (Z2JH singleuser.storage.homeMountPath)")
 	fs.BoolVar(&o.servicesEnabled, "services-enabled", false, "front each user's pod with a Service of the pod's name, port http to --port (KubeSpawner services_enabled)")
 	port := fs.Int("port", DefaultPort, "port of the notebook server in the user's pod: its container port and its Service's (KubeSpawner port)")
+	fs.BoolVar(&st.Force, "storage-force", false, "every start gets the user's claim (--storage-capacity), mounted at --storage-mount-path, even when the hub sends claims of its own (without it the claim is a default, for bodies without \"claims\")")
+
+	// What the hub's pods may ask for beyond Pod Security baseline.
+	policyFile := fs.String("pod-policy", "", "YAML or JSON file of the pod policy: what a start may ask for beyond Pod Security baseline (see README.md); empty: baseline")
+	allowHostPath := fs.Bool("allow-host-path", false, "the pod policy allows hostPath volumes (as allowHostPath in --pod-policy)")
+	allowHostNamespaces := fs.Bool("allow-host-namespaces", false, "the pod policy allows hostNetwork, hostPID and hostIPC")
+	allowPrivileged := fs.Bool("allow-privileged", false, "the pod policy allows privileged containers")
 	klog.InitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -155,6 +164,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.storage = &st
 	}
+	if *policyFile != "" {
+		var err error
+		if o.podPolicy, err = loadPodPolicy(*policyFile); err != nil {
+			return nil, service.UsageError(err)
+		}
+	}
+	// A flag only loosens what the file says.
+	o.podPolicy.AllowHostPath = o.podPolicy.AllowHostPath || *allowHostPath
+	o.podPolicy.AllowHostNetwork = o.podPolicy.AllowHostNetwork || *allowHostNamespaces
+	o.podPolicy.AllowHostPID = o.podPolicy.AllowHostPID || *allowHostNamespaces
+	o.podPolicy.AllowHostIPC = o.podPolicy.AllowHostIPC || *allowHostNamespaces
+	o.podPolicy.AllowPrivileged = o.podPolicy.AllowPrivileged || *allowPrivileged
 	if o.leaseNamespace == "" {
 		o.leaseNamespace = o.namespace
 	}
@@ -229,7 +250,7 @@ func (o *options) config() Config {
 		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace,
 		StopRetryInterval: o.stopRetryInterval, StopRetryMaxInterval: o.stopRetryMaxInterval,
 		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, MaxClaimAge: o.maxClaimAge, LeaseNamespace: o.leaseNamespace,
-		Streams: o.streams, Storage: o.storage, ServicesEnabled: o.servicesEnabled, Port: o.port,
+		Streams: o.streams, Storage: o.storage, ServicesEnabled: o.servicesEnabled, Port: o.port, PodPolicy: o.podPolicy,
 	}
 }
 

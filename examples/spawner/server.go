@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -60,12 +59,18 @@ type Config struct {
 	DeleteGracePeriod         *time.Duration
 
 	// Storage, if set, gives each user a claim, mounted in their pod and
-	// kept across stops; DELETE /users/{user}/claims deletes it.
+	// kept across stops; DELETE /users/{user}/claims deletes it. A start
+	// whose body has "claims" has the body's instead, unless
+	// Storage.Force.
 	Storage *Storage
 	// ServicesEnabled fronts each pod with a Service of its name, port
 	// "http" to Port (KubeSpawner's services_enabled); it goes with the
-	// pod.
+	// pod. A start whose body has "services" has the body's instead.
 	ServicesEnabled bool
+	// PodPolicy is what a start may ask for beyond Pod Security baseline
+	// (the zero policy: baseline); a start that asks for more is refused
+	// (403) before anything is created.
+	PodPolicy PodPolicy
 	// Port of the notebook server in the pod (its container port, and the
 	// Service's). Default 8888.
 	Port int32
@@ -200,6 +205,9 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("spawner service: storage: %w", err)
 		}
 		cfg.Storage = &st
+	}
+	if err := cfg.PodPolicy.validate(); err != nil {
+		return nil, fmt.Errorf("spawner service: pod policy: %w", err)
 	}
 	cfg.StopRetryInterval = cmp.Or(cfg.StopRetryInterval, time.Second)
 	cfg.StopRetryMaxInterval = max(cmp.Or(cfg.StopRetryMaxInterval, time.Minute), cfg.StopRetryInterval)
@@ -564,13 +572,6 @@ func (s *Server) routes() http.Handler {
 
 // --- start ---
 
-type startBody struct {
-	Image string `json:"image,omitempty"`
-	// Annotations are added to the pod (demo only: a real service would not
-	// let users set them; tests use them to pick a podsim scenario).
-	Annotations map[string]string `json:"annotations,omitempty"`
-}
-
 // serverJSON is the answer to a start (also the final SSE event).
 type serverJSON struct {
 	User            string    `json:"user"`
@@ -648,18 +649,21 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 		}
 		defer release()
 	}
-	var body startBody
 	raw, err := service.ReadBody(w, r, 1<<20)
-	if err == nil && len(bytes.TrimSpace(raw)) > 0 {
-		err = json.Unmarshal(raw, &body)
-	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
 		return
 	}
-	req, err := s.request(user, name, body)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	// Refused before anything is created, the user's row included: the
+	// body's and the policy's problems, each named by its field.
+	body, refused := decodeStartBody(raw)
+	var req spawner.Request
+	if refused == nil {
+		req, refused = s.request(user, name, body)
+	}
+	if refused != nil {
+		klog.FromContext(r.Context()).Info("Start refused", "user", user, "reason", refused.reason, "field", refused.errs[0].Field, "err", refused.Error(), "problems", len(refused.errs))
+		refused.write(w, user, name)
 		return
 	}
 	s.mu.Lock()
@@ -709,30 +713,6 @@ func (s *Server) startServer(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		release()
 	}
-}
-
-// request is the start's request for user's pod name: the notebook
-// container on Port and, with Storage, the user's claim mounted at its
-// MountPath; with ServicesEnabled, a Service of the pod's name.
-func (s *Server) request(user, name string, body startBody) (spawner.Request, error) {
-	c := corev1.Container{Name: "notebook", Image: cmp.Or(body.Image, s.cfg.Image),
-		Ports: []corev1.ContainerPort{{Name: "notebook-port", ContainerPort: s.cfg.Port}}}
-	req := spawner.Request{Key: user, Namespace: s.cfg.Namespace, Annotations: body.Annotations, Spec: &corev1.PodSpec{}}
-	if st := s.cfg.Storage; st != nil {
-		claim, err := st.claim(user)
-		if err != nil {
-			return req, err
-		}
-		req.Claims = []*corev1.PersistentVolumeClaim{claim}
-		req.Spec.Volumes = []corev1.Volume{{Name: homeVolume,
-			VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim.Name}}}}
-		c.VolumeMounts = []corev1.VolumeMount{{Name: homeVolume, MountPath: st.MountPath}}
-	}
-	req.Spec.Containers = []corev1.Container{c}
-	if s.cfg.ServicesEnabled {
-		req.Services = []*corev1.Service{podService(name, s.cfg.Port)}
-	}
-	return req, nil
 }
 
 // start runs in the background, bounded by the server's lifetime, not the
@@ -1086,9 +1066,16 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The row as it was before the poll: only a pod it already knew can
+	// be the one the poll finds gone.
+	var running *userServer
+	var runningUID types.UID
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {
 		name = u.pod // the row's pod, whatever the name scheme that made it
+		if u.state == stateRunning {
+			running, runningUID = u, u.uid
+		}
 	}
 	s.mu.Unlock()
 	// Poll and the stop of a terminated pod are bounded by the spawner's
@@ -1136,9 +1123,12 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Unlock()
 	}
+	// st.Pod nil: the API server said NotFound (Poll never takes absence
+	// from the cache).
+	vanished := st.Pod == nil && running != nil && s.forgetVanished(w, r, running, runningUID)
 	s.mu.Lock()
 	if u := s.users[user]; u != nil {
-		if u.state == stateStopPending && st.Pod == nil {
+		if u.state == stateStopPending && st.Pod == nil && !vanished {
 			// The API server said NotFound: the pending stop is done.
 			delete(s.users, user)
 		} else {
@@ -1151,6 +1141,36 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusNotFound // the API server said so
 	}
 	writeJSON(w, code, out)
+}
+
+// forgetVanished: the API server says the pod of u, a row that was
+// running with pod uid before the poll, does not exist (deleted behind the
+// service's back). The poll answers 404, after which the hub forgets the
+// server without calling stop(), so the row must go too, or every later
+// start of the user is a 409. It goes the way a stop goes: Stop with that
+// UID (a pod known gone: never a successor) deletes what the pod owned
+// (its Service); if that cannot complete the row is stop-pending and
+// retried (a start answers 409 meanwhile), as for any stop. A row that
+// changed since (a stop, a new start) is its operation's to settle;
+// stop-pending ones are dropped by the caller. tried: this poll ran that
+// stop.
+func (s *Server) forgetVanished(w http.ResponseWriter, r *http.Request, u *userServer, uid types.UID) (tried bool) {
+	s.mu.Lock()
+	if s.users[u.user] != u || u.state != stateRunning || u.uid != uid || uid == "" {
+		s.mu.Unlock()
+		return false
+	}
+	pod := u.pod
+	s.mu.Unlock()
+	logger := klog.FromContext(r.Context()).WithValues("user", u.user, "pod", klog.KRef(s.cfg.Namespace, pod), "uid", uid)
+	logger.Info("The user's pod is gone (the API server has no such pod): forgetting the server")
+	release := service.HoldWrite(w) // bounded by the spawner's StopTimeout
+	err := s.stopPod(context.WithoutCancel(r.Context()), pod, uid)
+	release()
+	if !s.stopDone(u, err) {
+		logger.Info("The vanished pod's objects could not all be deleted yet; the service retries", "err", err)
+	}
+	return true
 }
 
 // --- known pods, health ---

@@ -39,6 +39,13 @@ type Storage struct {
 	// MountPath in the notebook container (homeMountPath). Default
 	// /home/jovyan.
 	MountPath string
+	// Force makes the claim every start's, whatever the body asks: without
+	// it the claim is a default, for a start whose body has no "claims"
+	// (a hub that decides its storage itself replaces it); with it the
+	// claim is added to the body's (replacing one of its name) and
+	// mounted at MountPath in the pod's first container, which must not
+	// mount anything else there (403, policy).
+	Force bool
 }
 
 // Defaults of Storage, Zero to JupyterHub's.
