@@ -31,7 +31,7 @@ if env("KUBESPAWN_HUB_API_TOKEN"):
     c.JupyterHub.load_roles = [
         {
             "name": "tester-role",
-            "scopes": ["admin:users", "admin:servers", "read:hub"],
+            "scopes": ["admin:users", "admin:servers", "read:hub", "tokens"],
             "services": ["tester"],
         }
     ]
@@ -49,3 +49,44 @@ c.KubespawnSpawner.user_annotation_keys = [
     "podsim.kubespawn.io/scenario",
     "podsim.kubespawn.io/start-delay",
 ]
+c.JupyterHub.allow_named_servers = True
+
+# Real single-user servers (the rig's KUBESPAWN_PROCESS_RUNTIME): the pod
+# simulator runs each pod of this RuntimeClass as a local process at the
+# pod's own loopback IP, so the pod is Debian's jupyterhub-singleuser as
+# KubeSpawner would start it (cmd + get_args(), the hub's environment),
+# as uid 1000 (notebook refuses root).
+process_runtime = env("KUBESPAWN_PROCESS_RUNTIME")
+if process_runtime:
+    c.KubespawnSpawner.image = env("KUBESPAWN_SINGLEUSER_IMAGE", "kubespawn.test/jupyterhub-singleuser:3.0")
+    c.KubespawnSpawner.extra_pod_config = {"runtimeClassName": process_runtime}
+    c.KubespawnSpawner.uid = 1000
+    c.KubespawnSpawner.gid = 1000
+    c.KubespawnSpawner.port = 8888
+
+# Profiles as a z2jh values.yaml would give them (KUBESPAWN_PROFILES: the
+# browser test, the profile tests, make demo-jupyterhub): the spawn form
+# shows them; each changes the pod's resources and placement.
+if env("KUBESPAWN_PROFILES"):
+    c.KubespawnSpawner.profile_list = [
+        {
+            "display_name": "Small",
+            "slug": "small",
+            "description": "1 CPU, 1 GiB",
+            "default": True,
+            "kubespawner_override": {"cpu_limit": 1, "mem_limit": "1G", "mem_guarantee": "512M"},
+        },
+        {
+            "display_name": "Large",
+            "slug": "large",
+            "description": "4 CPUs, 8 GiB, on the large nodes",
+            "kubespawner_override": {
+                "cpu_limit": 4,
+                "cpu_guarantee": 2,
+                "mem_limit": "8G",
+                "node_selector": {"kubespawn.test/size": "large"},
+                # For simulated pods: a slower start, so its progress shows.
+                "extra_annotations": {"podsim.kubespawn.io/start-delay": "2s"},
+            },
+        },
+    ]

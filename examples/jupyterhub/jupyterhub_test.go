@@ -61,6 +61,8 @@ type hubConfig struct {
 	startTimeout time.Duration
 	sweep        time.Duration
 	stopTimeout  time.Duration // the service's --stop-timeout; 0: 60s
+	realServers  bool          // real jupyterhub-singleuser servers (hubtest.Config.ProcessRuntime)
+	profiles     bool          // the configuration's profile_list
 }
 
 // newHubEnv is one test's namespace (no pod may be left in it), the
@@ -69,12 +71,16 @@ type hubConfig struct {
 func newHubEnv(t *testing.T, c hubConfig) *hubtest.Env {
 	t.Helper()
 	ns := cluster.Namespace(t, "hub", testcluster.NoPodsLeft(""), testcluster.KeepEvents())
-	cluster.PodSim(t, podsim.Options{PodIP: "127.0.0.1"})
+	// One simulator for the package: the stand-in's pods at 127.0.0.1,
+	// pods of the process runtime (real servers) at IPs of their own.
+	cluster.PodSim(t, podsim.Options{PodIP: "127.0.0.1", ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
+		ImageEntrypoints: map[string][]string{hubtest.SingleUserImage: {}}})
 	dir := t.TempDir()
 	e, err := hubtest.Start(t.Context(), hubtest.Config{
 		Admin: cluster.Config(), Client: cluster.Client(t), Namespace: ns, Dir: dir, SpawnerBinary: spawnerBin,
 		ThroughProxy: c.throughProxy, HubStartTimeout: c.startTimeout, HTTPTimeout: 10 * time.Second,
 		SweepInterval: c.sweep, OrphanMinAge: 3 * c.startTimeout, StopTimeout: c.stopTimeout,
+		ProcessRuntime: map[bool]string{true: podsim.DefaultProcessRuntimeClass}[c.realServers], Profiles: c.profiles,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {

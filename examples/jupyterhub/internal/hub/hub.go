@@ -73,6 +73,9 @@ type Options struct {
 	// StartTimeout, HTTPTimeout, PollInterval: the hub's start_timeout,
 	// http_timeout and poll_interval.
 	StartTimeout, HTTPTimeout, PollInterval time.Duration
+	// Env is more of jupyterhub_config.py's KUBESPAWN_* settings (e.g.
+	// KUBESPAWN_PROCESS_RUNTIME: real single-user servers).
+	Env []string
 }
 
 // Hub is a JupyterHub process (with its proxy).
@@ -125,6 +128,7 @@ func (h *Hub) Start(ctx context.Context) error {
 		"KUBESPAWN_HTTP_TIMEOUT="+secs(h.opts.HTTPTimeout),
 		"KUBESPAWN_POLL_INTERVAL="+secs(h.opts.PollInterval),
 	)
+	env = append(env, h.opts.Env...)
 	h.starts++
 	logPath := filepath.Join(h.opts.Dir, fmt.Sprintf("jupyterhub-%d.log", h.starts))
 	p, err := childproc.Start("jupyterhub", logPath, childproc.Options{Env: env, Dir: h.opts.Dir}, jupyterhubBin,
@@ -248,6 +252,56 @@ func (h *Hub) StartServer(ctx context.Context, name string, annotations map[stri
 	}
 	_, err := h.api(ctx, http.MethodPost, "/users/"+url.PathEscape(name)+"/server", body, nil)
 	return err
+}
+
+// StartNamedServer asks the hub to start name's server serverName (""
+// for the default one) with userOptions as the request's body (the
+// user_options: a profile's slug, say).
+func (h *Hub) StartNamedServer(ctx context.Context, name, serverName string, userOptions map[string]any) error {
+	path := "/users/" + url.PathEscape(name) + "/server"
+	if serverName != "" {
+		path = "/users/" + url.PathEscape(name) + "/servers/" + url.PathEscape(serverName)
+	}
+	if userOptions == nil {
+		userOptions = map[string]any{}
+	}
+	_, err := h.api(ctx, http.MethodPost, path, userOptions, nil)
+	return err
+}
+
+// StopNamedServer stops name's server serverName ("" the default one).
+func (h *Hub) StopNamedServer(ctx context.Context, name, serverName string) (int, error) {
+	if serverName == "" {
+		return h.StopServer(ctx, name)
+	}
+	return h.api(ctx, http.MethodDelete, "/users/"+url.PathEscape(name)+"/servers/"+url.PathEscape(serverName), nil, nil)
+}
+
+// Token creates an API token of user name (the rig's service may:
+// admin:users), as the user's browser session would hold one.
+func (h *Hub) Token(ctx context.Context, name string) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	_, err := h.api(ctx, http.MethodPost, "/users/"+url.PathEscape(name)+"/tokens", map[string]any{"note": "kubespawn test", "expires_in": 3600}, &out)
+	return out.Token, err
+}
+
+// Get GETs path on the hub's public URL (through its
+// configurable-http-proxy) with token, as a user's client would.
+func (h *Hub) Get(ctx context.Context, path, token string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "token "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }
 
 // StopServer asks the hub to stop name's server: 202 or 204 once accepted.

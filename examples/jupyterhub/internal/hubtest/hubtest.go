@@ -41,7 +41,20 @@ type Config struct {
 	SweepInterval, OrphanMinAge time.Duration
 	// StopTimeout: the service's --stop-timeout (default 60s).
 	StopTimeout time.Duration
+	// ProcessRuntime, if set, makes the users' servers real: the hub's
+	// class asks for this RuntimeClass (the pod simulator's process
+	// runtime), so each pod runs Debian's jupyterhub-singleuser at its
+	// own loopback IP, port 8888, as uid 1000. Otherwise the stand-in
+	// answers for every server.
+	ProcessRuntime string
+	// Profiles turns on the configuration's profile_list (Small, Large).
+	Profiles bool
 }
+
+// SingleUserImage is the image name the rig's real servers use: the pod
+// simulator maps it to no entrypoint, so the container's args
+// (KubeSpawner's cmd + get_args(): jupyterhub-singleuser ...) run as is.
+const SingleUserImage = "kubespawn.test/jupyterhub-singleuser:3.0"
 
 // Env is a running hub with its spawner service and stand-in.
 type Env struct {
@@ -88,8 +101,16 @@ func Start(ctx context.Context, c Config) (_ *Env, err error) {
 	if err := os.MkdirAll(hubDir, 0o700); err != nil {
 		return nil, err
 	}
-	e.Hub, err = hub.Start(ctx, hub.Options{Dir: hubDir, ServiceURL: e.Service.URL, ServiceTokenFile: e.Service.TokenFile,
-		NotebookPort: e.standIn.port, StartTimeout: c.HubStartTimeout, HTTPTimeout: c.HTTPTimeout, PollInterval: 5 * time.Second})
+	ho := hub.Options{Dir: hubDir, ServiceURL: e.Service.URL, ServiceTokenFile: e.Service.TokenFile,
+		NotebookPort: e.standIn.port, StartTimeout: c.HubStartTimeout, HTTPTimeout: c.HTTPTimeout, PollInterval: 5 * time.Second}
+	if c.ProcessRuntime != "" {
+		ho.NotebookPort = 8888
+		ho.Env = []string{"KUBESPAWN_PROCESS_RUNTIME=" + c.ProcessRuntime, "KUBESPAWN_SINGLEUSER_IMAGE=" + SingleUserImage}
+	}
+	if c.Profiles {
+		ho.Env = append(ho.Env, "KUBESPAWN_PROFILES=1")
+	}
+	e.Hub, err = hub.Start(ctx, ho)
 	if err != nil {
 		return nil, err
 	}
