@@ -36,12 +36,13 @@ const recordProgress = `(() => {
 })();`
 
 // TestBrowserLogInStartAndReachTheServer: a user logs in on the hub's
-// page, the hub starts the server, the spawn-pending page shows
-// kubespawn's progress (its event stream), and the browser lands on the
-// user's server.
+// page, picks a profile on the spawn form and clicks Start; the
+// spawn-pending page shows kubespawn's progress (its event stream), and
+// the real notebook server's tree page loads in the browser, reached
+// through the hub's proxy and its OAuth.
 func TestBrowserLogInStartAndReachTheServer(t *testing.T) {
 	require.NoError(t, browser.Check())
-	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
+	e := newHubEnv(t, hubConfig{startTimeout: 90 * time.Second, sweep: time.Minute, realServers: true, profiles: true})
 	b, err := browser.Start(context.Background()) // not t.Context(): it ends before the cleanups, which screenshot a failure
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
@@ -62,11 +63,11 @@ func TestBrowserLogInStartAndReachTheServer(t *testing.T) {
 			loc, _ := chromedp.Run(ctx, chromedp.Location())
 			body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
 			t.Logf("the page at %s says:\n%s", loc, body)
+			logProcessPods(t, e)
 		}
 	})
 	_, err = chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: recordProgress})
 	require.NoError(t, err)
-
 	// Every step has a deadline: a page that never shows what is waited
 	// for fails the test (with a screenshot) instead of hanging it.
 	step := func(d time.Duration, actions ...chromedp.Action[chromedp.Void]) error {
@@ -80,21 +81,28 @@ func TestBrowserLogInStartAndReachTheServer(t *testing.T) {
 		chromedp.SendKeys(chromedp.ID("username_input"), "ada"),
 		chromedp.SendKeys(chromedp.ID("password_input"), "any"),
 		chromedp.Click(chromedp.ID("login_submit")),
+		// With profiles, the hub shows the spawn form first.
+		chromedp.WaitVisible(chromedp.ID("profile-item-large")),
 	))
-	// The hub sends a user who logs in without a server to /hub/spawn,
-	// which starts it (no form here) and shows the spawn-pending page.
+	shot("browser-spawn-form")
+	require.NoError(t, step(30*time.Second,
+		chromedp.Click(chromedp.ID("profile-item-large")),
+		chromedp.Submit(chromedp.ID("spawn_form")),
+	))
 
-	// The spawn-pending page reloads into the server once it is ready.
+	// The spawn-pending page reloads into the server once it is ready;
+	// the notebook's tree page says so with its file list.
 	require.Eventually(t, func() bool {
 		ctx, cancel := context.WithTimeout(tab, 5*time.Second)
 		defer cancel()
 		loc, err := chromedp.Run(ctx, chromedp.Location())
-		return err == nil && strings.Contains(loc, "/user/ada/")
-	}, 2*time.Minute, 200*time.Millisecond, "the browser reaches the user's server")
-	body, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS("body")))
+		return err == nil && strings.Contains(loc, "/user/ada/tree")
+	}, 3*time.Minute, 250*time.Millisecond, "the browser reaches the notebook's tree page")
+	require.NoError(t, step(30*time.Second, chromedp.WaitVisible(chromedp.ID("notebook_list"))))
+	title, err := chromedp.Run(tab, chromedp.Title())
 	require.NoError(t, err)
-	assert.Contains(t, body, "notebook server of ada")
-	shot("browser-server")
+	assert.Contains(t, title, "Home", "the notebook's tree page")
+	shot("browser-notebook")
 
 	raw, err := chromedp.Run(tab, chromedp.Evaluate[string](`localStorage.getItem("kubespawn-progress") || "[]"`))
 	require.NoError(t, err)
@@ -104,7 +112,6 @@ func TestBrowserLogInStartAndReachTheServer(t *testing.T) {
 	for _, d := range datas {
 		var ev struct {
 			Message string `json:"message"`
-			Ready   bool   `json:"ready"`
 		}
 		if json.Unmarshal([]byte(d), &ev) == nil && ev.Message != "" {
 			messages = append(messages, ev.Message)
@@ -115,5 +122,10 @@ func TestBrowserLogInStartAndReachTheServer(t *testing.T) {
 	assert.Contains(t, joined, "Successfully assigned", "kubespawn's progress (the pod's Scheduled event) reached the page")
 	assert.Contains(t, joined, "Started container notebook")
 	assert.Contains(t, joined, "Server ready at /user/ada/")
+
+	pod, err := e.UserPod(t.Context(), "ada")
+	require.NoError(t, err)
+	require.NotNil(t, pod)
+	assert.Equal(t, map[string]string{"kubespawn.test/size": "large"}, pod.Spec.NodeSelector, "the profile picked in the form")
 	require.NoError(t, e.StopAll(t.Context(), []string{"ada"}))
 }
