@@ -90,3 +90,15 @@ if env("KUBESPAWN_PROFILES"):
             },
         },
     ]
+
+# Per-user storage as z2jh's singleuser.storage (KUBESPAWN_STORAGE: the
+# storage test): a claim per user, kept across stops, deleted with the user
+# (delete_forever).
+if env("KUBESPAWN_STORAGE"):
+    c.KubespawnSpawner.storage_pvc_ensure = True
+    c.KubespawnSpawner.storage_capacity = env("KUBESPAWN_STORAGE")
+    # z2jh's singleuser.storage.type=dynamic mounts the claim as the home.
+    c.KubespawnSpawner.volumes = [
+        {"name": "volume-{user_server}", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}
+    ]
+    c.KubespawnSpawner.volume_mounts = [{"name": "volume-{user_server}", "mountPath": "/home/jovyan"}]

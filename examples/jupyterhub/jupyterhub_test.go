@@ -50,7 +50,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		os.Exit(1)
 	}
-	cluster = testcluster.MustStart(testcluster.Options{})
+	// The claim protection controller (a deleted claim goes once no pod
+	// uses it: delete_forever confirms it gone) and the namespace
+	// controller; the garbage collector comes with the defaults.
+	cluster = testcluster.MustStart(testcluster.Options{ControllerManager: true,
+		Controllers: append(slices.Clone(testcluster.DefaultControllers), "persistentvolumeclaim-protection-controller")})
 	code := cluster.Run(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
@@ -63,6 +67,7 @@ type hubConfig struct {
 	stopTimeout  time.Duration // the service's --stop-timeout; 0: 60s
 	realServers  bool          // real jupyterhub-singleuser servers (hubtest.Config.ProcessRuntime)
 	profiles     bool          // the configuration's profile_list
+	storage      string        // a claim per user of this size
 }
 
 // newHubEnv is one test's namespace (no pod may be left in it), the
@@ -80,7 +85,7 @@ func newHubEnv(t *testing.T, c hubConfig) *hubtest.Env {
 		Admin: cluster.Config(), Client: cluster.Client(t), Namespace: ns, Dir: dir, SpawnerBinary: spawnerBin,
 		ThroughProxy: c.throughProxy, HubStartTimeout: c.startTimeout, HTTPTimeout: 10 * time.Second,
 		SweepInterval: c.sweep, OrphanMinAge: 3 * c.startTimeout, StopTimeout: c.stopTimeout,
-		ProcessRuntime: map[bool]string{true: podsim.DefaultProcessRuntimeClass}[c.realServers], Profiles: c.profiles,
+		ProcessRuntime: map[bool]string{true: podsim.DefaultProcessRuntimeClass}[c.realServers], Profiles: c.profiles, Storage: c.storage,
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() {

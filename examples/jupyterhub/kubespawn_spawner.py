@@ -53,7 +53,7 @@ URL-escaped. The body::
 ``GET /users/{key}/server`` polls, ``DELETE /users/{key}/server`` stops
 (``200`` gone, ``202`` stop-pending: the service owns the cleanup), ``DELETE
 /users/{key}/claims`` deletes the key's claims (``delete_forever``): ``200
-{"deleted": [{"name", "uid"}]}``, ``409`` while the key's pod exists.
+{"state": "deleted", "claims": [{"kind", "name", "uid"}]}``, ``409`` while the key's pod exists.
 
 What JupyterHub does with each method, and what this spawner answers
 =====================================================================
@@ -1751,9 +1751,9 @@ class KubespawnSpawner(_KubeSpawnerSection):
             if code:
                 last = f"HTTP {code} {body.get('error', '')}".strip()
             if code == 200:
-                for c in body.get("deleted") or []:
+                for c in body.get("claims") or []:
                     self.log.info("kubespawn: claim %s (uid %s) of %s deleted", c.get("name"), c.get("uid"), self.key)
-                if not body.get("deleted"):
+                if not body.get("claims"):
                     self.log.info("kubespawn: %s had no claims", self.key)
                 self._pvc_name = None
                 return

@@ -591,7 +591,7 @@ class TestDeleteForever(ManifestTestCase):
 
     def test_deletes_the_claims_of_the_key(self):
         s = self.spawner(name="gpu")
-        self.service.answer("DELETE", (200, {"deleted": [{"name": "claim-alice--gpu", "uid": "u-9"}]}))
+        self.service.answer("DELETE", (200, {"state": "deleted", "claims": [{"kind": "PersistentVolumeClaim", "name": "claim-alice--gpu", "uid": "u-9"}]}))
         with self.assertLogs(s.log, "INFO") as logs:
             asyncio.run(s.delete_forever())
         self.assertEqual(self.service.requests, [("DELETE", "/users/alice%2Fgpu/claims")])
@@ -601,7 +601,7 @@ class TestDeleteForever(ManifestTestCase):
         # The hub forgot a stop the service still owns (stop() raised):
         # 409 until the pod is gone.
         s = self.spawner()
-        self.service.answer("DELETE", (409, {"error": "the pod exists; stop it first"}), (200, {"deleted": []}))
+        self.service.answer("DELETE", (409, {"error": "the pod exists; stop it first"}), (200, {"state": "deleted", "claims": []}))
         asyncio.run(s.delete_forever())
         self.assertEqual(self.service.methods(), ["DELETE", "DELETE"])
 

@@ -304,6 +304,13 @@ func (h *Hub) Get(ctx context.Context, path, token string) (int, []byte, error) 
 	return resp.StatusCode, b, err
 }
 
+// DeleteUser deletes the user from the hub, which calls delete_forever on
+// each of the user's (stopped) servers.
+func (h *Hub) DeleteUser(ctx context.Context, name string) error {
+	_, err := h.api(ctx, http.MethodDelete, "/users/"+url.PathEscape(name), nil, nil)
+	return err
+}
+
 // StopServer asks the hub to stop name's server: 202 or 204 once accepted.
 func (h *Hub) StopServer(ctx context.Context, name string) (int, error) {
 	return h.api(ctx, http.MethodDelete, "/users/"+url.PathEscape(name)+"/server", nil, nil)

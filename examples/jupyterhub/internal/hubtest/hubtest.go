@@ -49,6 +49,9 @@ type Config struct {
 	ProcessRuntime string
 	// Profiles turns on the configuration's profile_list (Small, Large).
 	Profiles bool
+	// Storage, if set, is the capacity of a claim per user (the
+	// configuration's storage_pvc_ensure).
+	Storage string
 }
 
 // SingleUserImage is the image name the rig's real servers use: the pod
@@ -109,6 +112,9 @@ func Start(ctx context.Context, c Config) (_ *Env, err error) {
 	}
 	if c.Profiles {
 		ho.Env = append(ho.Env, "KUBESPAWN_PROFILES=1")
+	}
+	if c.Storage != "" {
+		ho.Env = append(ho.Env, "KUBESPAWN_STORAGE="+c.Storage)
 	}
 	e.Hub, err = hub.Start(ctx, ho)
 	if err != nil {
