@@ -16,13 +16,23 @@
 // with the stand-in and the API server's view to audit them) and
 // httpwait; incident.go here is the replay the command and a test run.
 //
-// The package's tests (jupyterhub_test.go) drive the same hub only
-// through its REST API: 20 concurrent users, the incident with the hub's
+// The package's tests drive the same hub: through its REST API
+// (jupyterhub_test.go: 20 concurrent users, the incident with the hub's
 // own start timeout, a hub restart in the middle of starts, an evicted pod
-// (reported to the hub with its container's exit status), and a stop while
-// the API server fails (stop() waits for the service to finish it, never
-// letting the hub forget a server whose pod exists). TestSpawnerModule
-// runs the Python tests of the class (test_kubespawn_spawner.py: poll()'s
-// exit statuses, one HTTP client per event loop closed with it, the state
-// it keeps) against a stand-in service, with Debian's interpreter.
+// reported with its container's exit status, a stop while the API server
+// fails), with real single-user servers (real_servers_test.go: Debian's
+// jupyterhub-singleuser as each pod's process, reached through the hub's
+// proxy with the user's token, a named server too), with the
+// configuration's profiles and per-user storage (profiles_test.go,
+// storage_test.go: the pod and claim as the API server stores them, the
+// claim kept across stops and deleted with the user), and in chromium
+// (browser_test.go: log in, pick a profile, watch the progress, reach the
+// notebook). TestSpawnerModule runs every test_*.py of the class (the
+// manifest from KubeSpawner's traits, JupyterHub 3-6 behaviours with
+// fakes, poll()'s exit statuses, one HTTP client per event loop) against
+// a stand-in service, with Debian's interpreter.
+//
+// With -bench-starts N the command measures, instead of the incident, N
+// real servers started one after another: hub POST to the server
+// answering through the proxy, against the pod's own start.
 package main

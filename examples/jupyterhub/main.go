@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	startTimeout := fs.Duration("start-timeout", 20*time.Second, "the hub's start_timeout")
 	spawnerBin := fs.String("spawner", "", "the spawner service binary (default: built from examples/spawner)")
 	keep := fs.Bool("keep", false, "keep the logs directory")
+	benchStarts := fs.Int("bench-starts", 0, "instead of the incident: start this many real single-user servers one after another and measure hub POST → server reachable through the proxy, against the pod's own start (BENCHMARKS.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,7 +77,10 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sim, err := podsim.Start(ctx, client, podsim.Options{PodIP: "127.0.0.1"})
+	// Simulated pods at the stand-in's 127.0.0.1; pods of the process
+	// runtime (the benchmark's real servers) at IPs of their own.
+	sim, err := podsim.Start(ctx, client, podsim.Options{PodIP: "127.0.0.1", ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
+		ImageEntrypoints: map[string][]string{hubtest.SingleUserImage: {}}})
 	if err != nil {
 		return err
 	}
@@ -90,14 +94,22 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 			return err
 		}
 	}
-	e, err := hubtest.Start(ctx, hubtest.Config{
+	hc := hubtest.Config{
 		Admin: c.Config(), Client: client, Namespace: ns.Name, Dir: dir, SpawnerBinary: *spawnerBin, ThroughProxy: true,
 		HubStartTimeout: *startTimeout, HTTPTimeout: 10 * time.Second, SweepInterval: 10 * time.Second, OrphanMinAge: 3 * *startTimeout,
-	})
+	}
+	if *benchStarts > 0 {
+		hc.ThroughProxy, hc.ProcessRuntime, hc.HubStartTimeout, hc.OrphanMinAge = false, podsim.DefaultProcessRuntimeClass, 2*time.Minute, 10*time.Minute
+	}
+	e, err := hubtest.Start(ctx, hc)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
+	if *benchStarts > 0 {
+		fmt.Fprintf(out, "JupyterHub at %s; %d real servers, one after another\n", e.Hub.URL, *benchStarts)
+		return runBenchStarts(ctx, e, client, ns.Name, *benchStarts, out)
+	}
 	fmt.Fprintf(out, "JupyterHub at %s, spawner service at %s (pods in namespace %s)\n\n", e.Hub.URL, e.Service.URL, ns.Name)
 	rep, err := runIncident(ctx, e, incidentOptions{
 		Users: *users, Launch: *launch, StallAt: 0.35, NeverReady: 7, BadImage: 10, Slow: 4, StopEvery: 4, Out: out,
