@@ -65,7 +65,7 @@ demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 
 # examples/jupyterhub drives Debian's JupyterHub 3.0 (its tests are part of
 # make test): installed with apt-get when missing.
-.PHONY: jupyterhub demo-jupyterhub chromium
+.PHONY: jupyterhub demo-jupyterhub chromium bench-jupyterhub
 jupyterhub: ## install Debian's JupyterHub 3.0 if missing (apt-get, as root; ~1-2 min)
 	@if [ -x /usr/bin/jupyterhub ] && /usr/bin/python3 -c 'import jupyterhub' 2>/dev/null; then :; \
 	elif [ "$$(id -u)" != 0 ]; then \
@@ -122,6 +122,9 @@ bench: tools ## the performance table of BENCHMARKS.md at 1,000 and 10,000 pods,
 bench-scale: tools ## P3, P4, P8, P9 at 1,000, 10,000 and 100,000 pods (see BENCHMARKS.md)
 	@mkdir -p out
 	set -o pipefail; $(GO) run ./internal/cmd/bench -sizes 1000,10000,100000 -figures P3,P4,P8,P9 -json out/bench-scale.json | tee out/bench-scale.txt
+
+bench-jupyterhub: tools jupyterhub ## P11: 50 real single-user servers started through the real hub (~2 min)
+	$(GO) run ./examples/jupyterhub -bench-starts 50
 
 localcluster: tools ## start a local control plane + pod simulator and write a kubeconfig
 	$(GO) run ./internal/cmd/localcluster
