@@ -55,117 +55,78 @@ func kindAPI(c kubernetes.Interface, kind string) objectAPI {
 	core := c.CoreV1()
 	switch kind {
 	case KindClaim:
-		return objectAPI{kind: kind,
-			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
-				return core.PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+		return newObjectAPI(kind,
+			func(ns string) typedClient[*corev1.PersistentVolumeClaim, *corev1.PersistentVolumeClaimList] {
+				return core.PersistentVolumeClaims(ns)
 			},
-			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
-				return core.PersistentVolumeClaims(ns).Create(ctx, obj.(*corev1.PersistentVolumeClaim), metav1.CreateOptions{})
-			},
-			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
-				return core.PersistentVolumeClaims(ns).Delete(ctx, name, opts)
-			},
-			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
-				l, err := core.PersistentVolumeClaims(ns).List(ctx, opts)
-				if err != nil {
-					return nil, "", err
-				}
-				out := make([]metav1.Object, len(l.Items))
-				for i := range l.Items {
-					out[i] = &l.Items[i]
-				}
-				return out, l.Continue, nil
-			},
-		}
+			func(l *corev1.PersistentVolumeClaimList) ([]metav1.Object, string) {
+				return pageOf(l.Items, l.Continue)
+			})
 	case KindService:
-		return objectAPI{kind: kind,
-			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
-				return core.Services(ns).Get(ctx, name, metav1.GetOptions{})
-			},
-			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
-				return core.Services(ns).Create(ctx, obj.(*corev1.Service), metav1.CreateOptions{})
-			},
-			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
-				return core.Services(ns).Delete(ctx, name, opts)
-			},
-			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
-				l, err := core.Services(ns).List(ctx, opts)
-				if err != nil {
-					return nil, "", err
-				}
-				out := make([]metav1.Object, len(l.Items))
-				for i := range l.Items {
-					out[i] = &l.Items[i]
-				}
-				return out, l.Continue, nil
-			},
-		}
+		return newObjectAPI(kind,
+			func(ns string) typedClient[*corev1.Service, *corev1.ServiceList] { return core.Services(ns) },
+			func(l *corev1.ServiceList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
 	case KindSecret:
-		return objectAPI{kind: kind,
-			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
-				return core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-			},
-			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
-				return core.Secrets(ns).Create(ctx, obj.(*corev1.Secret), metav1.CreateOptions{})
-			},
-			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
-				return core.Secrets(ns).Delete(ctx, name, opts)
-			},
-			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
-				l, err := core.Secrets(ns).List(ctx, opts)
-				if err != nil {
-					return nil, "", err
-				}
-				out := make([]metav1.Object, len(l.Items))
-				for i := range l.Items {
-					out[i] = &l.Items[i]
-				}
-				return out, l.Continue, nil
-			},
-		}
+		return newObjectAPI(kind,
+			func(ns string) typedClient[*corev1.Secret, *corev1.SecretList] { return core.Secrets(ns) },
+			func(l *corev1.SecretList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
 	case KindConfigMap:
-		return objectAPI{kind: kind,
-			get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
-				return core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
-			},
-			create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
-				return core.ConfigMaps(ns).Create(ctx, obj.(*corev1.ConfigMap), metav1.CreateOptions{})
-			},
-			delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
-				return core.ConfigMaps(ns).Delete(ctx, name, opts)
-			},
-			list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
-				l, err := core.ConfigMaps(ns).List(ctx, opts)
-				if err != nil {
-					return nil, "", err
-				}
-				out := make([]metav1.Object, len(l.Items))
-				for i := range l.Items {
-					out[i] = &l.Items[i]
-				}
-				return out, l.Continue, nil
-			},
-		}
+		return newObjectAPI(kind,
+			func(ns string) typedClient[*corev1.ConfigMap, *corev1.ConfigMapList] { return core.ConfigMaps(ns) },
+			func(l *corev1.ConfigMapList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
+	case kindPod:
+		return newObjectAPI(kind,
+			func(ns string) typedClient[*corev1.Pod, *corev1.PodList] { return core.Pods(ns) },
+			func(l *corev1.PodList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
 	}
 	panic("spawner: unknown kind " + kind)
 }
 
-// podsAPI lists pods (for the claims' "does the key have a pod" check).
-func podsAPI(s *Spawner) objectAPI {
-	pods := s.opts.Client.CoreV1()
-	return objectAPI{kind: "Pod",
+// kindPod: pods through objectAPI (the claims' "does the key have a pod"
+// list); the pod lifecycle has its own code.
+const kindPod = "Pod"
+
+// typedClient is what objectAPI uses of a client-go typed client.
+type typedClient[PT metav1.Object, L any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (PT, error)
+	Create(ctx context.Context, obj PT, opts metav1.CreateOptions) (PT, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+}
+
+// newObjectAPI adapts the typed client of one kind.
+func newObjectAPI[PT metav1.Object, L any](kind string, client func(ns string) typedClient[PT, L], page func(L) ([]metav1.Object, string)) objectAPI {
+	return objectAPI{kind: kind,
+		get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
+			return client(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		create: func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error) {
+			return client(ns).Create(ctx, obj.(PT), metav1.CreateOptions{})
+		},
+		delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
+			return client(ns).Delete(ctx, name, opts)
+		},
 		list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
-			l, err := pods.Pods(ns).List(ctx, opts)
+			l, err := client(ns).List(ctx, opts)
 			if err != nil {
 				return nil, "", err
 			}
-			out := make([]metav1.Object, len(l.Items))
-			for i := range l.Items {
-				out[i] = &l.Items[i]
-			}
-			return out, l.Continue, nil
+			items, cont := page(l)
+			return items, cont, nil
 		},
 	}
+}
+
+// pageOf views a list's items as objects.
+func pageOf[E any, PE interface {
+	*E
+	metav1.Object
+}](items []E, cont string) ([]metav1.Object, string) {
+	out := make([]metav1.Object, len(items))
+	for i := range items {
+		out[i] = PE(&items[i])
+	}
+	return out, cont
 }
 
 // ownedKinds are the kinds that belong to one pod.

@@ -205,7 +205,7 @@ func (s *Spawner) sweepClaim(ctx context.Context, p SweepPolicy, clk clock.Passi
 	defer cancel()
 	// The key's pods by label, not by name: a pod of this instance made
 	// under another NamePrefix uses the claim as much.
-	pods, err := s.listRetry(tctx, podsAPI(s), claim.Namespace, fmt.Sprintf("%s=%s,%s=%s,%s=%s",
+	pods, err := s.listRetry(tctx, kindAPI(s.opts.Client, kindPod), claim.Namespace, fmt.Sprintf("%s=%s,%s=%s,%s=%s",
 		LabelManagedBy, ManagedByValue, LabelInstance, s.opts.Instance, LabelKeyHash, KeyHash(key)))
 	if err != nil {
 		return "", fmt.Errorf("listing the key's pods: %w", err)
