@@ -263,10 +263,13 @@ func TestLegacyStartWithFailedServiceStops(t *testing.T) {
 		return true, nil, apierrors.NewInvalid(corev1.SchemeGroupVersion.WithKind("Service").GroupKind(), "jupyter-j", nil)
 	})
 	cache.set(withUID(runningPod("jupyter-j"), "uid-j"))
-	go func() {
-		time.Sleep(50 * time.Millisecond)
+	// The watch delivers the pod's deletion once the stop deleted it (not
+	// after a sleep: the start must find the UID in the cache first,
+	// however long its claim and pod creates take).
+	client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		cache.remove("jupyter-j")
-	}()
+		return false, nil, nil
+	})
 	_, err := s.StartWith(t.Context(), userPod("jupyter-j"), extras("j"))
 	require.True(t, apierrors.IsInvalid(err), "%v", err)
 	var deleted []string
