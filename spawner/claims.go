@@ -150,6 +150,9 @@ func (a *attempt) ensureClaim(ctx context.Context, want *corev1.PersistentVolume
 	for {
 		got, err := claims.Get(ctx, want.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
+			if aerr := a.admitPod(ctx); aerr != nil {
+				return ref, aerr
+			}
 			created, cerr := claims.Create(ctx, want.DeepCopy(), metav1.CreateOptions{})
 			switch {
 			case cerr == nil:
@@ -212,6 +215,37 @@ func (a *attempt) ensureClaim(ctx context.Context, want *corev1.PersistentVolume
 		}
 		logger.V(2).Info("Claim adopted", "claim", want.Name, "uid", got.UID)
 		return ref, nil
+	}
+}
+
+// admitPod sends the pod as a dry-run create, once per start, before the
+// start creates its first claim: a pod the API server's admission refuses
+// (Pod Security Admission, a webhook, a quota on pods, validation) then
+// fails the start with nothing created, instead of leaving a new, empty
+// claim behind. AlreadyExists passes (a pod of the key exists: ensure
+// resolves it); a transient error is retried; the real create still
+// decides, as admission may change its mind in between.
+func (a *attempt) admitPod(ctx context.Context) error {
+	if a.admitted {
+		return nil
+	}
+	pods := a.s.opts.Client.CoreV1().Pods(a.want.Namespace)
+	b := a.s.retryBackoff()
+	for {
+		_, err := pods.Create(ctx, a.want.DeepCopy(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err == nil, apierrors.IsAlreadyExists(err):
+			a.admitted = true
+			return nil
+		case ctx.Err() != nil:
+			return context.Cause(ctx)
+		case !isTransient(err):
+			return &StartError{Reason: ErrRejected, Message: "the API server refused the pod (a dry run, before any claim was created)", Err: err}
+		}
+		klog.FromContext(ctx).V(2).Info("Transient error in the pod's dry run; retrying", "err", err)
+		if serr := a.s.sleep(ctx, b.NextBackOff()); serr != nil {
+			return serr
+		}
 	}
 }
 

@@ -76,7 +76,10 @@
 //     instance's labels and the key's annotation, and otherwise fails
 //     (ErrClaimConflict, ErrClaimIncompatible naming the field,
 //     ErrClaimTerminating, ErrClaimFailed with the API server's answer)
-//     with no pod created. Two Starts racing for one key (in one process or
+//     with no pod created. Before it creates a claim, Start sends the pod
+//     as a dry-run create: a pod the API server's admission refuses
+//     (ErrRejected) fails a first start with nothing created, not even
+//     the new claim. Two Starts racing for one key (in one process or
 //     in two replicas) end with one claim and neither fails because of it:
 //     the loser of the create adopts the winner's claim. Stop never
 //     deletes a claim; only [Spawner.DeleteClaims] does (refusing while

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -47,6 +48,24 @@ func newFakeClient(objs ...runtime.Object) *fake.Clientset {
 			pod.CreationTimestamp = metav1.Now()
 		}
 		return false, nil, nil // on to the object tracker
+	})
+	// A dry-run create stores nothing (the object tracker ignores DryRun):
+	// the API server's answer, AlreadyExists included, without the write.
+	// Prepended last, so it runs first.
+	defer c.PrependReactor("create", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		ca, ok := a.(k8stesting.CreateActionImpl)
+		if !ok || len(ca.GetCreateOptions().DryRun) == 0 || a.GetSubresource() != "" {
+			return false, nil, nil
+		}
+		obj := ca.GetObject()
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return true, nil, err
+		}
+		if _, err := c.Tracker().Get(a.GetResource(), a.GetNamespace(), m.GetName()); err == nil {
+			return true, nil, apierrors.NewAlreadyExists(a.GetResource().GroupResource(), m.GetName())
+		}
+		return true, obj, nil
 	})
 	// The server's clock, as a SelfSubjectReview tells it (see serverClock).
 	c.PrependReactor("create", "selfsubjectreviews", func(k8stesting.Action) (bool, runtime.Object, error) {

@@ -581,3 +581,42 @@ func TestIntegrationSweepReportsUnknownClaimsAndDeletesOnlyByPolicy(t *testing.T
 	e.stop(t, running.Name)
 	require.NoError(t, renamed.Stop(ctx, e.ns, alt.Name, StopOptions{UID: alt.UID}))
 }
+
+// A pod the API server's admission refuses (here Pod Security Admission)
+// leaves nothing behind on a first start: the pod is tried with a dry-run
+// create before a claim is created, so the user's new claim is not left
+// empty. A claim that already existed stays, with its UID.
+func TestIntegrationPodRefusedByAdmissionLeavesNoNewClaim(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := t.Context()
+
+	res, err := e.sp.Start(ctx, withClaim(e.request("kept", ""), homeClaim("claim-kept", "1Gi")))
+	require.NoError(t, err)
+	e.stop(t, res.Name)
+	kept, err := e.claim(t, "claim-kept")
+	require.NoError(t, err)
+
+	ns, err := e.direct.CoreV1().Namespaces().Get(ctx, e.ns, metav1.GetOptions{})
+	require.NoError(t, err)
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	_, err = e.direct.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	_, err = e.sp.Start(ctx, withClaim(e.request("new", ""), homeClaim("claim-new", "1Gi")))
+	require.ErrorIs(t, err, ErrRejected)
+	assert.Contains(t, err.Error(), "violates PodSecurity", "the API server's answer is kept")
+	_, cerr := e.claim(t, "claim-new")
+	assert.True(t, apierrors.IsNotFound(cerr), "the refused first start left its claim (err %v)", cerr)
+	e.noPod(t, e.podName("new"))
+
+	_, err = e.sp.Start(ctx, withClaim(e.request("kept", ""), homeClaim("claim-kept", "1Gi")))
+	require.ErrorIs(t, err, ErrRejected)
+	again, cerr := e.claim(t, "claim-kept")
+	require.NoError(t, cerr, "an existing claim is the user's: a refused start keeps it")
+	assert.Equal(t, kept.UID, again.UID)
+	e.noPod(t, e.podName("kept"))
+}

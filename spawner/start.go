@@ -180,6 +180,8 @@ type attempt struct {
 	// must look for a pod carrying our start ID.
 	ambiguous bool
 	adopted   bool
+	// admitted: the pod passed a dry-run create (admitPod).
+	admitted bool
 	// progress forwards events to req.Progress; nil when not streaming.
 	progress *progressForwarder
 }

@@ -250,8 +250,8 @@ func TestRefusedStartsCreateNothing(t *testing.T) {
 // kube-apiserver runs without --allow-privileged, its validation refuses
 // them before admission). The API server refuses the pod: the start fails
 // clearly (422, reason rejected: spawner.ErrRejected, with the API
-// server's message) and leaves nothing behind, not even the Service it
-// asked for, nor a row: the user's next, compliant, start runs.
+// server's message) and leaves nothing behind, not even the claim and the
+// Service it asked for, nor a row: the user's next, compliant, start runs.
 func TestPodSecurityAdmissionIsTheSecondLine(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -278,8 +278,9 @@ func TestPodSecurityAdmissionIsTheSecondLine(t *testing.T) {
 	cfg.PodPolicy = PodPolicy{AllowHostPath: true}
 	d := e.start(cfg)
 	user := "Nina"
+	// With the user's claim: a first start the API server refuses leaves
+	// no new, empty claim either (the pod's dry run comes first).
 	body := hubPod("claim-nina", "jupyter-nina")
-	delete(body, "claims") // no claim: a claim is the user's, and outlives a failed start
 	spec := body["pod"].(map[string]any)["spec"].(map[string]any)
 	logs := map[string]any{"name": "home", "hostPath": map[string]string{"path": "/var/log"}}
 	spec["volumes"] = []any{logs, map[string]any{"name": "scratch", "emptyDir": map[string]any{}}}
