@@ -104,7 +104,7 @@ chromium: ## install Debian's chromium if missing (apt-get, as root; ~1 min)
 	  /usr/bin/chromium --version >/dev/null || { echo "FAIL: /usr/bin/chromium does not run after the install" >&2; exit 1; }; \
 	fi
 
-demo-jupyterhub: tools jupyterhub ## the 2018 incident with a real JupyterHub driving kubespawn: 50 users, table (~2 min)
+demo-jupyterhub: tools jupyterhub chromium ## the 2018 incident, real JupyterHub + 50 real notebook servers: leak table, screenshot (~2.5 min, ~5 GB RAM)
 	$(GO) run ./examples/jupyterhub
 
 soak: tools ## 1,000 start/stop cycles under random faults, kubespawn vs the 2018 replica (SOAK_SEED replays)

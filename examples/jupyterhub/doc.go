@@ -6,10 +6,15 @@
 //
 // Real: JupyterHub and its configurable-http-proxy, the Python spawner
 // class, the kubespawn spawner service (a child process), kube-apiserver
-// and etcd. Simulated: the kubelet and scheduler (internal/podsim, every
-// pod reports the loopback IP 127.0.0.1) and the notebook servers (one
-// stand-in HTTP server on loopback that answers for a user while the API
-// server has the user's pod Running and Ready).
+// and etcd, and the notebook servers: each pod's process is Debian's
+// jupyterhub-singleuser, run by the pod simulator's process runtime at the
+// pod's own loopback IP. Simulated: the kubelet and scheduler
+// (internal/podsim), including image pulls and their failures. With
+// -standin the pods are simulated too (every one reports 127.0.0.1) and
+// one stand-in HTTP server there answers for a user while the API server
+// has the user's pod Running and Ready. After the audit the command opens
+// a running user's notebook page in headless chromium and saves a
+// screenshot (out/demo-jupyterhub.png).
 //
 // The rig is internal/: hub (the JupyterHub process and its REST API),
 // spawnersvc (the spawner service as a child process), hubtest (both

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +32,14 @@ type incidentOptions struct {
 	NeverReady, BadImage, Slow, StopEvery int
 	// Out gets the progress lines (nil: none).
 	Out io.Writer
+	// Processes, if set, lists the running processes of the pod
+	// simulator's process pods (Simulator.Processes): with real servers,
+	// their memory is measured (incidentReport.PeakRSS).
+	Processes func() []podsim.ProcessInfo
+	// AfterAudit, if set, runs after the audit and before the clean-up,
+	// with the users whose servers are then running (the demo's
+	// screenshots); its error is returned once the clean-up is done.
+	AfterAudit func(ctx context.Context, running []string) error
 }
 
 // incidentReport is what the hub and the API server ended with.
@@ -47,6 +58,16 @@ type incidentReport struct {
 	StallAt       time.Duration
 	Final         hubtest.Audit
 	Elapsed       time.Duration
+	// RealServers: every pod ran a real jupyterhub-singleuser (the hub's
+	// class asked for the process runtime), not the stand-in.
+	RealServers bool
+	// PeakServers, PeakRSS and PeakPSS: the most server processes running
+	// at once and the most memory they (and their children) used at once,
+	// resident (shared pages counted in every process) and proportional
+	// (shared pages split among their users); sampled, 0 without
+	// incidentOptions.Processes.
+	PeakServers      int
+	PeakRSS, PeakPSS int64
 }
 
 // Leaked is the number of pods on the API server that the hub does not
@@ -82,7 +103,12 @@ func runIncident(ctx context.Context, e *hubtest.Env, o incidentOptions) (incide
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "  t=%5.1fs  %s\n", time.Since(begin).Seconds(), fmt.Sprintf(format, args...))
 	}
-	rep := incidentReport{Users: o.Users}
+	rep := incidentReport{Users: o.Users, RealServers: e.Config.ProcessRuntime != ""}
+	var mem *memSampler
+	if o.Processes != nil {
+		mem = startMemSampler(o.Processes, 500*time.Millisecond)
+		defer mem.stop()
+	}
 	users := make([]string, o.Users)
 	for i := range users {
 		users[i] = userName(i)
@@ -99,7 +125,11 @@ func runIncident(ctx context.Context, e *hubtest.Env, o incidentOptions) (incide
 			badImage++
 		}
 	}
-	say("%d users launch over %s through the hub's REST API (never ready: %d, bad image: %d)", o.Users, o.Launch, neverReady, badImage)
+	servers := "a stand-in HTTP server answers for every pod"
+	if rep.RealServers {
+		servers = "every pod runs a real jupyterhub-singleuser at its own loopback IP"
+	}
+	say("%d users launch over %s through the hub's REST API (never ready: %d, bad image: %d); %s", o.Users, o.Launch, neverReady, badImage, servers)
 
 	// The service's readiness tells whether it noticed the stall.
 	stallSeen := make(chan struct{})
@@ -161,12 +191,19 @@ func runIncident(ctx context.Context, e *hubtest.Env, o incidentOptions) (incide
 	rep.TimedOut = e.Hub.Count("seconds, giving up")
 	rep.FailedFast = e.Hub.Count("Unhandled error starting")
 	say("settled: %d running, %d failed (%d timed out and stopped by the hub, %d failed fast)", rep.Started, rep.Failed, rep.TimedOut, rep.FailedFast)
+	if mem != nil {
+		mem.sample() // every started server runs now
+		n, rss, pss := mem.peak()
+		say("server processes running: %d, %s resident, %s proportional (the most so far)", n, mib(rss), mib(pss))
+	}
 
 	// Users stop servers while the watch is still stalled.
-	var stopping []string
+	var stopping, stillRunning []string
 	for i, name := range running {
 		if o.StopEvery > 0 && i%o.StopEvery == 0 {
 			stopping = append(stopping, name)
+		} else {
+			stillRunning = append(stillRunning, name)
 		}
 	}
 	if err := hubtest.Parallel(stopping, 16, func(name string) error {
@@ -205,15 +242,125 @@ func runIncident(ctx context.Context, e *hubtest.Env, o incidentOptions) (incide
 		}
 	}
 	rep.Elapsed = time.Since(begin)
+	if mem != nil {
+		mem.stop()
+		rep.PeakServers, rep.PeakRSS, rep.PeakPSS = mem.peak()
+	}
 	say("audit (straight from the API server): %d pods, %d servers running in the hub, %d leaked, %d missing", rep.Final.Pods, rep.Final.HubRunning, len(rep.Final.Leaked), len(rep.Final.Missing))
+	var afterErr error
+	if o.AfterAudit != nil {
+		afterErr = o.AfterAudit(ctx, stillRunning)
+	}
 
 	// Clean up: the watch comes back, every server is stopped.
 	e.Proxy.UnstallAll()
 	if err := e.StopAll(ctx, users); err != nil {
-		return rep, err
+		return rep, errors.Join(afterErr, err)
 	}
-	return rep, nil
+	say("clean-up: the watch is back, every server stopped, no pod left")
+	return rep, afterErr
 }
+
+// memSampler samples the resident memory of the real servers' processes
+// (and their children) from /proc, and keeps the peak.
+type memSampler struct {
+	procs    func() []podsim.ProcessInfo
+	mu       sync.Mutex
+	maxN     int
+	maxRSS   int64
+	maxPSS   int64
+	done     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
+}
+
+func startMemSampler(procs func() []podsim.ProcessInfo, every time.Duration) *memSampler {
+	m := &memSampler{procs: procs, done: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(m.stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			m.sample()
+			select {
+			case <-m.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return m
+}
+
+// sample adds one sample now.
+func (m *memSampler) sample() {
+	ps := m.procs()
+	var rss, pss int64
+	for _, p := range ps {
+		r, q := treeMem(p.Pid, 0)
+		rss, pss = rss+r, pss+q
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.maxN = max(m.maxN, len(ps))
+	m.maxRSS = max(m.maxRSS, rss)
+	m.maxPSS = max(m.maxPSS, pss)
+}
+
+// peak is the most processes and the most memory (RSS, PSS) seen at once.
+func (m *memSampler) peak() (int, int64, int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.maxN, m.maxRSS, m.maxPSS
+}
+
+// stop ends the sampling and waits for its goroutine; idempotent.
+func (m *memSampler) stop() {
+	m.stopOnce.Do(func() { close(m.done) })
+	<-m.stopped
+}
+
+// treeMem is the resident and the proportional memory (Rss, Pss of
+// /proc/<pid>/smaps_rollup) of process pid and its descendants, in bytes;
+// 0 for a process gone meanwhile.
+func treeMem(pid, depth int) (rss, pss int64) {
+	if pid <= 0 || depth > 8 {
+		return 0, 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.Lines(string(b)) {
+		key, v, _ := strings.Cut(line, ":")
+		if key != "Rss" && key != "Pss" {
+			continue
+		}
+		f := strings.Fields(v) // "123456 kB"
+		if len(f) == 0 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[0], 10, 64)
+		if key == "Rss" {
+			rss = kb * 1024
+		} else {
+			pss = kb * 1024
+		}
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, c := range strings.Fields(string(children)) {
+			if child, err := strconv.Atoi(c); err == nil {
+				r, p := treeMem(child, depth+1)
+				rss, pss = rss+r, pss+p
+			}
+		}
+	}
+	return rss, pss
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 // printReport prints the demo's table.
 func printReport(w io.Writer, r incidentReport) {
@@ -234,5 +381,15 @@ func printReport(w io.Writer, r incidentReport) {
 		stall = "yes"
 	}
 	row("stall reported by the service /readyz", stall)
-	fmt.Fprintf(w, "\n(watch stalled at t=%.1fs; run took %.1fs)\n", r.StallAt.Seconds(), r.Elapsed.Seconds())
+	if r.RealServers {
+		row("single-user servers", "real")
+		if r.PeakServers > 0 {
+			row("most server processes at once", r.PeakServers)
+			row("their peak RSS (all servers)", mib(r.PeakRSS))
+			row("  proportional (PSS: shared pages split)", mib(r.PeakPSS))
+		}
+	} else {
+		row("single-user servers", "stand-in")
+	}
+	fmt.Fprintf(w, "\n(watch stalled at t=%.1fs; the incident took %.1fs up to the audit)\n", r.StallAt.Seconds(), r.Elapsed.Seconds())
 }

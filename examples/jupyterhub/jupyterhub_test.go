@@ -175,16 +175,53 @@ func TestTwentyConcurrentUsers(t *testing.T) {
 	assert.Empty(t, known)
 }
 
-// TestIncidentWithTheRealHub is the 2018 incident with a real JupyterHub:
+// TestIncidentWithTheRealHub is the 2018 incident with a real JupyterHub
+// and real single-user servers (make demo-jupyterhub at a small scale):
 // the pod watch between the service and the API server stalls silently
-// mid-run and stays stalled; some pods never become ready, so the hub's
+// mid-run and stays stalled; some pods never become ready (their
+// jupyterhub-singleuser runs, its readiness never passes), so the hub's
 // own start_timeout fires and the hub itself calls stop(); some fail to
-// pull their image; users stop servers during the stall. At the end, read
-// straight from the API server: no pod the hub does not believe running,
-// no server the hub believes running without its pod.
+// pull their image (no process starts); users stop servers during the
+// stall. At the end, read straight from the API server: no pod the hub
+// does not believe running, no server the hub believes running without
+// its pod; each running server answers through the hub's proxy.
 func TestIncidentWithTheRealHub(t *testing.T) {
-	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 15 * time.Second, sweep: time.Minute})
-	o := incidentOptions{Users: 24, Launch: 4 * time.Second, StallAt: 0.35, NeverReady: 6, BadImage: 8, Slow: 4, StopEvery: 3}
+	// start_timeout: a healthy real server (~1 s of CPU) is ready in a few
+	// seconds, far within it even on 2 cores shared with other packages'
+	// tests; the never-ready ones run into it.
+	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 40 * time.Second, sweep: time.Minute, realServers: true})
+	sim := cluster.PodSim(t, podsim.Options{})
+	t.Cleanup(func() {
+		if t.Failed() {
+			logProcessPods(t, e)
+		}
+	})
+	o := incidentOptions{Users: 10, Launch: 5 * time.Second, StallAt: 0.35, NeverReady: 5, BadImage: 4, Slow: 3, StopEvery: 3,
+		Processes: sim.Processes}
+	var checkedRunning []string
+	o.AfterAudit = func(ctx context.Context, running []string) error {
+		// Real servers: each runs as its pod's process, and answers
+		// through the hub's proxy with its user's token.
+		checkedRunning = running
+		for _, name := range running {
+			pod, err := e.UserPod(ctx, name)
+			if err != nil || pod == nil {
+				return fmt.Errorf("%s: no pod (%v)", name, err)
+			}
+			if info, ok := sim.ProcessPod(pod.Namespace, pod.Name); !ok || info.Pid == 0 {
+				return fmt.Errorf("%s: pod %s runs no process", name, pod.Name)
+			}
+			token, err := e.Hub.Token(ctx, name)
+			if err != nil {
+				return err
+			}
+			code, body, err := e.Hub.Get(ctx, "/user/"+name+"/api/status", token)
+			if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"started"`) {
+				return fmt.Errorf("%s: GET /user/%s/api/status through the proxy: %d %s (%v)", name, name, code, body, err)
+			}
+		}
+		return nil
+	}
 	neverReady, badImage := 0, 0
 	for i := range o.Users {
 		switch scenarioOf(o, i)[podsim.AnnotationScenario] {
@@ -215,6 +252,11 @@ func TestIncidentWithTheRealHub(t *testing.T) {
 	assert.Equal(t, o.Users-neverReady-badImage, rep.Started)
 	assert.Positive(t, rep.StoppedByUsers)
 	assert.Equal(t, rep.Started-rep.StoppedByUsers, rep.Final.HubRunning)
+	assert.True(t, rep.RealServers)
+	assert.Len(t, checkedRunning, rep.Final.HubRunning, "every running server answered through the proxy")
+	assert.GreaterOrEqual(t, rep.PeakServers, rep.Started, "every started server ran as a process at once")
+	assert.Positive(t, rep.PeakRSS)
+	assert.Positive(t, rep.PeakPSS)
 	// After the clean-up (watch back, every server stopped through the hub).
 	known, err := e.Service.KnownPods(t.Context())
 	require.NoError(t, err)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/browser"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hub"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/spawnersvc"
@@ -43,19 +44,44 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo-jupyterhub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	users := fs.Int("users", 50, "users launching servers")
-	launch := fs.Duration("launch", 15*time.Second, "launches are spread over this long")
-	startTimeout := fs.Duration("start-timeout", 20*time.Second, "the hub's start_timeout")
+	standIn := fs.Bool("standin", false, "instead of real jupyterhub-singleuser servers, one stand-in HTTP server answers for every (simulated) pod: lighter, faster")
+	launch := fs.Duration("launch", 0, "launches are spread over this long (default: 60s with real servers, 15s with -standin)")
+	startTimeout := fs.Duration("start-timeout", 0, "the hub's start_timeout (default: 30s with real servers, 20s with -standin)")
+	screenshot := fs.Bool("screenshot", true, "after the audit, open one running user's notebook tree page through the hub in headless chromium and save a screenshot to out/demo-jupyterhub.png (needs `make chromium`; not with -standin)")
 	spawnerBin := fs.String("spawner", "", "the spawner service binary (default: built from examples/spawner)")
 	keep := fs.Bool("keep", false, "keep the logs directory")
 	benchStarts := fs.Int("bench-starts", 0, "instead of the incident: start this many real single-user servers one after another and measure hub POST → server reachable through the proxy, against the pod's own start (BENCHMARKS.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Real servers take ~1 s of CPU each to start: on 2 cores, spread
+	// the launches so the healthy ones start within the hub's
+	// start_timeout while the never-ready ones run into it.
+	if *launch == 0 {
+		*launch = 60 * time.Second
+		if *standIn {
+			*launch = 15 * time.Second
+		}
+	}
+	if *startTimeout == 0 {
+		*startTimeout = 30 * time.Second
+		if *standIn {
+			*startTimeout = 20 * time.Second
+		}
+	}
+	// The stand-in has no notebook page to show.
+	*screenshot = *screenshot && !*standIn && *benchStarts == 0
 	klog.SetOutput(io.Discard)
 	klog.LogToStderr(false)
 	if err := hub.Check(); err != nil {
 		return err
 	}
+	if *screenshot {
+		if err := browser.Check(); err != nil {
+			return fmt.Errorf("%w (or -screenshot=false)", err)
+		}
+	}
+	runBegin := time.Now()
 	dir, err := os.MkdirTemp("", "kubespawn-demo-jupyterhub-")
 	if err != nil {
 		return err
@@ -77,8 +103,9 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Simulated pods at the stand-in's 127.0.0.1; pods of the process
-	// runtime (the benchmark's real servers) at IPs of their own.
+	// Pods of the process runtime (the real servers: the default, and
+	// -bench-starts) at IPs of their own; with -standin, simulated pods at
+	// the stand-in's 127.0.0.1.
 	sim, err := podsim.Start(ctx, client, podsim.Options{PodIP: "127.0.0.1", ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
 		ImageEntrypoints: map[string][]string{hubtest.SingleUserImage: {}}})
 	if err != nil {
@@ -98,6 +125,9 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 		Admin: c.Config(), Client: client, Namespace: ns.Name, Dir: dir, SpawnerBinary: *spawnerBin, ThroughProxy: true,
 		HubStartTimeout: *startTimeout, HTTPTimeout: 10 * time.Second, SweepInterval: 10 * time.Second, OrphanMinAge: 3 * *startTimeout,
 	}
+	if !*standIn {
+		hc.ProcessRuntime = podsim.DefaultProcessRuntimeClass
+	}
 	if *benchStarts > 0 {
 		hc.ThroughProxy, hc.ProcessRuntime, hc.HubStartTimeout, hc.OrphanMinAge = false, podsim.DefaultProcessRuntimeClass, 2*time.Minute, 10*time.Minute
 	}
@@ -111,16 +141,66 @@ func run(ctx context.Context, args []string, out, stderr io.Writer) error {
 		return runBenchStarts(ctx, e, client, ns.Name, *benchStarts, out)
 	}
 	fmt.Fprintf(out, "JupyterHub at %s, spawner service at %s (pods in namespace %s)\n\n", e.Hub.URL, e.Service.URL, ns.Name)
-	rep, err := runIncident(ctx, e, incidentOptions{
+	o := incidentOptions{
 		Users: *users, Launch: *launch, StallAt: 0.35, NeverReady: 7, BadImage: 10, Slow: 4, StopEvery: 4, Out: out,
-	})
+	}
+	if !*standIn {
+		o.Processes = sim.Processes // the real servers' memory
+	}
+	var shots []string
+	var shotErr error
+	if *screenshot {
+		o.AfterAudit = func(ctx context.Context, running []string) error {
+			// The demo's result, not its verdict: a failed screenshot is
+			// reported after the table.
+			shots, shotErr = screenshotServer(ctx, e, running)
+			return nil
+		}
+	}
+	rep, err := runIncident(ctx, e, o)
 	if err != nil {
 		fmt.Fprint(stderr, e.Logs())
 		return err
 	}
 	printReport(out, rep)
+	for _, p := range shots {
+		fmt.Fprintf(out, "screenshot: %s\n", p)
+	}
+	fmt.Fprintf(out, "demo-jupyterhub took %.0fs in all (control plane, hub and service start-up, the incident, the clean-up)\n", time.Since(runBegin).Seconds())
 	if rep.Leaked() > 0 || len(rep.Final.Missing) > 0 {
 		return errLeaked
 	}
+	if shotErr != nil {
+		return fmt.Errorf("screenshot: %w", shotErr)
+	}
 	return nil
+}
+
+// screenshotServer logs one of the running users in on the hub's page in
+// headless chromium, opens their notebook tree page through the hub (its
+// proxy and OAuth: the real server answers) and saves it as
+// out/demo-jupyterhub.png; it returns the screenshots' paths.
+func screenshotServer(ctx context.Context, e *hubtest.Env, running []string) ([]string, error) {
+	if len(running) == 0 {
+		return nil, errors.New("no server is running to show")
+	}
+	user := running[0]
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	b, err := browser.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	if err := b.LogIn(e.Hub.URL, user, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := b.OpenTree(e.Hub.URL, user, time.Minute); err != nil {
+		return nil, err
+	}
+	path, err := b.Screenshot("demo-jupyterhub")
+	if err != nil {
+		return nil, err
+	}
+	return []string{path}, nil
 }

@@ -95,7 +95,23 @@
 //     pod IP, containers waiting in ContainerCreating); its IP is also
 //     locked machine-wide (a file lock under os.TempDir()), so that
 //     simulators of two test binaries never give two processes the same
-//     address. Scenario annotations and StartDelay do not apply.
+//     address. Options.StartDelay does not apply (the image is present).
+//   - honours the scenarios played before or beside the process, with the
+//     simulated pods' events, reasons and messages: ScenarioUnschedulable
+//     (the scheduler's); AnnotationStartDelay and ScenarioSlowStart, as
+//     the image pull's length (Pulling, the container waiting in
+//     ContainerCreating, then "Successfully pulled image" and the
+//     process starts); ScenarioImagePullFailure (ErrImagePull, then
+//     ImagePullBackOff) and ScenarioInvalidImageName (InspectFailed),
+//     which never start a process; ScenarioNeverReady, a readiness probe
+//     that never passes: the process runs and the pod is Running, its
+//     container is never Ready (the container's own readiness check is
+//     not run; one Warning Unhealthy event), and deletion SIGTERMs the
+//     process as any. The scenarios that script how containers run and
+//     end (ScenarioCreateContainerConfigError, ScenarioCrashLoop,
+//     ScenarioEvict, ScenarioFail, ScenarioComplete) are the real
+//     process's to decide: they are logged ("scenario annotation
+//     ignored") and the pod runs as a normal one.
 //   - has its container's configuration resolved from the API server: a
 //     missing Secret, ConfigMap or key leaves the container waiting in
 //     CreateContainerConfigError with the kubelet's message and a Warning
@@ -120,7 +136,9 @@
 //   - on graceful deletion: a Killing event, SIGTERM to the process, SIGKILL
 //     to its process group after min(grace period, MaxGracePeriod), the
 //     containers' final states and phase, then the final delete with a UID
-//     precondition as soon as the process is gone. A pod deleted at once
+//     precondition as soon as the process is gone; a pod whose process
+//     never started (its image still pulling, or failed) has none to
+//     stop. A pod deleted at once
 //     (grace period 0) or replaced has its process stopped the same way in
 //     the background.
 //   - only its first container runs: init containers complete at once and

@@ -20,6 +20,8 @@ const (
 	unschedulableMessage = "0/1 nodes are available: 1 Insufficient cpu."
 	evictionMessage      = "The node was low on resource: memory."
 	missingConfigMap     = "podsim-missing-config"
+	// neverReadyMessage is the Unhealthy event of ScenarioNeverReady.
+	neverReadyMessage = "Readiness probe failed: HTTP probe failed with statuscode: 503"
 )
 
 // reconcile moves one pod incarnation along: scheduling, then the kubelet's
@@ -396,38 +398,26 @@ func (s *Simulator) buildPlan(st *podState) {
 	switch st.scenario {
 	case ScenarioImagePullFailure:
 		for i := range st.ctrs {
-			img := st.ctrs[i].Image
-			errMsg := fmt.Sprintf("rpc error: code = NotFound desc = failed to pull and unpack image %q: podsim: simulated image pull failure", img)
 			add("pulling", stepFixed, S, false, func(now time.Time) error {
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeNormal, "Pulling", "Pulling image %q", img)
+				s.pullingEvent(st, i)
 				return nil
 			})
 			add("err-image-pull", kindFor(i, true), S, i == n-1, func(now time.Time) error {
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Failed to pull image %q: %s", img, errMsg)
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Error: ErrImagePull")
-				st.setWaiting(i, false, "ErrImagePull", errMsg)
+				s.errImagePull(st, i)
 				return nil
 			})
 		}
-		add("image-pull-backoff", stepFixed, max(S, s.opts.StartDelay), true, func(now time.Time) error {
+		add("image-pull-backoff", stepFixed, s.imagePullBackOffDelay(), true, func(now time.Time) error {
 			for i := range st.ctrs {
-				img := st.ctrs[i].Image
-				prev := st.cs(i, false).State.Waiting.Message
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeNormal, "BackOff", "Back-off pulling image %q", img)
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Error: ImagePullBackOff")
-				st.setWaiting(i, false, "ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q: ErrImagePull: %s", img, prev))
+				s.imagePullBackOff(st, i)
 			}
 			return nil
 		})
 
 	case ScenarioInvalidImageName:
 		for i := range st.ctrs {
-			img := st.ctrs[i].Image
-			msg := fmt.Sprintf("Failed to apply default image tag %q: couldn't parse image name %q: invalid reference format", img, img)
 			add("invalid-image-name", kindFor(i, true), S, i == n-1, func(now time.Time) error {
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "InspectFailed", "%s", msg)
-				s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Error: InvalidImageName")
-				st.setWaiting(i, false, "InvalidImageName", msg)
+				s.invalidImageName(st, i)
 				return nil
 			})
 		}
@@ -463,7 +453,7 @@ func (s *Simulator) buildPlan(st *podState) {
 				case ScenarioComplete:
 					st.setTerminated(i, false, 0, "Completed", "", now)
 				case ScenarioNeverReady:
-					s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503")
+					s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Unhealthy", neverReadyMessage)
 				case ScenarioCrashLoop:
 				default:
 					st.cs(i, false).Ready = true
@@ -505,6 +495,56 @@ func (s *Simulator) buildPlan(st *podState) {
 			s.addCrashCycle(st)
 		}
 	}
+}
+
+// The image pull scenarios' steps, shared by simulated and process pods:
+// the same events and container states.
+
+// pullingEvent records the start of app container i's image pull.
+func (s *Simulator) pullingEvent(st *podState, i int) {
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeNormal, "Pulling", "Pulling image %q", st.ctrs[i].Image)
+}
+
+// errImagePull fails app container i's image pull: Warning Failed events,
+// the container waiting in ErrImagePull.
+func (s *Simulator) errImagePull(st *podState, i int) {
+	img := st.ctrs[i].Image
+	errMsg := fmt.Sprintf("rpc error: code = NotFound desc = failed to pull and unpack image %q: podsim: simulated image pull failure", img)
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Failed to pull image %q: %s", img, errMsg)
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Error: ErrImagePull")
+	st.setWaiting(i, false, "ErrImagePull", errMsg)
+}
+
+// imagePullBackOffDelay is the time from ErrImagePull to ImagePullBackOff.
+func (s *Simulator) imagePullBackOffDelay() time.Duration {
+	return max(s.opts.StepDelay, s.opts.StartDelay)
+}
+
+// imagePullBackOff moves app container i from ErrImagePull to
+// ImagePullBackOff, with the BackOff and Failed events.
+func (s *Simulator) imagePullBackOff(st *podState, i int) {
+	img := st.ctrs[i].Image
+	prev := st.cs(i, false).State.Waiting.Message
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeNormal, "BackOff", "Back-off pulling image %q", img)
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Error: ImagePullBackOff")
+	st.setWaiting(i, false, "ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q: ErrImagePull: %s", img, prev))
+}
+
+// invalidImageName refuses app container i's image name: Warning
+// InspectFailed and Failed, the container waiting in InvalidImageName.
+func (s *Simulator) invalidImageName(st *podState, i int) {
+	img := st.ctrs[i].Image
+	msg := fmt.Sprintf("Failed to apply default image tag %q: couldn't parse image name %q: invalid reference format", img, img)
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "InspectFailed", "%s", msg)
+	s.kubeletEvent(st, st.ctrs[i].Name, false, v1.EventTypeWarning, "Failed", "Error: InvalidImageName")
+	st.setWaiting(i, false, "InvalidImageName", msg)
+}
+
+// pulledEvent records a successful pull of container ctr's image that
+// took took.
+func (s *Simulator) pulledEvent(st *podState, ctr *v1.Container, init bool, took time.Duration) {
+	took = took.Truncate(time.Millisecond)
+	s.kubeletEvent(st, ctr.Name, init, v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s (%s including waiting). Image size: %d bytes.", ctr.Image, took, took, imageSize(ctr.Image))
 }
 
 // firstSync is the kubelet's first status for a newly bound pod: Pending,
@@ -579,8 +619,7 @@ func (s *Simulator) addPullSteps(st *podState, add addFunc, i int, init bool, pu
 			s.kubeletEvent(st, ctr.Name, init, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
 			return nil
 		}
-		took := now.Sub(pullStart).Truncate(time.Millisecond)
-		s.kubeletEvent(st, ctr.Name, init, v1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s (%s including waiting). Image size: %d bytes.", ctr.Image, took, took, imageSize(ctr.Image))
+		s.pulledEvent(st, ctr, init, now.Sub(pullStart))
 		return nil
 	})
 }

@@ -32,7 +32,8 @@ const (
 	AnnotationScenario = "podsim.kubespawn.io/scenario"
 	// AnnotationStartDelay is a Go duration (time.ParseDuration) that
 	// overrides Options.StartDelay (and the slow-start default) for this pod.
-	// An invalid or negative value is logged and ignored.
+	// An invalid or negative value is logged and ignored. For a process pod
+	// it is how long the image pull takes before the process starts.
 	AnnotationStartDelay = "podsim.kubespawn.io/start-delay"
 )
 

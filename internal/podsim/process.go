@@ -72,12 +72,42 @@ type ProcessInfo struct {
 	LogPath string
 }
 
+// processScenarios are the scenarios a process pod honours: those the
+// scheduler or the kubelet plays before the process runs (scheduling, the
+// image pull) or beside it (its readiness). The others script how the
+// containers run and end, which the real process decides: they are
+// ignored (and logged).
+var processScenarios = map[string]bool{
+	ScenarioNormal:           true,
+	ScenarioUnschedulable:    true,
+	ScenarioImagePullFailure: true,
+	ScenarioInvalidImageName: true,
+	ScenarioSlowStart:        true,
+	ScenarioNeverReady:       true,
+}
+
+// pullStage is how far a process pod's simulated image pull got.
+type pullStage int
+
+const (
+	pullNotStarted pullStage = iota
+	pullPulling              // Pulling recorded, waiting for the pull's time
+	pullFailed               // ErrImagePull written, ImagePullBackOff next
+	pullDone                 // pulled (or already present): the process may start
+)
+
 // procPod is the process side of a process pod incarnation. The fields
 // under mu are shared with the pod's probe and exit goroutines and with
 // Stop; the others are only touched by the worker processing the pod's key.
 type procPod struct {
 	info  ProcessInfo
 	grace time.Duration // SIGTERM to SIGKILL when the simulator lets go
+	// scenario is the pod's scenario if a process pod honours it
+	// (processScenarios), else ScenarioNormal; pullDelay is how long the
+	// first image pull takes (the pod's start delay annotations; 0: the
+	// image is present).
+	scenario  string
+	pullDelay time.Duration
 
 	mu          sync.Mutex
 	ipLock      *os.File // machine-wide lock of the pod IP (see lockIP)
@@ -97,6 +127,10 @@ type procPod struct {
 	configRetries   int32
 	killAt          time.Time
 	killSent        bool
+	pull            pullStage
+	pullStart       time.Time
+	pullNext        time.Time // ImagePullBackOff is due
+	freshPull       bool      // the pull just succeeded: no "already present" event
 }
 
 func (pp *procPod) setIPLock(f *os.File) {
@@ -165,8 +199,14 @@ func (s *Simulator) isProcessPod(pod *v1.Pod) bool {
 // newProcPod sets up the process side of a new process pod incarnation. It
 // is called with s.mu held.
 func (s *Simulator) newProcPod(ctx context.Context, st *podState, pod *v1.Pod) *procPod {
-	if _, ok := pod.Annotations[AnnotationScenario]; ok {
-		klog.FromContext(ctx).Info("Process pod: scenario annotation ignored", "annotation", AnnotationScenario)
+	scenario := st.scenario
+	if !processScenarios[scenario] {
+		klog.FromContext(ctx).Info("Process pod: scenario annotation ignored", "annotation", AnnotationScenario, "value", scenario)
+		scenario = ScenarioNormal
+	}
+	var pullDelay time.Duration
+	if st.startDelaySet {
+		pullDelay = st.startDelay // Options.StartDelay is for simulated pods only
 	}
 	grace := 30 * time.Second
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
@@ -179,7 +219,9 @@ func (s *Simulator) newProcPod(ctx context.Context, st *podState, pod *v1.Pod) *
 			Namespace: st.key.Namespace, Name: st.key.Name, UID: st.key.UID,
 			Container: ctr, Dir: dir, LogPath: podproc.LogPath(dir, ctr),
 		},
-		grace: min(grace, s.opts.MaxGracePeriod),
+		grace:     min(grace, s.opts.MaxGracePeriod),
+		scenario:  scenario,
+		pullDelay: pullDelay,
 	}
 	s.procs[st.key] = pp
 	s.procByName[types.NamespacedName{Namespace: st.key.Namespace, Name: st.key.Name}] = pp
@@ -247,6 +289,9 @@ func (s *Simulator) stepProcess(ctx context.Context, st *podState, pod *v1.Pod, 
 	}
 	run := pp.current()
 	if run == nil {
+		if pp.pull != pullDone && !s.pullImage(ctx, st, now) {
+			return nil
+		}
 		return s.startProcess(ctx, st, pod, now)
 	}
 	if ex, exited := run.Exit(); exited {
@@ -262,6 +307,85 @@ func (s *Simulator) stepProcess(ctx context.Context, st *podState, pod *v1.Pod, 
 		pp.dirty = true
 	}
 	return nil
+}
+
+// pullImage plays the kubelet's image pull before the process first starts
+// and reports whether it is done. An invalid image name is refused at once;
+// otherwise the pull takes pullDelay (Pulling, the container waiting in
+// ContainerCreating) and succeeds, or for ScenarioImagePullFailure fails
+// with ErrImagePull, then ImagePullBackOff for good. No process starts
+// before the pull is done, none ever after it failed. A pod deleted
+// meanwhile goes to reconcileProcessDeletion, never here.
+func (s *Simulator) pullImage(ctx context.Context, st *podState, now time.Time) bool {
+	pp := st.proc
+	logger := klog.FromContext(ctx)
+	ctr := &st.ctrs[0]
+	switch {
+	case pp.scenario == ScenarioInvalidImageName:
+		for i := range st.ctrs {
+			s.invalidImageName(st, i)
+		}
+		pp.stuck, pp.dirty = true, true
+		logger.Info("Process pod: invalid image name (scenario), no process started")
+		return false
+	case pp.scenario != ScenarioImagePullFailure && pp.pullDelay == 0:
+		pp.pull = pullDone // the image is present
+		return true
+	}
+	failing := pp.scenario == ScenarioImagePullFailure
+	due := func(at time.Time) bool {
+		if now.Before(at) {
+			s.queue.AddAfter(st.key, at.Sub(now))
+			return false
+		}
+		return true
+	}
+	switch pp.pull {
+	case pullNotStarted:
+		pp.pullStart, pp.pull = now, pullPulling
+		if failing {
+			for i := range st.ctrs {
+				s.pullingEvent(st, i)
+			}
+		} else if ctr.ImagePullPolicy != v1.PullNever {
+			s.pullingEvent(st, 0)
+		}
+		fallthrough
+	case pullPulling:
+		if !failing {
+			if !due(pp.pullStart.Add(pp.pullDelay)) {
+				return false
+			}
+			if ctr.ImagePullPolicy != v1.PullNever {
+				s.pulledEvent(st, ctr, false, now.Sub(pp.pullStart))
+				pp.freshPull = true
+			}
+			pp.pull = pullDone
+			logger.V(2).Info("Process pod: image pulled", "took", now.Sub(pp.pullStart))
+			return true
+		}
+		// As a simulated pod: Pulling is seen a step before the failure.
+		if !due(pp.pullStart.Add(max(s.opts.StepDelay, pp.pullDelay))) {
+			return false
+		}
+		for i := range st.ctrs {
+			s.errImagePull(st, i)
+		}
+		pp.pull, pp.dirty = pullFailed, true
+		pp.pullNext = now.Add(s.imagePullBackOffDelay())
+		s.queue.AddAfter(st.key, pp.pullNext.Sub(now))
+		logger.Info("Process pod: image pull failed (scenario), no process started")
+		return false
+	case pullFailed:
+		if !due(pp.pullNext) {
+			return false
+		}
+		for i := range st.ctrs {
+			s.imagePullBackOff(st, i)
+		}
+		pp.stuck, pp.dirty = true, true
+	}
+	return false
 }
 
 // startProcess resolves the first container's spec and starts its process.
@@ -282,7 +406,10 @@ func (s *Simulator) startProcess(ctx context.Context, st *podState, pod *v1.Pod,
 		for _, n := range spec.Notes {
 			logger.V(2).Info("Process pod", "container", ctr.Name, "note", n)
 		}
-		s.kubeletEvent(st, ctr.Name, false, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
+		if !pp.freshPull {
+			s.kubeletEvent(st, ctr.Name, false, v1.EventTypeNormal, "Pulled", "Container image %q already present on machine", ctr.Image)
+		}
+		pp.freshPull = false
 		if err = os.MkdirAll(pp.info.Dir, 0o755); err == nil {
 			run, err = podproc.Start(spec)
 		}
@@ -327,7 +454,10 @@ func (s *Simulator) startProcess(ctx context.Context, st *podState, pod *v1.Pod,
 	s.kubeletEvent(st, ctr.Name, false, v1.EventTypeNormal, "Created", "Created container: %s", ctr.Name)
 	s.kubeletEvent(st, ctr.Name, false, v1.EventTypeNormal, "Started", "Started container %s", ctr.Name)
 	prober := podproc.NewProber(ctr, podproc.ProbeOptions{IP: st.ip, MaxPeriod: s.opts.MaxProbePeriod})
-	st.setRunning(0, false, prober.Kind() == podproc.ProbeNone, run.Started())
+	// ScenarioNeverReady is a readiness probe that never passes: the
+	// container's own check is not run, and it is never Ready.
+	neverReady := pp.scenario == ScenarioNeverReady
+	st.setRunning(0, false, !neverReady && prober.Kind() == podproc.ProbeNone, run.Started())
 	if !pp.siblingsStarted {
 		for i := 1; i < len(st.ctrs); i++ {
 			s.simulatedStartEvents(st, i, false)
@@ -338,16 +468,23 @@ func (s *Simulator) startProcess(ctx context.Context, st *podState, pod *v1.Pod,
 	}
 	st.status.Phase = v1.PodRunning
 	pp.dirty = true
-	logger.V(2).Info("Process pod started", "pid", run.Pid(), "argv", spec.Argv, "dir", spec.Dir, "log", spec.LogPath, "readiness", prober.String())
-	if n := prober.Note(); n != "" {
+	readiness := prober.String()
+	if neverReady {
+		readiness = "never (scenario " + ScenarioNeverReady + ")"
+	}
+	logger.V(2).Info("Process pod started", "pid", run.Pid(), "argv", spec.Argv, "dir", spec.Dir, "log", spec.LogPath, "readiness", readiness)
+	if n := prober.Note(); n != "" && !neverReady {
 		logger.Info("Process pod", "note", n)
 	}
 
 	pctx, cancel := context.WithCancel(s.ctx)
 	pp.setRun(run, cancel)
-	if prober.Kind() == podproc.ProbeNone {
+	switch {
+	case neverReady:
+		s.kubeletEvent(st, ctr.Name, false, v1.EventTypeWarning, "Unhealthy", neverReadyMessage)
+	case prober.Kind() == podproc.ProbeNone:
 		pp.setReady(run, true)
-	} else {
+	default:
 		key, name := st.key, ctr.Name
 		s.procWG.Go(func() {
 			prober.Run(pctx, func(ready bool, failure string) {

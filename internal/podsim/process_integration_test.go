@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -425,6 +427,179 @@ func TestProcessPods(t *testing.T) {
 		assert.Equal(t, v1.PodPending, got.Status.Phase)
 	})
 
+	// The kubelet-side scenarios that happen before or beside the process
+	// (issue 22): the image pull (its failures, its length) and a
+	// readiness probe that never passes.
+	t.Run("ImagePullFailureStartsNoProcess", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		rec := pe.recordPods()
+		dir := t.TempDir()
+		p := pe.processPod("badimage", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
+		p.Annotations[podsim.AnnotationScenario] = podsim.ScenarioImagePullFailure
+		p.Spec.Containers[0].WorkingDir = dir
+		img := p.Spec.Containers[0].Image
+		pod := pe.create(p)
+		got := pe.waitPod(pod.Name, time.Minute, "ImagePullBackOff", func(p *v1.Pod) bool { return waitingReason(p, "ImagePullBackOff") })
+		assert.Equal(t, v1.PodPending, got.Status.Phase)
+		assert.True(t, strings.HasPrefix(got.Status.ContainerStatuses[0].State.Waiting.Message, `Back-off pulling image "`+img+`": ErrImagePull: `),
+			got.Status.ContainerStatuses[0].State.Waiting.Message)
+		_, versions := rec.history(pod.UID)
+		assert.True(t, slices.ContainsFunc(versions, func(p *v1.Pod) bool { return waitingReason(p, "ErrImagePull") }), "ErrImagePull before ImagePullBackOff")
+		evs := pe.waitEventsFunc(pod.UID, "the failed pull's events", func(evs []v1.Event) bool {
+			return firstIndex(evs, "Pulling") >= 0 && firstIndex(evs, "BackOff") >= 0 &&
+				hasMessage(evs, "Failed", "Error: ErrImagePull") && hasMessage(evs, "Failed", "Error: ImagePullBackOff")
+		})
+		assert.Equal(t, `Pulling image "`+img+`"`, findEvent(t, evs, "Pulling").Message)
+		assert.Greater(t, firstIndex(evs, "Failed"), firstIndex(evs, "Pulling"))
+		assert.True(t, strings.HasPrefix(findEvent(t, evs, "Failed").Message, `Failed to pull image "`+img+`": `), eventSummary(evs))
+		assert.Equal(t, `Back-off pulling image "`+img+`"`, findEvent(t, evs, "BackOff").Message)
+		for _, r := range []string{"Pulled", "Created", "Started"} {
+			assert.Equal(t, -1, firstIndex(evs, r), "a %s event for an image that was never pulled: %s", r, eventSummary(evs))
+		}
+		noProcess(t, pe, pod.Name, dir)
+		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
+		waitGone(t, pe, pod.Name)
+		noProcess(t, pe, pod.Name, dir)
+	})
+
+	t.Run("InvalidImageNameStartsNoProcess", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		dir := t.TempDir()
+		p := pe.processPod("badname", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
+		p.Annotations[podsim.AnnotationScenario] = podsim.ScenarioInvalidImageName
+		p.Spec.Containers[0].WorkingDir = dir
+		pod := pe.create(p)
+		got := pe.waitPod(pod.Name, time.Minute, "InvalidImageName", func(p *v1.Pod) bool { return waitingReason(p, "InvalidImageName") })
+		assert.Equal(t, v1.PodPending, got.Status.Phase)
+		assert.Contains(t, got.Status.ContainerStatuses[0].State.Waiting.Message, "invalid reference format")
+		evs := pe.waitEventsFunc(pod.UID, "InspectFailed and Failed", func(evs []v1.Event) bool {
+			return firstIndex(evs, "InspectFailed") >= 0 && hasMessage(evs, "Failed", "Error: InvalidImageName")
+		})
+		assert.Equal(t, v1.EventTypeWarning, findEvent(t, evs, "InspectFailed").Type)
+		for _, r := range []string{"Pulling", "Pulled", "Started"} {
+			assert.Equal(t, -1, firstIndex(evs, r), "a %s event for an invalid image name: %s", r, eventSummary(evs))
+		}
+		noProcess(t, pe, pod.Name, dir)
+		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
+		waitGone(t, pe, pod.Name)
+		noProcess(t, pe, pod.Name, dir)
+	})
+
+	t.Run("StartDelayIsTheImagePull", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			name        string
+			annotations map[string]string
+			delay       time.Duration
+		}{
+			{"start-delay", map[string]string{podsim.AnnotationStartDelay: "1500ms"}, 1500 * time.Millisecond},
+			{"slow-start", map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart}, podsim.DefaultSlowStartDelay},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				pe := env(t)
+				rec := pe.recordPods()
+				dir, port := t.TempDir(), freePort(t)
+				p := pe.processPod("slow", "--ip=0.0.0.0", "--port="+strconv.Itoa(port))
+				maps.Copy(p.Annotations, tc.annotations)
+				p.Spec.Containers[0].WorkingDir = dir
+				p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+				img := p.Spec.Containers[0].Image
+				begin := time.Now()
+				pod := pe.create(p)
+				pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
+
+				// The process started once the pull was over, no sooner:
+				// its start record is at least the delay younger than the
+				// pod (file times lag the clock by up to a kernel tick).
+				fi, err := os.Stat(filepath.Join(dir, "start.json"))
+				require.NoError(t, err, "the process wrote no start record")
+				assert.GreaterOrEqual(t, fi.ModTime().Sub(begin), tc.delay-10*time.Millisecond, "the process started before its image was pulled")
+				// Meanwhile the container waited in ContainerCreating.
+				_, versions := rec.history(pod.UID)
+				first := slices.IndexFunc(versions, func(p *v1.Pod) bool { return p.Status.PodIP != "" })
+				require.GreaterOrEqual(t, first, 0)
+				assert.True(t, waitingReason(versions[first], "ContainerCreating"), dump(versions[first]))
+
+				evs := pe.waitEvents(pod.UID, "Pulling", "Pulled", "Created", "Started")
+				assert.Equal(t, `Pulling image "`+img+`"`, findEvent(t, evs, "Pulling").Message)
+				pulled := findEvent(t, evs, "Pulled").Message
+				took, ok := strings.CutPrefix(pulled, `Successfully pulled image "`+img+`" in `)
+				require.True(t, ok, pulled)
+				took, _, _ = strings.Cut(took, " ")
+				d, err := time.ParseDuration(took)
+				require.NoError(t, err, pulled)
+				assert.GreaterOrEqual(t, d, tc.delay, "the pull took the start delay: %s", pulled)
+				assert.Less(t, firstIndex(evs, "Pulling"), firstIndex(evs, "Pulled"))
+				assert.Less(t, firstIndex(evs, "Pulled"), firstIndex(evs, "Started"))
+			})
+		}
+	})
+
+	t.Run("DeletedDuringTheImagePullStartsNoProcess", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		dir := t.TempDir()
+		p := pe.processPod("pulling", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
+		p.Annotations[podsim.AnnotationStartDelay] = "1h"
+		p.Spec.Containers[0].WorkingDir = dir
+		pod := pe.create(p)
+		pe.waitEvents(pod.UID, "Pulling")
+		got := pe.waitPod(pod.Name, time.Minute, "ContainerCreating", func(p *v1.Pod) bool { return waitingReason(p, "ContainerCreating") })
+		assert.Equal(t, v1.PodPending, got.Status.Phase)
+		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
+		waitGone(t, pe, pod.Name)
+		noProcess(t, pe, pod.Name, dir)
+	})
+
+	t.Run("NeverReadyRunsTheProcessNeverReady", func(t *testing.T) {
+		t.Parallel()
+		pe := env(t)
+		dir, port := t.TempDir(), freePort(t)
+		p := pe.processPod("neverready", "--ip=0.0.0.0", "--port="+strconv.Itoa(port))
+		p.Annotations[podsim.AnnotationScenario] = podsim.ScenarioNeverReady
+		p.Spec.Containers[0].WorkingDir = dir
+		p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+		// Its own probe would pass (no --ready-file): the scenario's never does.
+		p.Spec.Containers[0].ReadinessProbe = &v1.Probe{
+			ProbeHandler:  v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(int32(port))}},
+			PeriodSeconds: 1, FailureThreshold: 1,
+		}
+		pod := pe.create(p)
+		got := pe.waitPod(pod.Name, time.Minute, "running", running)
+		assert.Equal(t, v1.PodRunning, got.Status.Phase)
+		base := "http://" + net.JoinHostPort(got.Status.PodIP, strconv.Itoa(port))
+		require.Eventually(t, func() bool {
+			code, _, err := get(base + "/healthz")
+			return err == nil && code == http.StatusOK
+		}, time.Minute, 20*time.Millisecond, "the process serves, its own probe would pass")
+		pe.waitEventsFunc(pod.UID, "Unhealthy", func(evs []v1.Event) bool {
+			return slices.ContainsFunc(evs, func(ev v1.Event) bool {
+				return ev.Reason == "Unhealthy" && ev.Type == v1.EventTypeWarning &&
+					ev.Message == "Readiness probe failed: HTTP probe failed with statuscode: 503"
+			})
+		})
+		// Many probe periods (capped at 250 ms) pass: never Ready.
+		assert.Never(t, func() bool {
+			p, err := pe.client.CoreV1().Pods(pe.ns).Get(pe.ctx, pod.Name, metav1.GetOptions{})
+			return err == nil && (conditionTrue(p, v1.PodReady) || p.Status.ContainerStatuses[0].Ready)
+		}, 2*time.Second, 50*time.Millisecond, "a never-ready pod became Ready")
+		info, ok := pe.sim.ProcessPod(pe.ns, pod.Name)
+		require.True(t, ok)
+		assert.Positive(t, info.Pid, "its process runs")
+
+		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
+		waitGone(t, pe, pod.Name)
+		b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
+		require.NoError(t, err, "the process recorded no signal")
+		assert.Equal(t, "SIGTERM\n", string(b))
+		for _, pr := range pe.sim.Processes() {
+			assert.NotEqual(t, pod.Name, pr.Name, "its process is still running")
+		}
+	})
+
 	t.Run("PodWithoutRuntimeClassIsSimulated", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
@@ -435,6 +610,17 @@ func TestProcessPods(t *testing.T) {
 		_, ok := pe.sim.ProcessPod(pe.ns, pod.Name)
 		assert.False(t, ok, "a pod without the runtime class was run as a process")
 	})
+}
+
+// noProcess asserts that the pod's process was never started: it is not
+// running and the helper wrote no start record in its working dir.
+func noProcess(t *testing.T, pe *procEnv, name, dir string) {
+	t.Helper()
+	for _, pr := range pe.sim.Processes() {
+		assert.NotEqual(t, name, pr.Name, "its process is running")
+	}
+	_, err := os.Stat(filepath.Join(dir, "start.json"))
+	assert.True(t, os.IsNotExist(err), "its process was started (%v)", err)
 }
 
 // waitGone waits until the pod is NotFound.

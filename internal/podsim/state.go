@@ -63,6 +63,7 @@ type podState struct {
 	key           podKey
 	scenario      string
 	startDelay    time.Duration
+	startDelaySet bool // by the pod's annotations, not Options.StartDelay
 	restartPolicy v1.RestartPolicy
 	initCtrs      []v1.Container
 	ctrs          []v1.Container
@@ -114,6 +115,7 @@ func newPodState(ctx context.Context, key podKey, pod *v1.Pod, opts Options) *po
 	}
 	if st.scenario == ScenarioSlowStart {
 		st.startDelay = DefaultSlowStartDelay
+		st.startDelaySet = true
 	}
 	if v, ok := pod.Annotations[AnnotationStartDelay]; ok {
 		d, err := time.ParseDuration(v)
@@ -121,6 +123,7 @@ func newPodState(ctx context.Context, key podKey, pod *v1.Pod, opts Options) *po
 			logger.Error(err, "Invalid podsim start delay, ignoring it", "annotation", AnnotationStartDelay, "value", v)
 		} else {
 			st.startDelay = d
+			st.startDelaySet = true
 		}
 	}
 	logger.V(4).Info("Tracking pod", "scenario", st.scenario, "startDelay", st.startDelay)

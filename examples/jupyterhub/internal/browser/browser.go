@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/chromedp/chromedp"
@@ -74,6 +76,60 @@ func (b *Browser) Screenshot(name string) (string, error) {
 	}
 	path := filepath.Join(dir, name+".png")
 	return path, os.WriteFile(path, png, 0o644)
+}
+
+// LogIn logs user in on the hub's login page (hubURL/hub/login; the
+// rig's dummy authenticator takes any password) and waits, at most
+// timeout, until the hub answered the form, so the session cookie is set.
+func (b *Browser) LogIn(hubURL, user string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(b.tab, timeout)
+	defer cancel()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(hubURL+"/hub/login"),
+		chromedp.WaitVisible(chromedp.ID("username_input")),
+		chromedp.SendKeys(chromedp.ID("username_input"), user),
+		chromedp.SendKeys(chromedp.ID("password_input"), "any"),
+		chromedp.Click(chromedp.ID("login_submit")),
+	); err != nil {
+		return fmt.Errorf("browser: log in as %s: %w", user, err)
+	}
+	return b.waitLocation(ctx, func(loc string) bool { return !strings.Contains(loc, "/hub/login") }, "leave the login page")
+}
+
+// OpenTree opens user's notebook tree page through the hub (its proxy,
+// then the single-user server's OAuth with the hub) and waits, at most
+// timeout, until the page shows its file list. The user must be logged
+// in (LogIn) and the server running.
+func (b *Browser) OpenTree(hubURL, user string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(b.tab, timeout)
+	defer cancel()
+	path := "/user/" + url.PathEscape(user) + "/tree"
+	if err := chromedp.Do(ctx, chromedp.Navigate(hubURL+path)); err != nil {
+		return fmt.Errorf("browser: open %s: %w", path, err)
+	}
+	if err := b.waitLocation(ctx, func(loc string) bool { return strings.Contains(loc, path) }, "reach "+path); err != nil {
+		return err
+	}
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("notebook_list"))); err != nil {
+		return fmt.Errorf("browser: the tree page of %s shows no file list: %w", user, err)
+	}
+	return nil
+}
+
+// waitLocation polls the tab's location (a redirect chain is under way)
+// until ok holds or ctx ends.
+func (b *Browser) waitLocation(ctx context.Context, ok func(string) bool, what string) error {
+	for {
+		loc, err := chromedp.Run(ctx, chromedp.Location())
+		if err == nil && ok(loc) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("browser: %s: still at %s (%v): %w", what, loc, err, context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Close closes the browser and waits for its process to exit (the

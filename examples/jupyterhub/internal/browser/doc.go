@@ -10,6 +10,10 @@
 //     sandbox when running as root, as Debian's chromium needs there) and
 //     returns a tab; every action runs on the tab's context, bounded by
 //     the caller's.
+//   - LogIn and OpenTree are the steps a user takes to reach a running
+//     server's notebook tree page through the hub (make demo-jupyterhub
+//     screenshots it); each is bounded by its timeout and returns once the
+//     page shows what the step waits for.
 //   - Screenshot writes a PNG of the tab to the repository's out/
 //     directory and returns its path.
 //   - Close ends the browser and waits for its process to exit: no
