@@ -26,15 +26,22 @@ c.JupyterHub.spawner_class = "kubespawn_spawner.KubespawnSpawner"
 # POST /hub/api/users/{name}/server answers 202 at once.
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
 if env("KUBESPAWN_HUB_API_TOKEN"):
-    c.JupyterHub.services = [{"name": "tester", "api_token": env("KUBESPAWN_HUB_API_TOKEN")}]
-    c.JupyterHub.load_roles = [
+    c.JupyterHub.services.append({"name": "tester", "api_token": env("KUBESPAWN_HUB_API_TOKEN")})
+    c.JupyterHub.load_roles.append(
         {
             "name": "tester-role",
             "scopes": ["admin:users", "admin:servers", "read:hub", "tokens"],
             "services": ["tester"],
         }
-    ]
+    )
+# The rig reads the proxy's routes (GET /hub/api/proxy: where the hub sends
+# each user's traffic) with a token of its own that may do nothing else.
+if env("KUBESPAWN_ROUTE_READER_TOKEN"):
+    c.JupyterHub.services.append({"name": "route-reader", "api_token": env("KUBESPAWN_ROUTE_READER_TOKEN")})
+    c.JupyterHub.load_roles.append({"name": "route-reader-role", "scopes": ["proxy"], "services": ["route-reader"]})
 
 c.Spawner.start_timeout = int(env("KUBESPAWN_START_TIMEOUT", "60"))
 c.Spawner.http_timeout = int(env("KUBESPAWN_HTTP_TIMEOUT", "30"))
@@ -102,3 +109,12 @@ if env("KUBESPAWN_STORAGE"):
         {"name": "volume-{user_server}", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}
     ]
     c.KubespawnSpawner.volume_mounts = [{"name": "volume-{user_server}", "mountPath": "/home/jovyan"}]
+
+# A Service per server (KUBESPAWN_SERVICES: the services test), which the
+# hub connects through. Nothing resolves cluster DNS names here, so by
+# default the hub goes to the Service's ClusterIP, which the rig's
+# kube-proxy stand-in (internal/svcproxy) serves on loopback;
+# KUBESPAWN_DNS_NAME_TEMPLATE sets another dns_name_template.
+if env("KUBESPAWN_SERVICES"):
+    c.KubespawnSpawner.services_enabled = True
+    c.KubespawnSpawner.dns_name_template = env("KUBESPAWN_DNS_NAME_TEMPLATE", "{cluster_ip}")

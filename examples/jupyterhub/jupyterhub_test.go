@@ -23,6 +23,7 @@ import (
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/spawnersvc"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/internal/svcproxy"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
@@ -52,10 +53,19 @@ func TestMain(m *testing.M) {
 	}
 	// The claim protection controller (a deleted claim goes once no pod
 	// uses it: delete_forever confirms it gone) and the namespace
-	// controller; the garbage collector comes with the defaults.
-	cluster = testcluster.MustStart(testcluster.Options{ControllerManager: true,
-		Controllers: append(slices.Clone(testcluster.DefaultControllers), "persistentvolumeclaim-protection-controller")})
+	// controller; the garbage collector comes with the defaults. The
+	// EndpointSlice controller and a loopback Service range of this
+	// process's own: the services test's hub goes through ClusterIPs
+	// (internal/svcproxy).
+	serviceCIDR, releaseCIDR, err := svcproxy.ReserveLoopbackCIDR()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		os.Exit(1)
+	}
+	cluster = testcluster.MustStart(testcluster.Options{ControllerManager: true, ServiceCIDR: serviceCIDR,
+		Controllers: append(slices.Clone(testcluster.DefaultControllers), "persistentvolumeclaim-protection-controller", "endpointslice-controller")})
 	code := cluster.Run(m)
+	releaseCIDR()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -28,7 +28,8 @@ URL-escaped. The body::
   the hub's environment (``get_env()``: its token, service URL and prefix,
   OAuth), ``args`` = ``cmd`` + ``get_args()`` and port ``notebook-port`` =
   ``port``; the hub reaches it at the pod IP the start's result gives (or
-  through the Service, with ``services_enabled``).
+  through the Service, with ``services_enabled``: at ``dns_name_template``,
+  by default its cluster DNS name, or its ClusterIP with ``{cluster_ip}``).
 - ``claims`` and ``services`` are always present (maybe empty).
 - ``annotations`` (legacy) is present only when a user chose annotations
   allowed by ``user_annotation_keys`` (the tests pick pod-simulator
@@ -40,7 +41,10 @@ URL-escaped. The body::
   ``{"error": "...", "field": "spec.volumes[0].hostPath"}``.
 - Otherwise the answer is the start's event stream (Server-Sent Events):
   ``progress`` events ``{"progress", "message"}``, then one ``result``:
-  ``{"state": "running", "podIP", "pod", "uid", "namespace"}``, or
+  ``{"state": "running", "podIP", "pod", "uid", "namespace", "objects"}``
+  (``objects``: each Service ``{"kind": "Service", "name", "uid",
+  "clusterIP", "dnsName"}``, the ClusterIP read back from the API server;
+  ``dns_name_template`` may use it as ``{cluster_ip}``), or
   ``{"state": "failed", "reason", "error", "status", "field"}`` with reasons
   ``image_pull``, ``invalid_image``, ``rejected`` (the API server refused
   the pod: Pod Security Admission), ``unschedulable``, ``claim_conflict``,
@@ -335,6 +339,14 @@ def _slugify(text):
     """A profile's slug from its display name, when it has none."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _template_names(template):
+    """The field names template uses ({name} → name)."""
+    try:
+        return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError:
+        return set()
 
 
 def _expand(template, fields):
@@ -750,7 +762,12 @@ class KubespawnSpawner(_KubeSpawnerSection):
     dns_name_template = Unicode(
         "{name}.{namespace}.svc.cluster.local",
         help="""The host the hub connects to with services_enabled: {name} the
-        Service's, {namespace} the one the service reports.""",
+        Service's, {namespace} the one the service reports, {cluster_ip} the
+        Service's ClusterIP as the service read it back from the API server
+        (bracketed if IPv6). "{cluster_ip}" alone skips DNS: for a hub that
+        cannot resolve cluster DNS names (outside the cluster, or a cluster
+        without DNS for it) but can reach ClusterIPs. A start whose answer has
+        no ClusterIP for the Service fails then; the hub stops the server.""",
     ).tag(config=True)
 
     services_enabled = Bool(
@@ -813,6 +830,9 @@ class KubespawnSpawner(_KubeSpawnerSection):
         self._profile = None
         self._profile_overrides = False  # the profile chosen changed settings
         self._pvc_name = None  # remembered (state)
+        # The Service's ClusterIP (services_enabled), remembered (state)
+        # while the server runs: polls do not report it, get_url needs it.
+        self._cluster_ip = None
         self._warned = set()
         # JupyterHub 5.3+ call apply_user_options before start(): apply the
         # profile there unless the deployment has a hook of its own (then
@@ -826,16 +846,22 @@ class KubespawnSpawner(_KubeSpawnerSection):
         state = super().get_state()
         if self._pvc_name:
             state["pvc_name"] = self._pvc_name
+        if self._cluster_ip:
+            state["cluster_ip"] = self._cluster_ip
         return state
 
     def load_state(self, state):
         super().load_state(state)
         if state.get("pvc_name") and self.remember_pvc_name:
             self._pvc_name = state["pvc_name"]
+        if state.get("cluster_ip"):
+            self._cluster_ip = state["cluster_ip"]
 
     def clear_state(self):
-        # The claim's name stays: it outlives servers.
+        # The claim's name stays: it outlives servers. The Service goes
+        # with the pod, its ClusterIP with it.
         super().clear_state()
+        self._cluster_ip = None
         self._exit_status = None
         self._options_applied = False
         self._profile = None
@@ -1483,12 +1509,31 @@ class KubespawnSpawner(_KubeSpawnerSection):
         return self._server_address(result)
 
     def _server_address(self, answer):
+        """Where the hub connects: (pod IP, port), or with services_enabled
+        the URL of the Service (dns_name_template). answer is the start's
+        result or a poll's; a start's names the Service's ClusterIP, which
+        is kept for get_url (polls do not report it)."""
         ip = answer.get("podIP")
         if self.services_enabled:
             ns = answer.get("namespace")
             if ns:
                 name = self._expand_template(self.pod_name_template)
-                host = _expand(self.dns_name_template, {"name": name, "namespace": ns})
+                if "objects" in answer:
+                    self._cluster_ip = next(
+                        (o.get("clusterIP") for o in answer.get("objects") or []
+                         if isinstance(o, dict) and o.get("kind") == "Service" and o.get("name") == name),
+                        None,
+                    )
+                fields = {"name": name, "namespace": ns}
+                if self._cluster_ip:
+                    fields["cluster_ip"] = f"[{self._cluster_ip}]" if ":" in self._cluster_ip else self._cluster_ip
+                elif "cluster_ip" in _template_names(self.dns_name_template):
+                    raise ServiceError(
+                        _sentence("the address of its Service is unknown"),
+                        log_message=f"dns_name_template {self.dns_name_template!r} has {{cluster_ip}}, but the "
+                        f"service reports no ClusterIP for Service {name} (answer: {answer})",
+                    )
+                host = _expand(self.dns_name_template, fields)
                 return f"http://{host}:{self.port}"
             self._warn_once("namespace", "kubespawn: the service reports no namespace: connecting to the pod IP")
         return (ip, self.port)

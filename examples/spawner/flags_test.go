@@ -95,6 +95,7 @@ func TestStorageFlags(t *testing.T) {
 	assert.Nil(t, o.storage, "no --storage-capacity: no claim (KubeSpawner's storage_capacity unset)")
 	assert.False(t, o.servicesEnabled, "KubeSpawner's services_enabled defaults to false")
 	assert.Equal(t, int32(8888), o.port, "KubeSpawner's port")
+	assert.Equal(t, "cluster.local", o.clusterDomain, "the end of KubeSpawner's dns_name_template")
 
 	o, err = parseFlags([]string{"--instance=demo", "--storage-capacity=10Gi"}, io.Discard)
 	require.NoError(t, err)
@@ -117,7 +118,7 @@ func TestStorageFlags(t *testing.T) {
 	assert.Empty(t, validation.IsDNS1123Subdomain(long))
 
 	o, err = parseFlags([]string{"--instance=demo", "--storage-capacity=1Gi", "--storage-class=", "--storage-access-modes=ReadWriteMany,ReadOnlyMany",
-		"--storage-name-template=home-{username}{servername}", "--storage-mount-path=/home/user", "--services-enabled", "--port=9000"}, io.Discard)
+		"--storage-name-template=home-{username}{servername}", "--storage-mount-path=/home/user", "--services-enabled", "--port=9000", "--cluster-domain=corp.example"}, io.Discard)
 	require.NoError(t, err)
 	require.NotNil(t, o.storage.Class, "--storage-class= asks for no class, as KubeSpawner's empty string")
 	assert.Empty(t, *o.storage.Class)
@@ -130,6 +131,7 @@ func TestStorageFlags(t *testing.T) {
 	assert.Equal(t, "home-"+hashed, name, "{servername} is empty: the demo runs default servers only")
 	assert.True(t, o.servicesEnabled)
 	assert.Equal(t, int32(9000), o.port)
+	assert.Equal(t, "corp.example", o.clusterDomain)
 
 	for _, c := range []struct {
 		args []string
@@ -146,6 +148,8 @@ func TestStorageFlags(t *testing.T) {
 		{[]string{"--storage-capacity=1Gi", "--storage-mount-path=home"}, "--storage-mount-path"},
 		{[]string{"--port=0"}, "--port"},
 		{[]string{"--port=70000"}, "--port"},
+		{[]string{"--cluster-domain=Cluster_Local"}, "--cluster-domain"},
+		{[]string{"--cluster-domain="}, "--cluster-domain"},
 	} {
 		_, err := parseFlags(append([]string{"--instance=demo"}, c.args...), io.Discard)
 		var stderr bytes.Buffer

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -48,6 +49,7 @@ type options struct {
 	storage         *Storage
 	servicesEnabled bool
 	port            int32
+	clusterDomain   string
 	// podPolicy: --pod-policy's file, loosened by the --allow-* flags.
 	podPolicy PodPolicy
 }
@@ -94,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&st.NameTemplate, "storage-name-template", DefaultClaimNameTemplate, "name of each user's claim (KubeSpawner pvc_name_template): {username} is the user's escaped form as in pod names, {servername} is empty")
 	fs.StringVar(&st.MountPath, "storage-mount-path", DefaultMountPath, "where the claim is mounted in the notebook container (Z2JH singleuser.storage.homeMountPath)")
 	fs.BoolVar(&o.servicesEnabled, "services-enabled", false, "front each user's pod with a Service of the pod's name, port http to --port (KubeSpawner services_enabled)")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", DefaultClusterDomain, "the cluster's DNS domain: a start's answer names each Service it created <name>.<namespace>.svc.<domain> (beside its ClusterIP)")
 	port := fs.Int("port", DefaultPort, "port of the notebook server in the user's pod: its container port and its Service's (KubeSpawner port)")
 	fs.BoolVar(&st.Force, "storage-force", false, "every start gets the user's claim (--storage-capacity), mounted at --storage-mount-path, even when the hub sends claims of its own (without it the claim is a default, for bodies without \"claims\")")
 
@@ -133,6 +136,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, service.UsageError(fmt.Errorf("--port must be a TCP port (1-65535), got %d", *port))
 	}
 	o.port = int32(*port)
+	if errs := validation.IsDNS1123Subdomain(o.clusterDomain); len(errs) > 0 {
+		return nil, service.UsageError(fmt.Errorf("--cluster-domain %q: %s", o.clusterDomain, strings.Join(errs, "; ")))
+	}
 	var storageFlags []string
 	fs.Visit(func(f *flag.Flag) {
 		if strings.HasPrefix(f.Name, "storage-") && f.Name != "storage-capacity" {
@@ -250,7 +256,7 @@ func (o *options) config() Config {
 		StartTimeout: o.startTimeout, StopTimeout: o.stopTimeout, ImagePullGrace: o.imagePullGrace,
 		StopRetryInterval: o.stopRetryInterval, StopRetryMaxInterval: o.stopRetryMaxInterval,
 		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, MaxClaimAge: o.maxClaimAge, LeaseNamespace: o.leaseNamespace,
-		Streams: o.streams, Storage: o.storage, ServicesEnabled: o.servicesEnabled, Port: o.port, PodPolicy: o.podPolicy,
+		Streams: o.streams, Storage: o.storage, ServicesEnabled: o.servicesEnabled, Port: o.port, ClusterDomain: o.clusterDomain, PodPolicy: o.podPolicy,
 	}
 }
 

@@ -74,6 +74,10 @@ type Config struct {
 	// Port of the notebook server in the pod (its container port, and the
 	// Service's). Default 8888.
 	Port int32
+	// ClusterDomain is the cluster's DNS domain, for the DNS names of the
+	// Services a start answer reports (<name>.<namespace>.svc.<domain>).
+	// Default DefaultClusterDomain.
+	ClusterDomain string
 
 	// StopRetryInterval and StopRetryMaxInterval pace the service's own
 	// retries of a stop that could not complete (the row is then
@@ -199,6 +203,7 @@ func newServer(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("spawner service: Port %d is not a TCP port", cfg.Port)
 	}
 	cfg.Port = cmp.Or(cfg.Port, DefaultPort)
+	cfg.ClusterDomain = cmp.Or(cfg.ClusterDomain, DefaultClusterDomain)
 	if cfg.Storage != nil {
 		st, err := cfg.Storage.withDefaults()
 		if err != nil {
@@ -477,7 +482,7 @@ func (s *Server) install(ctx context.Context, pods []*corev1.Pod) {
 			continue
 		}
 		u := &userServer{user: user, pod: pod.Name, uid: pod.UID, podIP: pod.Status.PodIP, state: stateRunning, progress: newProgressLog()}
-		u.progress.finish(serverJSON{User: user, Pod: pod.Name, UID: pod.UID, State: stateRunning, PodIP: pod.Status.PodIP, Status: http.StatusOK})
+		u.progress.finish(serverJSON{User: user, Pod: pod.Name, Namespace: pod.Namespace, UID: pod.UID, State: stateRunning, PodIP: pod.Status.PodIP, Status: http.StatusOK})
 		s.users[user] = u
 		if pod.DeletionTimestamp != nil {
 			s.stopPendingLocked(u, errors.New("the pod was terminating when the service started"))
@@ -574,8 +579,11 @@ func (s *Server) routes() http.Handler {
 
 // serverJSON is the answer to a start (also the final SSE event).
 type serverJSON struct {
-	User            string    `json:"user"`
-	Pod             string    `json:"pod"`
+	User string `json:"user"`
+	Pod  string `json:"pod"`
+	// Namespace of the pod and its objects (a hub's dns_name_template
+	// has {namespace}).
+	Namespace       string    `json:"namespace,omitempty"`
 	UID             types.UID `json:"uid,omitempty"`
 	State           string    `json:"state"` // running, failed
 	PodIP           string    `json:"podIP,omitempty"`
@@ -600,12 +608,55 @@ type objectJSON struct {
 	UID  types.UID `json:"uid,omitempty"`
 	// Created: by this start (not adopted from an earlier one).
 	Created bool `json:"created,omitempty"`
+	// Of a Service a start ensured: its ClusterIP as the API server
+	// allocated it (read back after the start, so absent if that read
+	// failed or the Service is headless) and its DNS name under
+	// Config.ClusterDomain (what cluster DNS would serve; whether the
+	// hub can resolve it is the hub's cluster's business).
+	ClusterIP string `json:"clusterIP,omitempty"`
+	DNSName   string `json:"dnsName,omitempty"`
 }
 
 func objectsJSON(refs []spawner.ObjectRef) []objectJSON {
 	out := make([]objectJSON, 0, len(refs))
 	for _, r := range refs {
 		out = append(out, objectJSON{Kind: r.Kind, Name: r.Name, UID: r.UID, Created: r.Created})
+	}
+	return out
+}
+
+// DefaultClusterDomain is Config.ClusterDomain unless set: the kubelet's
+// and KubeSpawner's default (its dns_name_template ends in it).
+const DefaultClusterDomain = "cluster.local"
+
+// serviceGetTimeout bounds the read of each Service a start ensured, for
+// its ClusterIP.
+const serviceGetTimeout = 10 * time.Second
+
+// ownedJSON is objectsJSON with the address of each Service: its DNS name,
+// and its ClusterIP read from the API server (one GET each, with a
+// deadline). The start succeeded either way: a failed read only leaves the
+// ClusterIP out (the hub then says so), and a Service of another UID (the
+// one the start ensured is gone) gives none.
+func (s *Server) ownedJSON(ctx context.Context, refs []spawner.ObjectRef) []objectJSON {
+	out := objectsJSON(refs)
+	for i := range out {
+		o := &out[i]
+		if o.Kind != spawner.KindService {
+			continue
+		}
+		o.DNSName = o.Name + "." + s.cfg.Namespace + ".svc." + s.cfg.ClusterDomain
+		gctx, cancel := context.WithTimeout(ctx, serviceGetTimeout)
+		svc, err := s.cfg.Factory.Client().CoreV1().Services(s.cfg.Namespace).Get(gctx, o.Name, metav1.GetOptions{})
+		cancel()
+		switch {
+		case err != nil:
+			klog.FromContext(ctx).Info("Service's ClusterIP unknown: the start's answer leaves it out", "service", klog.KRef(s.cfg.Namespace, o.Name), "err", err)
+		case svc.UID != o.UID:
+			klog.FromContext(ctx).Info("Service replaced since the start ensured it: its ClusterIP is left out", "service", klog.KObj(svc), "uid", svc.UID, "ensured", o.UID)
+		case svc.Spec.ClusterIP != corev1.ClusterIPNone:
+			o.ClusterIP = svc.Spec.ClusterIP
+		}
 	}
 	return out
 }
@@ -721,7 +772,11 @@ func (s *Server) start(ctx context.Context, u *userServer, req spawner.Request) 
 	defer s.wg.Done()
 	defer u.cancel(nil)
 	res, err := s.sp.Start(ctx, req)
-	out := serverJSON{User: u.user, Pod: u.pod}
+	out := serverJSON{User: u.user, Pod: u.pod, Namespace: s.cfg.Namespace}
+	var owned []objectJSON
+	if err == nil {
+		owned = s.ownedJSON(ctx, res.Owned) // before the lock: it reads the API server
+	}
 	s.mu.Lock()
 	if err == nil {
 		u.uid, u.podIP = res.UID, res.PodIP
@@ -730,7 +785,7 @@ func (s *Server) start(ctx context.Context, u *userServer, req spawner.Request) 
 		}
 		out.UID, out.PodIP, out.State, out.Status = res.UID, res.PodIP, "running", http.StatusOK
 		out.DurationSeconds = res.Duration.Seconds()
-		out.Claims, out.Objects = objectsJSON(res.Claims), objectsJSON(res.Owned)
+		out.Claims, out.Objects = objectsJSON(res.Claims), owned
 	} else {
 		var se *spawner.StartError
 		isStartErr := errors.As(err, &se)
@@ -1035,6 +1090,7 @@ func (s *Server) retryStop(u *userServer) {
 type pollJSON struct {
 	User         string           `json:"user"`
 	Pod          string           `json:"pod"`
+	Namespace    string           `json:"namespace,omitempty"`
 	ServiceState string           `json:"serviceState,omitempty"` // starting, running, stopping, stop-pending; empty: unknown to the service
 	State        spawner.State    `json:"state"`
 	Ready        bool             `json:"ready"`
@@ -1099,7 +1155,7 @@ func (s *Server) pollServer(w http.ResponseWriter, r *http.Request) {
 		s.writeOutOfScope(w, st.Pod)
 		return
 	}
-	out := pollJSON{User: user, Pod: name, State: st.State, Ready: st.Ready, Terminating: st.Terminating,
+	out := pollJSON{User: user, Pod: name, Namespace: s.cfg.Namespace, State: st.State, Ready: st.Ready, Terminating: st.Terminating,
 		Reason: st.Reason, Message: st.Message, ExitCode: st.ExitCode, Source: st.Source}
 	if st.Pod != nil {
 		out.UID, out.PodIP = st.Pod.UID, st.Pod.Status.PodIP

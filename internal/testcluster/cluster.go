@@ -70,7 +70,19 @@ type Options struct {
 	// ControllerManagerArgs are appended to kube-controller-manager's
 	// arguments.
 	ControllerManagerArgs []string
+
+	// ServiceCIDR is the apiserver's --service-cluster-ip-range, the range
+	// Services' ClusterIPs come from. Default DefaultServiceCIDR, which
+	// nothing on the machine routes. A range in 127.0.0.0/8 makes
+	// ClusterIPs bindable on loopback without any setup (Linux routes all
+	// of 127/8 to lo), for a kube-proxy stand-in such as internal/svcproxy;
+	// it must then avoid the pod simulator's pod range 127.244.0.0/16 and
+	// its node address 127.0.0.1. Ignored against an existing cluster.
+	ServiceCIDR string
 }
+
+// DefaultServiceCIDR is Options.ServiceCIDR unless set.
+const DefaultServiceCIDR = "10.96.0.0/24"
 
 // DefaultControllers are the controllers of Options.ControllerManager
 // unless Options.Controllers says otherwise: the garbage collector (owned
@@ -87,6 +99,7 @@ type Cluster struct {
 	apiPort  int
 	etcdURL  string
 	extraAPI []string
+	svcCIDR  string
 
 	// kube-controller-manager's credential, /healthz port, controllers
 	// and extra arguments; kcmPort is 0 when it does not run.
@@ -130,7 +143,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("testcluster: %w", err)
 	}
-	c := &Cluster{binDir: binDir, dir: dir, extraAPI: opts.APIServerArgs}
+	c := &Cluster{binDir: binDir, dir: dir, extraAPI: opts.APIServerArgs, svcCIDR: opts.ServiceCIDR}
+	if c.svcCIDR == "" {
+		c.svcCIDR = DefaultServiceCIDR
+	}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, c.LogTail(40))
@@ -241,7 +257,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--service-account-signing-key-file", filepath.Join(c.dir, "sa.key"),
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", "10.96.0.0/24",
+		"--service-cluster-ip-range", c.svcCIDR,
 		// No controller-manager creates default ServiceAccounts; pods need none.
 		"--disable-admission-plugins", "ServiceAccount",
 		"--endpoint-reconciler-type", "none",

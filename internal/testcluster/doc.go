@@ -33,6 +33,13 @@
 //     option nothing collects garbage and a deleted namespace stays
 //     Terminating. Against an existing cluster the option is ignored: it
 //     runs a controller-manager of its own.
+//   - ClusterIPs come from [Options.ServiceCIDR] (default
+//     [DefaultServiceCIDR], 10.96.0.0/24, which nothing here routes).
+//     kube-apiserver accepts a loopback range (127.96.N.0/24 from
+//     svcproxy.ReserveLoopbackCIDR, say): its ClusterIPs are then bindable
+//     on lo without setup, for the kube-proxy stand-in internal/svcproxy.
+//     (EndpointSlices still refuse loopback endpoint addresses: that is the
+//     API server's validation, whatever the range.)
 //   - [Cluster.Stop] stops every process (SIGTERM, then SIGKILL after a
 //     short grace; the controller-manager first, etcd last) and removes
 //     every file. It is idempotent.

@@ -2,7 +2,10 @@ package hubtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +21,7 @@ import (
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hub"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/spawnersvc"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
+	"github.com/kubespawn/kubespawn/internal/svcproxy"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/spawner"
 )
@@ -52,6 +56,14 @@ type Config struct {
 	// Storage, if set, is the capacity of a claim per user (the
 	// configuration's storage_pvc_ensure).
 	Storage string
+	// Services turns on the configuration's services_enabled with
+	// dns_name_template "{cluster_ip}" (no cluster DNS here), and runs a
+	// kube-proxy stand-in (internal/svcproxy, Env.SvcProxy) over
+	// Namespace, so that the hub reaches each server through its
+	// Service's ClusterIP. The control plane's --service-cluster-ip-range
+	// must then be a loopback range (testcluster.Options.ServiceCIDR) and
+	// its controller-manager must run the EndpointSlice controller.
+	Services bool
 }
 
 // SingleUserImage is the image name the rig's real servers use: the pod
@@ -65,7 +77,12 @@ type Env struct {
 	Proxy   *faultproxy.Proxy // nil unless Config.ThroughProxy
 	Service *spawnersvc.Service
 	Hub     *hub.Hub
-	standIn *standIn
+	// SvcProxy serves the Services' ClusterIPs (Config.Services); nil
+	// otherwise.
+	SvcProxy *svcproxy.Proxy
+	standIn  *standIn
+	// routeToken may read the hub's proxy routes (Routes), nothing else.
+	routeToken string
 }
 
 // Start starts the stand-in, the service (through a fault proxy if
@@ -92,6 +109,11 @@ func Start(ctx context.Context, c Config) (_ *Env, err error) {
 	if e.standIn, err = startStandIn(c.Client, c.Namespace); err != nil {
 		return nil, err
 	}
+	if c.Services {
+		if e.SvcProxy, err = svcproxy.Start(ctx, svcproxy.Options{Client: c.Client, Namespace: c.Namespace}); err != nil {
+			return nil, err
+		}
+	}
 	e.Service, err = spawnersvc.Start(ctx, spawnersvc.Options{
 		Binary: c.SpawnerBinary, Dir: c.Dir, Kubeconfig: kubeconfig, Namespace: c.Namespace,
 		StartTimeout: 3 * c.HubStartTimeout, SweepInterval: c.SweepInterval, OrphanMinAge: c.OrphanMinAge,
@@ -116,6 +138,11 @@ func Start(ctx context.Context, c Config) (_ *Env, err error) {
 	if c.Storage != "" {
 		ho.Env = append(ho.Env, "KUBESPAWN_STORAGE="+c.Storage)
 	}
+	if c.Services {
+		ho.Env = append(ho.Env, "KUBESPAWN_SERVICES=1")
+	}
+	e.routeToken = rand.Text()
+	ho.Env = append(ho.Env, "KUBESPAWN_ROUTE_READER_TOKEN="+e.routeToken)
 	e.Hub, err = hub.Start(ctx, ho)
 	if err != nil {
 		return nil, err
@@ -130,6 +157,9 @@ func (e *Env) Close() {
 	}
 	if e.Service != nil {
 		e.Service.Stop()
+	}
+	if e.SvcProxy != nil {
+		e.SvcProxy.Stop()
 	}
 	if e.standIn != nil {
 		e.standIn.close()
@@ -149,6 +179,29 @@ func (e *Env) Logs() string {
 		b.WriteString(e.Service.Tail(60))
 	}
 	return b.String()
+}
+
+// Routes are the hub's proxy routes (GET /hub/api/proxy): route spec
+// (/user/ada/) → target (http://127.96.3.17:8888).
+func (e *Env) Routes(ctx context.Context) (map[string]string, error) {
+	code, body, err := e.Hub.Get(ctx, "/hub/api/proxy", e.routeToken)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("GET /hub/api/proxy: %d: %s", code, body)
+	}
+	var routes map[string]struct {
+		Target string `json:"target"`
+	}
+	if err := json.Unmarshal(body, &routes); err != nil {
+		return nil, fmt.Errorf("GET /hub/api/proxy: %w: %s", err, body)
+	}
+	out := make(map[string]string, len(routes))
+	for spec, r := range routes {
+		out[spec] = r.Target
+	}
+	return out, nil
 }
 
 // --- the API server's view ---
