@@ -92,8 +92,23 @@ if env("KUBESPAWN_PROFILES"):
                 "cpu_guarantee": 2,
                 "mem_limit": "8G",
                 "node_selector": {"kubespawn.test/size": "large"},
-                # For simulated pods: a slower start, so its progress shows.
+                # A slower start (the simulated image pull), so its progress shows.
                 "extra_annotations": {"podsim.kubespawn.io/start-delay": "2s"},
+            },
+            # One choice the spawner service's policy refuses (the host's
+            # network): what a hub operator's mistake looks like to the
+            # user (the bad-input test); the default choice changes nothing.
+            "profile_options": {
+                "network": {
+                    "display_name": "Network",
+                    "choices": {
+                        "pod": {"display_name": "The pod's own", "default": True, "kubespawner_override": {}},
+                        "host": {
+                            "display_name": "The node's",
+                            "kubespawner_override": {"extra_pod_config": {"hostNetwork": True}},
+                        },
+                    },
+                },
             },
         },
     ]

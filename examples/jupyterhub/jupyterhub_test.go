@@ -52,7 +52,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	// The claim protection controller (a deleted claim goes once no pod
-	// uses it: delete_forever confirms it gone) and the namespace
+	// uses it: delete_forever confirms it gone), the quota controller (a
+	// quota refusing a user's claim) and the namespace
 	// controller; the garbage collector comes with the defaults. The
 	// EndpointSlice controller and a loopback Service range of this
 	// process's own: the services test's hub goes through ClusterIPs
@@ -63,7 +64,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cluster = testcluster.MustStart(testcluster.Options{ControllerManager: true, ServiceCIDR: serviceCIDR,
-		Controllers: append(slices.Clone(testcluster.DefaultControllers), "persistentvolumeclaim-protection-controller", "endpointslice-controller")})
+		Controllers: append(slices.Clone(testcluster.DefaultControllers), "persistentvolumeclaim-protection-controller", "endpointslice-controller", "resourcequota-controller")})
 	code := cluster.Run(m)
 	releaseCIDR()
 	_ = os.RemoveAll(dir)
