@@ -40,6 +40,8 @@ type Process struct {
 	logPath string
 	done    chan struct{}
 	err     error
+	// kill is syscall.Kill (tests record the signals instead).
+	kill func(pid int, sig syscall.Signal) error
 }
 
 // Start runs path with args, its standard output and error appended to
@@ -63,7 +65,7 @@ func Start(name, logPath string, opts Options, path string, args ...string) (*Pr
 		logFile.Close()
 		return nil, fmt.Errorf("childproc: start %s (%s): %w", name, filepath.Base(path), err)
 	}
-	p := &Process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{}), kill: syscall.Kill}
 	go func() {
 		if opts.KillGroupOnExit {
 			p.killGroupOnExit()
@@ -95,8 +97,10 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Stop ends the process: SIGCONT (in case it is frozen), SIGTERM, then,
-// after grace or at once if it has exited, SIGKILL to its whole group,
-// and waits until it has exited. It is idempotent.
+// after grace or at once if it has exited, SIGKILL to its whole group (of
+// an exited child, only while the group has members: its ID may be
+// reused once it has none), and waits until it has exited. It is
+// idempotent.
 func (p *Process) Stop(grace time.Duration) {
 	if exited, _ := p.Exited(); !exited {
 		_ = p.cmd.Process.Signal(syscall.SIGCONT)
@@ -108,9 +112,14 @@ func (p *Process) Stop(grace time.Duration) {
 		}
 		t.Stop()
 	}
-	// The group may outlive its leader (children it started).
-	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		_ = p.cmd.Process.Kill()
+	// The group may outlive its leader (children it started). Once the
+	// leader is reaped its ID may be reused, as a stranger's group ID too:
+	// signal the group only while it has members (Linux reuses no ID that
+	// a live process group still carries).
+	if exited, _ := p.Exited(); !exited || len(p.GroupPIDs()) > 0 {
+		if err := p.kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			_ = p.cmd.Process.Kill()
+		}
 	}
 	<-p.done
 }

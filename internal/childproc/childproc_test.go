@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,6 +70,36 @@ func TestStopOfAnExitedProcess(t *testing.T) {
 	exited, err := p.Exited()
 	assert.True(t, exited)
 	assert.NoError(t, err)
+}
+
+// A leader that has exited and been reaped with nothing left in its group:
+// Stop sends no signal to the group ID, which may be a stranger's by now.
+// One whose group still has a member (a grandchild it left running): Stop
+// kills that member.
+func TestStopSignalsAGroupOnlyWhileItHasMembers(t *testing.T) {
+	p, err := Start("true", filepath.Join(t.TempDir(), "log"), Options{}, "/bin/true")
+	require.NoError(t, err)
+	<-p.Done()
+	var signalled []int
+	p.kill = func(pid int, sig syscall.Signal) error {
+		signalled = append(signalled, pid)
+		return syscall.Kill(pid, sig)
+	}
+	p.Stop(time.Second)
+	assert.Empty(t, signalled, "the exited leader's empty group was signalled")
+
+	p, err = Start("shell", filepath.Join(t.TempDir(), "log"), Options{}, "/bin/sh", "-c", `sleep 1000 & echo "grandchild $!"`)
+	require.NoError(t, err)
+	<-p.Done()
+	var grandchild int
+	for _, l := range strings.Split(p.Tail(10), "\n") {
+		if s, ok := strings.CutPrefix(l, "grandchild "); ok {
+			grandchild, _ = strconv.Atoi(s)
+		}
+	}
+	require.True(t, grandchild > 0 && alive(grandchild), p.Tail(10))
+	p.Stop(time.Second)
+	require.Eventually(t, func() bool { return !alive(grandchild) }, 10*time.Second, 10*time.Millisecond, "the grandchild outlived Stop")
 }
 
 func TestStartErrors(t *testing.T) {
