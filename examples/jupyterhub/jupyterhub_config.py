@@ -88,6 +88,9 @@ if env("KUBESPAWN_PROFILES"):
             "slug": "large",
             "description": "4 CPUs, 8 GiB, on the large nodes",
             "kubespawner_override": {
+                # hubtest.LargeProfileImage: the simulator runs the same
+                # jupyterhub-singleuser for it.
+                "image": "kubespawn.test/datascience-notebook:3.0",
                 "cpu_limit": 4,
                 "cpu_guarantee": 2,
                 "mem_limit": "8G",

@@ -88,9 +88,9 @@ func newHubEnv(t *testing.T, c hubConfig) *hubtest.Env {
 	t.Helper()
 	ns := cluster.Namespace(t, "hub", testcluster.NoPodsLeft(""), testcluster.KeepEvents())
 	// One simulator for the package: the stand-in's pods at 127.0.0.1,
-	// pods of the process runtime (real servers) at IPs of their own.
-	cluster.PodSim(t, podsim.Options{PodIP: "127.0.0.1", ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
-		ImageEntrypoints: map[string][]string{hubtest.SingleUserImage: {}}})
+	// pods of the process runtime (real servers) at IPs of their own in a
+	// range the API server takes in EndpointSlices (hubSimOptions).
+	cluster.PodSim(t, hubSimOptions())
 	dir := t.TempDir()
 	e, err := hubtest.Start(t.Context(), hubtest.Config{
 		Admin: cluster.Config(), Client: cluster.Client(t), Namespace: ns, Dir: dir, SpawnerBinary: spawnerBin,

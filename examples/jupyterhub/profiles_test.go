@@ -12,12 +12,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestProfilesShapeThePod: the profile a user picks (user_options, as the
-// spawn form posts it) changes the pod's resources and node selection as
-// the API server stores it.
+// spawn form posts it) changes the pod's image, resources and node
+// selection as the API server stores it.
 func TestProfilesShapeThePod(t *testing.T) {
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, profiles: true})
 	ctx := t.Context()
@@ -36,12 +38,14 @@ func TestProfilesShapeThePod(t *testing.T) {
 	assert.True(t, c.Resources.Requests.Cpu().Equal(resource.MustParse("2")), "cpu guarantee %s", c.Resources.Requests.Cpu())
 	assert.True(t, c.Resources.Limits.Memory().Equal(resource.MustParse("8Gi")), "memory limit %s (KubeSpawner's 8G is 8 GiB)", c.Resources.Limits.Memory())
 	assert.Equal(t, map[string]string{"kubespawn.test/size": "large"}, large.Spec.NodeSelector)
+	assert.Equal(t, hubtest.LargeProfileImage, c.Image, "the profile's image")
 
 	small, err := e.UserPod(ctx, "dan")
 	require.NoError(t, err)
 	require.NotNil(t, small)
 	assert.True(t, small.Spec.Containers[0].Resources.Limits.Cpu().Equal(resource.MustParse("1")))
 	assert.Empty(t, small.Spec.NodeSelector)
+	assert.NotEqual(t, hubtest.LargeProfileImage, small.Spec.Containers[0].Image, "the default image")
 	require.NoError(t, e.StopAll(ctx, users))
 }
 

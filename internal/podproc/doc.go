@@ -27,8 +27,10 @@
 //     Dir/work; HOME, TMPDIR and the default working directory are made
 //     before it starts. Dir is the pod's own directory, given by the caller:
 //     never the repository.
-//   - Network: every pod has a loopback IP of its own (127.244.0.0/16, all
-//     routed to lo on Linux), and a process must listen there only, so that
+//   - Network: every pod has an IP of its own, local to this machine
+//     (podsim's PodCIDR: 127.244.0.0/16 by default, all routed to lo on
+//     Linux, or a range made local on lo), and a process must listen there
+//     only, so that
 //     two users' servers on port 8888 never collide. Rather than a network
 //     namespace per pod (root, plus a veth pair and routes per pod for the
 //     hub to reach it), wildcard listen addresses are rewritten to the pod's

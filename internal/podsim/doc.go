@@ -70,10 +70,30 @@
 //     test) and a client-side rate limit high enough for the pod count (for
 //     hundreds of pods, rest.Config.QPS = -1 or a few hundred), since every
 //     pod costs a handful of writes and events.
-//   - Pod IPs are allocated from 127.244.0.0/16 and the node's address is
-//     127.0.0.1: loopback addresses, so that code under test that dials a pod
-//     IP can never send traffic off the machine. The simulator itself opens
-//     no connection to them, except the readiness probes of process pods.
+//   - Pod IPs are allocated from Options.PodCIDR, by default
+//     DefaultPodCIDR (127.244.0.0/16), and the node's address is 127.0.0.1:
+//     addresses local to this machine, so that code under test that dials
+//     a pod IP can never send traffic off it. The simulator itself opens no
+//     connection to them, except the readiness probes of process pods.
+//     Options.PodIP (every simulated pod at one loopback address) stays
+//     loopback whatever the range.
+//   - The API server refuses loopback addresses in EndpointSlices, so pods
+//     that must be endpoints of Services (a Service per user's server,
+//     through the real EndpointSlice controller and a kube-proxy such as
+//     internal/svcproxy) need a PodCIDR that is not loopback: an IPv4
+//     network address of at most /28, not containing the node's address;
+//     the conventional one is BenchmarkPodCIDR (198.18.0.0/16, RFC 2544's
+//     benchmarking range: never routed on the internet). Before it writes
+//     anything, Start checks with a listen that the range's first and last
+//     pod addresses can be bound; if not, it adds a local route for the
+//     whole range on lo ("ip route replace local <cidr> dev lo", Linux's
+//     AnyIP: every address of it is then this machine's, for listening and
+//     dialling alike), with a deadline, and checks again. That needs root
+//     (CAP_NET_ADMIN): without it Start fails with ErrPodCIDRNotLocal and
+//     the command to run as root. The route is left in place on purpose: it
+//     is idempotent, and the simulators of several test binaries share it
+//     (and the range: the machine-wide lock of process pods' IPs below is
+//     per address, whatever the range). Invalid options are ErrInvalidOptions.
 //   - Timings are lower bounds: a normal pod reaches Running and Ready no
 //     sooner than StartDelay after it was bound (and no sooner than the
 //     lifecycle steps allow); nothing guarantees an upper bound on a loaded
@@ -92,9 +112,10 @@
 // simulated as before. Such a pod:
 //
 //   - is scheduled and first synced as any pod (Pending, startTime, its own
-//     pod IP, containers waiting in ContainerCreating); its IP is also
-//     locked machine-wide (a file lock under os.TempDir()), so that
-//     simulators of two test binaries never give two processes the same
+//     pod IP from Options.PodCIDR, containers waiting in
+//     ContainerCreating); its IP is also locked machine-wide (a file lock
+//     per address under os.TempDir()), so that simulators of two test
+//     binaries with the same range never give two processes the same
 //     address. Options.StartDelay does not apply (the image is present).
 //   - honours the scenarios played before or beside the process, with the
 //     simulated pods' events, reasons and messages: ScenarioUnschedulable

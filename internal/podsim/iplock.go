@@ -8,11 +8,13 @@ import (
 	"syscall"
 )
 
-// ipLockDir holds one lock file per pod IP in use by a process pod: every
-// simulator allocates from the same 127.244.0.0/16, and two simulators (two
-// test binaries running at once on one machine, say) must not give two
-// processes listening on port 8888 the same address. A lock is an flock on
-// the file, so it dies with the process holding it: none is ever stale.
+// ipLockDir holds one lock file per pod IP in use by a process pod:
+// simulators with the same Options.PodCIDR (the default, or
+// BenchmarkPodCIDR: two test binaries running at once on one machine, say)
+// allocate the same addresses, and must not give two processes listening
+// on port 8888 the same one. The lock is per address, whatever the range.
+// A lock is an flock on the file, so it dies with the process holding it:
+// none is ever stale.
 var ipLockDir = filepath.Join(os.TempDir(), "podsim-pod-ips")
 
 // errIPBusy: another simulator holds the IP's lock.
@@ -47,7 +49,7 @@ func (s *Simulator) allocateLocked() (string, *os.File, error) {
 			s.ips.release(ip)
 		}
 	}()
-	for range 1 << 16 {
+	for range s.ips.size {
 		ip, err := s.ips.allocate()
 		if err != nil {
 			return "", nil, err

@@ -104,32 +104,39 @@ func (s *Simulator) desiredNode() *v1.Node {
 	}
 }
 
-// ipPool hands out unique pod IPs from 127.244.0.0/16 (loopback, see the
-// package documentation), skipping addresses still in use.
+// ipPool hands out unique pod IPs from Options.PodCIDR, skipping the
+// range's first and last addresses, those ending in .0 or .255 (which some
+// software takes for network or broadcast addresses), and addresses still
+// in use.
 type ipPool struct {
-	mu    sync.Mutex
-	next  uint16
-	inUse map[string]bool
+	mu     sync.Mutex
+	prefix netip.Prefix
+	size   uint32 // addresses in prefix
+	next   uint32 // offset of the next address to try
+	inUse  map[string]bool
 }
 
-func newIPPool() *ipPool { return &ipPool{next: 1, inUse: map[string]bool{}} }
+func newIPPool(prefix netip.Prefix) *ipPool {
+	return &ipPool{prefix: prefix, size: prefixSize(prefix), next: 1, inUse: map[string]bool{}}
+}
 
 func (p *ipPool) allocate() (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for range 1 << 16 {
+	for range p.size {
 		n := p.next
-		p.next++
-		if b := byte(n); b == 0 || b == 255 {
+		p.next = (p.next + 1) % p.size
+		a := addrAt(p.prefix, n)
+		if b := a.As4()[3]; n == 0 || n == p.size-1 || b == 0 || b == 255 {
 			continue
 		}
-		ip := netip.AddrFrom4([4]byte{127, 244, byte(n >> 8), byte(n)}).String()
+		ip := a.String()
 		if !p.inUse[ip] {
 			p.inUse[ip] = true
 			return ip, nil
 		}
 	}
-	return "", fmt.Errorf("podsim: pod IP range 127.244.0.0/16 exhausted")
+	return "", fmt.Errorf("podsim: pod IP range %s exhausted", p.prefix)
 }
 
 // reserve marks an IP found on an adopted pod as used.

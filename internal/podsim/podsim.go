@@ -157,9 +157,18 @@ type Options struct {
 	// MaxProbePeriod caps the periodSeconds of process pods' readiness
 	// probes; default DefaultMaxProbePeriod.
 	MaxProbePeriod time.Duration
+	// PodCIDR is the IPv4 range pod IPs are allocated from; default
+	// DefaultPodCIDR (loopback). It must be a network address with a
+	// prefix of at most /28 that does not contain the node's address
+	// (127.0.0.1). The API server refuses loopback addresses in
+	// EndpointSlices: for pods that are endpoints of Services, use a
+	// routable range such as BenchmarkPodCIDR. Start makes such a range
+	// local if it is not (a route on lo, which needs root: see the package
+	// documentation).
+	PodCIDR string
 	// PodIP, if set, is the IP every simulated pod of the node reports
-	// (status.podIP and podIPs) instead of a unique one from
-	// 127.244.0.0/16. It must be a loopback address: one stand-in server
+	// (status.podIP and podIPs) instead of a unique one from PodCIDR. It
+	// must be a loopback address: one stand-in server
 	// listening there (a simulated notebook server, say) then answers at
 	// the IP of every pod, as the pod's own process would on a real node.
 	// Process pods (ProcessRuntimeClass) always get an IP of their own:
@@ -186,10 +195,11 @@ func keyOf(pod *v1.Pod) podKey {
 // every pod in the cluster. Create it with Start; it is safe for concurrent
 // use.
 type Simulator struct {
-	client kubernetes.Interface
-	opts   Options
-	logger klog.Logger
-	nodeIP string
+	client  kubernetes.Interface
+	opts    Options
+	logger  klog.Logger
+	nodeIP  string
+	podCIDR netip.Prefix // resolved Options.PodCIDR
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -244,18 +254,27 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 		opts.MaxProbePeriod = DefaultMaxProbePeriod
 	}
 	if opts.StartDelay < 0 || opts.StepDelay < 0 || opts.MaxGracePeriod < 0 || opts.MaxProbePeriod < 0 {
-		return nil, fmt.Errorf("podsim: negative delay in options %+v", opts)
+		return nil, fmt.Errorf("%w: negative delay in options %+v", ErrInvalidOptions, opts)
 	}
 	if opts.PodIP != "" {
 		if ip, err := netip.ParseAddr(opts.PodIP); err != nil || !ip.IsLoopback() {
-			return nil, fmt.Errorf("podsim: PodIP %q is not a loopback address", opts.PodIP)
+			return nil, fmt.Errorf("%w: PodIP %q is not a loopback address", ErrInvalidOptions, opts.PodIP)
 		}
+	}
+	podCIDR, err := parsePodCIDR(opts.PodCIDR)
+	if err != nil {
+		return nil, err
 	}
 	logger := opts.Logger
 	if logger.GetSink() == nil {
 		logger = klog.FromContext(ctx)
 	}
 	logger = logger.WithName("podsim").WithValues("node", opts.NodeName)
+	// Before anything is written: a pod must never get an IP nothing
+	// can reach.
+	if err := ensureLocal(klog.NewContext(ctx, logger), podCIDR, routeCommand()); err != nil {
+		return nil, err
+	}
 
 	ctx, cancel := context.WithCancel(klog.NewContext(ctx, logger))
 	s := &Simulator{
@@ -263,10 +282,11 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 		opts:       opts,
 		logger:     logger,
 		nodeIP:     nodeIP,
+		podCIDR:    podCIDR,
 		ctx:        ctx,
 		cancel:     cancel,
 		pods:       map[podKey]*podState{},
-		ips:        newIPPool(),
+		ips:        newIPPool(podCIDR),
 		procs:      map[podKey]*procPod{},
 		procByName: map[types.NamespacedName]*procPod{},
 		stopped:    make(chan struct{}),
@@ -348,7 +368,7 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 		case <-s.stopped:
 		}
 	}()
-	logger.Info("Pod simulator started", "startDelay", opts.StartDelay, "stepDelay", opts.StepDelay, "maxGracePeriod", opts.MaxGracePeriod)
+	logger.Info("Pod simulator started", "podCIDR", podCIDR, "startDelay", opts.StartDelay, "stepDelay", opts.StepDelay, "maxGracePeriod", opts.MaxGracePeriod)
 	return s, nil
 }
 
@@ -379,6 +399,10 @@ func (s *Simulator) Stop() {
 
 // NodeName returns the name of the simulator's Node.
 func (s *Simulator) NodeName() string { return s.opts.NodeName }
+
+// PodCIDR returns the range the simulator allocates pod IPs from
+// (Options.PodCIDR, or DefaultPodCIDR).
+func (s *Simulator) PodCIDR() netip.Prefix { return s.podCIDR }
 
 // enqueue is the informer event handler: it queues the key of every pod the
 // simulator is responsible for (unbound, or bound to its node).

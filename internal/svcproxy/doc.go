@@ -60,6 +60,10 @@
 // Endpoints in 127.0.0.0/8 never exist: the API server refuses loopback
 // addresses in EndpointSlices ("may not be in the loopback range"), so the
 // controller cannot publish a pod whose IP is loopback (internal/podsim's
-// 127.244.0.0/16) and the Service of such a pod has no endpoint. Backends
-// must listen at a non-loopback address of this machine (LocalAddress).
+// default range, 127.244.0.0/16) and the Service of such a pod has no
+// endpoint. Pods must have a non-loopback IP local to this machine: the
+// pod simulator's Options.PodCIDR = podsim.BenchmarkPodCIDR (198.18.0.0/16,
+// which it makes local with a route on lo, as root), as the jupyterhub
+// example's services test does; other backends listen at a non-loopback
+// address of this machine (LocalAddress), as this package's tests do.
 package svcproxy

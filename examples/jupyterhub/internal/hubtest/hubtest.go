@@ -47,8 +47,8 @@ type Config struct {
 	StopTimeout time.Duration
 	// ProcessRuntime, if set, makes the users' servers real: the hub's
 	// class asks for this RuntimeClass (the pod simulator's process
-	// runtime), so each pod runs Debian's jupyterhub-singleuser at its
-	// own loopback IP, port 8888, as uid 1000. Otherwise the stand-in
+	// runtime), so each pod runs Debian's jupyterhub-singleuser at an IP
+	// of its own (the simulator's PodCIDR), port 8888, as uid 1000. Otherwise the stand-in
 	// answers for every server.
 	ProcessRuntime string
 	// Profiles turns on the configuration's profile_list (Small, Large).
@@ -70,6 +70,12 @@ type Config struct {
 // simulator maps it to no entrypoint, so the container's args
 // (KubeSpawner's cmd + get_args(): jupyterhub-singleuser ...) run as is.
 const SingleUserImage = "kubespawn.test/jupyterhub-singleuser:3.0"
+
+// LargeProfileImage is the image of the configuration's Large profile
+// (jupyterhub_config.py): a profile changes the image, as z2jh's do. A
+// simulator that runs real servers maps it to the same entrypoint as
+// SingleUserImage: the process is jupyterhub-singleuser either way.
+const LargeProfileImage = "kubespawn.test/datascience-notebook:3.0"
 
 // Env is a running hub with its spawner service and stand-in.
 type Env struct {
