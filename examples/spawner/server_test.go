@@ -91,8 +91,27 @@ func TestStartStreamsProgress(t *testing.T) {
 		prev = p.Progress
 		reasons = append(reasons, p.Reason)
 	}
-	assert.Subset(t, reasons, []string{"Scheduled", "Pulling", "Started"})
-	assert.Equal(t, "example.org/other:2", e.pod(e.podName("bob")).Spec.Containers[0].Image)
+	// The stream carries the pod's events up to the start's result. An
+	// event is written apart from the pod's status (by the kubelet's
+	// asynchronous event recorder, here the simulator's), so the last ones
+	// (Pulled, Started) may reach the API server after the pod is Ready and
+	// the start has ended: those earlier than the pull are in the stream,
+	// and Started is among the pod's events on the API server.
+	assert.Subset(t, reasons, []string{"Scheduled", "Pulling"})
+	pod := e.pod(e.podName("bob"))
+	assert.Equal(t, "example.org/other:2", pod.Spec.Containers[0].Image)
+	require.Eventually(t, func() bool {
+		l, err := e.direct.CoreV1().Events(e.ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.uid=" + string(pod.UID)})
+		if err != nil {
+			return false
+		}
+		for _, ev := range l.Items {
+			if ev.Reason == "Started" {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 50*time.Millisecond, "the pod's Started event")
 
 	// GET .../progress replays the finished start, then its result.
 	replay := d.sse(http.MethodGet, "/users/bob/server/progress", nil)
