@@ -54,7 +54,9 @@ func (f *Factory) Pods(scope Scope) (*PodCache, error) {
 // only ever reported by the API server: the error then satisfies
 // apierrors.IsNotFound and the Source is SourceAPI. A pod the API server
 // has but a healthy cache lacks is evidence of a gap: it is counted and
-// makes the cache check itself at once.
+// makes the cache check itself at once. A pod from the cache is shared
+// (with the cache, and parts of it with other cached pods: SlimPod), as
+// an informer's are: DeepCopy it before changing it.
 func (p *PodCache) Get(ctx context.Context, namespace, name string) (*corev1.Pod, Source, error) {
 	return p.c.get(ctx, namespace, name)
 }
@@ -62,7 +64,8 @@ func (p *PodCache) Get(ctx context.Context, namespace, name string) (*corev1.Pod
 // List returns the pods in namespace ("" for the whole scope) that match
 // selector (nil for all), from the cache when it is healthy, else from the
 // API server (paginated). The order is unspecified. An error is never an
-// empty list: a cache that cannot answer says so.
+// empty list: a cache that cannot answer says so. Pods from the cache are
+// shared, as Get's are.
 func (p *PodCache) List(ctx context.Context, namespace string, selector labels.Selector) ([]*corev1.Pod, Source, error) {
 	return p.c.list(ctx, namespace, selector)
 }

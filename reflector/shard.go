@@ -52,17 +52,17 @@ type shard[T object] struct {
 
 	// Health, written by the monitor.
 
-	problems          map[Problem]condition
+	problems map[Problem]condition
 	// problemsGen counts changes of problems (set, reason, cleared);
 	// publishedGen is the count the cache last published (updateState).
 	problemsGen, publishedGen int
-	state             State
-	reason            string
-	lastProbe         time.Time
-	lastConfirmed     time.Time
-	serverRV          string
-	probeFailingSince time.Time
-	probeFailure      error
+	state                     State
+	reason                    string
+	lastProbe                 time.Time
+	lastConfirmed             time.Time
+	serverRV                  string
+	probeFailingSince         time.Time
+	probeFailure              error
 
 	// Monitor-only scheduling state (no lock needed).
 

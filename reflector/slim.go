@@ -50,8 +50,12 @@ import (
 // Strings shared among pods (label and annotation keys and values, images,
 // image IDs, container names, the namespace and node, condition types) are
 // interned (intern.go), so thousands of pods hold one copy each (see
-// BENCHMARKS.md, P3). The result is a new Pod that shares the other kept slices and
-// pointers with p: copy it (DeepCopy) before changing it. SlimPod is idempotent
+// BENCHMARKS.md, P3), and so are whole values that pods have alike: the
+// slim container lists (every pod of a profile has the same) and a node's
+// host IPs, which are then one slice shared by those pods (never a slice
+// of p). The result is a new Pod that shares those with other slim pods
+// and the other kept slices and pointers with p: copy it (DeepCopy) before
+// changing it. SlimPod is idempotent
 // (SlimPod(SlimPod(p)) equals SlimPod(p)) and returns nil for nil. The
 // full object is one API read away: Factory.Client().CoreV1().Pods(ns).Get.
 func SlimPod(p *corev1.Pod) *corev1.Pod { return slimPod(p, false) }
@@ -82,8 +86,8 @@ func slimPod(p *corev1.Pod, inPlace bool) *corev1.Pod {
 			OwnerReferences:            m.OwnerReferences,
 		},
 		Spec: corev1.PodSpec{
-			InitContainers:                slimContainers(p.Spec.InitContainers),
-			Containers:                    slimContainers(p.Spec.Containers),
+			InitContainers:                internContainers(p.Spec.InitContainers),
+			Containers:                    internContainers(p.Spec.Containers),
 			RestartPolicy:                 p.Spec.RestartPolicy,
 			TerminationGracePeriodSeconds: p.Spec.TerminationGracePeriodSeconds,
 			ServiceAccountName:            intern(p.Spec.ServiceAccountName),
@@ -98,8 +102,8 @@ func slimPod(p *corev1.Pod, inPlace bool) *corev1.Pod {
 			Reason:                p.Status.Reason,
 			NominatedNodeName:     p.Status.NominatedNodeName,
 			HostIP:                intern(p.Status.HostIP),
-			HostIPs:               p.Status.HostIPs,
-			PodIP:                 p.Status.PodIP,
+			HostIPs:               internHostIPs(p.Status.HostIPs),
+			PodIP:                 podIP(&p.Status),
 			PodIPs:                p.Status.PodIPs,
 			StartTime:             p.Status.StartTime,
 			InitContainerStatuses: slimStatuses(p.Status.InitContainerStatuses),
@@ -153,15 +157,13 @@ func internConditions(cs []corev1.PodCondition) []corev1.PodCondition {
 	return out
 }
 
-func slimContainers(cs []corev1.Container) []corev1.Container {
-	if len(cs) == 0 {
-		return nil
+// podIP is st.PodIP, as the string of st.PodIPs[0] when it is the same
+// IP (it is, by the API's rules): one copy of it a pod, not two.
+func podIP(st *corev1.PodStatus) string {
+	if len(st.PodIPs) > 0 && st.PodIPs[0].IP == st.PodIP {
+		return st.PodIPs[0].IP
 	}
-	out := make([]corev1.Container, len(cs))
-	for i := range cs {
-		out[i] = corev1.Container{Name: intern(cs[i].Name), Image: intern(cs[i].Image), Ports: cs[i].Ports}
-	}
-	return out
+	return st.PodIP
 }
 
 func slimStatuses(ss []corev1.ContainerStatus) []corev1.ContainerStatus {

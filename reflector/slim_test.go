@@ -2,6 +2,9 @@ package reflector_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -314,6 +318,218 @@ func TestCachesServeTheSlimViewByDefault(t *testing.T) {
 			}
 			_, _, err = pods.Get(t.Context(), "users", "nobody")
 			require.True(t, apierrors.IsNotFound(err))
+		})
+	}
+}
+
+// decodedPod is p as a cache gets it: decoded from protobuf, with strings
+// and slices of its own.
+func decodedPod(tb testing.TB, p *corev1.Pod) *corev1.Pod {
+	tb.Helper()
+	b, err := p.Marshal()
+	require.NoError(tb, err)
+	var out corev1.Pod
+	require.NoError(tb, out.Unmarshal(b))
+	return &out
+}
+
+// slimByHand is the slim view of p's containers and IPs written out
+// field by field, as a reference for the shared values.
+func slimByHand(p *corev1.Pod) (init, containers []corev1.Container, hostIPs []corev1.HostIP, podIP string) {
+	cs := func(in []corev1.Container) []corev1.Container {
+		if len(in) == 0 {
+			return nil
+		}
+		out := make([]corev1.Container, len(in))
+		for i, c := range in {
+			out[i] = corev1.Container{Name: c.Name, Image: c.Image, Ports: slices.Clone(c.Ports)}
+		}
+		return out
+	}
+	return cs(p.Spec.InitContainers), cs(p.Spec.Containers), slices.Clone(p.Status.HostIPs), p.Status.PodIP
+}
+
+// TestSlimPodSharesContainersAmongPods: pods with the same containers
+// (every pod of a profile) hold one copy of their slim containers, and a
+// node's pods one copy of its host IPs; the values are the pod's own. Not
+// parallel: the tables are the process's, and other tests' pods must not
+// take over a slot between the two pods here.
+func TestSlimPodSharesContainersAmongPods(t *testing.T) {
+	a, b := decodedPod(t, benchpod.Realistic("users", 1)), decodedPod(t, benchpod.Realistic("users", 2))
+	sa, sb := reflector.SlimPod(a), reflector.SlimPod(b)
+	for _, x := range []struct {
+		p, s *corev1.Pod
+	}{{a, sa}, {b, sb}} {
+		init, containers, hostIPs, podIP := slimByHand(x.p)
+		assert.Equal(t, init, x.s.Spec.InitContainers)
+		assert.Equal(t, containers, x.s.Spec.Containers)
+		assert.Equal(t, hostIPs, x.s.Status.HostIPs)
+		assert.Equal(t, podIP, x.s.Status.PodIP)
+	}
+	assert.Same(t, &sa.Spec.Containers[0], &sb.Spec.Containers[0], "containers")
+	assert.Same(t, &sa.Spec.InitContainers[0], &sb.Spec.InitContainers[0], "init containers")
+	assert.Same(t, &sa.Status.HostIPs[0], &sb.Status.HostIPs[0], "host IPs")
+	assert.NotSame(t, &sa.Spec.Containers[0], &a.Spec.Containers[0], "the shared copy is not the pod's own")
+	// The pod IP is kept once, as the string of podIPs[0].
+	assert.Equal(t, unsafe.StringData(sa.Status.PodIPs[0].IP), unsafe.StringData(sa.Status.PodIP))
+
+	// A pod whose containers differ keeps its own.
+	c := decodedPod(t, benchpod.Realistic("users", 3))
+	c.Spec.Containers[1].Image = "registry.k8s.io/git-sync/git-sync:v4.5.0"
+	sc := reflector.SlimPod(c)
+	_, containers, _, _ := slimByHand(c)
+	assert.Equal(t, containers, sc.Spec.Containers)
+	assert.Equal(t, "registry.k8s.io/git-sync/git-sync:v4.4.0", sb.Spec.Containers[1].Image)
+}
+
+// TestSlimPodSharedValuesDoNotAliasTheInput: the shared copies are the
+// tables' own, so a caller changing its pod after SlimPod changes neither
+// that slim pod nor the slim view of any other pod.
+func TestSlimPodSharedValuesDoNotAliasTheInput(t *testing.T) {
+	p := decodedPod(t, benchpod.Realistic("users", 4))
+	s := reflector.SlimPod(p)
+	wantInit, wantContainers, wantHostIPs, _ := slimByHand(benchpod.Realistic("users", 4))
+	p.Spec.InitContainers[0].Name = "changed"
+	p.Spec.Containers[0].Image = "changed"
+	p.Spec.Containers[0].Ports[0].ContainerPort = 1
+	p.Status.HostIPs[0].IP = "198.51.100.1"
+	for _, got := range []*corev1.Pod{s, reflector.SlimPod(decodedPod(t, benchpod.Realistic("users", 5)))} {
+		assert.Equal(t, wantInit, got.Spec.InitContainers)
+		assert.Equal(t, wantContainers, got.Spec.Containers)
+		assert.Equal(t, wantHostIPs, got.Status.HostIPs)
+	}
+}
+
+// TestSlimPodKeepsEveryContainerValue: a pod in, the same containers and
+// IPs out, for the shapes a pod can have (no containers, no ports, an
+// empty port list (not nil), several ports, no host IPs, an empty list of
+// them, a pod IP that is not podIPs[0]), and for pods that differ from
+// each other in one field only, more of them than the tables have slots,
+// so that some must contend for a slot (the slot holds one of them, the
+// others get copies of their own). Not parallel, as above.
+func TestSlimPodKeepsEveryContainerValue(t *testing.T) {
+	const each = 1100 // pods differing in one field: more than the slots
+	// The fields at stake, of a realistic pod (the rest: SlimPodKeepsWhatSpawnersRead).
+	base := &corev1.Pod{}
+	full := decodedPod(t, benchpod.Realistic("users", 0))
+	base.Spec.InitContainers, base.Spec.Containers = full.Spec.InitContainers, full.Spec.Containers
+	base.Status.HostIP, base.Status.HostIPs, base.Status.PodIP, base.Status.PodIPs = full.Status.HostIP, full.Status.HostIPs, full.Status.PodIP, full.Status.PodIPs
+	var pods []*corev1.Pod
+	add := func(change func(p *corev1.Pod, i int)) {
+		for i := range each {
+			p := base.DeepCopy()
+			change(p, i)
+			pods = append(pods, p)
+		}
+	}
+	n := strconv.Itoa
+	add(func(p *corev1.Pod, i int) { p.Spec.Containers[1].Name = "git-sync-" + n(i) })
+	add(func(p *corev1.Pod, i int) { p.Spec.InitContainers[0].Image = "example.org/tools:" + n(i) })
+	add(func(p *corev1.Pod, i int) { p.Spec.Containers[0].Ports[0].Name = "port-" + n(i) })
+	add(func(p *corev1.Pod, i int) { p.Spec.Containers[0].Ports[0].ContainerPort = int32(i) })
+	add(func(p *corev1.Pod, i int) { p.Spec.Containers[0].Ports[0].HostPort = int32(i) })
+	add(func(p *corev1.Pod, i int) {
+		p.Spec.Containers[0].Ports[0].HostIP = "127.0." + n(i/250) + "." + n(i%250)
+	})
+	add(func(p *corev1.Pod, i int) {
+		p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: int32(i), Protocol: corev1.ProtocolUDP})
+	})
+	add(func(p *corev1.Pod, i int) { p.Status.HostIPs[0].IP = "192.0." + n(i/250) + "." + n(i%250) })
+	add(func(p *corev1.Pod, i int) {
+		p.Status.HostIPs = append(p.Status.HostIPs, corev1.HostIP{IP: "2001:db8::" + strconv.FormatInt(int64(i), 16)})
+	})
+	// The shapes.
+	for _, change := range []func(p *corev1.Pod){
+		func(p *corev1.Pod) { p.Spec.InitContainers = nil },
+		func(p *corev1.Pod) { p.Spec.InitContainers = []corev1.Container{} },
+		func(p *corev1.Pod) { p.Spec.Containers[0].Ports = nil },
+		func(p *corev1.Pod) { p.Spec.Containers[0].Ports = []corev1.ContainerPort{} },
+		func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "third"}) },
+		func(p *corev1.Pod) { p.Status.HostIPs = nil },
+		func(p *corev1.Pod) { p.Status.HostIPs = []corev1.HostIP{} },
+		func(p *corev1.Pod) { p.Status.PodIP = "10.255.0.1" },
+		func(p *corev1.Pod) { p.Status.PodIP, p.Status.PodIPs = "", nil },
+	} {
+		p := base.DeepCopy()
+		change(p)
+		pods = append(pods, p)
+	}
+	check := func(order []int) {
+		t.Helper()
+		for _, i := range order {
+			p := pods[i]
+			s := reflector.SlimPod(p)
+			init, containers, hostIPs, podIP := slimByHand(p)
+			require.Equal(t, init, s.Spec.InitContainers, "pod %d", i)
+			require.Equal(t, containers, s.Spec.Containers, "pod %d", i)
+			require.Equal(t, hostIPs, s.Status.HostIPs, "pod %d", i)
+			require.Equal(t, podIP, s.Status.PodIP, "pod %d", i)
+			require.Equal(t, p.Status.PodIPs, s.Status.PodIPs, "pod %d", i)
+			require.Equal(t, reflector.SlimPod(s), s, "pod %d: idempotent", i)
+		}
+	}
+	order := make([]int, len(pods))
+	for i := range order {
+		order[i] = i
+	}
+	check(order)
+	slices.Reverse(order)
+	check(order)
+}
+
+// BenchmarkSlimPod is the slim transform's CPU for a realistic decoded pod
+// (ns/op) and what the slim pods of a cache hold, with the informer's
+// indexer, per pod (heap-B/pod) at two sizes, so that the figure can be
+// seen not to depend on the count (BENCHMARKS.md, P3 and P8).
+func BenchmarkSlimPod(b *testing.B) {
+	wire := func(n int) [][]byte {
+		out := make([][]byte, n)
+		for i := range out {
+			p := benchpod.Realistic("users", i)
+			p.UID = types.UID(fmt.Sprintf("8a3f5c1e-2b7d-4e9a-b6c4-%012d", i))
+			p.ResourceVersion = strconv.Itoa(1000000 + i)
+			var err error
+			out[i], err = p.Marshal()
+			require.NoError(b, err)
+		}
+		return out
+	}
+	b.Run("cpu", func(b *testing.B) {
+		pods := make([]*corev1.Pod, 1000)
+		for i, w := range wire(len(pods)) {
+			pods[i] = &corev1.Pod{}
+			require.NoError(b, pods[i].Unmarshal(w))
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			reflector.SlimPod(pods[i%len(pods)])
+		}
+	})
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("heap/pods=%d", n), func(b *testing.B) {
+			ws := wire(n)
+			var perPod float64
+			for b.Loop() {
+				idx := toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc, toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
+				before := heap()
+				for _, w := range ws {
+					p := &corev1.Pod{}
+					require.NoError(b, p.Unmarshal(w))
+					out, err := reflector.SlimPodTransformForTest(p)
+					require.NoError(b, err)
+					require.NoError(b, idx.Add(out))
+				}
+				perPod = float64(int64(heap())-int64(before)) / float64(n)
+				runtime.KeepAlive(idx)
+			}
+			b.ReportMetric(perPod, "heap-B/pod")
 		})
 	}
 }

@@ -48,6 +48,8 @@ type config struct {
 	waitInf   time.Duration
 	jsonPath  string
 	etcdQuota string
+	abExe     string
+	abReps    int
 }
 
 func main() {
@@ -72,6 +74,9 @@ func main() {
 	flag.IntVar(&c.writers, "writers", 32, "parallel writers creating pods")
 	flag.DurationVar(&c.waitInf, "informer-wait", 30*time.Second, "P1: how long the plain informer is given to notice")
 	flag.StringVar(&c.jsonPath, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&c.abExe, "ab-exe", "", "P3/P4/P8: instead of the variants, measure the default kubespawn cache of this build against that of another build of this program (go build -o PATH ./internal/cmd/bench from other code), interleaved with a plain informer, on the same pods (notes only)")
+	flag.IntVar(&c.abReps, "ab-reps", 3, "rounds of -ab-exe at each size (each round: informer, this build, the other)")
+	flag.StringVar(&heapProfiles, "heap-profiles", "", "P3/P4/P8: write a heap profile of each cache variant after its sync to this directory (heap-<pods>-<variant>.pprof; go tool pprof -sample_index=inuse_space)")
 	flag.StringVar(&c.etcdQuota, "etcd-quota", "8589934592", "etcd --quota-backend-bytes")
 	flag.Func("apiserver-arg", "an extra kube-apiserver argument (repeatable), for experiments such as --watch-cache=false", func(v string) error {
 		extraAPIServerArgs = append(extraAPIServerArgs, v)

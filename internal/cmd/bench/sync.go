@@ -7,7 +7,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,15 +208,43 @@ type childJob struct {
 	CA          []byte
 	Variant, NS string
 	N           int
+	// HeapProfile, if set, is where the child writes a heap profile of
+	// what it holds once synced (-heap-profiles).
+	HeapProfile string
+}
+
+// heapProfiles is -heap-profiles: a directory for a heap profile of each
+// variant after its sync, one file per size and variant.
+var heapProfiles string
+
+// profilePath is where the heap profile of variant at n pods goes, "" for
+// none.
+func profilePath(variant string, n int) string {
+	if heapProfiles == "" {
+		return ""
+	}
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, variant)
+	return filepath.Join(heapProfiles, fmt.Sprintf("heap-%d-%s.pprof", n, name))
 }
 
 // runChild measures variant in a fresh process.
 func runChild(ctx context.Context, cfg *rest.Config, name, ns string, n int) (syncResult, error) {
-	job, _ := json.Marshal(childJob{Host: cfg.Host, Token: cfg.BearerToken, CA: cfg.CAData, Variant: name, NS: ns, N: n})
 	exe, err := os.Executable()
 	if err != nil {
 		return syncResult{}, err
 	}
+	return runChildOf(ctx, exe, cfg, name, ns, n, profilePath(name, n))
+}
+
+// runChildOf measures variant in a fresh process of exe: this program, or
+// another build of it (-ab-exe).
+func runChildOf(ctx context.Context, exe string, cfg *rest.Config, name, ns string, n int, profile string) (syncResult, error) {
+	job, _ := json.Marshal(childJob{Host: cfg.Host, Token: cfg.BearerToken, CA: cfg.CAData, Variant: name, NS: ns, N: n, HeapProfile: profile})
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), childEnv+"="+string(job))
 	cmd.Stderr = os.Stderr
@@ -252,10 +284,32 @@ func child(job string) {
 		fatalf("child: %s: %v", v.name, err)
 	}
 	after := heapNow()
+	if j.HeapProfile != "" {
+		// After the GCs of heapNow: the profile shows what the cache
+		// holds (inuse_space), sampled at the default rate.
+		if err := writeHeapProfile(j.HeapProfile); err != nil {
+			fatalf("child: %v", err)
+		}
+	}
 	res := syncResult{Sync: d, PerPod: float64(int64(after)-int64(before)) / float64(j.N), Peak: float64(int64(p) - int64(before))}
 	b, _ := json.Marshal(res)
 	fmt.Println(string(b))
 	stop()
+}
+
+func writeHeapProfile(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // measureSync: P3 (heap per cached pod), P4 (initial sync), P8 (100,000
@@ -263,6 +317,9 @@ func child(job string) {
 // process (so that no earlier cache lingers in its heap), in turn, reps
 // times, medians kept.
 func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c config) error {
+	if c.abExe != "" {
+		return measureAB(ctx, e, r, ns, n, c)
+	}
 	variants := measureVariants()
 	reps := c.reps
 	switch {
@@ -359,6 +416,51 @@ func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c co
 			Baseline: fmt.Sprintf("%s / %s / %s", kb(inf.PerPod*float64(n)), ms(inf.Sync), kb(inf.Peak)),
 			Ratio:    fmt.Sprintf("heap %s, sync %s, peak %s", ratio(slim.PerPod, inf.PerPod), ratio(float64(slim.Sync), float64(inf.Sync)), ratio(slim.Peak, inf.Peak)),
 			Goal:     "heap ≤ 0.5 GB, sync ≤ 20 s (2 cores)", Met: met(heap <= 0.5e9 && slim.Sync <= 20*time.Second)})
+	}
+	return nil
+}
+
+// measureAB is -ab-exe: the default kubespawn cache of this build against
+// the same cache of another build of this program (the code before a
+// change, say), on the same pods and control plane, interleaved with a
+// plain informer (this build's) so that the machine's drift shows: for
+// each of c.abReps rounds, informer, this build, the other build, each in
+// a fresh child process. It adds notes, no rows.
+func measureAB(ctx context.Context, e *env, r *results, ns string, n int, c config) error {
+	measureVariants() // fills byName
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	runs := []struct{ label, exe, variant string }{
+		{"informer", self, vInformer},
+		{"kubespawn, this build", self, vSlim},
+		{"kubespawn, " + c.abExe, c.abExe, vSlim},
+	}
+	samples := make([][]syncResult, len(runs))
+	for rep := range c.abReps {
+		for i, x := range runs {
+			profile := ""
+			if heapProfiles != "" {
+				profile = filepath.Join(heapProfiles, fmt.Sprintf("heap-%d-ab%d-rep%d.pprof", n, i, rep))
+			}
+			s, err := runChildOf(ctx, x.exe, e.cfg, x.variant, ns, n, profile)
+			if err != nil {
+				return fmt.Errorf("%s: %w", x.label, err)
+			}
+			samples[i] = append(samples[i], s)
+			logf("  %d pods, A/B round %d, %s: sync %s, %s/pod, peak +%s", n, rep+1, x.label, ms(s.Sync), kb(s.PerPod), kb(s.Peak))
+		}
+	}
+	for i, x := range runs {
+		var syncs []time.Duration
+		var per, peak []float64
+		for _, s := range samples[i] {
+			syncs, per, peak = append(syncs, s.Sync), append(per, s.PerPod), append(peak, s.Peak)
+		}
+		r.notef("A/B at %d pods, %s (%d rounds): sync median %s (%s–%s), heap %s/pod (%s–%s), peak +%s",
+			n, x.label, len(syncs), ms(median(syncs)), ms(slices.Min(syncs)), ms(slices.Max(syncs)),
+			kb(medianF(per)), kb(slices.Min(per)), kb(slices.Max(per)), kb(medianF(peak)))
 	}
 	return nil
 }
