@@ -216,9 +216,12 @@ func fakeKubelet(t *testing.T, client kubernetes.Interface, delay time.Duration,
 					case <-ctx.Done():
 						return
 					}
-					// Like a kubelet, act only on this incarnation of the name.
+					// Like a kubelet, act only on this incarnation of the name,
+					// and never on a pod that has ended (Failed, Succeeded): a
+					// kubelet does not run one again. The watch reports the
+					// pods a test put in the tracker beforehand as added.
 					p, err := client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-					if err != nil || p.UID != pod.UID {
+					if err != nil || p.UID != pod.UID || p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
 						return
 					}
 					mutate(p)
