@@ -57,6 +57,7 @@ func (s *Spawner) deleteUID(ctx context.Context, namespace, name string, uid typ
 	}
 	opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	b := s.retryBackoff()
+	var last error // the last failure seen before ctx ended: the caller's why
 	for {
 		err := pods.Delete(ctx, name, opts)
 		if err == nil {
@@ -79,11 +80,14 @@ func (s *Spawner) deleteUID(ctx context.Context, namespace, name string, uid typ
 			}
 			err = errors.Join(err, gerr)
 		} else if !isTransient(err) {
-			return 0, s.ctxErr(ctx, err)
+			return 0, withLast(ctx, s.ctxErr(ctx, err), last)
+		}
+		if ctx.Err() == nil {
+			last = err
 		}
 		logger.V(2).Info("Delete failed; retrying", "err", err)
 		if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
-			return 0, fmt.Errorf("%w (last error: %v)", serr, err)
+			return 0, withLast(ctx, serr, last)
 		}
 	}
 }
@@ -126,4 +130,15 @@ func (s *Spawner) waitGone(ctx context.Context, namespace, name string, uid type
 		}
 		t.Stop()
 	}
+}
+
+// withLast adds to err, once ctx has ended, the last failure a retry loop
+// saw before that (an answer of the API server, or a transport error): a
+// request cut by the deadline is no answer, and the caller must learn why
+// the loop did not succeed.
+func withLast(ctx context.Context, err, last error) error {
+	if last == nil || ctx.Err() == nil || err == nil {
+		return err
+	}
+	return fmt.Errorf("%w (last error: %v)", err, last)
 }

@@ -238,13 +238,17 @@ func (s *Spawner) deleteOwned(ctx context.Context, ns string, uid types.UID) ([]
 // listRetry lists with retries of transient errors until ctx ends.
 func (s *Spawner) listRetry(ctx context.Context, o objectAPI, ns, selector string) ([]metav1.Object, error) {
 	b := s.retryBackoff()
+	var last error
 	for {
 		items, err := o.listAll(ctx, ns, selector)
 		if err == nil || !isTransient(err) {
-			return items, s.ctxErr(ctx, err)
+			return items, withLast(ctx, s.ctxErr(ctx, err), last)
+		}
+		if ctx.Err() == nil {
+			last = err
 		}
 		if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
-			return nil, fmt.Errorf("%w (last error: %v)", serr, err)
+			return nil, withLast(ctx, serr, last)
 		}
 	}
 }

@@ -216,13 +216,17 @@ func validateRef(namespace, name string) error {
 // ctx ends.
 func (s *Spawner) liveGet(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	b := s.retryBackoff()
+	var last error
 	for {
 		pod, err := s.opts.Client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err == nil || !isTransient(err) {
-			return pod, s.ctxErr(ctx, err)
+			return pod, withLast(ctx, s.ctxErr(ctx, err), last)
+		}
+		if ctx.Err() == nil {
+			last = err
 		}
 		if serr := s.sleep(ctx, b.NextBackOff()); serr != nil {
-			return nil, fmt.Errorf("%w (last error: %v)", serr, err)
+			return nil, withLast(ctx, serr, last)
 		}
 	}
 }

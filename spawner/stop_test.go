@@ -3,6 +3,7 @@ package spawner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -81,6 +82,26 @@ func TestStopRetriesTransientDeleteErrors(t *testing.T) {
 	})
 	require.NoError(t, f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{}))
 	assert.False(t, f.podExists(t, pod.Name))
+}
+
+// A stop whose time runs out while a retried DELETE is in flight keeps
+// the API server's last answer in its error: the request cut by the
+// deadline (net/http's error then carries the context's cause) is not an
+// answer, and the caller must learn why the pod is still there.
+func TestStopTimeoutKeepsTheLastAnswerOfTheAPIServer(t *testing.T) {
+	pod := existing("alice", setReady)
+	f := newFixture(t, nil, pod)
+	n := 0
+	f.client.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if n++; n == 1 {
+			return true, nil, apierrors.NewServiceUnavailable("the API server is down")
+		}
+		time.Sleep(400 * time.Millisecond) // past the stop's timeout: cut in flight
+		return true, nil, fmt.Errorf("Delete \"https://api/pods/%s\": %w", pod.Name, ErrStopTimeout)
+	})
+	err := f.sp.Stop(t.Context(), testNS, pod.Name, StopOptions{UID: pod.UID, Timeout: 200 * time.Millisecond})
+	require.ErrorIs(t, err, ErrStopTimeout)
+	assert.Contains(t, err.Error(), "the API server is down", "the last answer is kept")
 }
 
 func TestStopPermanentDeleteErrorIsReturned(t *testing.T) {
