@@ -50,7 +50,7 @@
 //  6. Progress: each Update's Progress is the highest step reached so far
 //     in the Stream, so it never decreases: Scheduled 20,
 //     SuccessfulAttachVolume 30, Pulling 40, Pulled 60, Created 70,
-//     Started 90 ([ProgressOf]). Warning events and other reasons do not
+//     Started 90. Warning events and other reasons do not
 //     advance it. 100 (Running and Ready) is never sent: whether the pod is
 //     ready is read from the pod, which is the spawner's job.
 //  7. Messages: [Message] gives one line: the event's message for Normal
@@ -69,8 +69,8 @@
 //     noticed through reflector's NotifyState, not by polling.
 //  9. Bounded memory. The informer mirrors the server's events in scope
 //     (so it is bounded by the apiserver's --event-ttl, default 1h), slimmed
-//     by reflector.SlimEvent to what Streams and reports read. The per-pod
-//     index holds at most PerPodLimit events per pod (the newest by last
+//     (reflector.EventCache says how) to what Streams and reports read. The
+//     per-pod index holds at most PerPodLimit events per pod (the newest by last
 //     occurrence), drops events the server deletes, and drops a pod's entry
 //     TTL after its last event (or its last Stream closing) while no Stream
 //     is open for it, or at once on [Index.ForgetPod]. Events do not say

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubespawn/kubespawn/internal/cachehook"
+	"github.com/kubespawn/kubespawn/internal/slim"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -205,7 +206,7 @@ func (x *Index) listAPI(ctx context.Context, pod PodRef) ([]*item, error) {
 		if e.InvolvedObject.UID != pod.UID { // a server (or fake) ignoring the selector
 			continue
 		}
-		out = append(out, newItem(reflector.SlimEvent(e), uint64(i+1), 0))
+		out = append(out, newItem(slim.Event(e), uint64(i+1), 0))
 	}
 	return out, nil
 }

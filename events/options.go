@@ -9,9 +9,9 @@ import (
 
 // Defaults for Options.
 const (
-	DefaultPerPodLimit      = 100
-	DefaultTTL              = 10 * time.Minute
-	DefaultFallbackInterval = 5 * time.Second
+	defaultPerPodLimit      = 100
+	defaultTTL              = 10 * time.Minute
+	defaultFallbackInterval = 5 * time.Second
 )
 
 // Options configure an Index. The zero value is usable. The event watch
@@ -19,16 +19,15 @@ const (
 // the process, by the reflector.Factory's Options.
 type Options struct {
 	// PerPodLimit is the number of events kept per pod in the index: the
-	// newest ones (by last occurrence). Default DefaultPerPodLimit (100).
+	// newest ones (by last occurrence). Default 100.
 	PerPodLimit int
 	// TTL is how long a pod's entry stays in the index after its last event
 	// arrived (or its last Stream closed, whichever is later) while no
-	// Stream is open for it. Default DefaultTTL (10m). ForgetPod drops an
+	// Stream is open for it. Default 10m. ForgetPod drops an
 	// entry at once.
 	TTL time.Duration
 	// FallbackInterval is how often a Stream lists its pod's events from
-	// the API server while the event watch is not healthy. Default
-	// DefaultFallbackInterval (5s).
+	// the API server while the event watch is not healthy. Default 5s.
 	FallbackInterval time.Duration
 }
 
@@ -38,13 +37,13 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("%w: negative PerPodLimit, TTL or FallbackInterval", reflector.ErrInvalidOptions)
 	}
 	if o.PerPodLimit == 0 {
-		o.PerPodLimit = DefaultPerPodLimit
+		o.PerPodLimit = defaultPerPodLimit
 	}
 	if o.TTL == 0 {
-		o.TTL = DefaultTTL
+		o.TTL = defaultTTL
 	}
 	if o.FallbackInterval == 0 {
-		o.FallbackInterval = DefaultFallbackInterval
+		o.FallbackInterval = defaultFallbackInterval
 	}
 	return o, nil
 }

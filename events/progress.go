@@ -24,10 +24,10 @@ var progressByReason = map[string]int{
 	"Started":                90,
 }
 
-// ProgressOf returns the progress estimate of one event under the rule
+// progressOf returns the progress estimate of one event under the rule
 // documented in the package documentation, and whether the event stands
 // for a step at all (Warning events never do).
-func ProgressOf(e *corev1.Event) (int, bool) {
+func progressOf(e *corev1.Event) (int, bool) {
 	if e == nil || e.Type == corev1.EventTypeWarning {
 		return 0, false
 	}

@@ -170,7 +170,7 @@ func (s *stream) deliver(ctx context.Context, items []*item, degraded bool) bool
 		if !s.delivered.add(dedupKey(it.ev)) {
 			continue
 		}
-		if p, ok := ProgressOf(it.ev); ok && p > s.progress {
+		if p, ok := progressOf(it.ev); ok && p > s.progress {
 			s.progress = p
 		}
 		u := Update{

@@ -20,7 +20,7 @@ type PodRef struct {
 type Update struct {
 	// Event is the Kubernetes Event behind this update (nil for a
 	// synthetic update, such as the stream saying it is degraded). It is
-	// the receiver's own copy, slimmed as reflector.SlimEvent says.
+	// the receiver's own copy, slimmed as reflector.EventCache says.
 	Event *corev1.Event
 	// Time is when the step happened: the event's first occurrence
 	// (eventTime, firstTimestamp or creationTimestamp, the first that is

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/kubespawn/kubespawn/internal/slim"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -50,13 +51,13 @@ func TestMessageAndProgressRule(t *testing.T) {
 	assert.LessOrEqual(t, len(Message(long)), maxMessageLen+len("…"))
 
 	for reason, want := range map[string]int{"Scheduled": 20, "Pulling": 40, "Pulled": 60, "Created": 70, "Started": 90} {
-		p, ok := ProgressOf(ev("u", "x", reason, "", 0))
+		p, ok := progressOf(ev("u", "x", reason, "", 0))
 		assert.True(t, ok, reason)
 		assert.Equal(t, want, p, reason)
 	}
-	_, ok := ProgressOf(warning(ev("u", "x", "Started", "", 0)))
+	_, ok := progressOf(warning(ev("u", "x", "Started", "", 0)))
 	assert.False(t, ok, "warnings never advance progress")
-	_, ok = ProgressOf(ev("u", "x", "Killing", "", 0))
+	_, ok = progressOf(ev("u", "x", "Killing", "", 0))
 	assert.False(t, ok, "unknown reasons do not advance progress")
 }
 
@@ -87,7 +88,7 @@ func TestSlim(t *testing.T) {
 	e.Series = &corev1.EventSeries{Count: 3}
 	e.Action = "Pull"
 	e.Related = &corev1.ObjectReference{Name: "r"}
-	s := reflector.SlimEvent(e)
+	s := slim.Event(e)
 	assert.Nil(t, s.Labels)
 	assert.Nil(t, s.Annotations)
 	assert.Nil(t, s.ManagedFields)
@@ -98,7 +99,7 @@ func TestSlim(t *testing.T) {
 	assert.NotSame(t, e.Series, s.Series)
 	assert.Equal(t, []any{e.Name, e.Namespace, e.UID, e.ResourceVersion, e.Reason, e.Message, e.Type, e.Count, e.FirstTimestamp, e.LastTimestamp, e.Source},
 		[]any{s.Name, s.Namespace, s.UID, s.ResourceVersion, s.Reason, s.Message, s.Type, s.Count, s.FirstTimestamp, s.LastTimestamp, s.Source})
-	assert.Equal(t, s, reflector.SlimEvent(s), "idempotent")
+	assert.Equal(t, s, slim.Event(s), "idempotent")
 }
 
 func TestScopeSelector(t *testing.T) {
@@ -127,7 +128,7 @@ func TestScopeSelector(t *testing.T) {
 	// One index per scope: the same Options share it, others are refused.
 	a, err := IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{})
 	require.NoError(t, err)
-	b, err := IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: DefaultPerPodLimit})
+	b, err := IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: defaultPerPodLimit})
 	require.NoError(t, err)
 	assert.Same(t, a, b)
 	_, err = IndexFor(f, reflector.Scope{Namespaces: []string{"ns"}}, Options{PerPodLimit: 7})

@@ -18,8 +18,11 @@ import (
 )
 
 // EventCache is the factory's shared cache of the core/v1 Events about
-// pods in one scope, slimmed to what progress reports read (see
-// [SlimEvent]). Package events builds its per-pod index and progress
+// pods in one scope, slimmed to what progress reports read: metadata
+// name, namespace, uid, resourceVersion and creationTimestamp,
+// involvedObject, reason, message, type, count, firstTimestamp,
+// lastTimestamp, eventTime, series, source, reportingController and
+// reportingInstance. Package events builds its per-pod index and progress
 // Streams on it; most programs use package events rather than this type.
 type EventCache struct{ c *cache[*corev1.Event] }
 

@@ -5,9 +5,6 @@ package reflector
 var (
 	PodFieldsForTest   = podFields
 	EventFieldsForTest = eventFields
-	// The pod caches' default transform, which slim_test checks on
-	// tombstones and for idempotence.
-	SlimPodTransformForTest = slimPodTransform
 )
 
 // FailuresForTest is how many times the factory's caches have entered

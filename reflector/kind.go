@@ -5,7 +5,6 @@ import (
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -13,6 +12,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/kubespawn/kubespawn/internal/slim"
 )
 
 // object is what a cache holds: a typed Kubernetes object pointer.
@@ -57,7 +58,7 @@ var podKind = kind[*corev1.Pod]{
 	},
 	restClient: func(c kubernetes.Interface) rest.Interface { return c.CoreV1().RESTClient() },
 	fields:     podFields,
-	transform:  StripManagedFields,
+	transform:  slim.StripManagedFields,
 }
 
 // podFields are the fields the apiserver lets pods be selected by
@@ -99,7 +100,7 @@ var eventKind = kind[*corev1.Event]{
 	},
 	restClient: func(c kubernetes.Interface) rest.Interface { return c.CoreV1().RESTClient() },
 	fields:     eventFields,
-	transform:  slimEventTransform,
+	transform:  slim.EventTransform,
 }
 
 // eventFields are the fields the apiserver lets core/v1 Events be selected
@@ -125,58 +126,4 @@ func eventFields(e *corev1.Event) fields.Set {
 		"source":                         source,
 		"type":                           e.Type,
 	}
-}
-
-// StripManagedFields drops metadata.managedFields, which no spawner reads
-// and which is about a quarter of a cached pod's memory. It is idempotent
-// and leaves objects without metadata untouched.
-func StripManagedFields(obj any) (any, error) {
-	if m, err := meta.Accessor(obj); err == nil {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
-}
-
-// slimEventTransform keeps of an Event only what progress streams and
-// failure reports read: metadata name, namespace, uid, resourceVersion and
-// creationTimestamp, involvedObject, reason, message, type, count,
-// firstTimestamp, lastTimestamp, eventTime, series, source,
-// reportingController and reportingInstance. It is idempotent and leaves
-// other objects (tombstones) untouched.
-func slimEventTransform(obj any) (any, error) {
-	e, ok := obj.(*corev1.Event)
-	if !ok || e == nil {
-		return obj, nil
-	}
-	return SlimEvent(e), nil
-}
-
-// SlimEvent returns the slim copy of e that event caches hold (see
-// [Factory.Events]).
-func SlimEvent(e *corev1.Event) *corev1.Event {
-	out := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              e.Name,
-			Namespace:         e.Namespace,
-			UID:               e.UID,
-			ResourceVersion:   e.ResourceVersion,
-			CreationTimestamp: e.CreationTimestamp,
-		},
-		InvolvedObject:      e.InvolvedObject,
-		Reason:              e.Reason,
-		Message:             e.Message,
-		Type:                e.Type,
-		Count:               e.Count,
-		FirstTimestamp:      e.FirstTimestamp,
-		LastTimestamp:       e.LastTimestamp,
-		EventTime:           e.EventTime,
-		Source:              e.Source,
-		ReportingController: e.ReportingController,
-		ReportingInstance:   e.ReportingInstance,
-	}
-	if e.Series != nil {
-		s := *e.Series
-		out.Series = &s
-	}
-	return out
 }

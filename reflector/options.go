@@ -109,9 +109,9 @@ type Options struct {
 	HandlerStallThreshold time.Duration
 
 	// FullPods makes pod caches hold full pod objects (managedFields
-	// still dropped, [StripManagedFields]) instead of the slim view
-	// ([SlimPod]), which keeps what a spawner reads at about a third of
-	// the memory. Answers from the API server go through the same
+	// still dropped) instead of the slim view ([PodCache] says what it
+	// keeps), which keeps what a spawner reads at about a fifth of the
+	// memory. Answers from the API server go through the same
 	// transform either way.
 	FullPods bool
 

@@ -10,20 +10,45 @@ import (
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/kubespawn/kubespawn/internal/slim"
 )
 
 // PodCache is the factory's shared, self-healing cache of the pods in one
 // scope. Get one with [Factory.Pods]; every user of the factory asking for
 // the same scope gets the same PodCache, and its lifetime is the
 // factory's. All methods are safe for concurrent use.
+//
+// Its pods are the slim view unless Options.FullPods is set: exactly what
+// the packages of this repository read of a pod and every field the API
+// server lets pods be selected by. It keeps
+//
+//   - metadata: name, generateName, namespace, uid, resourceVersion,
+//     generation, creationTimestamp, deletionTimestamp,
+//     deletionGracePeriodSeconds, labels, annotations (all but
+//     kubectl.kubernetes.io/last-applied-configuration) and
+//     ownerReferences;
+//   - spec: nodeName, restartPolicy, schedulerName, serviceAccountName,
+//     hostNetwork, terminationGracePeriodSeconds, and of each container
+//     and init container its name, image and ports;
+//   - status: phase, conditions, reason, message, nominatedNodeName,
+//     hostIP, hostIPs, podIP, podIPs, startTime, and of each container and
+//     init container status its name, state, lastState, ready, started,
+//     restartCount, image, imageID and containerID;
+//
+// and drops the rest (managedFields, finalizers, the environment, command,
+// resources, volumes, probes, security contexts, affinity, the QoS class,
+// …): about a fifth of a full pod's memory (BENCHMARKS.md, P3). Answers
+// from the API server are slimmed alike, so a pod looks the same whichever
+// source answered; the full object is one explicit API read away, through
+// [Factory.Client]. Which read needs each kept field is written beside the
+// slimming code (internal/slim).
 type PodCache struct{ c *cache[*corev1.Pod] }
 
 // Pods returns the factory's PodCache for scope, creating it on first use
 // (and starting it if the factory has started). Scopes that normalize to
 // the same namespaces and selectors share one cache. Its pods are the slim
-// view of [SlimPod] (from the cache and from the API server alike) unless
-// Options.FullPods is set; the full object is one explicit API read away,
-// through [Factory.Client]. It returns ErrInvalidOptions for a bad scope,
+// view that [PodCache] describes unless Options.FullPods is set. It returns ErrInvalidOptions for a bad scope,
 // ErrStopped after the factory's lifetime, or the metrics registration
 // error.
 func (f *Factory) Pods(scope Scope) (*PodCache, error) {
@@ -34,7 +59,7 @@ func (f *Factory) Pods(scope Scope) (*PodCache, error) {
 	v, err := f.getOrCreate("pods "+scope.String(), func(client kubernetes.Interface, closeConns func(), logger klog.Logger) (*factoryEntry, error) {
 		k := podKind
 		if !f.opts.FullPods {
-			k.transform = slimPodTransform
+			k.transform = slim.PodTransform
 		}
 		c, err := newCache(k, f.opts, scope, client, closeConns, logger)
 		if err != nil {
@@ -55,7 +80,7 @@ func (f *Factory) Pods(scope Scope) (*PodCache, error) {
 // apierrors.IsNotFound and the Source is SourceAPI. A pod the API server
 // has but a healthy cache lacks is evidence of a gap: it is counted and
 // makes the cache check itself at once. A pod from the cache is shared
-// (with the cache, and parts of it with other cached pods: SlimPod), as
+// (with the cache, and parts of it with other cached pods), as
 // an informer's are: DeepCopy it before changing it.
 func (p *PodCache) Get(ctx context.Context, namespace, name string) (*corev1.Pod, Source, error) {
 	return p.c.get(ctx, namespace, name)

@@ -64,20 +64,6 @@ func TestOptionsValidation(t *testing.T) {
 	require.ErrorIs(t, err, reflector.ErrInvalidOptions)
 }
 
-func TestStripManagedFieldsIsIdempotent(t *testing.T) {
-	t.Parallel()
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}}}
-	out, err := reflector.StripManagedFields(p)
-	require.NoError(t, err)
-	out, err = reflector.StripManagedFields(out)
-	require.NoError(t, err)
-	require.Nil(t, out.(*corev1.Pod).ManagedFields)
-	s := "not an object"
-	out, err = reflector.StripManagedFields(s)
-	require.NoError(t, err)
-	require.Equal(t, s, out)
-}
-
 func TestFactorySharesOneCachePerScope(t *testing.T) {
 	t.Parallel()
 	f, err := reflector.NewFactoryForClient(fake.NewClientset(), reflector.Options{})

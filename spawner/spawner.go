@@ -7,7 +7,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/events"
@@ -171,20 +170,6 @@ func (m *metrics) unregister(r prometheus.Registerer) {
 // "absence decided without the API server" is a number, not an assumption.
 func (s *Spawner) decidedAbsent(src reflector.Source) {
 	s.metrics.absence.WithLabelValues(string(src)).Inc()
-}
-
-// AbsenceDecisions returns how many decisions that a pod does not exist
-// rested on each source of answer (see the absence_decisions_total
-// metric): every one on SourceAPI.
-func (s *Spawner) AbsenceDecisions() map[reflector.Source]int {
-	out := map[reflector.Source]int{}
-	for _, src := range []reflector.Source{reflector.SourceAPI, reflector.SourceCache} {
-		m := &dto.Metric{}
-		if err := s.metrics.absence.WithLabelValues(string(src)).Write(m); err == nil {
-			out[src] = int(m.GetCounter().GetValue())
-		}
-	}
-	return out
 }
 
 // The shared caches satisfy the consumer interfaces.

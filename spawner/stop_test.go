@@ -325,9 +325,9 @@ func TestAbsenceIsDecidedOnTheAPIServersWord(t *testing.T) {
 	st, err = f.sp.Poll(t.Context(), testNS, running.Name)
 	require.NoError(t, err)
 	assert.Equal(t, StateStopped, st.State)
-	got := f.sp.AbsenceDecisions()
-	assert.Positive(t, got[reflector.SourceAPI])
-	assert.Zero(t, got[reflector.SourceCache])
+	absence := f.sp.metrics.absence
+	assert.Positive(t, testutil.ToFloat64(absence.WithLabelValues(string(reflector.SourceAPI))))
+	assert.Equal(t, 1, testutil.CollectAndCount(absence), "no decision rested on another source")
 }
 
 // deletes returns the DELETE actions on pods the fake clientset saw.

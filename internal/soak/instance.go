@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,10 +78,12 @@ func RunInstance() int {
 // service is one instance of the spawner service: the shape of the demo
 // spawner (examples/spawner), reduced to what the soak drives.
 type service struct {
-	sp     *spawner.Spawner
-	pods   *reflector.PodCache
-	c      instanceConfig
-	logger klog.Logger
+	sp *spawner.Spawner
+	// metrics is the spawner's registry (absence decisions).
+	metrics prometheus.Gatherer
+	pods    *reflector.PodCache
+	c       instanceConfig
+	logger  klog.Logger
 
 	mu    sync.Mutex
 	users map[string]*userEntry // the service's table: what it believes
@@ -203,15 +206,18 @@ func runInstance(ctx context.Context, c instanceConfig) error {
 	if err != nil {
 		return err
 	}
+	// The spawner's own metrics are where the soak reads its absence
+	// decisions, as an operator's Prometheus would.
+	reg := prometheus.NewRegistry()
 	sp, err := spawner.New(spawner.Options{
-		Client: f.Client(), Pods: pods, Events: idx, Instance: c.Instance, NamePrefix: "soak",
+		Client: f.Client(), Pods: pods, Events: idx, Instance: c.Instance, NamePrefix: "soak", Registerer: reg,
 		StartTimeout: c.StartTimeout, MaxStartTimeout: c.StartTimeout, StopTimeout: c.StopTimeout,
 		ImagePullGrace: time.Second, FallbackInterval: time.Second, DeleteGracePeriod: ptr.To(time.Second),
 	})
 	if err != nil {
 		return err
 	}
-	s := &service{sp: sp, pods: pods, c: c, logger: logger, users: map[string]*userEntry{}, outcomes: map[string]int{}, failures: failures}
+	s := &service{sp: sp, metrics: reg, pods: pods, c: c, logger: logger, users: map[string]*userEntry{}, outcomes: map[string]int{}, failures: failures}
 	f.Start(ctx)
 
 	var wg sync.WaitGroup
@@ -442,14 +448,43 @@ type instanceStats struct {
 func (s *service) stats(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	st := instanceStats{Health: [][]healthChange{append([]healthChange(nil), s.health...)}, Outcomes: map[string]int{}, Absence: map[string]int{}, State: s.pods.State(), Failures: s.failures.all(), Swept: s.swept, Reported: s.reported}
-	for src, n := range s.sp.AbsenceDecisions() {
-		st.Absence[string(src)] = n
+	absence, err := absenceDecisions(s.metrics)
+	if err != nil {
+		s.mu.Unlock()
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
 	}
+	st.Absence = absence
 	for k, v := range s.outcomes {
 		st.Outcomes[k] = v
 	}
 	s.mu.Unlock()
 	writeJSON(w, st)
+}
+
+// absenceDecisions reads kubespawn_spawner_absence_decisions_total from
+// the spawner's registry: how many decisions that a pod does not exist
+// rested on each source of answer ("api" for every one, by invariant 1).
+func absenceDecisions(g prometheus.Gatherer) (map[string]int, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, mf := range mfs {
+		if mf.GetName() != "kubespawn_spawner_absence_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" {
+					out[l.GetValue()] += int(m.GetCounter().GetValue())
+				}
+			}
+		}
+		return out, nil
+	}
+	return nil, errors.New("the spawner exports no absence_decisions_total")
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
+	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // Config configures a soak.
@@ -236,7 +237,13 @@ loop:
 	stopWatch() // what the cleanup below deletes is no finding
 	st := b.stats(ctx)
 	r.Starts = st.Outcomes
-	r.AbsenceFromAPI, r.AbsenceWithoutAPI = st.Absence["api"], st.Absence["cache"]
+	for src, n := range st.Absence {
+		if src == string(reflector.SourceAPI) {
+			r.AbsenceFromAPI += n
+		} else {
+			r.AbsenceWithoutAPI += n // any other source is a bug
+		}
+	}
 	r.CacheFailures = st.Failures
 	r.SweptObjects, r.ReportedClaims = st.Swept, st.Reported
 	close(stallAt)

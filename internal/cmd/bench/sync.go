@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/pager"
 
+	"github.com/kubespawn/kubespawn/internal/slim"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -500,7 +501,7 @@ func (r *results) growth(sizes []int) {
 func measureVariants() []variant {
 	variants := []variant{
 		informerVariant(vInformer, nil, false, true),
-		informerVariant(vInformerStrip, reflector.StripManagedFields, false, true),
+		informerVariant(vInformerStrip, slim.StripManagedFields, false, true),
 		kubespawnVariant(vSlim, reflector.Options{}, true),
 		kubespawnVariant(vFull, reflector.Options{FullPods: true}, true),
 		informerVariant("informer, WatchList off (paginated LIST)", nil, false, false),

@@ -1,4 +1,4 @@
-package reflector
+package slim
 
 import (
 	"sync/atomic"
@@ -22,7 +22,7 @@ import (
 // slim containers of a spec (name, image, ports: the same for every pod of
 // one spawner profile, 1.3 KB a pod of container structs that are mostly
 // empty fields) and a node's host IPs. A shared value is the table's own
-// copy, never a slice of a pod given to SlimPod, so that a caller changing
+// copy, never a slice of a pod given to Pod, so that a caller changing
 // its own pod afterwards changes no cached one.
 
 const (

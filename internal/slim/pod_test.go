@@ -1,4 +1,4 @@
-package reflector_test
+package slim_test
 
 import (
 	"encoding/json"
@@ -13,16 +13,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes/fake"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubespawn/kubespawn/internal/benchpod"
-	"github.com/kubespawn/kubespawn/reflector"
+	"github.com/kubespawn/kubespawn/internal/slim"
 )
 
 // terminating is a realistic pod that is being deleted, with an owner, a
@@ -70,13 +68,13 @@ func selectable(p *corev1.Pod) fields.Set {
 func TestSlimPodIsIdempotent(t *testing.T) {
 	t.Parallel()
 	p := terminating()
-	once := reflector.SlimPod(p)
-	twice := reflector.SlimPod(once)
+	once := slim.Pod(p)
+	twice := slim.Pod(once)
 	assert.Equal(t, once, twice)
-	out, err := reflector.SlimPodTransformForTest(once)
+	out, err := slim.PodTransform(once)
 	require.NoError(t, err)
 	assert.Equal(t, once, out)
-	assert.Nil(t, reflector.SlimPod(nil))
+	assert.Nil(t, slim.Pod(nil))
 	// The input is not modified.
 	assert.Equal(t, terminating(), p)
 }
@@ -85,11 +83,11 @@ func TestSlimPodTransformLeavesOtherObjectsAlone(t *testing.T) {
 	t.Parallel()
 	full := terminating()
 	tomb := toolscache.DeletedFinalStateUnknown{Key: "users/jupyter-user-000007", Obj: full}
-	out, err := reflector.SlimPodTransformForTest(tomb)
+	out, err := slim.PodTransform(tomb)
 	require.NoError(t, err)
 	assert.Equal(t, tomb, out)
 	for _, obj := range []any{"not an object", &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e"}}, (*corev1.Pod)(nil), nil} {
-		out, err := reflector.SlimPodTransformForTest(obj)
+		out, err := slim.PodTransform(obj)
 		require.NoError(t, err)
 		assert.Equal(t, obj, out)
 	}
@@ -98,7 +96,7 @@ func TestSlimPodTransformLeavesOtherObjectsAlone(t *testing.T) {
 func TestSlimPodKeepsWhatSpawnersRead(t *testing.T) {
 	t.Parallel()
 	p := terminating()
-	s := reflector.SlimPod(p)
+	s := slim.Pod(p)
 
 	assert.Equal(t, p.TypeMeta, s.TypeMeta)
 	m, sm := p.ObjectMeta, s.ObjectMeta
@@ -165,7 +163,7 @@ func TestSlimPodKeepsWhatSpawnersRead(t *testing.T) {
 func TestSlimPodDropsTheRest(t *testing.T) {
 	t.Parallel()
 	p := terminating()
-	s := reflector.SlimPod(p)
+	s := slim.Pod(p)
 	assert.Nil(t, s.ManagedFields)
 	assert.Nil(t, s.Finalizers)
 	assert.NotContains(t, s.Annotations, corev1.LastAppliedConfigAnnotation)
@@ -205,21 +203,21 @@ func TestSlimPodDropsTheRest(t *testing.T) {
 func TestSlimPodShrinksARealisticPod(t *testing.T) {
 	t.Parallel()
 	p := benchpod.Realistic("users", 42)
-	s := reflector.SlimPod(p)
-	full, slim := p.Size(), s.Size() // protobuf bytes
-	stripped, err := reflector.StripManagedFields(p.DeepCopy())
+	s := slim.Pod(p)
+	full, slimmed := p.Size(), s.Size() // protobuf bytes
+	stripped, err := slim.StripManagedFields(p.DeepCopy())
 	require.NoError(t, err)
-	t.Logf("protobuf: full %d B, managedFields stripped %d B, slim %d B", full, stripped.(*corev1.Pod).Size(), slim)
+	t.Logf("protobuf: full %d B, managedFields stripped %d B, slim %d B", full, stripped.(*corev1.Pod).Size(), slimmed)
 	assert.Greater(t, full, 8000, "the realistic pod is realistic")
-	assert.Less(t, slim*4, full, "the slim view is under a quarter of the full pod")
+	assert.Less(t, slimmed*4, full, "the slim view is under a quarter of the full pod")
 }
 
 // TestSlimPodTransformEqualsSlimPod: the caches' transform, which works in
 // place on the informer's own object, gives what SlimPod gives.
 func TestSlimPodTransformEqualsSlimPod(t *testing.T) {
 	t.Parallel()
-	want := reflector.SlimPod(terminating())
-	out, err := reflector.SlimPodTransformForTest(terminating())
+	want := slim.Pod(terminating())
+	out, err := slim.PodTransform(terminating())
 	require.NoError(t, err)
 	assert.Equal(t, want, out)
 	assert.NotContains(t, out.(*corev1.Pod).Annotations, corev1.LastAppliedConfigAnnotation)
@@ -240,7 +238,7 @@ func TestSlimPodSharesStringsAmongPods(t *testing.T) {
 	a, b := decoded(1), decoded(2)
 	same := func(x, y string) bool { return unsafe.StringData(x) == unsafe.StringData(y) }
 	require.False(t, same(a.Namespace, b.Namespace), "decoding gives each pod its own copy")
-	sa, sb := reflector.SlimPod(a), reflector.SlimPod(b)
+	sa, sb := slim.Pod(a), slim.Pod(b)
 	assert.Equal(t, a.Labels, sa.Labels)
 	assert.True(t, same(sa.Namespace, sb.Namespace), "namespace")
 	assert.True(t, same(sa.Spec.NodeName, sb.Spec.NodeName), "node")
@@ -259,67 +257,6 @@ func TestSlimPodSharesStringsAmongPods(t *testing.T) {
 	init := sa.Status.InitContainerStatuses[0]
 	assert.True(t, same(init.ContainerID, init.State.Terminated.ContainerID), "container ID")
 	assert.Equal(t, a.Status.InitContainerStatuses[0].State.Terminated, init.State.Terminated)
-}
-
-// TestCachesServeTheSlimViewByDefault: default options give slim pods from
-// the cache and from the API server alike; FullPods gives full pods
-// without managedFields.
-func TestCachesServeTheSlimViewByDefault(t *testing.T) {
-	t.Parallel()
-	for _, full := range []bool{false, true} {
-		t.Run("FullPods="+strconv.FormatBool(full), func(t *testing.T) {
-			a, b := benchpod.Realistic("users", 1), benchpod.Realistic("users", 2)
-			client := fake.NewClientset(a)
-			f, err := reflector.NewFactoryForClient(client, reflector.Options{ProbeInterval: -1, FullPods: full})
-			require.NoError(t, err)
-			defer f.Shutdown()
-			pods, err := f.Pods(reflector.Scope{Namespaces: []string{"users"}})
-			require.NoError(t, err)
-			f.Start(t.Context())
-			require.NoError(t, pods.WaitForSync(t.Context()))
-			check := func(got *corev1.Pod, want *corev1.Pod) {
-				t.Helper()
-				assert.Nil(t, got.ManagedFields)
-				if full {
-					assert.Equal(t, want.Spec.Containers[0].Env, got.Spec.Containers[0].Env)
-					assert.Contains(t, got.Annotations, corev1.LastAppliedConfigAnnotation)
-				} else {
-					assert.Equal(t, reflector.SlimPod(want), got)
-				}
-			}
-			got, src, err := pods.Get(t.Context(), "users", a.Name)
-			require.NoError(t, err)
-			assert.Equal(t, reflector.SourceCache, src)
-			check(got, a)
-			list, _, err := pods.List(t.Context(), "", nil)
-			require.NoError(t, err)
-			require.Len(t, list, 1)
-			check(list[0], a)
-
-			// A stopped cache answers from the API server, through the
-			// same transform.
-			_, err = client.CoreV1().Pods("users").Create(t.Context(), b, metav1.CreateOptions{})
-			require.NoError(t, err)
-			f.Shutdown()
-			got, src, err = pods.Get(t.Context(), "users", b.Name)
-			require.NoError(t, err)
-			assert.Equal(t, reflector.SourceAPI, src)
-			check(got, b)
-			list, src, err = pods.List(t.Context(), "", nil)
-			require.NoError(t, err)
-			assert.Equal(t, reflector.SourceAPI, src)
-			require.Len(t, list, 2)
-			for _, p := range list {
-				want := a
-				if p.Name == b.Name {
-					want = b
-				}
-				check(p, want)
-			}
-			_, _, err = pods.Get(t.Context(), "users", "nobody")
-			require.True(t, apierrors.IsNotFound(err))
-		})
-	}
 }
 
 // decodedPod is p as a cache gets it: decoded from protobuf, with strings
@@ -356,7 +293,7 @@ func slimByHand(p *corev1.Pod) (init, containers []corev1.Container, hostIPs []c
 // take over a slot between the two pods here.
 func TestSlimPodSharesContainersAmongPods(t *testing.T) {
 	a, b := decodedPod(t, benchpod.Realistic("users", 1)), decodedPod(t, benchpod.Realistic("users", 2))
-	sa, sb := reflector.SlimPod(a), reflector.SlimPod(b)
+	sa, sb := slim.Pod(a), slim.Pod(b)
 	for _, x := range []struct {
 		p, s *corev1.Pod
 	}{{a, sa}, {b, sb}} {
@@ -376,7 +313,7 @@ func TestSlimPodSharesContainersAmongPods(t *testing.T) {
 	// A pod whose containers differ keeps its own.
 	c := decodedPod(t, benchpod.Realistic("users", 3))
 	c.Spec.Containers[1].Image = "registry.k8s.io/git-sync/git-sync:v4.5.0"
-	sc := reflector.SlimPod(c)
+	sc := slim.Pod(c)
 	_, containers, _, _ := slimByHand(c)
 	assert.Equal(t, containers, sc.Spec.Containers)
 	assert.Equal(t, "registry.k8s.io/git-sync/git-sync:v4.4.0", sb.Spec.Containers[1].Image)
@@ -387,13 +324,13 @@ func TestSlimPodSharesContainersAmongPods(t *testing.T) {
 // that slim pod nor the slim view of any other pod.
 func TestSlimPodSharedValuesDoNotAliasTheInput(t *testing.T) {
 	p := decodedPod(t, benchpod.Realistic("users", 4))
-	s := reflector.SlimPod(p)
+	s := slim.Pod(p)
 	wantInit, wantContainers, wantHostIPs, _ := slimByHand(benchpod.Realistic("users", 4))
 	p.Spec.InitContainers[0].Name = "changed"
 	p.Spec.Containers[0].Image = "changed"
 	p.Spec.Containers[0].Ports[0].ContainerPort = 1
 	p.Status.HostIPs[0].IP = "198.51.100.1"
-	for _, got := range []*corev1.Pod{s, reflector.SlimPod(decodedPod(t, benchpod.Realistic("users", 5)))} {
+	for _, got := range []*corev1.Pod{s, slim.Pod(decodedPod(t, benchpod.Realistic("users", 5)))} {
 		assert.Equal(t, wantInit, got.Spec.InitContainers)
 		assert.Equal(t, wantContainers, got.Spec.Containers)
 		assert.Equal(t, wantHostIPs, got.Status.HostIPs)
@@ -458,14 +395,14 @@ func TestSlimPodKeepsEveryContainerValue(t *testing.T) {
 		t.Helper()
 		for _, i := range order {
 			p := pods[i]
-			s := reflector.SlimPod(p)
+			s := slim.Pod(p)
 			init, containers, hostIPs, podIP := slimByHand(p)
 			require.Equal(t, init, s.Spec.InitContainers, "pod %d", i)
 			require.Equal(t, containers, s.Spec.Containers, "pod %d", i)
 			require.Equal(t, hostIPs, s.Status.HostIPs, "pod %d", i)
 			require.Equal(t, podIP, s.Status.PodIP, "pod %d", i)
 			require.Equal(t, p.Status.PodIPs, s.Status.PodIPs, "pod %d", i)
-			require.Equal(t, reflector.SlimPod(s), s, "pod %d: idempotent", i)
+			require.Equal(t, slim.Pod(s), s, "pod %d: idempotent", i)
 		}
 	}
 	order := make([]int, len(pods))
@@ -502,7 +439,7 @@ func BenchmarkSlimPod(b *testing.B) {
 		}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			reflector.SlimPod(pods[i%len(pods)])
+			slim.Pod(pods[i%len(pods)])
 		}
 	})
 	heap := func() uint64 {
@@ -522,7 +459,7 @@ func BenchmarkSlimPod(b *testing.B) {
 				for _, w := range ws {
 					p := &corev1.Pod{}
 					require.NoError(b, p.Unmarshal(w))
-					out, err := reflector.SlimPodTransformForTest(p)
+					out, err := slim.PodTransform(p)
 					require.NoError(b, err)
 					require.NoError(b, idx.Add(out))
 				}
@@ -532,4 +469,18 @@ func BenchmarkSlimPod(b *testing.B) {
 			b.ReportMetric(perPod, "heap-B/pod")
 		})
 	}
+}
+
+func TestStripManagedFieldsIsIdempotent(t *testing.T) {
+	t.Parallel()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "test"}}}}
+	out, err := slim.StripManagedFields(p)
+	require.NoError(t, err)
+	out, err = slim.StripManagedFields(out)
+	require.NoError(t, err)
+	require.Nil(t, out.(*corev1.Pod).ManagedFields)
+	s := "not an object"
+	out, err = slim.StripManagedFields(s)
+	require.NoError(t, err)
+	require.Equal(t, s, out)
 }

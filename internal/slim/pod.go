@@ -1,14 +1,14 @@
-package reflector
+package slim
 
 import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// SlimPod returns the slim view of p that pod caches hold by default (see
-// [Options.FullPods]): exactly what the packages of this repository read
-// of a pod (spawner, events, the sweeper, the sidecar and the demo spawner
-// service), every field the API server lets pods be selected by, and
+// Pod returns the slim view of p that reflector's pod caches hold by
+// default (see reflector.Options.FullPods): exactly what the packages of
+// this repository read of a pod (spawner, events, the sweeper, the
+// sidecar and the demo spawner service), every field the API server lets pods be selected by, and
 // nothing else. It keeps:
 //
 //   - metadata: name, generateName, namespace, uid, resourceVersion,
@@ -45,7 +45,7 @@ import (
 // (namespace, name, uid), examples/sidecar (uid; its pod responses are
 // the slim view), examples/spawner (uid, podIP, the key annotation),
 // examples/sweep (labels, phase, reason, creationTimestamp, startTime),
-// and the scope's field selector ([podFields]).
+// and the scope's field selector (reflector's podFields).
 //
 // Strings shared among pods (label and annotation keys and values, images,
 // image IDs, container names, the namespace and node, condition types) are
@@ -55,12 +55,12 @@ import (
 // host IPs, which are then one slice shared by those pods (never a slice
 // of p). The result is a new Pod that shares those with other slim pods
 // and the other kept slices and pointers with p: copy it (DeepCopy) before
-// changing it. SlimPod is idempotent
-// (SlimPod(SlimPod(p)) equals SlimPod(p)) and returns nil for nil. The
-// full object is one API read away: Factory.Client().CoreV1().Pods(ns).Get.
-func SlimPod(p *corev1.Pod) *corev1.Pod { return slimPod(p, false) }
+// changing it. Pod is idempotent
+// (Pod(Pod(p)) equals Pod(p)) and returns nil for nil. The
+// full object is one API read away.
+func Pod(p *corev1.Pod) *corev1.Pod { return slimPod(p, false) }
 
-// slimPod is SlimPod; inPlace lets it intern p's label and annotation
+// slimPod is Pod; inPlace lets it intern p's label and annotation
 // maps in place instead of copying them (client-go lets a transform
 // mutate the object it is given: it is the informer's own, just decoded).
 // Copying them was measured at a third of the transform's cost.
@@ -195,10 +195,11 @@ func slimStatuses(ss []corev1.ContainerStatus) []corev1.ContainerStatus {
 	return out
 }
 
-// slimPodTransform is the default transform of pod caches, a client-go
-// TransformFunc: [SlimPod] for pods; other objects (tombstones such as
+// PodTransform is the default transform of reflector's pod caches, a
+// client-go TransformFunc: [Pod] for pods, changing the given pod's label
+// and annotation maps in place; other objects (tombstones such as
 // DeletedFinalStateUnknown) are returned untouched. It is idempotent.
-func slimPodTransform(obj any) (any, error) {
+func PodTransform(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok || p == nil {
 		return obj, nil
