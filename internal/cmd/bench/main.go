@@ -64,7 +64,7 @@ func main() {
 		figures = flag.String("figures", "P1,P2,P3,P4,P5,P6,P7,P8,P9,P10", "figures to measure")
 		c       config
 	)
-	flag.IntVar(&c.reps, "reps", 3, "repetitions of each sync/heap measurement (at 100,000 pods: 1)")
+	flag.IntVar(&c.reps, "reps", 3, "repetitions of each sync/heap measurement (at least 7 up to 10,000 pods; at 100,000 pods: 1)")
 	flag.DurationVar(&c.window, "window", time.Minute, "P2: idle window")
 	flag.IntVar(&c.trials, "trials", 3, "P1: trials per configuration")
 	flag.IntVar(&c.starts, "starts", 200, "P5: starts")

@@ -496,8 +496,8 @@ func traceNotes(r *results, stalled bool, traces []startTrace) {
 	if stalled {
 		name = "stalled"
 	}
-	r.notef("P5 %s, legs (p50 / p99 / max): Ready write answered %s / %s / %s; cache handler saw it %s / %s / %s later; Start returned %s / %s / %s after that",
-		name, ms(median(write)), ms(quantile(write, 0.99)), ms(quantile(write, 1)),
+	r.notef("P5 %s, legs (p50 / p99 / max) of the %d of %d starts whose Ready pod kubespawn's cache saw (the others returned from the API fallback first): Ready write answered %s / %s / %s; cache handler saw it %s / %s / %s later; Start returned %s / %s / %s after that",
+		name, len(deliver), len(traces), ms(median(write)), ms(quantile(write, 0.99)), ms(quantile(write, 1)),
 		ms(median(deliver)), ms(quantile(deliver, 0.99)), ms(quantile(deliver, 1)),
 		ms(median(react)), ms(quantile(react, 0.99)), ms(quantile(react, 1)))
 	r.notef("P5 %s, the same Ready writes seen after the write was answered by a plain client-go informer of this process (own connection): %s / %s / %s; by one in another process: %s / %s / %s (p50 / p99 / max)",
@@ -510,8 +510,19 @@ func traceNotes(r *results, stalled bool, traces []startTrace) {
 		cached, rv := t.kubespawn.readyAt(t.name)
 		p, _ := t.plain.readyAt(t.name)
 		o, _ := t.other.readyAt(t.name)
-		r.notef("P5 %s slow start %s (Ready rv %s): total %s = write answered %s + kubespawn's cache saw it %s later + Start returned %s after that; a plain informer saw it %s after the answer, one in another process %s",
-			name, t.name, rv, ms(t.returned.Sub(t.sent)), ms(t.done.Sub(t.sent)), ms(cached.Sub(t.done)), ms(t.returned.Sub(cached)), ms(p.Sub(t.done)), ms(o.Sub(t.done)))
+		seenBy := func(at time.Time) string {
+			if at.IsZero() {
+				return "never"
+			}
+			return ms(at.Sub(t.done)) + " after the answer"
+		}
+		if cached.IsZero() {
+			r.notef("P5 %s slow start %s: total %s = write answered %s + Start returned %s after that from the API fallback (kubespawn's cache never saw the Ready pod); a plain informer saw it %s, one in another process %s",
+				name, t.name, ms(t.returned.Sub(t.sent)), ms(t.done.Sub(t.sent)), ms(t.returned.Sub(t.done)), seenBy(p), seenBy(o))
+			continue
+		}
+		r.notef("P5 %s slow start %s (Ready rv %s): total %s = write answered %s + kubespawn's cache saw it %s later + Start returned %s after that; a plain informer saw it %s, one in another process %s",
+			name, t.name, rv, ms(t.returned.Sub(t.sent)), ms(t.done.Sub(t.sent)), ms(cached.Sub(t.done)), ms(t.returned.Sub(cached)), seenBy(p), seenBy(o))
 	}
 }
 
