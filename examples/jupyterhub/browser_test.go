@@ -41,6 +41,7 @@ const recordProgress = `(() => {
 // the real notebook server's tree page loads in the browser, reached
 // through the hub's proxy and its OAuth.
 func TestBrowserLogInStartAndReachTheServer(t *testing.T) {
+	parallelHub(t)
 	require.NoError(t, browser.Check())
 	e := newHubEnv(t, hubConfig{startTimeout: 90 * time.Second, sweep: time.Minute, realServers: true, profiles: true})
 	b, err := browser.Start(context.Background()) // not t.Context(): it ends before the cleanups, which screenshot a failure

@@ -81,6 +81,28 @@ type hubConfig struct {
 	storage      string        // a claim per user of this size
 }
 
+// hubSlots bounds the hub tests running at once. Each runs a Python hub,
+// its proxy, the spawner service and often real single-user servers, and
+// spends most of its time waiting (a start, a stall, a restart): three at
+// a time keep the 2 cores of CI busy without starving one (measured alone:
+// 71 s of CPU in 127 s with two). The package's other tests (the module's
+// Python tests) need no slot.
+var hubSlots = make(chan struct{}, 3)
+
+// parallelHub runs the hub test t in parallel with the package's other
+// tests, once one of the hubSlots is free; the slot is released after the
+// test's own cleanups (its hub stopped, its namespace gone).
+func parallelHub(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	select {
+	case hubSlots <- struct{}{}:
+	case <-t.Context().Done():
+		t.Fatal("no hub slot before the test's end")
+	}
+	t.Cleanup(func() { <-hubSlots })
+}
+
 // newHubEnv is one test's namespace (no pod may be left in it), the
 // package's pod simulator (every pod at 127.0.0.1) and a running hub,
 // service and stand-in, stopped when the test ends.
@@ -121,6 +143,7 @@ func names(prefix string, n int) []string {
 // service's progress messages reach the hub's own progress stream, and
 // stopping them through the hub removes every pod.
 func TestTwentyConcurrentUsers(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
 	ctx := t.Context()
 	users := names("conc", 20)
@@ -197,6 +220,7 @@ func TestTwentyConcurrentUsers(t *testing.T) {
 // does not believe running, no server the hub believes running without
 // its pod; each running server answers through the hub's proxy.
 func TestIncidentWithTheRealHub(t *testing.T) {
+	parallelHub(t)
 	// start_timeout: a healthy real server (~1 s of CPU) is ready in a few
 	// seconds, far within it even on 2 cores shared with other packages'
 	// tests; the never-ready ones run into it.
@@ -283,6 +307,7 @@ func TestIncidentWithTheRealHub(t *testing.T) {
 // frozen (every poll() times out) keeps the running servers too, and the
 // hub then starts and stops servers as before.
 func TestHubRestart(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: 2 * time.Second})
 	ctx := t.Context()
 	running, pending := names("run", 4), names("pend", 3)
@@ -381,6 +406,7 @@ func TestHubRestart(t *testing.T) {
 // answering: the hub forgets the server and the API server has no pod
 // left; the other server is untouched.
 func TestPodEvictedWhileRunning(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
 	ctx := t.Context()
 	users := []string{"evicted", "stays"}
@@ -441,6 +467,7 @@ func requireReady(t *testing.T, e *hubtest.Env, users []string) {
 // stop() returns, and the hub forgets the server: no leak, and at no time
 // a server the hub had forgotten whose pod was still there.
 func TestStopWhileTheAPIServerFails(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 60 * time.Second, sweep: time.Minute, stopTimeout: 3 * time.Second})
 	ctx := t.Context()
 	users := []string{"ursula", "victor"}

@@ -21,6 +21,7 @@ import (
 // spawn form posts it) changes the pod's image, resources and node
 // selection as the API server stores it.
 func TestProfilesShapeThePod(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, profiles: true})
 	ctx := t.Context()
 	users := []string{"carol", "dan"}
@@ -57,6 +58,7 @@ func TestProfilesShapeThePod(t *testing.T) {
 // choice outside a profile's, a choice whose override the service's policy
 // forbids (the host's network), a claim the cluster refuses (a quota).
 func TestBadUserOptionsAreOneSentence(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, profiles: true, storage: "1Gi"})
 	ctx := t.Context()
 	nothingOf := func(t *testing.T, user string) {

@@ -25,6 +25,7 @@ import (
 // the hub's proxy with the user's token, so the hub's environment, the
 // service prefix and the OAuth wiring reached the pod. A named server too.
 func TestRealSingleUserServers(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 90 * time.Second, sweep: time.Minute, realServers: true})
 	ctx := t.Context()
 	users := []string{"ada", "bob"}

@@ -74,6 +74,7 @@ func newServicesEnv(t *testing.T) *hubtest.Env {
 // the forwarded connections. After the stop the pod and its Service are
 // gone from the API server.
 func TestServicesEnabledThroughTheService(t *testing.T) {
+	parallelHub(t)
 	e := newServicesEnv(t)
 	ctx := t.Context()
 	client := cluster.Client(t)

@@ -20,6 +20,7 @@ import (
 // JupyterHub 4, 5 and 6 paths with fakes of those versions) with Debian's
 // interpreter, the one the hub runs the class with.
 func TestSpawnerModule(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("test_*.py")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no test_*.py beside kubespawn_spawner.py (%v)", err)

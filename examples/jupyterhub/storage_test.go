@@ -19,6 +19,7 @@ import (
 // #937's forgotten claim cannot happen), and deleting the user
 // (delete_forever) deletes it, as the API server confirms.
 func TestUserClaimSurvivesStopsAndGoesWithTheUser(t *testing.T) {
+	parallelHub(t)
 	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, storage: "1Gi"})
 	ctx := t.Context()
 	require.NoError(t, e.Hub.CreateUsers(ctx, []string{"fay"}))
