@@ -14,8 +14,10 @@ type collector struct {
 	x *Index
 
 	polls, pollErrors, updatesLive, updatesFallback atomic.Int64
+	// polling is the number of Streams fed by fallback lists now.
+	polling atomic.Int64
 
-	pods, events, streams, evicted, ignored, pollsD, pollErrorsD, updates *prometheus.Desc
+	pods, events, streams, pollingD, evicted, ignored, pollsD, pollErrorsD, updates *prometheus.Desc
 }
 
 func newCollector(x *Index) *collector {
@@ -28,6 +30,7 @@ func newCollector(x *Index) *collector {
 		pods:        d("index_pods", "Pods with an entry in the event index."),
 		events:      d("index_events", "Events held in the event index."),
 		streams:     d("streams", "Open progress Streams."),
+		pollingD:    d("streams_polling", "Open progress Streams fed by fallback lists (the event watch not healthy) rather than by the index."),
 		evicted:     d("evictions_total", "Evictions from the event index: events by the per-pod cap (cap), pod entries by the TTL or ForgetPod (pod).", "reason"),
 		ignored:     d("ignored_total", "Events without an involvedObject.uid, not indexed."),
 		pollsD:      d("fallback_lists_total", "Fallback lists of a pod's events made by Streams while the event watch was unhealthy."),
@@ -37,7 +40,7 @@ func newCollector(x *Index) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.pods, c.events, c.streams, c.evicted, c.ignored, c.pollsD, c.pollErrorsD, c.updates} {
+	for _, d := range []*prometheus.Desc{c.pods, c.events, c.streams, c.pollingD, c.evicted, c.ignored, c.pollsD, c.pollErrorsD, c.updates} {
 		ch <- d
 	}
 }
@@ -53,6 +56,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.pods, st.Pods)
 	gauge(c.events, st.Events)
 	gauge(c.streams, st.Streams)
+	gauge(c.pollingD, int(c.polling.Load()))
 	counter(c.evicted, st.EvictedEvents, "cap")
 	counter(c.evicted, st.EvictedPods, "pod")
 	counter(c.ignored, st.Ignored)

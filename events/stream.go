@@ -94,11 +94,15 @@ func (s *stream) run(ctx context.Context) {
 		if ticker != nil {
 			ticker.Stop()
 		}
+		if s.polling {
+			s.x.metrics.polling.Add(-1)
+		}
 	}()
 	for {
 		if s.x.healthy() {
 			if s.polling {
 				s.polling = false
+				s.x.metrics.polling.Add(-1)
 				ticker.Stop()
 				ticker, tick = nil, nil
 				if s.announced {
@@ -120,6 +124,7 @@ func (s *stream) run(ctx context.Context) {
 			}
 			if !s.polling {
 				s.polling = true
+				s.x.metrics.polling.Add(1)
 				ticker = s.x.clock.NewTicker(s.x.opts.FallbackInterval)
 				tick = ticker.C()
 			}
