@@ -7,10 +7,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/pager"
 	"k8s.io/klog/v2"
 )
 
@@ -46,8 +48,8 @@ type objectAPI struct {
 	get    func(ctx context.Context, ns, name string) (metav1.Object, error)
 	create func(ctx context.Context, ns string, obj runtime.Object) (metav1.Object, error)
 	delete func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error
-	// list returns one page.
-	list func(ctx context.Context, ns string, opts metav1.ListOptions) (items []metav1.Object, cont string, err error)
+	// list returns one page: the kind's typed list.
+	list func(ctx context.Context, ns string, opts metav1.ListOptions) (runtime.Object, error)
 }
 
 // kindAPI returns the objectAPI of kind.
@@ -55,29 +57,17 @@ func kindAPI(c kubernetes.Interface, kind string) objectAPI {
 	core := c.CoreV1()
 	switch kind {
 	case KindClaim:
-		return newObjectAPI(kind,
-			func(ns string) typedClient[*corev1.PersistentVolumeClaim, *corev1.PersistentVolumeClaimList] {
-				return core.PersistentVolumeClaims(ns)
-			},
-			func(l *corev1.PersistentVolumeClaimList) ([]metav1.Object, string) {
-				return pageOf(l.Items, l.Continue)
-			})
+		return newObjectAPI(kind, func(ns string) typedClient[*corev1.PersistentVolumeClaim, *corev1.PersistentVolumeClaimList] {
+			return core.PersistentVolumeClaims(ns)
+		})
 	case KindService:
-		return newObjectAPI(kind,
-			func(ns string) typedClient[*corev1.Service, *corev1.ServiceList] { return core.Services(ns) },
-			func(l *corev1.ServiceList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
+		return newObjectAPI(kind, func(ns string) typedClient[*corev1.Service, *corev1.ServiceList] { return core.Services(ns) })
 	case KindSecret:
-		return newObjectAPI(kind,
-			func(ns string) typedClient[*corev1.Secret, *corev1.SecretList] { return core.Secrets(ns) },
-			func(l *corev1.SecretList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
+		return newObjectAPI(kind, func(ns string) typedClient[*corev1.Secret, *corev1.SecretList] { return core.Secrets(ns) })
 	case KindConfigMap:
-		return newObjectAPI(kind,
-			func(ns string) typedClient[*corev1.ConfigMap, *corev1.ConfigMapList] { return core.ConfigMaps(ns) },
-			func(l *corev1.ConfigMapList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
+		return newObjectAPI(kind, func(ns string) typedClient[*corev1.ConfigMap, *corev1.ConfigMapList] { return core.ConfigMaps(ns) })
 	case kindPod:
-		return newObjectAPI(kind,
-			func(ns string) typedClient[*corev1.Pod, *corev1.PodList] { return core.Pods(ns) },
-			func(l *corev1.PodList) ([]metav1.Object, string) { return pageOf(l.Items, l.Continue) })
+		return newObjectAPI(kind, func(ns string) typedClient[*corev1.Pod, *corev1.PodList] { return core.Pods(ns) })
 	}
 	panic("spawner: unknown kind " + kind)
 }
@@ -87,7 +77,7 @@ func kindAPI(c kubernetes.Interface, kind string) objectAPI {
 const kindPod = "Pod"
 
 // typedClient is what objectAPI uses of a client-go typed client.
-type typedClient[PT metav1.Object, L any] interface {
+type typedClient[PT metav1.Object, L runtime.Object] interface {
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (PT, error)
 	Create(ctx context.Context, obj PT, opts metav1.CreateOptions) (PT, error)
 	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
@@ -95,7 +85,7 @@ type typedClient[PT metav1.Object, L any] interface {
 }
 
 // newObjectAPI adapts the typed client of one kind.
-func newObjectAPI[PT metav1.Object, L any](kind string, client func(ns string) typedClient[PT, L], page func(L) ([]metav1.Object, string)) objectAPI {
+func newObjectAPI[PT metav1.Object, L runtime.Object](kind string, client func(ns string) typedClient[PT, L]) objectAPI {
 	return objectAPI{kind: kind,
 		get: func(ctx context.Context, ns, name string) (metav1.Object, error) {
 			return client(ns).Get(ctx, name, metav1.GetOptions{})
@@ -106,48 +96,46 @@ func newObjectAPI[PT metav1.Object, L any](kind string, client func(ns string) t
 		delete: func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error {
 			return client(ns).Delete(ctx, name, opts)
 		},
-		list: func(ctx context.Context, ns string, opts metav1.ListOptions) ([]metav1.Object, string, error) {
-			l, err := client(ns).List(ctx, opts)
-			if err != nil {
-				return nil, "", err
-			}
-			items, cont := page(l)
-			return items, cont, nil
+		list: func(ctx context.Context, ns string, opts metav1.ListOptions) (runtime.Object, error) {
+			return client(ns).List(ctx, opts)
 		},
 	}
-}
-
-// pageOf views a list's items as objects.
-func pageOf[E any, PE interface {
-	*E
-	metav1.Object
-}](items []E, cont string) ([]metav1.Object, string) {
-	out := make([]metav1.Object, len(items))
-	for i := range items {
-		out[i] = PE(&items[i])
-	}
-	return out, cont
 }
 
 // ownedKinds are the kinds that belong to one pod.
 var ownedKinds = []string{KindService, KindSecret, KindConfigMap}
 
+// pages is o's list in ns, as client-go's pager takes it.
+func (o objectAPI) pages(ns string) pager.ListPageFunc {
+	return func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		return o.list(ctx, ns, opts)
+	}
+}
+
+// listItems lists every page with client-go's pager (which falls back to
+// one full list if a continue token expires) and collects the items.
+func listItems(ctx context.Context, pages pager.ListPageFunc, selector string, pageSize int64) ([]metav1.Object, error) {
+	lp := pager.New(pages)
+	lp.PageSize = pageSize
+	var out []metav1.Object
+	err := lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: selector}, func(obj runtime.Object) error {
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return err
+		}
+		out = append(out, m)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // listAll lists every page of kind in ns matching selector; each page is
 // bounded by the caller's ctx.
 func (o objectAPI) listAll(ctx context.Context, ns, selector string) ([]metav1.Object, error) {
-	var out []metav1.Object
-	opts := metav1.ListOptions{LabelSelector: selector, Limit: defaultPageSize}
-	for {
-		items, cont, err := o.list(ctx, ns, opts)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, items...)
-		if cont == "" {
-			return out, nil
-		}
-		opts.Continue = cont
-	}
+	return listItems(ctx, o.pages(ns), selector, defaultPageSize)
 }
 
 // deleteObject deletes the object uid of kind and waits until the API

@@ -281,18 +281,7 @@ func (s *Spawner) sweep(ctx context.Context, p SweepPolicy) (SweepResult, error)
 // scanPods lists the spawner's pods page by page, each page with its own
 // deadline, and sorts them into res.Selected and res.Skipped.
 func (s *Spawner) scanPods(ctx context.Context, p SweepPolicy, now time.Time, res *SweepResult) error {
-	pods := s.opts.Client.CoreV1().Pods(p.Namespace)
-	// Each page has its own deadline: a stalled LIST would otherwise stop
-	// the sweeper for good while its replica keeps renewing the Lease.
-	lp := pager.New(func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-		rctx, cancel := s.withTimeout(ctx, p.RequestTimeout, requestDeadline("the list page", p.RequestTimeout))
-		defer cancel()
-		list, err := pods.List(rctx, opts)
-		if err != nil {
-			return nil, s.ctxErr(rctx, err)
-		}
-		return list, nil
-	})
+	lp := pager.New(s.boundedPages(p.RequestTimeout, kindAPI(s.opts.Client, kindPod).pages(p.Namespace)))
 	lp.PageSize = p.PageSize
 	return lp.EachListItem(ctx, metav1.ListOptions{LabelSelector: s.ownSelector(p, true).String()}, func(obj runtime.Object) error {
 		pod, ok := obj.(*corev1.Pod)
@@ -461,6 +450,21 @@ func podAge(pod *corev1.Pod, now time.Time) time.Duration {
 // context.DeadlineExceeded and says which request and how long.
 func requestDeadline(what string, d time.Duration) error {
 	return fmt.Errorf("%w: %s got no answer within %s", context.DeadlineExceeded, what, d)
+}
+
+// boundedPages gives each page of pages a deadline of its own, d: a stalled
+// LIST would otherwise stop the sweeper for good while its replica keeps
+// renewing the Lease.
+func (s *Spawner) boundedPages(d time.Duration, pages pager.ListPageFunc) pager.ListPageFunc {
+	return func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		rctx, cancel := s.withTimeout(ctx, d, requestDeadline("the list page", d))
+		defer cancel()
+		list, err := pages(rctx, opts)
+		if err != nil {
+			return nil, s.ctxErr(rctx, err)
+		}
+		return list, nil
+	}
 }
 
 // SweeperOptions configures RunSweeper.

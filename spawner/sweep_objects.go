@@ -260,22 +260,5 @@ func (s *Spawner) ownSelector(p SweepPolicy, pods bool) labels.Selector {
 // listPaged lists every page of kind matching selector, each page bounded
 // by RequestTimeout.
 func (s *Spawner) listPaged(ctx context.Context, p SweepPolicy, api objectAPI, selector string) ([]metav1.Object, error) {
-	var out []metav1.Object
-	opts := metav1.ListOptions{LabelSelector: selector, Limit: p.PageSize}
-	for {
-		rctx, cancel := s.withTimeout(ctx, p.RequestTimeout, requestDeadline("the list page", p.RequestTimeout))
-		items, cont, err := api.list(rctx, p.Namespace, opts)
-		if err != nil {
-			err = s.ctxErr(rctx, err)
-		}
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, items...)
-		if cont == "" {
-			return out, nil
-		}
-		opts.Continue = cont
-	}
+	return listItems(ctx, s.boundedPages(p.RequestTimeout, api.pages(p.Namespace)), selector, p.PageSize)
 }
