@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
+	"github.com/kubespawn/kubespawn/internal/stats"
 )
 
 // podTimes records when a plain informer first saw each pod (created)
@@ -114,8 +114,8 @@ func runBenchStarts(ctx context.Context, e *hubtest.Env, client kubernetes.Inter
 		}
 	}
 	fmt.Fprintf(out, "\n%d real servers: hub POST → reachable through the proxy: median %s, p99 %s; the pod's own start (created → Ready): median %s, p99 %s; the rest (hub, class, service, kubespawn, proxy): median %s, p99 %s\n",
-		n, ms(quantile(total, 0.5)), ms(quantile(total, 0.99)), ms(quantile(podStart, 0.5)), ms(quantile(podStart, 0.99)),
-		ms(quantile(overhead, 0.5)), ms(quantile(overhead, 0.99)))
+		n, ms(stats.Quantile(total, 0.5)), ms(stats.Quantile(total, 0.99)), ms(stats.Quantile(podStart, 0.5)), ms(stats.Quantile(podStart, 0.99)),
+		ms(stats.Quantile(overhead, 0.5)), ms(stats.Quantile(overhead, 0.99)))
 	return nil
 }
 
@@ -131,17 +131,6 @@ func waitPodGone(ctx context.Context, client kubernetes.Interface, namespace, na
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// quantile is the q-quantile (nearest rank) of ds.
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.5) - 1
-	return s[min(max(i, 0), len(s)-1)]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }

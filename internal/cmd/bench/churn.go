@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubespawn/kubespawn/internal/benchpod"
+	"github.com/kubespawn/kubespawn/internal/stats"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -187,7 +188,7 @@ func measureChurn(ctx context.Context, e *env, r *results, ns string, n int) err
 	}
 	rawT, hT, nT := tput(raw.name), tput(handler.name), tput(notify.name)
 	lag := func(name string) string {
-		return fmt.Sprintf("lag p50 %s, p99 %s", ms(median(allLags[name])), ms(quantile(allLags[name], 0.99)))
+		return fmt.Sprintf("lag p50 %s, p99 %s", ms(stats.Median(allLags[name])), ms(stats.Quantile(allLags[name], 0.99)))
 	}
 	r.notef("P7: %d updates (merge patches of an annotation) written by 32 writers in %s (%.0f/s), the three consumers side by side in one process", rounds*n, ms(writes), float64(rounds*n)/writes.Seconds())
 	over := func(x float64) float64 { return (rawT/x - 1) * 100 }

@@ -383,20 +383,6 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.2f×", a/b)
 }
 
-func median(ds []time.Duration) time.Duration { return quantile(ds, 0.5) }
-
-// quantile is the nearest-rank quantile q of ds.
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.999999) - 1
-	i = max(0, min(i, len(s)-1))
-	return s[i]
-}
-
 func medianF(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubespawn/kubespawn/internal/benchpod"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
+	"github.com/kubespawn/kubespawn/internal/stats"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -180,20 +181,20 @@ func measureStall(ctx context.Context, e *env, r *results, ns string, n int, c c
 		worst := time.Duration(0)
 		for _, kind := range kinds[:2] {
 			ds := res[cf.name][kind]
-			parts = append(parts, fmt.Sprintf("%s %s (max %s)", kind, ms(median(ds)), ms(quantile(ds, 1))))
-			worst = max(worst, quantile(ds, 1))
+			parts = append(parts, fmt.Sprintf("%s %s (max %s)", kind, ms(stats.Median(ds)), ms(stats.Quantile(ds, 1))))
+			worst = max(worst, stats.Quantile(ds, 1))
 		}
 		can := res[cf.name]["canary"]
 		miss := 0
 		for _, kind := range kinds {
 			miss += missed[cf.name+"/"+kind]
 		}
-		value := strings.Join(parts, "; ") + fmt.Sprintf("; after a write (canary) %s (max %s)", ms(median(can)), ms(quantile(can, 1)))
+		value := strings.Join(parts, "; ") + fmt.Sprintf("; after a write (canary) %s (max %s)", ms(stats.Median(can)), ms(stats.Quantile(can, 1)))
 		if miss > 0 {
 			value += fmt.Sprintf("; %d trials not detected", miss)
 		}
 		goal := "≤ 10 s; ≤ 3 s after a write"
-		ok := miss == 0 && worst <= 10*time.Second && quantile(can, 1) <= 3*time.Second
+		ok := miss == 0 && worst <= 10*time.Second && stats.Quantile(can, 1) <= 3*time.Second
 		r.add(row{ID: "P1", Figure: "silent-stall detection, " + cf.name + fmt.Sprintf(", median (max) of %d", c.trials),
 			Value: value, Baseline: "plain informer over HTTP/1.1: " + baseline, Ratio: "– (never vs found)", Goal: goal, Met: met(ok)})
 	}

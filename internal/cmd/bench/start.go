@@ -27,6 +27,7 @@ import (
 	"github.com/kubespawn/kubespawn/internal/benchpod"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
+	"github.com/kubespawn/kubespawn/internal/stats"
 	"github.com/kubespawn/kubespawn/reflector"
 	"github.com/kubespawn/kubespawn/spawner"
 )
@@ -289,15 +290,15 @@ func measureStartLatency(ctx context.Context, e *env, r *results, starts int) er
 		if firstErr != nil {
 			return fmt.Errorf("P5: %w", firstErr)
 		}
-		med, p99 := median(lat), quantile(lat, 0.99)
+		med, p99 := stats.Median(lat), stats.Quantile(lat, 0.99)
 		traceNotes(r, stalled, traces)
 		name := "watch healthy"
 		if stalled {
 			name = "every pod watch stalled (fallback path)"
-			rowVals = append(rowVals, fmt.Sprintf("%s: median %s, p99 %s, max %s", name, ms(med), ms(p99), ms(quantile(lat, 1))))
+			rowVals = append(rowVals, fmt.Sprintf("%s: median %s, p99 %s, max %s", name, ms(med), ms(p99), ms(stats.Quantile(lat, 1))))
 			r.notef("P5 stalled: %d starts, %d at a time, in %s; the cache counted %d stalls and stayed %s", len(lat), workers, ms(took), st.Gaps[reflector.GapStall], st.State)
 		} else {
-			rowVals = append(rowVals, fmt.Sprintf("%s: median %s, p99 %s, max %s", name, ms(med), ms(p99), ms(quantile(lat, 1))))
+			rowVals = append(rowVals, fmt.Sprintf("%s: median %s, p99 %s, max %s", name, ms(med), ms(p99), ms(stats.Quantile(lat, 1))))
 			okAll = med <= 50*time.Millisecond && p99 <= 200*time.Millisecond
 			r.notef("P5 healthy: %d starts, %d at a time, in %s (simulator: start delay %s, step delay %s)", len(lat), workers, ms(took), podsim.DefaultStartDelay, podsim.DefaultStepDelay)
 		}
@@ -497,14 +498,14 @@ func traceNotes(r *results, stalled bool, traces []startTrace) {
 		name = "stalled"
 	}
 	r.notef("P5 %s, legs (p50 / p99 / max) of the %d of %d starts whose Ready pod kubespawn's cache saw (the others returned from the API fallback first): Ready write answered %s / %s / %s; cache handler saw it %s / %s / %s later; Start returned %s / %s / %s after that",
-		name, len(deliver), len(traces), ms(median(write)), ms(quantile(write, 0.99)), ms(quantile(write, 1)),
-		ms(median(deliver)), ms(quantile(deliver, 0.99)), ms(quantile(deliver, 1)),
-		ms(median(react)), ms(quantile(react, 0.99)), ms(quantile(react, 1)))
+		name, len(deliver), len(traces), ms(stats.Median(write)), ms(stats.Quantile(write, 0.99)), ms(stats.Quantile(write, 1)),
+		ms(stats.Median(deliver)), ms(stats.Quantile(deliver, 0.99)), ms(stats.Quantile(deliver, 1)),
+		ms(stats.Median(react)), ms(stats.Quantile(react, 0.99)), ms(stats.Quantile(react, 1)))
 	r.notef("P5 %s, the same Ready writes seen after the write was answered by a plain client-go informer of this process (own connection): %s / %s / %s; by one in another process: %s / %s / %s (p50 / p99 / max)",
-		name, ms(median(plainDeliver)), ms(quantile(plainDeliver, 0.99)), ms(quantile(plainDeliver, 1)),
-		ms(median(otherDeliver)), ms(quantile(otherDeliver, 0.99)), ms(quantile(otherDeliver, 1)))
+		name, ms(stats.Median(plainDeliver)), ms(stats.Quantile(plainDeliver, 0.99)), ms(stats.Quantile(plainDeliver, 1)),
+		ms(stats.Median(otherDeliver)), ms(stats.Quantile(otherDeliver, 0.99)), ms(stats.Quantile(otherDeliver, 1)))
 	r.notef("P5 %s, kubespawn's own part (a plain informer of this process has the Ready pod → Start returns): %s / %s / %s (p50 / p99 / max)",
-		name, ms(median(own)), ms(quantile(own, 0.99)), ms(quantile(own, 1)))
+		name, ms(stats.Median(own)), ms(stats.Quantile(own, 0.99)), ms(stats.Quantile(own, 1)))
 	slices.SortFunc(traces, func(a, b startTrace) int { return cmp.Compare(b.returned.Sub(b.sent), a.returned.Sub(a.sent)) })
 	for _, t := range traces[:min(5, len(traces))] {
 		cached, rv := t.kubespawn.readyAt(t.name)

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/pager"
 
 	"github.com/kubespawn/kubespawn/internal/slim"
+	"github.com/kubespawn/kubespawn/internal/stats"
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
@@ -369,7 +370,7 @@ func measureSync(ctx context.Context, e *env, r *results, ns string, n int, c co
 		for _, s := range ss {
 			syncs, per, peak = append(syncs, s.Sync), append(per, s.PerPod), append(peak, s.Peak)
 		}
-		med[name] = syncResult{Sync: median(syncs), PerPod: medianF(per), Peak: medianF(peak), Samples: len(ss)}
+		med[name] = syncResult{Sync: stats.Median(syncs), PerPod: medianF(per), Peak: medianF(peak), Samples: len(ss)}
 	}
 	if r.syncs == nil {
 		r.syncs = map[int]map[string]syncResult{}
@@ -499,7 +500,7 @@ func measureAB(ctx context.Context, e *env, r *results, ns string, n int, c conf
 			syncs, per, peak = append(syncs, s.Sync), append(per, s.PerPod), append(peak, s.Peak)
 		}
 		r.notef("A/B at %d pods, %s (%d rounds): sync median %s (%s–%s), heap %s/pod (%s–%s), peak +%s",
-			n, x.label, len(syncs), ms(median(syncs)), ms(slices.Min(syncs)), ms(slices.Max(syncs)),
+			n, x.label, len(syncs), ms(stats.Median(syncs)), ms(slices.Min(syncs)), ms(slices.Max(syncs)),
 			kb(medianF(per)), kb(slices.Min(per)), kb(slices.Max(per)), kb(medianF(peak)))
 	}
 	return nil
