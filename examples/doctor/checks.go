@@ -496,18 +496,24 @@ type canaryOps struct {
 	delete          func(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
+// listVersion is a list call that returns only the list's resourceVersion:
+// where the canary's watch starts.
+func listVersion[L interface{ GetResourceVersion() string }](list func(context.Context, metav1.ListOptions) (L, error)) func(context.Context, metav1.ListOptions) (string, error) {
+	return func(ctx context.Context, opts metav1.ListOptions) (string, error) {
+		l, err := list(ctx, opts)
+		if err != nil {
+			return "", err
+		}
+		return l.GetResourceVersion(), nil
+	}
+}
+
 func (d *doctor) canaryOps() canaryOps {
 	ns := d.o.canaryNamespace
 	if d.o.canaryKind == kindLease {
 		c := d.client.CoordinationV1().Leases(ns)
 		return canaryOps{resource: "leases", group: "coordination.k8s.io",
-			list: func(ctx context.Context, opts metav1.ListOptions) (string, error) {
-				l, err := c.List(ctx, opts)
-				if err != nil {
-					return "", err
-				}
-				return l.ResourceVersion, nil
-			},
+			list:  listVersion(c.List),
 			watch: c.Watch,
 			create: func(ctx context.Context, meta metav1.ObjectMeta) (metav1.Object, error) {
 				holder := "kubespawn-doctor"
@@ -517,13 +523,7 @@ func (d *doctor) canaryOps() canaryOps {
 	}
 	c := d.client.CoreV1().ConfigMaps(ns)
 	return canaryOps{resource: "configmaps",
-		list: func(ctx context.Context, opts metav1.ListOptions) (string, error) {
-			l, err := c.List(ctx, opts)
-			if err != nil {
-				return "", err
-			}
-			return l.ResourceVersion, nil
-		},
+		list:  listVersion(c.List),
 		watch: c.Watch,
 		create: func(ctx context.Context, meta metav1.ObjectMeta) (metav1.Object, error) {
 			return c.Create(ctx, &corev1.ConfigMap{ObjectMeta: meta, Data: map[string]string{"purpose": "kubespawn doctor canary: created, watched and deleted at once"}}, metav1.CreateOptions{})

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/browser"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hub"
 	"github.com/kubespawn/kubespawn/examples/jupyterhub/internal/hubtest"
@@ -25,9 +24,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	err := service.Main(run)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}

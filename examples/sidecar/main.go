@@ -8,9 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,16 +19,11 @@ import (
 	"github.com/kubespawn/kubespawn/reflector"
 )
 
+// run takes no stdout: the service logs with klog, on stderr.
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	code := service.ExitCode(err, os.Stderr)
-	if code == 1 {
-		klog.ErrorS(err, "kubespawn-sidecar exiting")
-	}
-	klog.Flush()
-	os.Exit(code)
+	os.Exit(service.Exit("kubespawn-sidecar", service.Main(func(ctx context.Context, args []string, _, stderr io.Writer) error {
+		return run(ctx, args, stderr)
+	})))
 }
 
 // stringList is a repeatable flag that also accepts comma-separated values.

@@ -10,10 +10,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -30,12 +28,7 @@ import (
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(exitCode(err, os.Stderr))
-}
+func main() { os.Exit(exitCode(service.Main(run), os.Stderr)) }
 
 // errUsage marks bad flags (exit status 2).
 var errUsage = errors.New("usage")

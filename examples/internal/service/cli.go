@@ -6,9 +6,39 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/reflector"
 )
+
+// RunFunc is a command's body: its flags in args, its output on stdout
+// and stderr; it returns when ctx ends or the work is done.
+type RunFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// Main calls run with the process's arguments and a context that SIGTERM
+// (how the kubelet stops a container) or an interrupt cancels, and
+// returns run's error. A second signal is the default action again: the
+// process dies.
+func Main(run RunFunc) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+}
+
+// Exit is a service's exit status for err (ExitCode), once an error that
+// is not a usage error is logged, as name's last words, and klog flushed.
+func Exit(name string, err error) int {
+	code := ExitCode(err, os.Stderr)
+	if code == 1 {
+		klog.ErrorS(err, name+" exiting")
+	}
+	klog.Flush()
+	return code
+}
 
 // ErrUsage marks bad flags (exit status 2), the library's validation of the
 // options they set included.
