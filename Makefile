@@ -75,42 +75,23 @@ demo: tools ## replay the 2018 incident: baseline vs kubespawn, leak table
 # make test): installed with apt-get when missing.
 .PHONY: jupyterhub demo-jupyterhub chromium bench-jupyterhub
 jupyterhub: ## install Debian's JupyterHub 3.0 if missing (apt-get, as root; ~1-2 min)
-	@if [ -x /usr/bin/jupyterhub ] && /usr/bin/python3 -c 'import jupyterhub' 2>/dev/null; then :; \
-	elif [ "$$(id -u)" != 0 ]; then \
-	  echo "JupyterHub 3.0 is missing and installing it needs root: run 'sudo apt-get update && sudo apt-get install -y jupyterhub' (or make jupyterhub as root), then re-run" >&2; exit 1; \
-	else \
-	  echo ">> installing JupyterHub 3.0 from the Debian archive (apt-get, ~1-2 min)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jupyterhub >/dev/null \
-	    || { echo "FAIL: apt-get install jupyterhub failed" >&2; exit 1; }; \
-	  /usr/bin/python3 -c 'import jupyterhub' || { echo "FAIL: /usr/bin/python3 cannot import jupyterhub after the install" >&2; exit 1; }; \
-	fi
+	@.ci/apt-install "JupyterHub 3.0" "~1-2 min" \
+	  "[ -x /usr/bin/jupyterhub ] && /usr/bin/python3 -c 'import jupyterhub' 2>/dev/null" \
+	  "/usr/bin/python3 -c 'import jupyterhub'" -- jupyterhub
 
 # The alert rules' tests (examples/sidecar: promtool check rules, promtool
 # test rules, a live Prometheus) use Debian's prometheus 2.42 (server and
 # promtool): installed with apt-get when missing.
 prometheus: ## install Debian's Prometheus 2.42 and promtool if missing (apt-get, as root; ~10s)
-	@if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then :; \
-	elif [ "$$(id -u)" != 0 ]; then \
-	  echo "Prometheus and promtool are missing and installing them needs root: run 'sudo apt-get update && sudo apt-get install -y --no-install-recommends prometheus' (or make prometheus as root), then re-run" >&2; exit 1; \
-	else \
-	  echo ">> installing Prometheus 2.42 and promtool from the Debian archive (apt-get, ~10s)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-	    || { echo "FAIL: apt-get install prometheus failed" >&2; exit 1; }; \
-	  /usr/bin/promtool --version >/dev/null || { echo "FAIL: /usr/bin/promtool does not run after the install" >&2; exit 1; }; \
-	fi
+	@.ci/apt-install "Prometheus 2.42 and promtool" "~10s" \
+	  "[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]" \
+	  "/usr/bin/promtool --version" -- --no-install-recommends prometheus
 
 # The browser tests (examples/jupyterhub) drive Debian's chromium headless
 # through chromedp.
 chromium: ## install Debian's chromium if missing (apt-get, as root; ~1 min)
-	@if [ -x /usr/bin/chromium ]; then :; \
-	elif [ "$$(id -u)" != 0 ]; then \
-	  echo "chromium is missing and installing it needs root: run 'sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium' (or make chromium as root), then re-run" >&2; exit 1; \
-	else \
-	  echo ">> installing chromium from the Debian archive (apt-get, ~1 min)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-	    || { echo "FAIL: apt-get install chromium failed" >&2; exit 1; }; \
-	  /usr/bin/chromium --version >/dev/null || { echo "FAIL: /usr/bin/chromium does not run after the install" >&2; exit 1; }; \
-	fi
+	@.ci/apt-install chromium "~1 min" "[ -x /usr/bin/chromium ]" \
+	  "/usr/bin/chromium --version" -- --no-install-recommends chromium
 
 demo-jupyterhub: tools jupyterhub chromium ## the 2018 incident, real JupyterHub + 50 real notebook servers: leak table, screenshot (~2.5 min, ~5 GB RAM)
 	$(GO) run ./examples/jupyterhub

@@ -94,15 +94,7 @@ func (p *Proxy) Records() []Record {
 // streaming, stalled or waiting for an injected latency. m.Verb other than
 // "" or "watch" matches no watch.
 func (p *Proxy) OpenWatches(m Match) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for e := range p.open {
-		if e.info.Verb == VerbWatch && m.Matches(e.info) {
-			n++
-		}
-	}
-	return n
+	return p.countOpen(func(e *entry) bool { return e.info.Verb == VerbWatch && m.Matches(e.info) })
 }
 
 // StalledStreams returns the number of open responses matched by m whose
@@ -110,11 +102,17 @@ func (p *Proxy) OpenWatches(m Match) int {
 // client and does not send it. Tests use it to know that a stall has caught
 // an event, instead of sleeping.
 func (p *Proxy) StalledStreams(m Match) int {
+	return p.countOpen(func(e *entry) bool { return e.blocked && m.Matches(e.info) })
+}
+
+// countOpen counts the open requests that match, under p.mu (which guards
+// every field match may read).
+func (p *Proxy) countOpen(match func(*entry) bool) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for e := range p.open {
-		if e.blocked && m.Matches(e.info) {
+		if match(e) {
 			n++
 		}
 	}
