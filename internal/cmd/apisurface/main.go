@@ -13,14 +13,27 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
 
 func main() {
 	verbose := flag.Bool("v", false, "list the identifiers")
+	since := flag.String("since", "", "also list the names added and removed since this git revision")
 	flag.Parse()
 	status := 0
+	var old string
+	if *since != "" {
+		var err error
+		if old, err = checkout(*since, flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(old)
+	}
 	for _, dir := range flag.Args() {
 		idents, methods, err := count(dir)
 		if err != nil {
@@ -32,8 +45,49 @@ func main() {
 		if *verbose {
 			fmt.Printf("  %s\n  %s\n", strings.Join(idents, " "), strings.Join(methods, " "))
 		}
+		if old != "" {
+			oi, om, err := count(filepath.Join(old, dir))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				status = 1
+				continue
+			}
+			was, now := append(oi, om...), append(idents, methods...)
+			fmt.Printf("  at %s: %d; removed %d: %s\n  added %d: %s\n", *since, len(was),
+				len(minus(was, now)), strings.Join(minus(was, now), " "), len(minus(now, was)), strings.Join(minus(now, was), " "))
+		}
+	}
+	if old != "" {
+		os.RemoveAll(old)
 	}
 	os.Exit(status)
+}
+
+// checkout writes the directories dirs as they were at rev into a new
+// temporary directory.
+func checkout(rev string, dirs []string) (string, error) {
+	tmp, err := os.MkdirTemp("", "apisurface-")
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("sh", append([]string{"-c", `git archive "$0" -- "$@" | tar -x -C "$TMP"`, rev}, dirs...)...)
+	cmd.Env = append(os.Environ(), "TMP="+tmp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("git archive %s: %v: %s", rev, err, out)
+	}
+	return tmp, nil
+}
+
+// minus is the names of a not in b.
+func minus(a, b []string) []string {
+	var out []string
+	for _, n := range a {
+		if !slices.Contains(b, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func count(dir string) (idents, methods []string, err error) {
