@@ -80,11 +80,38 @@ var encodings = []struct {
 	{"protobuf", protobufConfig},
 }
 
+// forEachEncoding runs test as a parallel subtest for each of the
+// encodings, with an env of its own and a client of that encoding through
+// the env's proxy.
+func forEachEncoding(t *testing.T, test func(t *testing.T, e *env, cs kubernetes.Interface)) {
+	t.Helper()
+	for _, tc := range encodings {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, faultproxy.Options{})
+			test(t, e, e.client(t, tc.cfg()))
+		})
+	}
+}
+
 func protobufConfig() *rest.Config {
 	cfg := cluster.Config()
 	cfg.ContentType = protobuf
 	cfg.AcceptContentTypes = protobuf + ",application/json"
 	return cfg
+}
+
+// podWatches matches the watches of pods in the test's namespace.
+func (e *env) podWatches() faultproxy.Match {
+	return faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+}
+
+// requireListPods requires that cs lists the pods of ns: requests go
+// through (again).
+func requireListPods(t *testing.T, cs kubernetes.Interface, ns string) {
+	t.Helper()
+	_, err := cs.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
+	require.NoError(t, err)
 }
 
 func (e *env) createPod(t *testing.T, name string) *corev1.Pod {
@@ -110,6 +137,16 @@ func watchPodsIn(t *testing.T, cs kubernetes.Interface, ns string) watch.Interfa
 	require.NoError(t, err)
 	t.Cleanup(w.Stop)
 	return w
+}
+
+// assertNewWatchSees opens a watch of the namespace's pods with cs,
+// creates the pod name and asserts that the watch delivers it: a watch
+// opened now works.
+func (e *env) assertNewWatchSees(t *testing.T, cs kubernetes.Interface, name string, msgAndArgs ...any) {
+	t.Helper()
+	w := watchPodsIn(t, cs, e.ns)
+	e.createPod(t, name)
+	assert.Equal(t, name, podName(t, nextEvent(t, w)), msgAndArgs...)
 }
 
 func nextEvent(t *testing.T, w watch.Interface) watch.Event {
@@ -148,6 +185,15 @@ func requireClosed(t *testing.T, w watch.Interface) {
 	}
 }
 
+// assertAdded asserts that the next event of w is the ADDED of the pod
+// name.
+func assertAdded(t *testing.T, w watch.Interface, name string) {
+	t.Helper()
+	ev := nextEvent(t, w)
+	assert.Equal(t, watch.Added, ev.Type)
+	assert.Equal(t, name, podName(t, ev))
+}
+
 func podName(t *testing.T, ev watch.Event) string {
 	t.Helper()
 	pod, ok := ev.Object.(*corev1.Pod)
@@ -160,36 +206,27 @@ func podName(t *testing.T, ev watch.Event) string {
 // catches up.
 func TestStalledPodWatch(t *testing.T) {
 	t.Parallel()
-	for _, tc := range encodings {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, faultproxy.Options{})
-			proxied := watchPodsIn(t, e.client(t, tc.cfg()), e.ns)
-			direct := watchPodsIn(t, e.direct, e.ns)
-			m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
-			require.Equal(t, 1, e.proxy.OpenWatches(m))
+	forEachEncoding(t, func(t *testing.T, e *env, cs kubernetes.Interface) {
+		proxied := watchPodsIn(t, cs, e.ns)
+		direct := watchPodsIn(t, e.direct, e.ns)
+		m := e.podWatches()
+		require.Equal(t, 1, e.proxy.OpenWatches(m))
 
-			e.proxy.Stall(m)
-			e.createPod(t, "stalled")
-			ev := nextEvent(t, direct)
-			assert.Equal(t, watch.Added, ev.Type)
-			assert.Equal(t, "stalled", podName(t, ev))
+		e.proxy.Stall(m)
+		e.createPod(t, "stalled")
+		assertAdded(t, direct, "stalled")
 
-			require.Eventually(t, func() bool { return e.proxy.StalledStreams(m) == 1 }, wait, tick,
-				"the event reaches the proxy and is held")
-			requireNoEvent(t, proxied, silence)
-			require.Equal(t, 1, e.proxy.OpenWatches(m), "the stalled watch stays open")
+		waitStalled(t, e.proxy, m, "the event reaches the proxy and is held")
+		requireNoEvent(t, proxied, silence)
+		require.Equal(t, 1, e.proxy.OpenWatches(m), "the stalled watch stays open")
 
-			e.proxy.Unstall(m)
-			ev = nextEvent(t, proxied)
-			assert.Equal(t, watch.Added, ev.Type)
-			assert.Equal(t, "stalled", podName(t, ev))
+		e.proxy.Unstall(m)
+		assertAdded(t, proxied, "stalled")
 
-			// And it keeps flowing.
-			e.createPod(t, "after")
-			assert.Equal(t, "after", podName(t, nextEvent(t, proxied)))
-		})
-	}
+		// And it keeps flowing.
+		e.createPod(t, "after")
+		assert.Equal(t, "after", podName(t, nextEvent(t, proxied)))
+	})
 }
 
 // TestStalledInformer shows the consequence for a client-go informer: its
@@ -204,11 +241,11 @@ func TestStalledInformer(t *testing.T) {
 	t.Cleanup(factory.Shutdown)
 	require.True(t, cache.WaitForCacheSync(t.Context().Done(), informer.HasSynced))
 
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
-	require.Eventually(t, func() bool { return e.proxy.OpenWatches(m) == 1 }, wait, tick)
+	m := e.podWatches()
+	waitOpenWatches(t, e.proxy, m, 1)
 	e.proxy.Stall(m)
 	e.createPod(t, "invisible")
-	require.Eventually(t, func() bool { return e.proxy.StalledStreams(m) == 1 }, wait, tick)
+	waitStalled(t, e.proxy, m)
 	_, err := pods.Lister().Pods(e.ns).Get("invisible")
 	require.True(t, apierrors.IsNotFound(err), "the stale cache does not have the pod: %v", err)
 	assert.True(t, informer.HasSynced(), "and still claims to be synced")
@@ -251,9 +288,7 @@ func TestServiceAccountIdentityIsForwarded(t *testing.T) {
 	_, err = sa.CoreV1().ConfigMaps(e.ns).List(ctx, metav1.ListOptions{})
 	assert.True(t, apierrors.IsForbidden(err), "not admin through the proxy: %v", err)
 
-	w := watchPodsIn(t, sa, e.ns)
-	e.createPod(t, "seen-by-sa")
-	assert.Equal(t, "seen-by-sa", podName(t, nextEvent(t, w)))
+	e.assertNewWatchSees(t, sa, "seen-by-sa")
 }
 
 func TestResetConnectionsEndsWatch(t *testing.T) {
@@ -262,31 +297,30 @@ func TestResetConnectionsEndsWatch(t *testing.T) {
 	cs := e.client(t, nil)
 	w := watchPodsIn(t, cs, e.ns)
 	w2 := watchPodsIn(t, cs, e.ns)
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	m := e.podWatches()
 	require.Equal(t, 2, e.proxy.OpenWatches(m))
 
 	e.proxy.ResetConnections()
 	requireClosed(t, w)
 	requireClosed(t, w2)
-	require.Eventually(t, func() bool { return e.proxy.OpenWatches(m) == 0 }, wait, tick)
+	waitOpenWatches(t, e.proxy, m, 0)
 
 	// New requests work.
-	_, err := cs.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})
-	require.NoError(t, err)
+	requireListPods(t, cs, e.ns)
 }
 
 func TestResetConnectionsEndsStalledWatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	w := watchPodsIn(t, e.client(t, nil), e.ns)
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	m := e.podWatches()
 	e.proxy.Stall(m)
 	e.createPod(t, "held")
-	require.Eventually(t, func() bool { return e.proxy.StalledStreams(m) == 1 }, wait, tick)
+	waitStalled(t, e.proxy, m)
 
 	e.proxy.ResetConnections()
 	requireClosed(t, w)
-	require.Eventually(t, func() bool { return e.proxy.OpenWatches(m) == 0 }, wait, tick)
+	waitOpenWatches(t, e.proxy, m, 0)
 }
 
 func TestRefuseRealClient(t *testing.T) {
@@ -405,42 +439,32 @@ func TestInjectStatusOnWatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, faultproxy.Options{})
 	cs := e.client(t, nil)
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	m := e.podWatches()
 	e.proxy.InjectStatus(m, http.StatusGone, 1, 0)
 	_, err := cs.CoreV1().Pods(e.ns).Watch(t.Context(), metav1.ListOptions{})
 	assert.True(t, apierrors.IsResourceExpired(err), "%v", err)
-	w := watchPodsIn(t, cs, e.ns)
-	e.createPod(t, "p")
-	assert.Equal(t, "p", podName(t, nextEvent(t, w)))
+	e.assertNewWatchSees(t, cs, "p")
 }
 
 func TestInjectWatchError(t *testing.T) {
 	t.Parallel()
-	for _, tc := range encodings {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, faultproxy.Options{})
-			cs := e.client(t, tc.cfg())
-			m := faultproxy.Match{Resource: "pods", Namespace: e.ns}
-			e.proxy.InjectWatchError(m, http.StatusGone, 1)
+	forEachEncoding(t, func(t *testing.T, e *env, cs kubernetes.Interface) {
+		m := faultproxy.Match{Resource: "pods", Namespace: e.ns}
+		e.proxy.InjectWatchError(m, http.StatusGone, 1)
 
-			// A list is not a watch: it goes through.
-			_, err := cs.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})
-			require.NoError(t, err)
+		// A list is not a watch: it goes through.
+		requireListPods(t, cs, e.ns)
 
-			w := watchPodsIn(t, cs, e.ns)
-			ev := nextEvent(t, w)
-			require.Equal(t, watch.Error, ev.Type)
-			err = apierrors.FromObject(ev.Object)
-			assert.True(t, apierrors.IsResourceExpired(err), "%v", err)
-			requireClosed(t, w)
+		w := watchPodsIn(t, cs, e.ns)
+		ev := nextEvent(t, w)
+		require.Equal(t, watch.Error, ev.Type)
+		err := apierrors.FromObject(ev.Object)
+		assert.True(t, apierrors.IsResourceExpired(err), "%v", err)
+		requireClosed(t, w)
 
-			// The next watch is real.
-			w = watchPodsIn(t, cs, e.ns)
-			e.createPod(t, "p")
-			assert.Equal(t, "p", podName(t, nextEvent(t, w)))
-		})
-	}
+		// The next watch is real.
+		e.assertNewWatchSees(t, cs, "p")
+	})
 }
 
 func TestLatencyRealClient(t *testing.T) {
@@ -496,7 +520,7 @@ func TestStatsAndOpenWatchesRealClient(t *testing.T) {
 		assert.False(t, r.Injected)
 	}
 
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	m := e.podWatches()
 	w1 := watchPodsIn(t, cs, e.ns)
 	w2 := watchPodsIn(t, cs, e.ns)
 	assert.Equal(t, 2, e.proxy.OpenWatches(m))
@@ -506,9 +530,9 @@ func TestStatsAndOpenWatchesRealClient(t *testing.T) {
 	nextEvent(t, w2)
 	assert.Positive(t, e.proxy.Stats()[faultproxy.Key{Verb: faultproxy.VerbWatch, Resource: "pods"}].ResponseBytes)
 	w1.Stop()
-	require.Eventually(t, func() bool { return e.proxy.OpenWatches(m) == 1 }, wait, tick)
+	waitOpenWatches(t, e.proxy, m, 1)
 	w2.Stop()
-	require.Eventually(t, func() bool { return e.proxy.OpenWatches(m) == 0 }, wait, tick)
+	waitOpenWatches(t, e.proxy, m, 0)
 }
 
 func TestHTTP2RealClient(t *testing.T) {
@@ -529,14 +553,13 @@ func TestHTTP2RealClient(t *testing.T) {
 
 	cs := e.client(t, nil)
 	w := watchPodsIn(t, cs, e.ns)
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	m := e.podWatches()
 	e.proxy.Stall(m)
 	e.createPod(t, "h2")
-	require.Eventually(t, func() bool { return e.proxy.StalledStreams(m) == 1 }, wait, tick)
+	waitStalled(t, e.proxy, m)
 	requireNoEvent(t, w, silence)
 	// The same HTTP/2 connection still serves other requests.
-	_, err = cs.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})
-	require.NoError(t, err)
+	requireListPods(t, cs, e.ns)
 	e.proxy.Unstall(m)
 	assert.Equal(t, "h2", podName(t, nextEvent(t, w)))
 
@@ -555,9 +578,8 @@ func TestAPIServerRestart(t *testing.T) {
 	require.NoError(t, cluster.RestartAPIServer(t.Context()))
 	requireClosed(t, w)
 	m := faultproxy.Match{Verb: faultproxy.VerbWatch}
-	require.Eventually(t, func() bool { return e.proxy.OpenWatches(m) == 0 }, wait, tick)
-	_, err := cs.CoreV1().Pods(e.ns).List(t.Context(), metav1.ListOptions{})
-	require.NoError(t, err)
+	waitOpenWatches(t, e.proxy, m, 0)
+	requireListPods(t, cs, e.ns)
 }
 
 // TestGzipRealClient: the apiserver compresses large responses for
@@ -589,15 +611,13 @@ func TestStallOpenFreezesOnlyOpenStreams(t *testing.T) {
 	e := newEnv(t, faultproxy.Options{})
 	client := e.client(t, nil)
 	old := watchPodsIn(t, client, e.ns)
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns}
+	m := e.podWatches()
 	require.Equal(t, 1, e.proxy.StallOpen(m))
 
-	fresh := watchPodsIn(t, client, e.ns)
-	e.createPod(t, "p")
-	assert.Equal(t, "p", podName(t, nextEvent(t, fresh)), "a new watch is not stalled")
+	e.assertNewWatchSees(t, client, "p", "a new watch is not stalled")
 	_, err := client.CoreV1().Pods(e.ns).Get(t.Context(), "p", metav1.GetOptions{})
 	require.NoError(t, err, "other requests flow")
-	require.Eventually(t, func() bool { return e.proxy.StalledStreams(m) == 1 }, wait, tick)
+	waitStalled(t, e.proxy, m)
 	requireNoEvent(t, old, silence)
 
 	e.proxy.UnstallAll()

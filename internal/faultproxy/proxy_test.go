@@ -105,6 +105,27 @@ func newProxy(t *testing.T, cfg *rest.Config, opts faultproxy.Options) *faultpro
 	return p
 }
 
+// newProxied starts an upstream and a proxy in front of it with opts: the
+// setup of most tests here.
+func newProxied(t *testing.T, opts faultproxy.Options) (*upstream, *faultproxy.Proxy) {
+	t.Helper()
+	up := newUpstream(t)
+	return up, newProxy(t, &rest.Config{Host: up.URL}, opts)
+}
+
+// waitStalled waits until the proxy holds one stream of m: the data sent
+// upstream has reached the proxy and is kept from the client.
+func waitStalled(t *testing.T, p *faultproxy.Proxy, m faultproxy.Match, msgAndArgs ...any) {
+	t.Helper()
+	require.Eventually(t, func() bool { return p.StalledStreams(m) == 1 }, wait, tick, msgAndArgs...)
+}
+
+// waitOpenWatches waits until n watches of m are open through the proxy.
+func waitOpenWatches(t *testing.T, p *faultproxy.Proxy, m faultproxy.Match, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return p.OpenWatches(m) == n }, wait, tick)
+}
+
 // lines reads body line by line into a channel that closes when the body
 // ends or fails.
 func lines(body io.ReadCloser) <-chan string {
@@ -117,6 +138,29 @@ func lines(body io.ReadCloser) <-chan string {
 		}
 	}()
 	return ch
+}
+
+// stream opens the streaming request path through p with client and
+// waits until up serves it; its lines arrive on the channel.
+func stream(t *testing.T, client *http.Client, p *faultproxy.Proxy, up *upstream, path string) (*http.Response, <-chan string) {
+	t.Helper()
+	resp := get(t, client, p.URL()+path)
+	ch := lines(resp.Body)
+	<-up.started
+	return resp, ch
+}
+
+// drain reads ch until it closes: the stream has ended.
+func drain(ch <-chan string) {
+	for range ch {
+	}
+}
+
+// assertOK asserts that a GET of url with client answers 200: requests
+// go through the proxy (again).
+func assertOK(t *testing.T, client *http.Client, url string) {
+	t.Helper()
+	assert.Equal(t, http.StatusOK, get(t, client, url).StatusCode)
 }
 
 func recv(t *testing.T, ch <-chan string) string {
@@ -203,8 +247,7 @@ func TestUpstreamTLSUsesConfigCAAndHTTP1(t *testing.T) {
 
 func TestClientConfig(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	in := &rest.Config{
 		Host:            "https://10.0.0.1:6443",
 		APIPath:         "/api",
@@ -238,8 +281,7 @@ func TestClientConfig(t *testing.T) {
 
 func TestStallOpenStream(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	ch := lines(resp.Body)
@@ -249,7 +291,7 @@ func TestStallOpenStream(t *testing.T) {
 	p.Stall(watchPods)
 	up.lines <- "two"
 	up.lines <- "three"
-	require.Eventually(t, func() bool { return p.StalledStreams(watchPods) == 1 }, wait, tick)
+	waitStalled(t, p, watchPods)
 	// The proxy holds the data: the client cannot have it.
 	requireNothing(t, ch)
 	assert.Equal(t, 1, p.StalledStreams(faultproxy.Match{}))
@@ -265,8 +307,7 @@ func TestStallOpenStream(t *testing.T) {
 
 func TestStallNewRequestForwardsHeaders(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	p.Stall(faultproxy.Match{Resource: "pods"})
 
 	// Headers arrive although the stream is stalled.
@@ -275,7 +316,7 @@ func TestStallNewRequestForwardsHeaders(t *testing.T) {
 	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	ch := lines(resp.Body)
 	up.lines <- "one"
-	require.Eventually(t, func() bool { return p.StalledStreams(watchPods) == 1 }, wait, tick)
+	waitStalled(t, p, watchPods)
 	requireNothing(t, ch)
 
 	// Other requests are not affected: not pods, or not matching.
@@ -290,8 +331,7 @@ func TestStallNewRequestForwardsHeaders(t *testing.T) {
 
 func TestStallNonStreamingResponse(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	_, p := newProxied(t, faultproxy.Options{})
 	list := faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods", Namespace: "ns1"}
 	p.Stall(list)
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
@@ -301,7 +341,7 @@ func TestStallNonStreamingResponse(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		bodyCh <- b
 	}()
-	require.Eventually(t, func() bool { return p.StalledStreams(list) == 1 }, wait, tick)
+	waitStalled(t, p, list)
 	select {
 	case b := <-bodyCh:
 		require.FailNow(t, "body delivered while stalled", "%s", b)
@@ -342,7 +382,7 @@ func TestStallBoundsBuffering(t *testing.T) {
 	m := faultproxy.Match{Resource: "configmaps"}
 	p.Stall(m)
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/configmaps")
-	require.Eventually(t, func() bool { return p.StalledStreams(m) == 1 }, wait, tick)
+	waitStalled(t, p, m)
 
 	// Wait until the upstream can no longer write: back-pressure reached it.
 	last := int64(-1)
@@ -364,51 +404,38 @@ func TestStallBoundsBuffering(t *testing.T) {
 
 func TestResetConnections(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 
 	// One live stream and one stalled stream.
-	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
-	ch := lines(resp.Body)
-	<-up.started
+	_, ch := stream(t, http.DefaultClient, p, up, "/api/v1/namespaces/ns1/pods?watch=true")
 	stalled := faultproxy.Match{Resource: "events"}
 	p.Stall(stalled)
-	resp2 := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/events?watch=true")
-	ch2 := lines(resp2.Body)
-	<-up.started
+	_, ch2 := stream(t, http.DefaultClient, p, up, "/api/v1/namespaces/ns1/events?watch=true")
 	up.lines <- "to someone"
 	up.lines <- "to someone"
-	require.Eventually(t, func() bool { return p.StalledStreams(stalled) == 1 }, wait, tick)
+	waitStalled(t, p, stalled)
 	require.Equal(t, 2, p.OpenWatches(faultproxy.Match{}))
 
 	p.ResetConnections()
-	for _, c := range []<-chan string{ch, ch2} {
-		for {
-			_, ok := <-c
-			if !ok {
-				break
-			}
-		}
-	}
+	drain(ch)
+	drain(ch2)
 	// Both upstream requests were cancelled.
 	select {
 	case <-up.gone:
 	case <-time.After(wait):
 		require.FailNow(t, "upstream request not cancelled")
 	}
-	require.Eventually(t, func() bool { return p.OpenWatches(faultproxy.Match{}) == 0 }, wait, tick)
+	waitOpenWatches(t, p, faultproxy.Match{}, 0)
 	assert.Equal(t, 0, p.StalledStreams(faultproxy.Match{}))
 
 	// New connections work.
 	p.UnstallAll()
-	resp3 := get(t, http.DefaultClient, p.URL()+"/version")
-	assert.Equal(t, http.StatusOK, resp3.StatusCode)
+	assertOK(t, http.DefaultClient, p.URL()+"/version")
 }
 
 func TestRefuse(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 
@@ -428,14 +455,12 @@ func TestRefuse(t *testing.T) {
 	assert.Equal(t, hits, up.hits.Load(), "nothing reached the upstream")
 
 	p.Refuse(false)
-	resp = get(t, client, p.URL()+"/version")
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assertOK(t, client, p.URL()+"/version")
 }
 
 func TestLatency(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	const d = 300 * time.Millisecond
 	m := faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods"}
 	p.SetLatency(m, d)
@@ -465,8 +490,7 @@ func TestLatency(t *testing.T) {
 
 	p.SetLatency(m, 0)
 	p.SetLatency(faultproxy.Match{Resource: "pods"}, 0)
-	resp = get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assertOK(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
 }
 
 func decodeStatus(t *testing.T, resp *http.Response) *metav1.Status {
@@ -504,8 +528,7 @@ func TestInjectStatus(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%d-%s", tc.code, tc.retryAfter), func(t *testing.T) {
-			up := newUpstream(t)
-			p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+			up, p := newProxied(t, faultproxy.Options{})
 			m := faultproxy.Match{Verb: faultproxy.VerbGet, Resource: "pods", Namespace: "ns1"}
 			p.InjectStatus(m, tc.code, 2, tc.retryAfter)
 
@@ -551,8 +574,7 @@ func TestInjectStatus(t *testing.T) {
 
 func TestInjectStatusQueueAndCancel(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	_, p := newProxied(t, faultproxy.Options{})
 	all := faultproxy.Match{}
 	p.InjectStatus(all, 500, 1, 0)
 	p.InjectStatus(all, 503, 1, 0)
@@ -580,8 +602,7 @@ func TestInjectWatchErrorClientGo(t *testing.T) {
 	t.Parallel()
 	for _, contentType := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
 		t.Run(contentType, func(t *testing.T) {
-			up := newUpstream(t)
-			p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+			up, p := newProxied(t, faultproxy.Options{})
 			cs := clientset(t, p, &rest.Config{Host: up.URL, ContentConfig: rest.ContentConfig{ContentType: contentType}})
 
 			p.InjectWatchError(faultproxy.Match{Resource: "pods"}, http.StatusGone, 1)
@@ -614,8 +635,7 @@ func TestInjectWatchErrorClientGo(t *testing.T) {
 
 func TestInjectStatusClientGo(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	cs := clientset(t, p, &rest.Config{Host: up.URL})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
@@ -631,8 +651,7 @@ func TestInjectStatusClientGo(t *testing.T) {
 
 func TestStatsRecordsOpenWatches(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
 	listBody, err := io.ReadAll(resp.Body)
@@ -649,9 +668,7 @@ func TestStatsRecordsOpenWatches(t *testing.T) {
 		}
 		return false
 	}, wait, tick)
-	resp = get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
-	ch := lines(resp.Body)
-	<-up.started
+	resp, ch := stream(t, http.DefaultClient, p, up, "/api/v1/namespaces/ns1/pods?watch=true")
 	up.lines <- "event"
 	recv(t, ch)
 
@@ -695,7 +712,7 @@ func TestStatsRecordsOpenWatches(t *testing.T) {
 	assert.Equal(t, int64(len("more\n")), p.Stats()[faultproxy.Key{Verb: "watch", Resource: "pods"}].ResponseBytes)
 
 	resp.Body.Close()
-	require.Eventually(t, func() bool { return p.OpenWatches(faultproxy.Match{}) == 0 }, wait, tick)
+	waitOpenWatches(t, p, faultproxy.Match{}, 0)
 	assert.False(t, p.Records()[0].End.IsZero())
 }
 
@@ -733,8 +750,7 @@ func TestGzipPassThrough(t *testing.T) {
 
 func TestHTTP2(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{HTTP2: true})
+	up, p := newProxied(t, faultproxy.Options{HTTP2: true})
 	cfg := p.ClientConfig(&rest.Config{Host: "https://unused.example", BearerToken: "h2-token"})
 	rt, err := rest.TransportFor(cfg)
 	require.NoError(t, err)
@@ -749,31 +765,25 @@ func TestHTTP2(t *testing.T) {
 
 	// Stall works on an HTTP/2 stream, and other streams on the same
 	// connection are unaffected.
-	resp = get(t, client, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
+	resp, ch := stream(t, client, p, up, "/api/v1/namespaces/ns1/pods?watch=true")
 	require.Equal(t, 2, resp.ProtoMajor)
-	ch := lines(resp.Body)
-	<-up.started
 	p.Stall(watchPods)
 	up.lines <- "held"
-	require.Eventually(t, func() bool { return p.StalledStreams(watchPods) == 1 }, wait, tick)
+	waitStalled(t, p, watchPods)
 	requireNothing(t, ch)
-	resp2 := get(t, client, p.URL()+"/api/v1/namespaces/ns1/pods")
-	assert.Equal(t, http.StatusOK, resp2.StatusCode)
+	assertOK(t, client, p.URL()+"/api/v1/namespaces/ns1/pods")
 	p.Unstall(watchPods)
 	assert.Equal(t, "held", recv(t, ch))
 	assert.Equal(t, "HTTP/2.0", p.Records()[0].Proto)
 
 	// ResetConnections ends the HTTP/2 stream.
 	p.ResetConnections()
-	for range ch {
-	}
+	drain(ch)
 	<-up.gone
 
 	// Refuse on HTTP/2: a new request on the (new) pooled connection fails,
 	// its stream is reset, while an open stream on that connection goes on.
-	resp = get(t, client, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
-	ch = lines(resp.Body)
-	<-up.started
+	_, ch = stream(t, client, p, up, "/api/v1/namespaces/ns1/pods?watch=true")
 	p.Refuse(true)
 	_, err = client.Get(p.URL() + "/api/v1/namespaces/ns1/pods")
 	require.Error(t, err)
@@ -787,21 +797,17 @@ func TestHTTP2(t *testing.T) {
 	_, err = (&http.Client{Transport: fresh}).Get(p.URL() + "/api/v1/namespaces/ns1/pods")
 	require.Error(t, err)
 	p.Refuse(false)
-	resp = get(t, client, p.URL()+"/api/v1/namespaces/ns1/pods")
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assertOK(t, client, p.URL()+"/api/v1/namespaces/ns1/pods")
 }
 
 func TestClearFaults(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
-	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
-	ch := lines(resp.Body)
-	<-up.started
+	up, p := newProxied(t, faultproxy.Options{})
+	_, ch := stream(t, http.DefaultClient, p, up, "/api/v1/namespaces/ns1/pods?watch=true")
 	p.Stall(faultproxy.Match{})
 	p.Stall(watchPods)
 	up.lines <- "held"
-	require.Eventually(t, func() bool { return p.StalledStreams(watchPods) == 1 }, wait, tick)
+	waitStalled(t, p, watchPods)
 	p.SetLatency(faultproxy.Match{}, time.Hour)
 	p.InjectStatus(faultproxy.Match{}, 500, 100, 0)
 	p.InjectWatchError(faultproxy.Match{}, 410, 100)
@@ -809,14 +815,12 @@ func TestClearFaults(t *testing.T) {
 
 	p.ClearFaults()
 	assert.Equal(t, "held", recv(t, ch))
-	resp = get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assertOK(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
 }
 
 func TestUpstreamDown(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(t)
-	p := newProxy(t, &rest.Config{Host: up.URL}, faultproxy.Options{})
+	up, p := newProxied(t, faultproxy.Options{})
 	up.Close()
 	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods")
 	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
@@ -829,12 +833,10 @@ func TestCloseReleasesEverything(t *testing.T) {
 	up := newUpstream(t)
 	p, err := faultproxy.New(&rest.Config{Host: up.URL}, faultproxy.Options{})
 	require.NoError(t, err)
-	resp := get(t, http.DefaultClient, p.URL()+"/api/v1/namespaces/ns1/pods?watch=true")
-	ch := lines(resp.Body)
-	<-up.started
+	_, ch := stream(t, http.DefaultClient, p, up, "/api/v1/namespaces/ns1/pods?watch=true")
 	p.Stall(faultproxy.Match{})
 	up.lines <- "held"
-	require.Eventually(t, func() bool { return p.StalledStreams(faultproxy.Match{}) == 1 }, wait, tick)
+	waitStalled(t, p, faultproxy.Match{})
 	p.SetLatency(faultproxy.Match{Resource: "events"}, time.Hour)
 	errc := make(chan error, 1)
 	go func() {
@@ -844,8 +846,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 	require.Eventually(t, func() bool { return len(p.Records()) == 2 }, wait, tick)
 
 	require.NoError(t, p.Close())
-	for range ch {
-	}
+	drain(ch)
 	assert.Error(t, <-errc)
 	assert.Equal(t, 0, p.OpenWatches(faultproxy.Match{}))
 	require.NoError(t, p.Close(), "idempotent")

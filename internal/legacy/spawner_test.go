@@ -71,14 +71,35 @@ func runningPod(name string) *corev1.Pod {
 	return p
 }
 
-func deletes(client *fake.Clientset) int {
-	n := 0
+// actionResources lists the resources of the client's actions of verb, in
+// order: what the spawner sent the API server.
+func actionResources(client *fake.Clientset, verb string) []string {
+	var out []string
 	for _, a := range client.Actions() {
-		if a.GetVerb() == "delete" {
-			n++
+		if a.GetVerb() == verb {
+			out = append(out, a.GetResource().Resource)
 		}
 	}
-	return n
+	return out
+}
+
+// deletes counts the DELETEs sent.
+func deletes(client *fake.Clientset) int { return len(actionResources(client, "delete")) }
+
+// createOnServer creates the user pod name in the API server, not in the
+// cache: as a pod the replica has not seen (yet).
+func createOnServer(t *testing.T, client *fake.Clientset, name string) {
+	t.Helper()
+	_, err := client.CoreV1().Pods("ns").Create(t.Context(), userPod(name), metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
+// getFromServer gets the pod name from the API server, whatever the cache
+// says, and returns the error: nil while the pod exists.
+func getFromServer(t *testing.T, client *fake.Clientset, name string) error {
+	t.Helper()
+	_, err := client.CoreV1().Pods("ns").Get(t.Context(), name, metav1.GetOptions{})
+	return err
 }
 
 func TestLegacyStartWaitsForTheCache(t *testing.T) {
@@ -90,8 +111,7 @@ func TestLegacyStartWaitsForTheCache(t *testing.T) {
 	pod, err := s.Start(t.Context(), userPod("jupyter-a"))
 	require.NoError(t, err)
 	assert.Equal(t, "127.244.0.1", pod.Status.PodIP)
-	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-a", metav1.GetOptions{})
-	require.NoError(t, err, "the pod was created in the replica's namespace")
+	require.NoError(t, getFromServer(t, client, "jupyter-a"), "the pod was created in the replica's namespace")
 }
 
 func TestLegacyStartTimesOutWithoutDeleting(t *testing.T) {
@@ -103,8 +123,7 @@ func TestLegacyStartTimesOutWithoutDeleting(t *testing.T) {
 	var te *legacy.TimeoutError
 	require.ErrorAs(t, err, &te)
 	assert.Equal(t, "TimeoutError: pod/jupyter-b did not start in 0 seconds!", err.Error())
-	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-b", metav1.GetOptions{})
-	require.NoError(t, err, "start leaves the pod for the caller to stop")
+	require.NoError(t, getFromServer(t, client, "jupyter-b"), "start leaves the pod for the caller to stop")
 	assert.Zero(t, deletes(client))
 }
 
@@ -112,19 +131,16 @@ func TestLegacyStartTimesOutWithoutDeleting(t *testing.T) {
 // the server, the cache does not have it, stop sends no DELETE.
 func TestLegacyStopSkipsDeleteWhenNotCached(t *testing.T) {
 	s, client, _ := newSpawner(t)
-	_, err := client.CoreV1().Pods("ns").Create(t.Context(), userPod("jupyter-c"), metav1.CreateOptions{})
-	require.NoError(t, err)
+	createOnServer(t, client, "jupyter-c")
 	require.NoError(t, s.Stop(t.Context(), "jupyter-c"), "Assuming already deleted.")
 	assert.Zero(t, deletes(client))
 	assert.EqualValues(t, 1, s.SkippedDeletes())
-	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-c", metav1.GetOptions{})
-	require.NoError(t, err, "the pod leaked")
+	require.NoError(t, getFromServer(t, client, "jupyter-c"), "the pod leaked")
 }
 
 func TestLegacyStopDeletesAndWaitsForTheCache(t *testing.T) {
 	s, client, cache := newSpawner(t)
-	_, err := client.CoreV1().Pods("ns").Create(t.Context(), userPod("jupyter-d"), metav1.CreateOptions{})
-	require.NoError(t, err)
+	createOnServer(t, client, "jupyter-d")
 	cache.set(runningPod("jupyter-d"))
 	go func() {
 		time.Sleep(50 * time.Millisecond)
@@ -145,15 +161,13 @@ func TestLegacyStopDeletesAndWaitsForTheCache(t *testing.T) {
 
 func TestLegacyStopTimesOutOnAFrozenCache(t *testing.T) {
 	s, client, cache := newSpawner(t)
-	_, err := client.CoreV1().Pods("ns").Create(t.Context(), userPod("jupyter-e"), metav1.CreateOptions{})
-	require.NoError(t, err)
+	createOnServer(t, client, "jupyter-e")
 	cache.set(runningPod("jupyter-e"))
-	err = s.Stop(t.Context(), "jupyter-e")
+	err := s.Stop(t.Context(), "jupyter-e")
 	var te *legacy.TimeoutError
 	require.ErrorAs(t, err, &te)
 	assert.Contains(t, err.Error(), "pod/jupyter-e did not disappear in")
-	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-e", metav1.GetOptions{})
-	require.Error(t, err, "the DELETE was sent: the pod is gone from the server even though the cache still has it")
+	require.Error(t, getFromServer(t, client, "jupyter-e"), "the DELETE was sent: the pod is gone from the server even though the cache still has it")
 }
 
 func TestLegacyStartCancelled(t *testing.T) {
@@ -182,15 +196,7 @@ func extras(user string) legacy.Extras {
 }
 
 // creates lists the resources created, in order.
-func creates(client *fake.Clientset) []string {
-	var out []string
-	for _, a := range client.Actions() {
-		if a.GetVerb() == "create" {
-			out = append(out, a.GetResource().Resource)
-		}
-	}
-	return out
-}
+func creates(client *fake.Clientset) []string { return actionResources(client, "create") }
 
 func withUID(p *corev1.Pod, uid types.UID) *corev1.Pod { p.UID = uid; return p }
 
@@ -251,8 +257,7 @@ func TestLegacyStartWithWaitsForTheUIDInTheCache(t *testing.T) {
 	assert.Equal(t, "TimeoutError: pod/jupyter-h does not have a uid!", err.Error())
 	assert.Equal(t, []string{"persistentvolumeclaims", "pods"}, creates(client), "no Service, no Secret")
 	assert.EqualValues(t, 1, s.SkippedDeletes(), "No pod jupyter-h to delete. Assuming already deleted.")
-	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-h", metav1.GetOptions{})
-	require.NoError(t, err, "the pod leaked")
+	require.NoError(t, getFromServer(t, client, "jupyter-h"), "the pod leaked")
 }
 
 // TestLegacyStartWithFailedServiceStops: a Service the API server refuses
@@ -272,14 +277,8 @@ func TestLegacyStartWithFailedServiceStops(t *testing.T) {
 	})
 	_, err := s.StartWith(t.Context(), userPod("jupyter-j"), extras("j"))
 	require.True(t, apierrors.IsInvalid(err), "%v", err)
-	var deleted []string
-	for _, a := range client.Actions() {
-		if a.GetVerb() == "delete" {
-			deleted = append(deleted, a.GetResource().Resource)
-		}
-	}
-	assert.Equal(t, []string{"secrets", "services", "pods"}, deleted, "none of the name first, then the pod")
-	_, err = client.CoreV1().Pods("ns").Get(t.Context(), "jupyter-j", metav1.GetOptions{})
+	assert.Equal(t, []string{"secrets", "services", "pods"}, actionResources(client, "delete"), "none of the name first, then the pod")
+	err = getFromServer(t, client, "jupyter-j")
 	require.True(t, apierrors.IsNotFound(err), "%v", err)
 }
 

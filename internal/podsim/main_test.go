@@ -307,4 +307,79 @@ func waitingReason(p *v1.Pod, reason string) bool {
 	return true
 }
 
+// terminated is the state of the pod's first container if it terminated,
+// or nil.
+func terminated(p *v1.Pod) *v1.ContainerStateTerminated {
+	if len(p.Status.ContainerStatuses) == 0 {
+		return nil
+	}
+	return p.Status.ContainerStatuses[0].State.Terminated
+}
+
+// requireTerminated requires that the pod's first container terminated,
+// asserts its exit code and reason, and returns its state: how a pod that
+// ran to its end is checked.
+func requireTerminated(t *testing.T, p *v1.Pod, code int32, reason string) *v1.ContainerStateTerminated {
+	t.Helper()
+	term := terminated(p)
+	require.NotNil(t, term, dump(p))
+	assert.Equal(t, code, term.ExitCode)
+	assert.Equal(t, reason, term.Reason)
+	return term
+}
+
+// assertNoEvent asserts that evs have no event with any of the reasons;
+// where says where such an event would be wrong.
+func assertNoEvent(t *testing.T, evs []v1.Event, reasons []string, where string) {
+	t.Helper()
+	for _, r := range reasons {
+		assert.Equal(t, -1, firstIndex(evs, r), "a %s event %s: %s", r, where, eventSummary(evs))
+	}
+}
+
+// inPhase is the waitPod condition that the pod is in phase.
+func inPhase(phase v1.PodPhase) func(*v1.Pod) bool {
+	return func(p *v1.Pod) bool { return p.Status.Phase == phase }
+}
+
+// waitingFor is waitingReason as a waitPod condition: the pod's containers
+// all wait with reason.
+func waitingFor(reason string) func(*v1.Pod) bool {
+	return func(p *v1.Pod) bool { return waitingReason(p, reason) }
+}
+
+// waitWaiting waits until the pod's containers all wait with reason, the
+// state a scenario or a failure that keeps them from starting leaves.
+func (e *testEnv) waitWaiting(name, reason string) *v1.Pod {
+	e.t.Helper()
+	return e.waitPod(name, time.Minute, reason, waitingFor(reason))
+}
+
+// pendingWaitMessage asserts that the pod is Pending and returns its first
+// container's waiting message: what a pod kept from starting is checked
+// by.
+func pendingWaitMessage(t *testing.T, p *v1.Pod) string {
+	t.Helper()
+	assert.Equal(t, v1.PodPending, p.Status.Phase)
+	return p.Status.ContainerStatuses[0].State.Waiting.Message
+}
+
+// waitGone waits until the pod is NotFound: deleted and, for a graceful
+// delete, finalised by the simulator.
+func (e *testEnv) waitGone(name string) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		_, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, name, metav1.GetOptions{})
+		return isNotFound(err)
+	}, time.Minute, 20*time.Millisecond, "pod %s/%s never deleted", e.ns, name)
+}
+
+// deleteAndWaitGone deletes the pod with opts and waits until it is gone,
+// as a spawner's stop does.
+func (e *testEnv) deleteAndWaitGone(name string, opts metav1.DeleteOptions) {
+	e.t.Helper()
+	require.NoError(e.t, e.client.CoreV1().Pods(e.ns).Delete(e.ctx, name, opts))
+	e.waitGone(name)
+}
+
 func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -167,11 +167,7 @@ func TestGracefulDeleteIsFinalised(t *testing.T) {
 	e.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
 
 	start := time.Now()
-	require.NoError(t, e.client.CoreV1().Pods(e.ns).Delete(e.ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](30)}))
-	require.Eventually(t, func() bool {
-		_, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, pod.Name, metav1.GetOptions{})
-		return isNotFound(err)
-	}, time.Minute, 50*time.Millisecond, "pod never disappeared")
+	e.deleteAndWaitGone(pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](30)})
 	// The simulator waits min(30s, MaxGracePeriod=1s) from the moment it saw
 	// the deletion, which is after Delete was called.
 	assert.GreaterOrEqual(t, time.Since(start), podsim.DefaultMaxGracePeriod)
@@ -229,10 +225,9 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: podsim.ScenarioImagePullFailure,
 			what:     "ImagePullBackOff",
-			reached:  func(p *v1.Pod) bool { return waitingReason(p, "ImagePullBackOff") },
+			reached:  waitingFor("ImagePullBackOff"),
 			check: func(t *testing.T, p *v1.Pod) {
-				assert.Equal(t, v1.PodPending, p.Status.Phase)
-				assert.Contains(t, p.Status.ContainerStatuses[0].State.Waiting.Message, `Back-off pulling image "`+image+`"`)
+				assert.Contains(t, pendingWaitMessage(t, p), `Back-off pulling image "`+image+`"`)
 			},
 			via:      "ErrImagePull",
 			events:   []string{"Scheduled", "Pulling", "Failed", "BackOff"},
@@ -252,10 +247,9 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: podsim.ScenarioInvalidImageName,
 			what:     "InvalidImageName",
-			reached:  func(p *v1.Pod) bool { return waitingReason(p, "InvalidImageName") },
+			reached:  waitingFor("InvalidImageName"),
 			check: func(t *testing.T, p *v1.Pod) {
-				assert.Equal(t, v1.PodPending, p.Status.Phase)
-				assert.Contains(t, p.Status.ContainerStatuses[0].State.Waiting.Message, "invalid reference format")
+				assert.Contains(t, pendingWaitMessage(t, p), "invalid reference format")
 			},
 			events: []string{"Scheduled", "InspectFailed", "Failed"},
 			absent: []string{"Pulling", "Started"},
@@ -267,10 +261,9 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: podsim.ScenarioCreateContainerConfigError,
 			what:     "CreateContainerConfigError",
-			reached:  func(p *v1.Pod) bool { return waitingReason(p, "CreateContainerConfigError") },
+			reached:  waitingFor("CreateContainerConfigError"),
 			check: func(t *testing.T, p *v1.Pod) {
-				assert.Equal(t, v1.PodPending, p.Status.Phase)
-				assert.NotEmpty(t, p.Status.ContainerStatuses[0].State.Waiting.Message)
+				assert.NotEmpty(t, pendingWaitMessage(t, p))
 			},
 			events: []string{"Scheduled", "Pulling", "Pulled", "Failed"},
 			absent: []string{"Created", "Started"},
@@ -347,7 +340,7 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: podsim.ScenarioEvict,
 			what:     "Evicted",
-			reached:  func(p *v1.Pod) bool { return p.Status.Phase == v1.PodFailed },
+			reached:  inPhase(v1.PodFailed),
 			check: func(t *testing.T, p *v1.Pod) {
 				assert.Equal(t, "Evicted", p.Status.Reason)
 				assert.Equal(t, "The node was low on resource: memory.", p.Status.Message)
@@ -366,12 +359,9 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: podsim.ScenarioFail,
 			what:     "Failed",
-			reached:  func(p *v1.Pod) bool { return p.Status.Phase == v1.PodFailed },
+			reached:  inPhase(v1.PodFailed),
 			check: func(t *testing.T, p *v1.Pod) {
-				term := p.Status.ContainerStatuses[0].State.Terminated
-				require.NotNil(t, term)
-				assert.Equal(t, int32(1), term.ExitCode)
-				assert.Equal(t, "Error", term.Reason)
+				requireTerminated(t, p, 1, "Error")
 				assert.Empty(t, p.Status.Reason)
 			},
 			events: []string{"Scheduled", "Pulling", "Pulled", "Created", "Started"},
@@ -379,12 +369,9 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: podsim.ScenarioComplete,
 			what:     "Succeeded",
-			reached:  func(p *v1.Pod) bool { return p.Status.Phase == v1.PodSucceeded },
+			reached:  inPhase(v1.PodSucceeded),
 			check: func(t *testing.T, p *v1.Pod) {
-				term := p.Status.ContainerStatuses[0].State.Terminated
-				require.NotNil(t, term)
-				assert.Equal(t, int32(0), term.ExitCode)
-				assert.Equal(t, "Completed", term.Reason)
+				requireTerminated(t, p, 0, "Completed")
 				ready := condition(p, v1.PodReady)
 				require.NotNil(t, ready)
 				assert.Equal(t, "PodCompleted", ready.Reason)
@@ -404,9 +391,7 @@ func TestScenarios(t *testing.T) {
 			for _, m := range tc.messages {
 				evs = e.waitEventsFunc(pod.UID, fmt.Sprintf("a %s event %q", m[0], m[1]), func(evs []v1.Event) bool { return hasMessage(evs, m[0], m[1]) })
 			}
-			for _, r := range tc.absent {
-				assert.Equal(t, -1, firstIndex(evs, r), "unexpected %s event in %s", r, eventSummary(evs))
-			}
+			assertNoEvent(t, evs, tc.absent, "in scenario "+tc.scenario)
 			if tc.checkEvents != nil {
 				tc.checkEvents(t, evs)
 			}
@@ -480,11 +465,7 @@ func TestRecreatedPodGetsFreshLifecycle(t *testing.T) {
 		e := setup(t)
 		old := e.create(newPod("same"))
 		e.waitPod(old.Name, time.Minute, "Running and Ready", runningAndReady)
-		require.NoError(t, e.client.CoreV1().Pods(e.ns).Delete(e.ctx, old.Name, metav1.DeleteOptions{}))
-		require.Eventually(t, func() bool {
-			_, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, old.Name, metav1.GetOptions{})
-			return isNotFound(err)
-		}, time.Minute, 50*time.Millisecond)
+		e.deleteAndWaitGone(old.Name, metav1.DeleteOptions{})
 
 		fresh := e.create(newPod("same", withScenario(podsim.ScenarioNeverReady)))
 		require.NotEqual(t, old.UID, fresh.UID)
@@ -510,7 +491,7 @@ func TestRecreatedPodGetsFreshLifecycle(t *testing.T) {
 		require.NoError(t, e.client.CoreV1().Pods(e.ns).Delete(e.ctx, old.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
 		fresh := e.create(newPod("same", withScenario(podsim.ScenarioFail), withStartDelay("4s")))
 
-		got := e.waitPod(fresh.Name, time.Minute, "Failed", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodFailed })
+		got := e.waitPod(fresh.Name, time.Minute, "Failed", inPhase(v1.PodFailed))
 		assert.Equal(t, fresh.UID, got.UID)
 		_, versions := rec.history(fresh.UID)
 		require.NotEmpty(t, versions)
@@ -686,11 +667,7 @@ func TestRestartedSimulatorAdoptsPods(t *testing.T) {
 		return err != nil || got.ResourceVersion != before.ResourceVersion
 	}, time.Second, 100*time.Millisecond, "the new simulator rewrote an adopted pod")
 
-	require.NoError(t, e.client.CoreV1().Pods(e.ns).Delete(e.ctx, pod.Name, metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool {
-		_, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, pod.Name, metav1.GetOptions{})
-		return isNotFound(err)
-	}, time.Minute, 50*time.Millisecond, "adopted pod never deleted")
+	e.deleteAndWaitGone(pod.Name, metav1.DeleteOptions{})
 	evs = e.waitEvents(pod.UID, "Killing")
 	assert.Equal(t, "Stopping container notebook", findEvent(t, evs, "Killing").Message)
 }

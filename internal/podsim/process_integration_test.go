@@ -25,6 +25,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
@@ -51,19 +52,39 @@ type procEnv struct {
 // unbound pod (see TestPodIPOption).
 func startProcessSim(t *testing.T, e *testEnv) *podsim.Simulator {
 	t.Helper()
-	s, err := podsim.Start(context.Background(), e.client, podsim.Options{
-		NodeName:            processNode,
-		ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
-		ProcessDir:          t.TempDir(),
-	})
-	require.NoError(t, err)
+	verifyNoProcessLeft(t)
+	return startSim(t, e, processOptions(t, processNode))
+}
+
+// startSim starts a simulator of its own with opts (msgAndArgs say what a
+// failed start means) and, when the test ends, stops it and deletes its
+// Node: no test's extra simulator outlives it or leaves its Node to the
+// next.
+func startSim(t *testing.T, e *testEnv, opts podsim.Options, msgAndArgs ...any) *podsim.Simulator {
+	t.Helper()
+	s, err := podsim.Start(context.Background(), e.client, opts)
+	require.NoError(t, err, msgAndArgs...)
 	t.Cleanup(func() {
 		s.Stop()
-		// Nothing the simulator started outlives its Stop.
-		podproc.VerifyNone(t)
-		_ = e.client.CoreV1().Nodes().Delete(context.Background(), processNode, metav1.DeleteOptions{})
+		_ = e.client.CoreV1().Nodes().Delete(context.Background(), s.NodeName(), metav1.DeleteOptions{})
 	})
 	return s
+}
+
+// processOptions are the options of a simulator on node that runs the pods
+// of RuntimeClass podsim.DefaultProcessRuntimeClass as processes, in a
+// directory of the test's.
+func processOptions(t *testing.T, node string) podsim.Options {
+	return podsim.Options{NodeName: node, ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass, ProcessDir: t.TempDir()}
+}
+
+// verifyNoProcessLeft checks, when the test ends, that no process a
+// simulator started outlives it. Called before the test starts its
+// simulators, it runs after their Stops (cleanups run last first), so it
+// sees the processes of all of them.
+func verifyNoProcessLeft(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() { podproc.VerifyNone(t) })
 }
 
 // processPod is a pod of the process runtime, bound to the process node,
@@ -90,6 +111,78 @@ func (pe *procEnv) create(p *v1.Pod) *v1.Pod {
 	return created
 }
 
+// serverPod is a process pod whose helper serves HTTP on port at the
+// pod's IP (the --ip=0.0.0.0 it is given is rewritten to that IP), with
+// extra arguments after.
+func (pe *procEnv) serverPod(name string, port int, extra ...string) *v1.Pod {
+	return pe.processPod(name, append([]string{"--ip=0.0.0.0", "--port=" + strconv.Itoa(port)}, extra...)...)
+}
+
+// inTempDir gives the pod a fresh working directory and returns it: the
+// helper writes its start record and the signals it gets there, for the
+// test to read.
+func inTempDir(t *testing.T, p *v1.Pod) string {
+	t.Helper()
+	dir := t.TempDir()
+	p.Spec.Containers[0].WorkingDir = dir
+	return dir
+}
+
+// exposeHealthz declares port on the pod's container and gives it a
+// readiness probe of the helper's /healthz there, run every second.
+func exposeHealthz(p *v1.Pod, port int) {
+	exposePort(p, port)
+	p.Spec.Containers[0].ReadinessProbe = &v1.Probe{
+		ProbeHandler:  v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(int32(port))}},
+		PeriodSeconds: 1, FailureThreshold: 1,
+	}
+}
+
+// exposePort declares port on the pod's container.
+func exposePort(p *v1.Pod, port int) {
+	p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+}
+
+// waitProbe503 waits for the Warning event of a readiness probe that got
+// the helper's 503 from /healthz.
+func (pe *procEnv) waitProbe503(uid types.UID) {
+	pe.t.Helper()
+	pe.waitEventsFunc(uid, "Unhealthy", func(evs []v1.Event) bool {
+		return slices.ContainsFunc(evs, func(ev v1.Event) bool {
+			return ev.Reason == "Unhealthy" && ev.Type == v1.EventTypeWarning &&
+				ev.Message == "Readiness probe failed: HTTP probe failed with statuscode: 503"
+		})
+	})
+}
+
+// waitInfo waits until the helper answers /info at hostPort and returns
+// its start record.
+func waitInfo(t *testing.T, hostPort string, msgAndArgs ...any) startRecord {
+	t.Helper()
+	var info startRecord
+	require.Eventually(t, func() bool {
+		code, body, err := get("http://" + hostPort + "/info")
+		return err == nil && code == http.StatusOK && json.Unmarshal([]byte(body), &info) == nil
+	}, time.Minute, 20*time.Millisecond, msgAndArgs...)
+	return info
+}
+
+// createSecret creates the Secret name, with data, in the test's namespace.
+func (pe *procEnv) createSecret(name string, data map[string][]byte) {
+	pe.t.Helper()
+	_, err := pe.client.CoreV1().Secrets(pe.ns).Create(pe.ctx, &v1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data,
+	}, metav1.CreateOptions{})
+	require.NoError(pe.t, err)
+}
+
+// secretKeyEnv is the environment variable name set from key of Secret
+// secret.
+func secretKeyEnv(name, secret, key string) v1.EnvVar {
+	return v1.EnvVar{Name: name, ValueFrom: &v1.EnvVarSource{SecretKeyRef: &v1.SecretKeySelector{
+		LocalObjectReference: v1.LocalObjectReference{Name: secret}, Key: key}}}
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	port, err := childproc.FreePort()
@@ -99,13 +192,6 @@ func freePort(t *testing.T) int {
 
 func running(p *v1.Pod) bool {
 	return len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil
-}
-
-func terminated(p *v1.Pod) *v1.ContainerStateTerminated {
-	if len(p.Status.ContainerStatuses) == 0 {
-		return nil
-	}
-	return p.Status.ContainerStatuses[0].State.Terminated
 }
 
 // get fetches url with a short timeout; it never goes through a proxy.
@@ -159,14 +245,10 @@ func TestProcessPods(t *testing.T) {
 	t.Run("ReadyThroughHTTPGetAtItsOwnIP", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
-		dir, port := t.TempDir(), freePort(t)
-		p := pe.processPod("http", "--ip=0.0.0.0", "--port="+strconv.Itoa(port), "--ready-file=ready")
-		p.Spec.Containers[0].WorkingDir = dir
-		p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
-		p.Spec.Containers[0].ReadinessProbe = &v1.Probe{
-			ProbeHandler:  v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(int32(port))}},
-			PeriodSeconds: 1, FailureThreshold: 1,
-		}
+		port := freePort(t)
+		p := pe.serverPod("http", port, "--ready-file=ready")
+		dir := inTempDir(t, p)
+		exposeHealthz(p, port)
 		pod := pe.create(p)
 
 		got := pe.waitPod(pod.Name, time.Minute, "running", running)
@@ -182,27 +264,15 @@ func TestProcessPods(t *testing.T) {
 
 		// It listens at the pod's IP, and only there: --ip=0.0.0.0 was
 		// rewritten.
-		base := "http://" + net.JoinHostPort(ip, strconv.Itoa(port))
-		var info startRecord
-		require.Eventually(t, func() bool {
-			code, body, err := get(base + "/info")
-			return err == nil && code == http.StatusOK && json.Unmarshal([]byte(body), &info) == nil
-		}, time.Minute, 20*time.Millisecond)
-		assert.Equal(t, net.JoinHostPort(ip, strconv.Itoa(port)), info.Addr)
+		hostPort := net.JoinHostPort(ip, strconv.Itoa(port))
+		info := waitInfo(t, hostPort)
+		assert.Equal(t, hostPort, info.Addr)
 		assert.Contains(t, info.Args, "--ip="+ip)
 		assert.Equal(t, dir, info.Cwd, "workingDir")
-		code, _, err := get(base + "/healthz")
+		code, _, err := get("http://" + hostPort + "/healthz")
 		require.NoError(t, err)
 		assert.Equal(t, http.StatusServiceUnavailable, code)
-		pe.waitEventsFunc(pod.UID, "Unhealthy", func(evs []v1.Event) bool {
-			for _, ev := range evs {
-				if ev.Reason == "Unhealthy" && ev.Type == v1.EventTypeWarning &&
-					ev.Message == "Readiness probe failed: HTTP probe failed with statuscode: 503" {
-					return true
-				}
-			}
-			return false
-		})
+		pe.waitProbe503(pod.UID)
 		assert.False(t, conditionTrue(pe.waitPod(pod.Name, time.Minute, "running", running), v1.PodReady), "Ready while the probe fails")
 
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644))
@@ -230,7 +300,7 @@ func TestProcessPods(t *testing.T) {
 			c.Command = []string{"python3", "-m", "http.server", strconv.Itoa(port)}
 			c.Args = []string{"--bind", "0.0.0.0"}
 			c.WorkingDir = dir
-			c.Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+			exposePort(p, port)
 			pods = append(pods, pe.create(p))
 		}
 		ips := map[string]string{}
@@ -250,19 +320,15 @@ func TestProcessPods(t *testing.T) {
 	t.Run("EnvSecretAndDefaultsReachTheProcess", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
-		_, err := pe.client.CoreV1().Secrets(pe.ns).Create(pe.ctx, &v1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "creds"}, Data: map[string][]byte{"token": []byte("s3cr3t")},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
-		_, err = pe.client.CoreV1().ConfigMaps(pe.ns).Create(pe.ctx, &v1.ConfigMap{
+		pe.createSecret("creds", map[string][]byte{"token": []byte("s3cr3t")})
+		_, err := pe.client.CoreV1().ConfigMaps(pe.ns).Create(pe.ctx, &v1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: "settings"}, Data: map[string]string{"color": "blue"},
 		}, metav1.CreateOptions{})
 		require.NoError(t, err)
 		p := pe.processPod("env", "--ip", "0.0.0.0", "--port=8888", "--exit=0")
 		p.Spec.Containers[0].Env = []v1.EnvVar{
 			{Name: "GREETING", Value: "hello"},
-			{Name: "TOKEN", ValueFrom: &v1.EnvVarSource{SecretKeyRef: &v1.SecretKeySelector{
-				LocalObjectReference: v1.LocalObjectReference{Name: "creds"}, Key: "token"}}},
+			secretKeyEnv("TOKEN", "creds", "token"),
 			{Name: "COLOR", ValueFrom: &v1.EnvVarSource{ConfigMapKeyRef: &v1.ConfigMapKeySelector{
 				LocalObjectReference: v1.LocalObjectReference{Name: "settings"}, Key: "color"}}},
 			{Name: "MY_POD_IP", ValueFrom: &v1.EnvVarSource{FieldRef: &v1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
@@ -270,11 +336,8 @@ func TestProcessPods(t *testing.T) {
 			{Name: "JUPYTERHUB_SERVICE_URL", Value: "http://0.0.0.0:8888/user/alice/"},
 		}
 		pod := pe.create(p)
-		got := pe.waitPod(pod.Name, time.Minute, "Succeeded", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodSucceeded })
-		term := terminated(got)
-		require.NotNil(t, term)
-		assert.Equal(t, int32(0), term.ExitCode)
-		assert.Equal(t, "Completed", term.Reason)
+		got := pe.waitPod(pod.Name, time.Minute, "Succeeded", inPhase(v1.PodSucceeded))
+		requireTerminated(t, got, 0, "Completed")
 
 		info, ok := pe.sim.ProcessPod(pe.ns, pod.Name)
 		require.True(t, ok)
@@ -302,11 +365,8 @@ func TestProcessPods(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
 		pod := pe.create(pe.processPod("exit3", "--exit=3"))
-		got := pe.waitPod(pod.Name, time.Minute, "Failed", func(p *v1.Pod) bool { return p.Status.Phase == v1.PodFailed })
-		term := terminated(got)
-		require.NotNil(t, term, dump(got))
-		assert.Equal(t, int32(3), term.ExitCode)
-		assert.Equal(t, "Error", term.Reason)
+		got := pe.waitPod(pod.Name, time.Minute, "Failed", inPhase(v1.PodFailed))
+		term := requireTerminated(t, got, 3, "Error")
 		assert.False(t, term.FinishedAt.IsZero())
 		assert.Equal(t, int32(0), got.Status.ContainerStatuses[0].RestartCount)
 		assert.False(t, conditionTrue(got, v1.PodReady))
@@ -337,79 +397,52 @@ func TestProcessPods(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
 		rec := pe.recordPods()
-		dir := t.TempDir()
-		p := pe.processPod("term", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
-		p.Spec.Containers[0].WorkingDir = dir
+		p := pe.serverPod("term", freePort(t))
+		dir := inTempDir(t, p)
 		pod := pe.create(p)
 		pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
-		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
-		waitGone(t, pe, pod.Name)
-		b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
-		require.NoError(t, err, "the process recorded no signal")
-		assert.Equal(t, "SIGTERM\n", string(b))
+		pe.deleteAndWaitGone(pod.Name, metav1.DeleteOptions{})
+		assertSignals(t, dir, "SIGTERM\n", "the process recorded no signal")
 		last := lastBeforeDelete(t, rec, pod)
 		term := terminated(last)
 		require.NotNil(t, term, dump(last))
 		assert.Equal(t, int32(0), term.ExitCode, "it exited on SIGTERM")
 		assert.Equal(t, v1.PodSucceeded, last.Status.Phase)
 		assert.Equal(t, "Stopping container notebook", findEvent(t, pe.waitEvents(pod.UID, "Killing"), "Killing").Message)
-		for _, pr := range pe.sim.Processes() {
-			assert.NotEqual(t, pod.Name, pr.Name, "its process is still running")
-		}
+		notRunning(t, pe, pod.Name, "its process is still running")
 	})
 
 	t.Run("SIGKILLAfterTheGracePeriod", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
 		rec := pe.recordPods()
-		dir := t.TempDir()
-		p := pe.processPod("stubborn", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)), "--ignore-term")
-		p.Spec.Containers[0].WorkingDir = dir
+		p := pe.serverPod("stubborn", freePort(t), "--ignore-term")
+		dir := inTempDir(t, p)
 		pod := pe.create(p)
 		pe.waitPod(pod.Name, time.Minute, "Running and Ready", runningAndReady)
-		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)}))
-		waitGone(t, pe, pod.Name)
-		b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
-		require.NoError(t, err)
-		assert.Equal(t, "SIGTERM\n", string(b))
-		term := terminated(lastBeforeDelete(t, rec, pod))
-		require.NotNil(t, term)
-		assert.Equal(t, int32(137), term.ExitCode, "killed by SIGKILL")
-		assert.Equal(t, "Error", term.Reason)
+		pe.deleteAndWaitGone(pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)})
+		assertSignals(t, dir, "SIGTERM\n")
+		requireTerminated(t, lastBeforeDelete(t, rec, pod), 137, "Error") // killed by SIGKILL
 	})
 
 	t.Run("MissingSecretKeyIsCreateContainerConfigError", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
-		_, err := pe.client.CoreV1().Secrets(pe.ns).Create(pe.ctx, &v1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "creds"}, Data: map[string][]byte{"other": []byte("x")},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
-		p := pe.processPod("nokey", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
-		p.Spec.Containers[0].Env = []v1.EnvVar{{Name: "TOKEN", ValueFrom: &v1.EnvVarSource{SecretKeyRef: &v1.SecretKeySelector{
-			LocalObjectReference: v1.LocalObjectReference{Name: "creds"}, Key: "token"}}}}
+		pe.createSecret("creds", map[string][]byte{"other": []byte("x")})
+		p := pe.serverPod("nokey", freePort(t))
+		p.Spec.Containers[0].Env = []v1.EnvVar{secretKeyEnv("TOKEN", "creds", "token")}
 		pod := pe.create(p)
 		want := fmt.Sprintf("couldn't find key token in Secret %s/creds", pe.ns)
-		got := pe.waitPod(pod.Name, time.Minute, "CreateContainerConfigError", func(p *v1.Pod) bool { return waitingReason(p, "CreateContainerConfigError") })
-		assert.Equal(t, want, got.Status.ContainerStatuses[0].State.Waiting.Message)
-		assert.Equal(t, v1.PodPending, got.Status.Phase)
-		pe.waitEventsFunc(pod.UID, "Failed event", func(evs []v1.Event) bool {
-			for _, ev := range evs {
-				if ev.Reason == "Failed" && ev.Message == "Error: "+want {
-					return true
-				}
-			}
-			return false
-		})
+		got := pe.waitWaiting(pod.Name, "CreateContainerConfigError")
+		assert.Equal(t, want, pendingWaitMessage(t, got))
+		pe.waitEventsFunc(pod.UID, "Failed event", func(evs []v1.Event) bool { return hasMessage(evs, "Failed", "Error: "+want) })
 		_, isProc := pe.sim.ProcessPod(pe.ns, pod.Name)
 		assert.True(t, isProc, "the pod is a process pod")
-		for _, pr := range pe.sim.Processes() {
-			assert.NotEqual(t, pod.Name, pr.Name, "a process started without its configuration")
-		}
+		notRunning(t, pe, pod.Name, "a process started without its configuration")
 
 		// As the kubelet, the simulator retries: once the key exists, the
 		// container starts.
-		_, err = pe.client.CoreV1().Secrets(pe.ns).Update(pe.ctx, &v1.Secret{
+		_, err := pe.client.CoreV1().Secrets(pe.ns).Update(pe.ctx, &v1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "creds"}, Data: map[string][]byte{"token": []byte("t")},
 		}, metav1.UpdateOptions{})
 		require.NoError(t, err)
@@ -422,9 +455,8 @@ func TestProcessPods(t *testing.T) {
 		p := pe.processPod("argsonly", pe.helper, "--exit=0")
 		p.Spec.Containers[0].Command = nil
 		pod := pe.create(p)
-		got := pe.waitPod(pod.Name, time.Minute, "CreateContainerError", func(p *v1.Pod) bool { return waitingReason(p, "CreateContainerError") })
-		assert.Contains(t, got.Status.ContainerStatuses[0].State.Waiting.Message, "has no command")
-		assert.Equal(t, v1.PodPending, got.Status.Phase)
+		got := pe.waitWaiting(pod.Name, "CreateContainerError")
+		assert.Contains(t, pendingWaitMessage(t, got), "has no command")
 	})
 
 	// The kubelet-side scenarios that happen before or beside the process
@@ -434,18 +466,12 @@ func TestProcessPods(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
 		rec := pe.recordPods()
-		dir := t.TempDir()
-		p := pe.processPod("badimage", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
-		p.Annotations[podsim.AnnotationScenario] = podsim.ScenarioImagePullFailure
-		p.Spec.Containers[0].WorkingDir = dir
-		img := p.Spec.Containers[0].Image
-		pod := pe.create(p)
-		got := pe.waitPod(pod.Name, time.Minute, "ImagePullBackOff", func(p *v1.Pod) bool { return waitingReason(p, "ImagePullBackOff") })
-		assert.Equal(t, v1.PodPending, got.Status.Phase)
-		assert.True(t, strings.HasPrefix(got.Status.ContainerStatuses[0].State.Waiting.Message, `Back-off pulling image "`+img+`": ErrImagePull: `),
-			got.Status.ContainerStatuses[0].State.Waiting.Message)
+		pod, dir := pe.createUnstarted("badimage", podsim.ScenarioImagePullFailure)
+		img := pod.Spec.Containers[0].Image
+		msg := pendingWaitMessage(t, pe.waitWaiting(pod.Name, "ImagePullBackOff"))
+		assert.True(t, strings.HasPrefix(msg, `Back-off pulling image "`+img+`": ErrImagePull: `), msg)
 		_, versions := rec.history(pod.UID)
-		assert.True(t, slices.ContainsFunc(versions, func(p *v1.Pod) bool { return waitingReason(p, "ErrImagePull") }), "ErrImagePull before ImagePullBackOff")
+		assert.True(t, slices.ContainsFunc(versions, waitingFor("ErrImagePull")), "ErrImagePull before ImagePullBackOff")
 		evs := pe.waitEventsFunc(pod.UID, "the failed pull's events", func(evs []v1.Event) bool {
 			return firstIndex(evs, "Pulling") >= 0 && firstIndex(evs, "BackOff") >= 0 &&
 				hasMessage(evs, "Failed", "Error: ErrImagePull") && hasMessage(evs, "Failed", "Error: ImagePullBackOff")
@@ -454,37 +480,23 @@ func TestProcessPods(t *testing.T) {
 		assert.Greater(t, firstIndex(evs, "Failed"), firstIndex(evs, "Pulling"))
 		assert.True(t, strings.HasPrefix(findEvent(t, evs, "Failed").Message, `Failed to pull image "`+img+`": `), eventSummary(evs))
 		assert.Equal(t, `Back-off pulling image "`+img+`"`, findEvent(t, evs, "BackOff").Message)
-		for _, r := range []string{"Pulled", "Created", "Started"} {
-			assert.Equal(t, -1, firstIndex(evs, r), "a %s event for an image that was never pulled: %s", r, eventSummary(evs))
-		}
+		assertNoEvent(t, evs, []string{"Pulled", "Created", "Started"}, "for an image that was never pulled")
 		noProcess(t, pe, pod.Name, dir)
-		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
-		waitGone(t, pe, pod.Name)
-		noProcess(t, pe, pod.Name, dir)
+		pe.deleteStartsNoProcess(pod.Name, dir)
 	})
 
 	t.Run("InvalidImageNameStartsNoProcess", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
-		dir := t.TempDir()
-		p := pe.processPod("badname", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
-		p.Annotations[podsim.AnnotationScenario] = podsim.ScenarioInvalidImageName
-		p.Spec.Containers[0].WorkingDir = dir
-		pod := pe.create(p)
-		got := pe.waitPod(pod.Name, time.Minute, "InvalidImageName", func(p *v1.Pod) bool { return waitingReason(p, "InvalidImageName") })
-		assert.Equal(t, v1.PodPending, got.Status.Phase)
-		assert.Contains(t, got.Status.ContainerStatuses[0].State.Waiting.Message, "invalid reference format")
+		pod, dir := pe.createUnstarted("badname", podsim.ScenarioInvalidImageName)
+		assert.Contains(t, pendingWaitMessage(t, pe.waitWaiting(pod.Name, "InvalidImageName")), "invalid reference format")
 		evs := pe.waitEventsFunc(pod.UID, "InspectFailed and Failed", func(evs []v1.Event) bool {
 			return firstIndex(evs, "InspectFailed") >= 0 && hasMessage(evs, "Failed", "Error: InvalidImageName")
 		})
 		assert.Equal(t, v1.EventTypeWarning, findEvent(t, evs, "InspectFailed").Type)
-		for _, r := range []string{"Pulling", "Pulled", "Started"} {
-			assert.Equal(t, -1, firstIndex(evs, r), "a %s event for an invalid image name: %s", r, eventSummary(evs))
-		}
+		assertNoEvent(t, evs, []string{"Pulling", "Pulled", "Started"}, "for an invalid image name")
 		noProcess(t, pe, pod.Name, dir)
-		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
-		waitGone(t, pe, pod.Name)
-		noProcess(t, pe, pod.Name, dir)
+		pe.deleteStartsNoProcess(pod.Name, dir)
 	})
 
 	t.Run("StartDelayIsTheImagePull", func(t *testing.T) {
@@ -501,11 +513,11 @@ func TestProcessPods(t *testing.T) {
 				t.Parallel()
 				pe := env(t)
 				rec := pe.recordPods()
-				dir, port := t.TempDir(), freePort(t)
-				p := pe.processPod("slow", "--ip=0.0.0.0", "--port="+strconv.Itoa(port))
+				port := freePort(t)
+				p := pe.serverPod("slow", port)
 				maps.Copy(p.Annotations, tc.annotations)
-				p.Spec.Containers[0].WorkingDir = dir
-				p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+				dir := inTempDir(t, p)
+				exposePort(p, port)
 				img := p.Spec.Containers[0].Image
 				begin := time.Now()
 				pod := pe.create(p)
@@ -541,32 +553,24 @@ func TestProcessPods(t *testing.T) {
 	t.Run("DeletedDuringTheImagePullStartsNoProcess", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
-		dir := t.TempDir()
-		p := pe.processPod("pulling", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t)))
+		p := pe.serverPod("pulling", freePort(t))
 		p.Annotations[podsim.AnnotationStartDelay] = "1h"
-		p.Spec.Containers[0].WorkingDir = dir
+		dir := inTempDir(t, p)
 		pod := pe.create(p)
 		pe.waitEvents(pod.UID, "Pulling")
-		got := pe.waitPod(pod.Name, time.Minute, "ContainerCreating", func(p *v1.Pod) bool { return waitingReason(p, "ContainerCreating") })
-		assert.Equal(t, v1.PodPending, got.Status.Phase)
-		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
-		waitGone(t, pe, pod.Name)
-		noProcess(t, pe, pod.Name, dir)
+		assert.Equal(t, v1.PodPending, pe.waitWaiting(pod.Name, "ContainerCreating").Status.Phase)
+		pe.deleteStartsNoProcess(pod.Name, dir)
 	})
 
 	t.Run("NeverReadyRunsTheProcessNeverReady", func(t *testing.T) {
 		t.Parallel()
 		pe := env(t)
-		dir, port := t.TempDir(), freePort(t)
-		p := pe.processPod("neverready", "--ip=0.0.0.0", "--port="+strconv.Itoa(port))
+		port := freePort(t)
+		p := pe.serverPod("neverready", port)
 		p.Annotations[podsim.AnnotationScenario] = podsim.ScenarioNeverReady
-		p.Spec.Containers[0].WorkingDir = dir
-		p.Spec.Containers[0].Ports = []v1.ContainerPort{{ContainerPort: int32(port)}}
+		dir := inTempDir(t, p)
 		// Its own probe would pass (no --ready-file): the scenario's never does.
-		p.Spec.Containers[0].ReadinessProbe = &v1.Probe{
-			ProbeHandler:  v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(int32(port))}},
-			PeriodSeconds: 1, FailureThreshold: 1,
-		}
+		exposeHealthz(p, port)
 		pod := pe.create(p)
 		got := pe.waitPod(pod.Name, time.Minute, "running", running)
 		assert.Equal(t, v1.PodRunning, got.Status.Phase)
@@ -575,12 +579,7 @@ func TestProcessPods(t *testing.T) {
 			code, _, err := get(base + "/healthz")
 			return err == nil && code == http.StatusOK
 		}, time.Minute, 20*time.Millisecond, "the process serves, its own probe would pass")
-		pe.waitEventsFunc(pod.UID, "Unhealthy", func(evs []v1.Event) bool {
-			return slices.ContainsFunc(evs, func(ev v1.Event) bool {
-				return ev.Reason == "Unhealthy" && ev.Type == v1.EventTypeWarning &&
-					ev.Message == "Readiness probe failed: HTTP probe failed with statuscode: 503"
-			})
-		})
+		pe.waitProbe503(pod.UID)
 		// Many probe periods (capped at 250 ms) pass: never Ready.
 		assert.Never(t, func() bool {
 			p, err := pe.client.CoreV1().Pods(pe.ns).Get(pe.ctx, pod.Name, metav1.GetOptions{})
@@ -590,14 +589,9 @@ func TestProcessPods(t *testing.T) {
 		require.True(t, ok)
 		assert.Positive(t, info.Pid, "its process runs")
 
-		require.NoError(t, pe.client.CoreV1().Pods(pe.ns).Delete(pe.ctx, pod.Name, metav1.DeleteOptions{}))
-		waitGone(t, pe, pod.Name)
-		b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
-		require.NoError(t, err, "the process recorded no signal")
-		assert.Equal(t, "SIGTERM\n", string(b))
-		for _, pr := range pe.sim.Processes() {
-			assert.NotEqual(t, pod.Name, pr.Name, "its process is still running")
-		}
+		pe.deleteAndWaitGone(pod.Name, metav1.DeleteOptions{})
+		assertSignals(t, dir, "SIGTERM\n", "the process recorded no signal")
+		notRunning(t, pe, pod.Name, "its process is still running")
 	})
 
 	t.Run("PodWithoutRuntimeClassIsSimulated", func(t *testing.T) {
@@ -616,20 +610,46 @@ func TestProcessPods(t *testing.T) {
 // running and the helper wrote no start record in its working dir.
 func noProcess(t *testing.T, pe *procEnv, name, dir string) {
 	t.Helper()
-	for _, pr := range pe.sim.Processes() {
-		assert.NotEqual(t, name, pr.Name, "its process is running")
-	}
+	notRunning(t, pe, name, "its process is running")
 	_, err := os.Stat(filepath.Join(dir, "start.json"))
 	assert.True(t, os.IsNotExist(err), "its process was started (%v)", err)
 }
 
-// waitGone waits until the pod is NotFound.
-func waitGone(t *testing.T, pe *procEnv, name string) {
+// notRunning asserts that none of the simulator's running processes is
+// the pod's; msg says what one would mean.
+func notRunning(t *testing.T, pe *procEnv, name, msg string) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		_, err := pe.client.CoreV1().Pods(pe.ns).Get(pe.ctx, name, metav1.GetOptions{})
-		return isNotFound(err)
-	}, time.Minute, 20*time.Millisecond, "pod %s never deleted", name)
+	for _, pr := range pe.sim.Processes() {
+		assert.NotEqual(t, name, pr.Name, msg)
+	}
+}
+
+// createUnstarted creates a server pod, in a working directory of its own
+// (returned), whose scenario keeps its process from ever starting.
+func (pe *procEnv) createUnstarted(name, scenario string) (*v1.Pod, string) {
+	pe.t.Helper()
+	p := pe.serverPod(name, freePort(pe.t))
+	p.Annotations[podsim.AnnotationScenario] = scenario
+	dir := inTempDir(pe.t, p)
+	return pe.create(p), dir
+}
+
+// deleteStartsNoProcess deletes a pod whose process never started, waits
+// until it is gone and checks that the deletion did not start it either.
+func (pe *procEnv) deleteStartsNoProcess(name, dir string) {
+	pe.t.Helper()
+	pe.deleteAndWaitGone(name, metav1.DeleteOptions{})
+	noProcess(pe.t, pe, name, dir)
+}
+
+// assertSignals asserts what the helper recorded in signals.txt in its
+// working directory dir: the signals it got, one a line. msgAndArgs say
+// what a missing record means.
+func assertSignals(t *testing.T, dir, want string, msgAndArgs ...any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "signals.txt"))
+	require.NoError(t, err, msgAndArgs...)
+	assert.Equal(t, want, string(b))
 }
 
 // lastBeforeDelete is the last version of the pod its watch saw before the
@@ -669,16 +689,10 @@ func (f *fakeT) Errorf(format string, args ...any) {
 func TestLeftoverProcessCheck(t *testing.T) {
 	e := setup(t)
 	helper := buildHelper(t)
-	s, err := podsim.Start(context.Background(), e.client, podsim.Options{
-		NodeName: processNode, ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		s.Stop()
-		_ = e.client.CoreV1().Nodes().Delete(context.Background(), processNode, metav1.DeleteOptions{})
-	})
+	// Its own process directory (no ProcessDir), which Stop is to remove.
+	s := startSim(t, e, podsim.Options{NodeName: processNode, ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass})
 	pe := &procEnv{testEnv: e, sim: s, helper: helper}
-	pod := pe.create(pe.processPod("leaky", "--ip=0.0.0.0", "--port="+strconv.Itoa(freePort(t))))
+	pod := pe.create(pe.serverPod("leaky", freePort(t)))
 	pe.waitPod(pod.Name, time.Minute, "running", running)
 	info, ok := s.ProcessPod(e.ns, pod.Name)
 	require.True(t, ok)
@@ -693,6 +707,6 @@ func TestLeftoverProcessCheck(t *testing.T) {
 
 	s.Stop()
 	podproc.VerifyNone(t)
-	_, err = os.Stat(logPath)
+	_, err := os.Stat(logPath)
 	assert.True(t, os.IsNotExist(err), "Stop left the simulator's own process directory behind")
 }

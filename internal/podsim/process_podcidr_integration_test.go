@@ -3,11 +3,8 @@
 package podsim_test
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -15,9 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubespawn/kubespawn/internal/podproc"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 )
 
@@ -38,28 +33,18 @@ func TestProcessPodsInARoutablePodCIDR(t *testing.T) {
 	type podAt struct{ node, name string }
 	var pods []podAt
 	pes := map[string]*procEnv{}
-	var sims []*podsim.Simulator
-	t.Cleanup(func() {
-		// Both stopped before the check: VerifyNone sees every
-		// simulator's processes.
-		for _, s := range sims {
-			s.Stop()
-			_ = e.client.CoreV1().Nodes().Delete(context.Background(), s.NodeName(), metav1.DeleteOptions{})
-		}
-		podproc.VerifyNone(t)
-	})
+	// Both simulators are stopped before the check: it sees every
+	// simulator's processes.
+	verifyNoProcessLeft(t)
 	for _, node := range []string{"podsim-cidr-node-a", "podsim-cidr-node-b"} {
-		s, err := podsim.Start(context.Background(), e.client, podsim.Options{
-			NodeName: node, PodCIDR: podsim.BenchmarkPodCIDR,
-			ProcessRuntimeClass: podsim.DefaultProcessRuntimeClass, ProcessDir: t.TempDir(),
-		})
-		require.NoError(t, err, "Start makes %s local (run as root)", prefix)
-		sims = append(sims, s)
+		opts := processOptions(t, node)
+		opts.PodCIDR = podsim.BenchmarkPodCIDR
+		s := startSim(t, e, opts, "Start makes %s local (run as root)", prefix)
 		assert.Equal(t, prefix, s.PodCIDR())
 		pe := &procEnv{testEnv: e, sim: s, helper: helper}
 		pes[node] = pe
 		for i := range 3 {
-			p := pe.processPod(fmt.Sprintf("%s-%d", node, i), "--ip=0.0.0.0", "--port="+strconv.Itoa(port))
+			p := pe.serverPod(fmt.Sprintf("%s-%d", node, i), port)
 			p.Spec.NodeName = node
 			pods = append(pods, podAt{node, pe.create(p).Name})
 		}
@@ -78,11 +63,7 @@ func TestProcessPodsInARoutablePodCIDR(t *testing.T) {
 
 		// Its process answers at its IP, and only there.
 		hostPort := net.JoinHostPort(ip, strconv.Itoa(port))
-		var info startRecord
-		require.Eventually(t, func() bool {
-			code, body, err := get("http://" + hostPort + "/info")
-			return err == nil && code == http.StatusOK && json.Unmarshal([]byte(body), &info) == nil
-		}, time.Minute, 20*time.Millisecond, "%s answers at %s", p.name, hostPort)
+		info := waitInfo(t, hostPort, "%s answers at %s", p.name, hostPort)
 		assert.Equal(t, hostPort, info.Addr, p.name)
 		assert.Contains(t, info.Args, "--ip="+ip, p.name)
 	}
