@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -36,14 +37,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.PerPodLimit < 0 || o.TTL < 0 || o.FallbackInterval < 0 {
 		return o, fmt.Errorf("%w: negative PerPodLimit, TTL or FallbackInterval", reflector.ErrInvalidOptions)
 	}
-	if o.PerPodLimit == 0 {
-		o.PerPodLimit = defaultPerPodLimit
-	}
-	if o.TTL == 0 {
-		o.TTL = defaultTTL
-	}
-	if o.FallbackInterval == 0 {
-		o.FallbackInterval = defaultFallbackInterval
-	}
+	o.PerPodLimit = cmp.Or(o.PerPodLimit, defaultPerPodLimit)
+	o.TTL = cmp.Or(o.TTL, defaultTTL)
+	o.FallbackInterval = cmp.Or(o.FallbackInterval, defaultFallbackInterval)
 	return o, nil
 }

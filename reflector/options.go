@@ -1,6 +1,7 @@
 package reflector
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -174,39 +175,25 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("%w: %s must not be negative, got %s", ErrInvalidOptions, name, d)
 		}
 	}
-	if o.StallTimeout == 0 {
-		o.StallTimeout = defaultStallTimeout
-	}
+	o.StallTimeout = cmp.Or(o.StallTimeout, defaultStallTimeout)
 	if o.StallTimeout < minStallTimeout {
 		return o, fmt.Errorf("%w: StallTimeout must be at least %s, got %s", ErrInvalidOptions, minStallTimeout, o.StallTimeout)
 	}
-	if o.ProbeInterval == 0 {
-		o.ProbeInterval = o.StallTimeout / 2
-	}
+	o.ProbeInterval = cmp.Or(o.ProbeInterval, o.StallTimeout/2)
 	if o.ProbeInterval > 0 && o.ProbeInterval+o.probeDeadline() > o.StallTimeout {
 		return o, fmt.Errorf("%w: ProbeInterval %s plus the probe deadline %s exceeds StallTimeout %s: a stall could go unnoticed for longer", ErrInvalidOptions, o.ProbeInterval, o.probeDeadline(), o.StallTimeout)
 	}
-	if o.CanaryWindow == 0 {
-		o.CanaryWindow = defaultCanaryWindow
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = defaultIdleTimeout
-	}
+	o.CanaryWindow = cmp.Or(o.CanaryWindow, defaultCanaryWindow)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, defaultIdleTimeout)
 	if o.IdleTimeout > 0 && o.IdleTimeout < minIdleTimeout {
 		return o, fmt.Errorf("%w: IdleTimeout %s is below the apiserver's bookmark period (%s): healthy idle watches would be restarted", ErrInvalidOptions, o.IdleTimeout, minIdleTimeout)
 	}
-	if o.AuditInterval == 0 {
-		o.AuditInterval = defaultAuditInterval
-	}
-	if o.FailureTimeout == 0 {
-		o.FailureTimeout = defaultFailureTimeout
-	}
+	o.AuditInterval = cmp.Or(o.AuditInterval, defaultAuditInterval)
+	o.FailureTimeout = cmp.Or(o.FailureTimeout, defaultFailureTimeout)
 	if o.FailureTimeout < o.StallTimeout {
 		return o, fmt.Errorf("%w: FailureTimeout %s is below StallTimeout %s", ErrInvalidOptions, o.FailureTimeout, o.StallTimeout)
 	}
-	if o.HandlerStallThreshold == 0 {
-		o.HandlerStallThreshold = defaultHandlerStallThreshold
-	}
+	o.HandlerStallThreshold = cmp.Or(o.HandlerStallThreshold, defaultHandlerStallThreshold)
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}

@@ -1,6 +1,7 @@
 package spawner
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -154,24 +155,14 @@ func (o Options) withDefaults() (Options, error) {
 	if len(problems) > 0 {
 		return o, fmt.Errorf("%w: %s", ErrInvalidOptions, strings.Join(problems, "; "))
 	}
-	if o.StartTimeout == 0 {
-		o.StartTimeout = defaultStartTimeout
-	}
-	if o.MaxStartTimeout == 0 {
-		o.MaxStartTimeout = o.StartTimeout
-	}
+	o.StartTimeout = cmp.Or(o.StartTimeout, defaultStartTimeout)
+	o.MaxStartTimeout = cmp.Or(o.MaxStartTimeout, o.StartTimeout)
 	if o.MaxStartTimeout < o.StartTimeout {
 		return o, fmt.Errorf("%w: MaxStartTimeout %s is below StartTimeout %s", ErrInvalidOptions, o.MaxStartTimeout, o.StartTimeout)
 	}
-	if o.StopTimeout == 0 {
-		o.StopTimeout = defaultStopTimeout
-	}
-	if o.ImagePullGrace == 0 {
-		o.ImagePullGrace = defaultImagePullGrace
-	}
-	if o.FallbackInterval == 0 {
-		o.FallbackInterval = defaultFallbackInterval
-	}
+	o.StopTimeout = cmp.Or(o.StopTimeout, defaultStopTimeout)
+	o.ImagePullGrace = cmp.Or(o.ImagePullGrace, defaultImagePullGrace)
+	o.FallbackInterval = cmp.Or(o.FallbackInterval, defaultFallbackInterval)
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}

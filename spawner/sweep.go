@@ -1,6 +1,7 @@
 package spawner
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -185,21 +186,13 @@ func (s *Spawner) sweepDefaults(p SweepPolicy) (SweepPolicy, error) {
 	if p.Selector == nil {
 		p.Selector = labels.Everything()
 	}
-	if p.MinAge == 0 {
-		p.MinAge = s.opts.MaxStartTimeout
-	}
-	if p.PageSize == 0 {
-		p.PageSize = defaultPageSize
-	}
-	if p.Concurrency == 0 {
-		p.Concurrency = defaultSweepConcurrency
-	}
+	p.MinAge = cmp.Or(p.MinAge, s.opts.MaxStartTimeout)
+	p.PageSize = cmp.Or(p.PageSize, defaultPageSize)
+	p.Concurrency = cmp.Or(p.Concurrency, defaultSweepConcurrency)
 	if p.GracePeriod == nil {
 		p.GracePeriod = s.opts.DeleteGracePeriod
 	}
-	if p.RequestTimeout == 0 {
-		p.RequestTimeout = defaultRequestTimeout
-	}
+	p.RequestTimeout = cmp.Or(p.RequestTimeout, defaultRequestTimeout)
 	return p, nil
 }
 
@@ -507,9 +500,7 @@ func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 	if opts.Interval < 0 {
 		return fmt.Errorf("%w: sweeper: negative Interval", ErrInvalidArgument)
 	}
-	if opts.Interval == 0 {
-		opts.Interval = 10 * time.Minute
-	}
+	opts.Interval = cmp.Or(opts.Interval, 10*time.Minute)
 	if opts.LeaseName == "" {
 		opts.LeaseName = "kubespawn-sweeper-" + s.opts.Instance
 	}
@@ -522,15 +513,9 @@ func (s *Spawner) RunSweeper(ctx context.Context, opts SweeperOptions) error {
 		_, _ = rand.Read(b[:])
 		opts.Identity = host + "-" + hex.EncodeToString(b[:])
 	}
-	if opts.LeaseDuration == 0 {
-		opts.LeaseDuration = 15 * time.Second
-	}
-	if opts.RenewDeadline == 0 {
-		opts.RenewDeadline = 10 * time.Second
-	}
-	if opts.RetryPeriod == 0 {
-		opts.RetryPeriod = 2 * time.Second
-	}
+	opts.LeaseDuration = cmp.Or(opts.LeaseDuration, 15*time.Second)
+	opts.RenewDeadline = cmp.Or(opts.RenewDeadline, 10*time.Second)
+	opts.RetryPeriod = cmp.Or(opts.RetryPeriod, 2*time.Second)
 	logger := s.logger(ctx).WithValues("lease", klog.KRef(opts.LeaseNamespace, opts.LeaseName), "identity", opts.Identity)
 	ctx = klog.NewContext(ctx, logger)
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -473,9 +474,7 @@ func (d *doctor) checkRateLimit() {
 		if qps == 0 {
 			qps, what = rest.DefaultQPS, "client-go's default: the config sets none"
 		}
-		if burst == 0 {
-			burst = rest.DefaultBurst
-		}
+		burst = cmp.Or(burst, rest.DefaultBurst)
 		rl.ClassOf1000 = Seconds(time.Duration(float64(max(0, 1000-burst)) / float64(qps) * float64(time.Second)))
 		rl.Effective = fmt.Sprintf("%g requests/s, burst %d (%s); 1,000 creates at once would take %s", qps, burst, what, rl.ClassOf1000)
 		if rl.QPS == 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -146,9 +147,7 @@ func runWith(ctx context.Context, cfg *rest.Config, o *options, stdout io.Writer
 	if err != nil {
 		return usageError("%v", err)
 	}
-	if o.canaryTimeout == 0 {
-		o.canaryTimeout = eff.StallTimeout
-	}
+	o.canaryTimeout = cmp.Or(o.canaryTimeout, eff.StallTimeout)
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "kubespawn-doctor"
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -100,12 +101,8 @@ func newServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sidecar: bad --selector %q: %w", cfg.Selector, err)
 	}
-	if cfg.APITimeout == 0 {
-		cfg.APITimeout = defaultAPITimeout
-	}
-	if cfg.KeepAlive == 0 {
-		cfg.KeepAlive = defaultKeepAlive
-	}
+	cfg.APITimeout = cmp.Or(cfg.APITimeout, defaultAPITimeout)
+	cfg.KeepAlive = cmp.Or(cfg.KeepAlive, defaultKeepAlive)
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}

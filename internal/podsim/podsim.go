@@ -1,6 +1,7 @@
 package podsim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -241,18 +242,10 @@ func Start(ctx context.Context, client kubernetes.Interface, opts Options) (*Sim
 	if opts.NodeName == "" {
 		opts.NodeName = DefaultNodeName
 	}
-	if opts.StartDelay == 0 {
-		opts.StartDelay = DefaultStartDelay
-	}
-	if opts.StepDelay == 0 {
-		opts.StepDelay = DefaultStepDelay
-	}
-	if opts.MaxGracePeriod == 0 {
-		opts.MaxGracePeriod = DefaultMaxGracePeriod
-	}
-	if opts.MaxProbePeriod == 0 {
-		opts.MaxProbePeriod = DefaultMaxProbePeriod
-	}
+	opts.StartDelay = cmp.Or(opts.StartDelay, DefaultStartDelay)
+	opts.StepDelay = cmp.Or(opts.StepDelay, DefaultStepDelay)
+	opts.MaxGracePeriod = cmp.Or(opts.MaxGracePeriod, DefaultMaxGracePeriod)
+	opts.MaxProbePeriod = cmp.Or(opts.MaxProbePeriod, DefaultMaxProbePeriod)
 	if opts.StartDelay < 0 || opts.StepDelay < 0 || opts.MaxGracePeriod < 0 || opts.MaxProbePeriod < 0 {
 		return nil, fmt.Errorf("%w: negative delay in options %+v", ErrInvalidOptions, opts)
 	}

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,18 +54,10 @@ func (c *Config) defaults() error {
 	if c.Cluster == nil || c.Cycles <= 0 {
 		return errors.New("soak: a cluster and a positive number of cycles are needed")
 	}
-	if c.Users == 0 {
-		c.Users = 12
-	}
-	if c.StartTimeout == 0 {
-		c.StartTimeout = 10 * time.Second
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 30 * time.Second
-	}
-	if c.FailureTimeout == 0 {
-		c.FailureTimeout = 15 * time.Second
-	}
+	c.Users = cmp.Or(c.Users, 12)
+	c.StartTimeout = cmp.Or(c.StartTimeout, 10*time.Second)
+	c.StopTimeout = cmp.Or(c.StopTimeout, 30*time.Second)
+	c.FailureTimeout = cmp.Or(c.FailureTimeout, 15*time.Second)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}

@@ -124,9 +124,7 @@ func Start(ctx context.Context, opts Options) (*Proxy, error) {
 	if opts.DialTimeout < 0 {
 		return nil, fmt.Errorf("svcproxy: negative DialTimeout %v", opts.DialTimeout)
 	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = DefaultDialTimeout
-	}
+	opts.DialTimeout = cmp.Or(opts.DialTimeout, DefaultDialTimeout)
 	logger := klog.FromContext(ctx)
 	if opts.Logger != nil {
 		logger = *opts.Logger

@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -173,9 +174,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 
 	timeout := opts.StartTimeout
-	if timeout == 0 {
-		timeout = 90 * time.Second
-	}
+	timeout = cmp.Or(timeout, 90*time.Second)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
