@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
@@ -41,8 +41,28 @@ func doctorRun(t *testing.T, args ...string) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), args, &stdout, &stderr)
-	code := exitCode(err, &stderr)
+	return ended(err, &stdout, &stderr)
+}
+
+// ended is the result of a run that returned err, having written stdout
+// and stderr: main's exit status for err, its message on stderr.
+func ended(err error, stdout, stderr *bytes.Buffer) result {
+	code := exitCode(err, stderr)
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String(), err: err}
+}
+
+// requireCode checks a run's exit status, showing its output if it is
+// not want.
+func requireCode(t *testing.T, want int, res result) {
+	t.Helper()
+	require.Equal(t, want, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+}
+
+// direct is a fresh namespace for the canary and a kubeconfig straight to
+// the control plane: the start of the tests without a fault proxy.
+func direct(t *testing.T) (ns, kubeconfig string) {
+	t.Helper()
+	return cluster.Namespace(t, "doctor"), testcluster.KubeConfig(t, cluster.Config())
 }
 
 // proxiedRun runs the CLI after its configuration is loaded, with cfg
@@ -54,8 +74,7 @@ func proxiedRun(t *testing.T, cfg *rest.Config, args ...string) result {
 	o, err := parseFlags(args, &stderr)
 	require.NoError(t, err)
 	err = runWith(context.Background(), cfg, o, &stdout)
-	code := exitCode(err, &stderr)
-	return result{code: code, stdout: stdout.String(), stderr: stderr.String(), err: err}
+	return ended(err, &stdout, &stderr)
 }
 
 // report runs the CLI with -json and decodes its report.
@@ -121,10 +140,9 @@ func hasFinding(rep Report, sev, check, substr string) bool {
 // kubespawn from its default options.
 func TestHealthyDirect(t *testing.T) {
 	t.Parallel()
-	ns := cluster.Namespace(t, "doctor")
-	kc := testcluster.KubeConfig(t, cluster.Config())
+	ns, kc := direct(t)
 	res := doctorRun(t, "-kubeconfig", kc, "-canary-namespace", ns)
-	require.Equal(t, 0, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 0, res)
 	assert.Contains(t, res.stdout, "verdict: healthy")
 	assert.Contains(t, res.stdout, "HTTP/2.0 on watches")
 	assert.Contains(t, res.stdout, "WatchList served")
@@ -137,10 +155,9 @@ func TestHealthyDirect(t *testing.T) {
 // -json has every field, and the values say what the control plane is.
 func TestJSONHasEveryField(t *testing.T) {
 	t.Parallel()
-	ns := cluster.Namespace(t, "doctor")
-	kc := testcluster.KubeConfig(t, cluster.Config())
+	ns, kc := direct(t)
 	res := doctorRun(t, "-kubeconfig", kc, "-canary-namespace", ns, "-json")
-	require.Equal(t, 0, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 0, res)
 
 	// Every field of every struct is present in the output.
 	var raw map[string]any
@@ -184,8 +201,7 @@ func TestJSONHasEveryField(t *testing.T) {
 // and probes off (the idle rule then catches it first).
 func TestOptionsChangeTheVerdict(t *testing.T) {
 	t.Parallel()
-	ns := cluster.Namespace(t, "doctor")
-	kc := testcluster.KubeConfig(t, cluster.Config())
+	ns, kc := direct(t)
 	_, tight := report(t, "-kubeconfig", kc, "-namespace", ns, "-stall-timeout", "4s", "-probe-interval", "2s")
 	assert.Equal(t, Seconds(3*time.Second), detection(tight, "kubespawn", caseStreamDies).Within) // 2s + grace 1s
 	assert.Equal(t, Seconds(4*time.Second), detection(tight, "kubespawn", caseAllWatches).Within) // 2s + 1s + 1s
@@ -207,7 +223,7 @@ func TestStalledWatchesAreUnhealthy(t *testing.T) {
 	p, cfg := proxied(t)
 	p.Stall(faultproxy.Match{Verb: faultproxy.VerbWatch})
 	res, rep := proxiedReport(t, cfg, "-canary-namespace", ns, "-canary-timeout", "2s")
-	require.Equal(t, 1, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 1, res)
 	assert.False(t, rep.Verdict.Healthy)
 	assert.True(t, rep.Watch.Stalled)
 	assert.True(t, rep.Canary.Ran)
@@ -232,7 +248,7 @@ func TestLatencyIsReported(t *testing.T) {
 	const lat = 300 * time.Millisecond
 	p.SetLatency(faultproxy.Match{}, lat)
 	res, rep := proxiedReport(t, cfg, "-canary-namespace", ns)
-	require.Equal(t, 0, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 0, res)
 	assert.GreaterOrEqual(t, time.Duration(rep.Latency.Request), lat)
 	assert.GreaterOrEqual(t, time.Duration(rep.Latency.WatchOpen), lat)
 	assert.GreaterOrEqual(t, time.Duration(rep.Canary.Write), lat)
@@ -252,7 +268,7 @@ func TestSlowWatchOpensMissTheProbeDeadline(t *testing.T) {
 	p, cfg := proxied(t)
 	p.SetLatency(faultproxy.Match{Verb: faultproxy.VerbWatch}, 2500*time.Millisecond)
 	res, rep := proxiedReport(t, cfg, "-namespace", ns)
-	require.Equal(t, 1, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 1, res)
 	assert.True(t, hasFinding(rep, sevFail, "latency", "miss their 3s deadline"), "%+v", rep.Verdict.Findings)
 	d := detection(rep, "kubespawn", caseStreamDies)
 	assert.Equal(t, Seconds(150*time.Second), d.Within)
@@ -267,7 +283,7 @@ func TestRefusedProbesAreReported(t *testing.T) {
 	p, cfg := proxied(t)
 	p.InjectStatus(faultproxy.Match{Verb: faultproxy.VerbWatch, MaxTimeout: 5 * time.Second}, 429, 100, time.Second)
 	res, rep := proxiedReport(t, cfg, "-canary-namespace", ns)
-	require.Equal(t, 1, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 1, res)
 	assert.Equal(t, 2, rep.Watch.Refused)
 	assert.Equal(t, []int{429, 429}, rep.Watch.RefusedStatus)
 	assert.True(t, hasFinding(rep, sevFail, "watch", "2 of 2 short watches"), "%+v", rep.Verdict.Findings)
@@ -281,12 +297,8 @@ func TestRefusedProbesAreReported(t *testing.T) {
 // No cluster: the kubeconfig's server refuses connections.
 func TestNoCluster(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close()) // nothing listens there now
 	cfg := cluster.Config()
-	cfg.Host = "https://" + addr
+	cfg.Host = "https://" + servicetest.FreeAddr(t) // nothing listens there now
 	res := doctorRun(t, "-kubeconfig", testcluster.KubeConfig(t, cfg), "-namespace", "default")
 	assert.Equal(t, 2, res.code)
 	assert.Regexp(t, `^doctor: cannot run: cannot reach the API server at https://127\.0\.0\.1:\d+: .*connection refused\n$`, res.stderr)
@@ -340,7 +352,7 @@ func TestCanaryWithoutPermission(t *testing.T) {
 			ns := cluster.Namespace(t, "doctor")
 			cfg := limitedConfig(t, ns, tc.granted)
 			res, rep := report(t, "-kubeconfig", testcluster.KubeConfig(t, cfg), "-canary-namespace", ns)
-			require.Equal(t, 1, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+			requireCode(t, 1, res)
 			assert.Equal(t, "read-only", rep.Mode)
 			assert.False(t, rep.Canary.Ran)
 			assert.Equal(t, []string{tc.missing}, rep.Canary.MissingVerbs)
@@ -383,10 +395,9 @@ func limitedConfig(t *testing.T, ns string, verbs []string) *rest.Config {
 // A Lease canary works as the ConfigMap does.
 func TestLeaseCanary(t *testing.T) {
 	t.Parallel()
-	ns := cluster.Namespace(t, "doctor")
-	kc := testcluster.KubeConfig(t, cluster.Config())
+	ns, kc := direct(t)
 	res, rep := report(t, "-kubeconfig", kc, "-canary-namespace", ns, "-canary-kind", "lease")
-	require.Equal(t, 0, res.code, "stdout: %s\nstderr: %s", res.stdout, res.stderr)
+	requireCode(t, 0, res)
 	assert.True(t, rep.Canary.Delivered && rep.Canary.Deleted, "%+v", rep.Canary)
 	leases, err := cluster.Client(t).CoordinationV1().Leases(ns).List(context.Background(), metav1.ListOptions{LabelSelector: labelRun})
 	require.NoError(t, err)

@@ -105,8 +105,8 @@ func parallelHub(t *testing.T) {
 
 // newHubEnv is one test's namespace (no pod may be left in it), the
 // package's pod simulator (every pod at 127.0.0.1) and a running hub,
-// service and stand-in, stopped when the test ends.
-func newHubEnv(t *testing.T, c hubConfig) *hubtest.Env {
+// service and stand-in, stopped when the test ends, whose hub has users.
+func newHubEnv(t *testing.T, c hubConfig, users ...string) *hubtest.Env {
 	t.Helper()
 	ns := cluster.Namespace(t, "hub", testcluster.NoPodsLeft(""), testcluster.KeepEvents())
 	// One simulator for the package: the stand-in's pods at 127.0.0.1,
@@ -127,7 +127,32 @@ func newHubEnv(t *testing.T, c hubConfig) *hubtest.Env {
 		}
 		e.Close()
 	})
+	if len(users) > 0 {
+		require.NoError(t, e.Hub.CreateUsers(t.Context(), users))
+	}
 	return e
+}
+
+// hubServer is the hub's account of name's default server, and whether
+// it has one.
+func hubServer(t *testing.T, e *hubtest.Env, name string) (hub.Server, bool) {
+	t.Helper()
+	u, err := e.Hub.User(t.Context(), name)
+	require.NoError(t, err)
+	return u.Server()
+}
+
+// assertAccounted checks, straight from the API server, that the hub and
+// the cluster agree on users: no pod the hub does not believe running
+// (an orphan), no server the hub believes running without its pod, and
+// running servers the hub runs.
+func assertAccounted(t *testing.T, e *hubtest.Env, users []string, running int, msgAndArgs ...any) {
+	t.Helper()
+	a, err := e.Check(t.Context(), users)
+	require.NoError(t, err)
+	assert.Empty(t, a.Leaked, "orphaned pods")
+	assert.Empty(t, a.Missing, "servers without a pod")
+	assert.Equal(t, running, a.HubRunning, msgAndArgs...)
 }
 
 func names(prefix string, n int) []string {
@@ -144,10 +169,9 @@ func names(prefix string, n int) []string {
 // stopping them through the hub removes every pod.
 func TestTwentyConcurrentUsers(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
-	ctx := t.Context()
 	users := names("conc", 20)
-	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute}, users...)
+	ctx := t.Context()
 	slow := map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "2s"}
 	progress := map[string][]hub.ProgressEvent{}
 	results := make(chan struct {
@@ -308,11 +332,10 @@ func TestIncidentWithTheRealHub(t *testing.T) {
 // hub then starts and stops servers as before.
 func TestHubRestart(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: 2 * time.Second})
-	ctx := t.Context()
 	running, pending := names("run", 4), names("pend", 3)
 	all := append(slices.Clone(running), pending...)
-	require.NoError(t, e.Hub.CreateUsers(ctx, all))
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: 2 * time.Second}, all...)
+	ctx := t.Context()
 	require.NoError(t, hubtest.Parallel(running, 4, func(name string) error { return e.Hub.StartServer(ctx, name, nil) }))
 	requireReady(t, e, running)
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -325,10 +348,8 @@ func TestHubRestart(t *testing.T) {
 		return len(pods) == len(all)
 	}, time.Minute, 50*time.Millisecond, "the pending starts created their pods")
 	for _, name := range pending {
-		u, err := e.Hub.User(ctx, name)
-		require.NoError(t, err)
-		s, ok := u.Server()
-		require.True(t, ok && s.Pending != nil && *s.Pending == "spawn", "%s pending in the hub: %+v", name, u)
+		s, ok := hubServer(t, e, name)
+		require.True(t, ok && s.Pending != nil && *s.Pending == "spawn", "%s pending in the hub: %+v", name, s)
 	}
 
 	e.Hub.Stop() // SIGTERM in the middle of the starts; servers are left running
@@ -352,22 +373,14 @@ func TestHubRestart(t *testing.T) {
 	require.NoError(t, e.Hub.Start(ctx))
 	assert.Equal(t, len(running), e.Hub.Count("still running"), "check_spawner kept every running server")
 	for _, name := range running {
-		u, err := e.Hub.User(ctx, name)
-		require.NoError(t, err)
-		s, ok := u.Server()
-		assert.True(t, ok && s.Ready, "%s still running and known to the restarted hub: %+v", name, u)
+		s, ok := hubServer(t, e, name)
+		assert.True(t, ok && s.Ready, "%s still running and known to the restarted hub: %+v", name, s)
 	}
 	for _, name := range pending {
-		u, err := e.Hub.User(ctx, name)
-		require.NoError(t, err)
-		_, ok := u.Server()
-		assert.False(t, ok, "%s's dead start is not a server of the restarted hub: %+v", name, u)
+		s, ok := hubServer(t, e, name)
+		assert.False(t, ok, "%s's dead start is not a server of the restarted hub: %+v", name, s)
 	}
-	a, err := e.Check(ctx, all)
-	require.NoError(t, err)
-	assert.Empty(t, a.Leaked, "orphaned pods")
-	assert.Empty(t, a.Missing)
-	assert.Equal(t, len(running), a.HubRunning)
+	assertAccounted(t, e, all, len(running))
 
 	// Once more, with the service frozen while the hub starts: every
 	// poll() times out, which must read as running (a poll() that raised
@@ -385,11 +398,7 @@ func TestHubRestart(t *testing.T) {
 	thawed = true
 	assert.Equal(t, len(running), e.Hub.Count("still running"), "unknown reads as running: every server kept")
 	assert.GreaterOrEqual(t, e.Hub.Count("service unreachable"), len(running), "the polls did time out")
-	a, err = e.Check(ctx, all)
-	require.NoError(t, err)
-	assert.Empty(t, a.Leaked, "orphaned pods")
-	assert.Empty(t, a.Missing)
-	assert.Equal(t, len(running), a.HubRunning)
+	assertAccounted(t, e, all, len(running))
 
 	// The restarted hub works as before.
 	require.NoError(t, e.Hub.StartServer(ctx, pending[0], nil))
@@ -407,18 +416,15 @@ func TestHubRestart(t *testing.T) {
 // left; the other server is untouched.
 func TestPodEvictedWhileRunning(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute})
-	ctx := t.Context()
 	users := []string{"evicted", "stays"}
-	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute}, users...)
+	ctx := t.Context()
 	require.NoError(t, e.Hub.StartServer(ctx, "evicted", map[string]string{podsim.AnnotationScenario: podsim.ScenarioEvict, podsim.AnnotationStartDelay: "3s"}))
 	require.NoError(t, e.Hub.StartServer(ctx, "stays", nil))
 	requireReady(t, e, users)
 	// Evicted 3 s after it started; the hub polls every 5 s.
 	require.Eventually(t, func() bool {
-		u, err := e.Hub.User(ctx, "evicted")
-		require.NoError(t, err)
-		_, ok := u.Server()
+		_, ok := hubServer(t, e, "evicted")
 		return !ok
 	}, 2*time.Minute, 100*time.Millisecond, "the hub saw the evicted server stop")
 	gone, err := podGone(ctx, e, "evicted")
@@ -429,11 +435,7 @@ func TestPodEvictedWhileRunning(t *testing.T) {
 	// status, which is still the container's; then User.stop() without
 	// stop().
 	assert.Equal(t, 1, e.Hub.Count("User evicted server stopped, with exit code: 137"), "the hub's poll noticed, with the container's exit status")
-	a, err := e.Check(ctx, users)
-	require.NoError(t, err)
-	assert.Empty(t, a.Leaked)
-	assert.Empty(t, a.Missing)
-	assert.Equal(t, 1, a.HubRunning)
+	assertAccounted(t, e, users, 1)
 	require.NoError(t, e.StopAll(ctx, users))
 }
 
@@ -468,10 +470,9 @@ func requireReady(t *testing.T, e *hubtest.Env, users []string) {
 // a server the hub had forgotten whose pod was still there.
 func TestStopWhileTheAPIServerFails(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 60 * time.Second, sweep: time.Minute, stopTimeout: 3 * time.Second})
-	ctx := t.Context()
 	users := []string{"ursula", "victor"}
-	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	e := newHubEnv(t, hubConfig{throughProxy: true, startTimeout: 60 * time.Second, sweep: time.Minute, stopTimeout: 3 * time.Second}, users...)
+	ctx := t.Context()
 	for _, u := range users {
 		require.NoError(t, e.Hub.StartServer(ctx, u, nil))
 	}
@@ -494,11 +495,9 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 	// forgotten: the hub has no server for the user whose pod is still on
 	// the API server (read without the proxy).
 	forgotten := func(name string) bool {
-		u, err := e.Hub.User(ctx, name)
-		require.NoError(t, err)
+		_, ok := hubServer(t, e, name)
 		gone, err := podGone(ctx, e, name)
 		require.NoError(t, err)
-		_, ok := u.Server()
 		return !ok && !gone
 	}
 	_, err = e.Hub.StopServer(ctx, "ursula")
@@ -506,9 +505,7 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 	// Several of the service's stop attempts (3 s each) fail meanwhile.
 	assert.Never(t, func() bool { return forgotten("ursula") }, 12*time.Second, 200*time.Millisecond,
 		"the hub forgot a server whose pod still exists")
-	u, err := e.Hub.User(ctx, "ursula")
-	require.NoError(t, err)
-	s, ok := u.Server()
+	s, ok := hubServer(t, e, "ursula")
 	require.True(t, ok, "the stop is still pending in the hub")
 	require.NotNil(t, s.Pending)
 	assert.Equal(t, "stop", *s.Pending)
@@ -516,9 +513,7 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 
 	e.Proxy.ClearFaults() // the API server recovers, the watch resumes
 	require.Eventually(t, func() bool {
-		u, err := e.Hub.User(ctx, "ursula")
-		require.NoError(t, err)
-		_, ok := u.Server()
+		_, ok := hubServer(t, e, "ursula")
 		gone, err := podGone(ctx, e, "ursula")
 		require.NoError(t, err)
 		require.False(t, !ok && !gone, "the hub forgot the server before its pod was gone")
@@ -527,10 +522,6 @@ func TestStopWhileTheAPIServerFails(t *testing.T) {
 	assert.Equal(t, 1, e.Hub.Count("kubespawn: stop of ursula confirmed"), "stop() returned once the pod was gone")
 	assert.Equal(t, 1, e.Hub.Count("User ursula server took"), "the hub saw the stop succeed (it logs nothing when stop() raises)")
 	assert.Zero(t, e.Hub.Count("kubespawn: stop of ursula not confirmed"), "stop() never raised")
-	a, err := e.Check(ctx, users)
-	require.NoError(t, err)
-	assert.Empty(t, a.Leaked)
-	assert.Empty(t, a.Missing)
-	assert.Equal(t, 1, a.HubRunning, "victor's server is untouched")
+	assertAccounted(t, e, users, 1, "victor's server is untouched")
 	require.NoError(t, e.StopAll(ctx, users))
 }

@@ -22,10 +22,9 @@ import (
 // selection as the API server stores it.
 func TestProfilesShapeThePod(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, profiles: true})
-	ctx := t.Context()
 	users := []string{"carol", "dan"}
-	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, profiles: true}, users...)
+	ctx := t.Context()
 	require.NoError(t, e.Hub.StartNamedServer(ctx, "carol", "", map[string]any{"profile": "large"}))
 	require.NoError(t, e.Hub.StartNamedServer(ctx, "dan", "", map[string]any{"profile": "small"}))
 	ready := waitReady(t, e, users, "")

@@ -26,10 +26,9 @@ import (
 // service prefix and the OAuth wiring reached the pod. A named server too.
 func TestRealSingleUserServers(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{startTimeout: 90 * time.Second, sweep: time.Minute, realServers: true})
-	ctx := t.Context()
 	users := []string{"ada", "bob"}
-	require.NoError(t, e.Hub.CreateUsers(ctx, users))
+	e := newHubEnv(t, hubConfig{startTimeout: 90 * time.Second, sweep: time.Minute, realServers: true}, users...)
+	ctx := t.Context()
 	t.Cleanup(func() {
 		if t.Failed() {
 			logProcessPods(t, e)

@@ -20,9 +20,8 @@ import (
 // (delete_forever) deletes it, as the API server confirms.
 func TestUserClaimSurvivesStopsAndGoesWithTheUser(t *testing.T) {
 	parallelHub(t)
-	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, storage: "1Gi"})
+	e := newHubEnv(t, hubConfig{startTimeout: 60 * time.Second, sweep: time.Minute, storage: "1Gi"}, "fay")
 	ctx := t.Context()
-	require.NoError(t, e.Hub.CreateUsers(ctx, []string{"fay"}))
 	claims := e.Config.Client.CoreV1().PersistentVolumeClaims(e.Config.Namespace)
 	userClaim := func() *corev1.PersistentVolumeClaim {
 		t.Helper()

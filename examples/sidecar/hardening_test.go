@@ -58,6 +58,24 @@ func (e *env) secretPod(name string, labels map[string]string) *corev1.Pod {
 	return p
 }
 
+// hardenedSidecar is the sidecar of the hardening tests, ready: e's
+// namespace, the user pods of --selector component=singleuser-server, and
+// hardenToken required on the pod routes.
+func (e *env) hardenedSidecar() *sidecar {
+	e.t.Helper()
+	s := startSidecar(e.t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
+	s.waitReady()
+	return s
+}
+
+// requireNotDeleted checks that the API server still has the pod name:
+// what a refused request must leave.
+func (e *env) requireNotDeleted(name string) {
+	e.t.Helper()
+	_, err := e.direct.CoreV1().Pods(e.ns).Get(e.t.Context(), name, metav1.GetOptions{})
+	require.NoError(e.t, err, "nothing was deleted")
+}
+
 func assertNoSecrets(t *testing.T, body []byte) {
 	t.Helper()
 	for _, s := range []string{secretEnv, secretArg, "JUPYTERHUB_API_TOKEN", "hub-secret", "last-applied", "managedFields", "envFrom", "volumeMounts"} {
@@ -88,8 +106,7 @@ func TestPodViewServesNoSecrets(t *testing.T) {
 
 	// Over HTTP, from the cache and from the API server (a list and a
 	// get during the first sync fall back to it), with the token.
-	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
-	s.waitReady()
+	s := e.hardenedSidecar()
 	for _, path := range []string{"/pods", "/pods/" + e.ns + "/jupyter-alice"} {
 		r := s.get(path)
 		require.Equal(t, http.StatusOK, r.code, "%s", r.body)
@@ -106,8 +123,7 @@ func TestEveryPodRouteNeedsTheToken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", userLabels)
-	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
-	s.waitReady()
+	s := e.hardenedSidecar()
 	for _, c := range []struct{ method, path string }{
 		{http.MethodGet, "/pods"},
 		{http.MethodGet, "/pods?namespace=" + e.ns},
@@ -122,8 +138,7 @@ func TestEveryPodRouteNeedsTheToken(t *testing.T) {
 	for _, path := range []string{"/readyz", "/livez", "/status", "/metrics"} {
 		assert.Equal(t, http.StatusOK, s.do(http.MethodGet, path, nil).code, path)
 	}
-	_, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), "jupyter-alice", metav1.GetOptions{})
-	require.NoError(t, err, "nothing was deleted")
+	e.requireNotDeleted("jupyter-alice")
 	assert.NotContains(t, s.logs.String(), hardenToken)
 }
 
@@ -135,8 +150,7 @@ func TestOutOfScopePodsAreNeverServedOrDeleted(t *testing.T) {
 	e := newEnv(t)
 	hub := e.secretPod("hub-7d9f", map[string]string{"component": "hub"})
 	e.pod("jupyter-alice", userLabels)
-	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
-	s.waitReady()
+	s := e.hardenedSidecar()
 	for _, c := range []struct{ method, path string }{
 		{http.MethodGet, "/pods/" + e.ns + "/hub-7d9f"},
 		{http.MethodGet, "/pods/" + e.ns + "/hub-7d9f/events"},
@@ -235,8 +249,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("jupyter-alice", userLabels)
-	s := startSidecar(t, nil, Config{Namespaces: []string{e.ns}, Selector: "component=singleuser-server", Token: hardenToken})
-	s.waitReady()
+	s := e.hardenedSidecar()
 	pod := "/pods/" + e.ns + "/jupyter-alice"
 	for _, c := range []struct {
 		method, path string
@@ -263,8 +276,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 		assert.NotEmpty(t, r.json(t)["error"])
 		assert.NotContains(t, string(r.body), "example.invalid/notebook", "no pod data")
 	}
-	_, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), "jupyter-alice", metav1.GetOptions{})
-	require.NoError(t, err, "nothing was deleted")
+	e.requireNotDeleted("jupyter-alice")
 	r := s.get(pod)
 	require.Equal(t, http.StatusOK, r.code, "the hub's own request: %s", r.body)
 	r = s.do(http.MethodGet, "/status", http.Header{"Sec-Fetch-Site": {"none"}})
@@ -301,8 +313,7 @@ func TestUnsentBodyDoesNotHoldTheConnection(t *testing.T) {
 		line, _, _ := strings.Cut(got, "\r\n")
 		assert.Contains(t, line, strconv.Itoa(c.want), "%s %s: %q", c.method, c.path, got)
 	}
-	_, err := e.direct.CoreV1().Pods(e.ns).Get(t.Context(), "jupyter-alice", metav1.GetOptions{})
-	require.NoError(t, err, "nothing was deleted")
+	e.requireNotDeleted("jupyter-alice")
 }
 
 // TestRunRefusesWideListenWithoutToken: beyond loopback the pod routes
@@ -326,21 +337,12 @@ func TestRunChecksHostAndAuthenticates(t *testing.T) {
 	e.pod("jupyter-alice", nil)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(hardenToken+"\n"), 0o600))
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--kubeconfig=" + testcluster.KubeConfig(t, cluster.Config()), "--namespace=" + e.ns,
+	addr := servicetest.FreeAddr(t)
+	servicetest.RunInBackground(t, func(ctx context.Context) error {
+		return run(ctx, []string{"--kubeconfig=" + testcluster.KubeConfig(t, cluster.Config()), "--namespace=" + e.ns,
 			"--listen=" + addr, "--token-file=" + tokenFile}, io.Discard)
-	}()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	do := func(host, path string, header http.Header) int {
-		code, _ := service.Probe(t.Context(), "http://"+addr+path, host, header)
-		return code
-	}
+	})
+	do := servicetest.Prober(t, addr)
 	require.Eventually(t, func() bool { return do(addr, "/readyz", nil) == http.StatusOK }, 60*time.Second, 50*time.Millisecond)
 	bearer := http.Header{"Authorization": {"Bearer " + hardenToken}}
 	assert.Equal(t, http.StatusForbidden, do("attacker.example:80", "/pods", bearer), "rebinding host")

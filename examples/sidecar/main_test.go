@@ -169,11 +169,7 @@ func (s *sidecar) get(path string) response {
 // waitReady waits until /readyz answers 200.
 func (s *sidecar) waitReady() {
 	s.t.Helper()
-	var last response
-	require.Eventually(s.t, func() bool {
-		last = s.get("/readyz")
-		return last.code == http.StatusOK
-	}, 60*time.Second, 50*time.Millisecond, "sidecar ready (last answer %d %s)", last.code, last.body)
+	servicetest.AwaitOK(s.t, s.url+"/readyz", 60*time.Second, "sidecar ready")
 }
 
 // sseEvent is one Server-Sent Event.

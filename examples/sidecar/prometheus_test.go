@@ -21,12 +21,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/childproc"
 	"github.com/kubespawn/kubespawn/internal/faultproxy"
 	"github.com/kubespawn/kubespawn/internal/podsim"
@@ -80,21 +80,8 @@ func TestPrometheusAlertsOnStall(t *testing.T) {
 	})
 	// An orphan (this instance's labels, no user): the sweeper deletes it,
 	// so that swept_pods_total{reason} exists.
-	_, err = e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "orphan", Labels: map[string]string{
-			spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: spawnerInstance,
-		}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "example.org/notebook:1"}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-
-	_, err = e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "busy", Labels: map[string]string{
-			spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "other",
-		}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "example.org/notebook:1"}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	e.pod("orphan", map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: spawnerInstance})
+	e.pod("busy", map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "other"})
 	t.Cleanup(func() {
 		ctx := context.Background()
 		require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(ctx, "busy", metav1.DeleteOptions{}))
@@ -296,22 +283,7 @@ func startSpawnerService(t *testing.T, dir string, cfg *rest.Config, ns string) 
 			t.Logf("%s", proc.Tail(40))
 		}
 	})
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		var last string
-		resp, err := http.Get(s.url + "/readyz")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		} else {
-			last = err.Error()
-		}
-		require.True(t, time.Now().Before(deadline), "spawner service not ready after 2m (last answer: %s)", last)
-		time.Sleep(100 * time.Millisecond) // polling its /readyz
-	}
+	servicetest.AwaitOK(t, s.url+"/readyz", 2*time.Minute, "spawner service ready")
 	return s
 }
 
@@ -376,14 +348,7 @@ func startPrometheus(t *testing.T, bin, dir, rules string, targets map[string]sc
 			t.Logf("%s", proc.Tail(40))
 		}
 	})
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(p.url + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, time.Minute, 100*time.Millisecond, "prometheus ready\n%s", proc.Tail(20))
+	servicetest.AwaitOK(t, p.url+"/-/ready", time.Minute, "prometheus ready")
 	return p
 }
 

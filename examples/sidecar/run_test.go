@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
@@ -103,11 +103,7 @@ func TestRunReturnsErrorOnReflectorFailure(t *testing.T) {
 			"--listen=127.0.0.1:0", "--stall-timeout=4s", "--failure-timeout=4s",
 		}, io.Discard)
 	}()
-	runErr := returned(t, done, 120*time.Second)
-	require.Error(t, runErr)
-	assert.ErrorContains(t, runErr, "failed")
-	assert.ErrorContains(t, runErr, "forbidden")
-	assert.ErrorContains(t, runErr, "restarted")
+	servicetest.AssertReflectorFailure(t, returned(t, done, 120*time.Second))
 }
 
 // TestRunGracefulShutdown: when its context ends (SIGTERM), run shuts the
@@ -116,7 +112,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	pod := e.pod("jupyter-alice", nil)
-	addr := freeAddr(t)
+	addr := servicetest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
@@ -124,14 +120,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 		done <- run(ctx, []string{"--kubeconfig=" + testcluster.KubeConfig(t, cluster.Config()), "--namespace=" + e.ns, "--listen=" + addr}, io.Discard)
 	}()
 	base := "http://" + addr
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 50*time.Millisecond)
+	servicetest.AwaitOK(t, base+"/readyz", 60*time.Second, "run serving")
 
 	// An open event stream must not hold the shutdown up.
 	resp, err := http.Get(base + "/pods/" + e.ns + "/" + pod.Name + "/events")
@@ -146,15 +135,6 @@ func TestRunGracefulShutdown(t *testing.T) {
 	require.NoError(t, err)
 	_, err = http.Get(base + "/livez")
 	require.Error(t, err, "no longer listening")
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
 }
 
 // runChild runs main() in a child process (the test binary, see TestMain).
@@ -201,7 +181,7 @@ func TestProcessExitsNonZeroOnFailure(t *testing.T) {
 	saCfg, err := cluster.ServiceAccountConfig(t.Context(), e.ns, "no-permissions")
 	require.NoError(t, err)
 	cmd, out := runChild(t, "--kubeconfig="+testcluster.KubeConfig(t, saCfg), "--namespace="+e.ns,
-		"--listen="+freeAddr(t), "--stall-timeout=4s", "--failure-timeout=4s")
+		"--listen="+servicetest.FreeAddr(t), "--stall-timeout=4s", "--failure-timeout=4s")
 	err = cmd.Wait()
 	var exitErr *exec.ExitError
 	require.True(t, errors.As(err, &exitErr), "exit error, got %v; output:\n%s", err, out)
@@ -213,16 +193,14 @@ func TestProcessExitsNonZeroOnFailure(t *testing.T) {
 func TestProcessExitsZeroOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	addr := freeAddr(t)
+	addr := servicetest.FreeAddr(t)
 	cmd, out := runChild(t, "--kubeconfig="+testcluster.KubeConfig(t, cluster.Config()), "--namespace="+e.ns, "--listen="+addr)
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/livez")
-		if err != nil {
-			return false
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("child's output:\n%s", out)
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 50*time.Millisecond, "child serving; output:\n%s", out)
+	})
+	servicetest.AwaitOK(t, "http://"+addr+"/livez", 60*time.Second, "child serving")
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait(), "output:\n%s", out)
 	assert.Contains(t, out.String(), "Shutting down")

@@ -18,11 +18,10 @@ import (
 // --cluster-domain; the poll names the namespace too.
 func TestStartAnswerSaysWhereTheServerIs(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	cfg := e.config(nil)
-	cfg.ServicesEnabled = true
-	cfg.ClusterDomain = "example.test"
-	d := e.start(cfg)
+	e, d := newDemo(t, func(cfg *Config) {
+		cfg.ServicesEnabled = true
+		cfg.ClusterDomain = "example.test"
+	})
 
 	check := func(res map[string]any, user string) {
 		t.Helper()

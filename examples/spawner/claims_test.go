@@ -146,8 +146,7 @@ func TestStartFailsClearlyOnClaimsAndServices(t *testing.T) {
 
 	// erin's claim made with ReadWriteOnce; the service now asks for
 	// ReadWriteMany (a configuration change): 422, naming the field.
-	d.startUser("erin")
-	d.stopUser("erin")
+	d.startStopUser("erin")
 	d.close()
 	cfg = e.storageConfig()
 	cfg.Storage.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -136,20 +135,12 @@ func claimNameOf(t *testing.T, user string) string {
 func (e *env) claim(name string) *corev1.PersistentVolumeClaim {
 	e.t.Helper()
 	c, err := e.direct.CoreV1().PersistentVolumeClaims(e.ns).Get(context.Background(), name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	require.NoError(e.t, err)
-	return c
+	return orNil(e.t, c, err)
 }
 
 // service reads a Service from the API server; nil if NotFound.
 func (e *env) service(name string) *corev1.Service {
 	e.t.Helper()
 	s, err := e.direct.CoreV1().Services(e.ns).Get(context.Background(), name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	require.NoError(e.t, err)
-	return s
+	return orNil(e.t, s, err)
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"errors"
-	"flag"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -13,8 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	"github.com/kubespawn/kubespawn/examples/internal/service"
-	"github.com/kubespawn/kubespawn/reflector"
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
@@ -24,30 +21,8 @@ import (
 // status 2, with the library's message.
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	t.Parallel()
-	for _, c := range []struct {
-		args []string
-		msg  string
-	}{
-		{[]string{"--instance=demo", "--stall-timeout=500ms"}, "StallTimeout must be at least 4s"},
-		{[]string{"--instance=demo", "--stall-timeout=-1s"}, "StallTimeout must not be negative"},
-		{[]string{"--instance=demo", "--failure-timeout=5s"}, "FailureTimeout 5s is below StallTimeout 10s"},
-	} {
-		_, err := parseFlags(c.args, io.Discard)
-		require.ErrorIs(t, err, reflector.ErrInvalidOptions, "%v", c.args)
-		var stderr bytes.Buffer
-		assert.Equal(t, 2, service.ExitCode(err, &stderr), "%v", c.args)
-		assert.Contains(t, stderr.String(), c.msg, "%v", c.args)
-		assert.Contains(t, stderr.String(), "--stall-timeout", "%v: names the flags", c.args)
-	}
-	for _, args := range [][]string{{"--no-such-flag"}, {"extra"}, {"--instance=demo", "--namespace="}} {
-		_, err := parseFlags(args, io.Discard)
-		assert.Equal(t, 2, service.ExitCode(err, io.Discard), "%v", args)
-	}
-	o, err := parseFlags([]string{"--instance=demo"}, io.Discard)
-	require.NoError(t, err)
+	o := servicetest.CheckReflectorFlags(t, parseFlags, "--instance=demo")
 	assert.Zero(t, o.stallTimeout, "0: the library's default")
-	assert.Equal(t, 0, service.ExitCode(flag.ErrHelp, io.Discard))
-	assert.Equal(t, 1, service.ExitCode(errors.New("reflector failed"), io.Discard))
 }
 
 // TestSpawnerFlagsAreTheLibrarysToCheck (issue 18, item 4): the flags of
@@ -56,8 +31,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 // error (exit status 2) whose message is the library's and names the flag.
 func TestSpawnerFlagsAreTheLibrarysToCheck(t *testing.T) {
 	t.Parallel()
-	o, err := parseFlags([]string{"--instance=demo"}, io.Discard)
-	require.NoError(t, err)
+	o := servicetest.MustParse(t, parseFlags, "--instance=demo")
 	assert.Zero(t, o.startTimeout, "0: spawner.Options' default (5m)")
 	assert.Zero(t, o.stopTimeout, "0: spawner.Options' default (1m)")
 	assert.Zero(t, o.imagePullGrace, "0: spawner.Options' default (30s)")
@@ -76,10 +50,7 @@ func TestSpawnerFlagsAreTheLibrarysToCheck(t *testing.T) {
 	} {
 		_, err := parseFlags([]string{"--instance=demo", c.flag}, io.Discard)
 		require.ErrorIs(t, err, c.is, c.flag)
-		var stderr bytes.Buffer
-		assert.Equal(t, 2, service.ExitCode(err, &stderr), c.flag)
-		assert.Contains(t, stderr.String(), c.msg, c.flag)
-		assert.Contains(t, stderr.String(), strings.SplitN(c.flag, "=", 2)[0], "%s: names the flag", c.flag)
+		servicetest.AssertUsageError(t, err, c.flag, c.msg, strings.SplitN(c.flag, "=", 2)[0])
 	}
 }
 
@@ -90,15 +61,13 @@ func TestSpawnerFlagsAreTheLibrarysToCheck(t *testing.T) {
 // users never share a claim; bad values are usage errors.
 func TestStorageFlags(t *testing.T) {
 	t.Parallel()
-	o, err := parseFlags([]string{"--instance=demo"}, io.Discard)
-	require.NoError(t, err)
+	o := servicetest.MustParse(t, parseFlags, "--instance=demo")
 	assert.Nil(t, o.storage, "no --storage-capacity: no claim (KubeSpawner's storage_capacity unset)")
 	assert.False(t, o.servicesEnabled, "KubeSpawner's services_enabled defaults to false")
 	assert.Equal(t, int32(8888), o.port, "KubeSpawner's port")
 	assert.Equal(t, "cluster.local", o.clusterDomain, "the end of KubeSpawner's dns_name_template")
 
-	o, err = parseFlags([]string{"--instance=demo", "--storage-capacity=10Gi"}, io.Discard)
-	require.NoError(t, err)
+	o = servicetest.MustParse(t, parseFlags, "--instance=demo", "--storage-capacity=10Gi")
 	require.NotNil(t, o.storage)
 	assert.Equal(t, "10Gi", o.storage.Capacity.String())
 	assert.Nil(t, o.storage.Class, "no --storage-class: the cluster's default class")
@@ -117,9 +86,8 @@ func TestStorageFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, validation.IsDNS1123Subdomain(long))
 
-	o, err = parseFlags([]string{"--instance=demo", "--storage-capacity=1Gi", "--storage-class=", "--storage-access-modes=ReadWriteMany,ReadOnlyMany",
-		"--storage-name-template=home-{username}{servername}", "--storage-mount-path=/home/user", "--services-enabled", "--port=9000", "--cluster-domain=corp.example"}, io.Discard)
-	require.NoError(t, err)
+	o = servicetest.MustParse(t, parseFlags, "--instance=demo", "--storage-capacity=1Gi", "--storage-class=", "--storage-access-modes=ReadWriteMany,ReadOnlyMany",
+		"--storage-name-template=home-{username}{servername}", "--storage-mount-path=/home/user", "--services-enabled", "--port=9000", "--cluster-domain=corp.example")
 	require.NotNil(t, o.storage.Class, "--storage-class= asks for no class, as KubeSpawner's empty string")
 	assert.Empty(t, *o.storage.Class)
 	assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany, corev1.ReadOnlyMany}, o.storage.AccessModes)
@@ -152,8 +120,6 @@ func TestStorageFlags(t *testing.T) {
 		{[]string{"--cluster-domain="}, "--cluster-domain"},
 	} {
 		_, err := parseFlags(append([]string{"--instance=demo"}, c.args...), io.Discard)
-		var stderr bytes.Buffer
-		assert.Equal(t, 2, service.ExitCode(err, &stderr), "%v: %v", c.args, err)
-		assert.Contains(t, stderr.String(), c.msg, "%v", c.args)
+		servicetest.AssertUsageError(t, err, fmt.Sprint(c.args), c.msg)
 	}
 }

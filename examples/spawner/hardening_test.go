@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
-	"github.com/kubespawn/kubespawn/spawner"
 )
 
 const testToken = "spawner-token-1a2b3c4d5e6f"
@@ -33,10 +31,7 @@ const testToken = "spawner-token-1a2b3c4d5e6f"
 // is created; health and metrics stay open.
 func TestEveryUserRouteNeedsTheToken(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	cfg := e.config(nil)
-	cfg.Token = testToken
-	d := e.start(cfg)
+	e, d := newDemo(t, func(cfg *Config) { cfg.Token = testToken })
 	wrong := http.Header{"Authorization": {"Bearer not-it"}}
 	for _, c := range []struct{ method, path string }{
 		{http.MethodPost, "/users/mallory/server"},
@@ -57,8 +52,7 @@ func TestEveryUserRouteNeedsTheToken(t *testing.T) {
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		assert.Equal(t, http.StatusOK, d.doWith(http.MethodGet, path, nil, nil).code, path)
 	}
-	d.startUser("alice") // with the token
-	d.stopUser("alice")
+	d.startStopUser("alice") // with the token
 }
 
 // TestCrossSiteRequestsAreRefused: what a web page can make a browser
@@ -68,8 +62,7 @@ func TestEveryUserRouteNeedsTheToken(t *testing.T) {
 // pod is created, on the API server or in the table.
 func TestCrossSiteRequestsAreRefused(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	const body = `{"image":"attacker.example/x"}`
 	post := func(h http.Header) (int, []byte) {
 		code, _, b := servicetest.Do(t, http.MethodPost, d.url+"/users/mallory/server", strings.NewReader(body), h)
@@ -99,8 +92,7 @@ func TestCrossSiteRequestsAreRefused(t *testing.T) {
 // never stops a server poll() called stopped.
 func TestPollDeletesATerminatedPod(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	evict := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioEvict, podsim.AnnotationStartDelay: "1s"}}
 	r := d.do(http.MethodPost, "/users/erin/server", evict)
 	require.Equal(t, http.StatusOK, r.code, "%s", r.body)
@@ -133,15 +125,11 @@ func TestPollDeletesATerminatedPod(t *testing.T) {
 // collector here).
 func TestPollOfAVanishedPodForgetsIt(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	cfg := e.config(nil)
-	cfg.ServicesEnabled = true
-	d := e.start(cfg)
+	e, d := newDemo(t, func(cfg *Config) { cfg.ServicesEnabled = true })
 	d.startUser("vera")
 	name := e.podName("vera")
 	require.NotNil(t, e.service(name))
-	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
-	require.Eventually(t, func() bool { return e.pod(name) == nil }, time.Minute, 20*time.Millisecond)
+	e.deletePod(name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
 
 	// The service's cache may still show the pod for a moment (200,
 	// running or terminating); the 404 is the API server's.
@@ -160,8 +148,7 @@ func TestPollOfAVanishedPodForgetsIt(t *testing.T) {
 	assert.Empty(t, d.known().Pods)
 	assert.Nil(t, e.service(name), "the vanished pod's Service was deleted with the row")
 
-	d.startUser("vera") // not locked out
-	d.stopUser("vera")
+	d.startStopUser("vera") // not locked out
 }
 
 // TestPodsOutOfScopeAreForbidden: a pod with the name of a user's pod
@@ -169,17 +156,12 @@ func TestPollOfAVanishedPodForgetsIt(t *testing.T) {
 // is never reported nor deleted: 403, never a 404 that reads as gone.
 func TestPodsOutOfScopeAreForbidden(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	for user, labels := range map[string]map[string]string{
 		"mallory": {"component": "hub"},
-		"oscar":   {spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "hub-2"},
+		"oscar":   instanceLabels("hub-2"),
 	} {
-		_, err := e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: e.podName(user), Labels: labels},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.org/x:1"}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
+		e.createPod(metav1.ObjectMeta{Name: e.podName(user), Labels: labels})
 		for _, method := range []string{http.MethodGet, http.MethodDelete} {
 			r := d.do(method, "/users/"+user+"/server", nil)
 			require.Equal(t, http.StatusForbidden, r.code, "%s %s: %s", method, user, r.body)
@@ -188,8 +170,7 @@ func TestPodsOutOfScopeAreForbidden(t *testing.T) {
 		p := e.pod(e.podName(user))
 		require.NotNil(t, p, "not deleted")
 		assert.Nil(t, p.DeletionTimestamp)
-		require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), p.Name, metav1.DeleteOptions{}))
-		require.Eventually(t, func() bool { return e.pod(p.Name) == nil }, time.Minute, 20*time.Millisecond)
+		e.deletePod(p.Name, metav1.DeleteOptions{})
 	}
 }
 
@@ -198,8 +179,7 @@ func TestPodsOutOfScopeAreForbidden(t *testing.T) {
 // deleted and the user forgotten. Without it, the start goes on.
 func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	for _, path := range []string{"/users/gina/server?cancelOnDisconnect=true", "/users/gina/server?cancelOnDisconnect=true&progress=sse"} {
 		ctx, cancel := context.WithCancel(t.Context())
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url+path, strings.NewReader(`{"annotations":{"`+podsim.AnnotationScenario+`":"slow-start","`+podsim.AnnotationStartDelay+`":"1h"}}`))
@@ -213,10 +193,10 @@ func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 				resp.Body.Close()
 			}
 		}()
-		require.Eventually(t, func() bool { return e.pod(e.podName("gina")) != nil }, time.Minute, 20*time.Millisecond)
+		e.waitPod(e.podName("gina"))
 		cancel() // the client goes away
 		<-done
-		require.Eventually(t, func() bool { return e.pod(e.podName("gina")) == nil }, time.Minute, 20*time.Millisecond, "%s: the cancelled start deleted its pod", path)
+		e.waitPodGone(e.podName("gina"), "%s: the cancelled start deleted its pod", path)
 		require.Eventually(t, func() bool { return len(d.known().Pods) == 0 }, time.Minute, 20*time.Millisecond)
 	}
 	// Without cancelOnDisconnect, the start outlives its request.
@@ -231,7 +211,7 @@ func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	require.Eventually(t, func() bool { return e.pod(e.podName("gina")) != nil }, time.Minute, 20*time.Millisecond)
+	e.waitPod(e.podName("gina"))
 	cancel()
 	<-gone
 	require.Eventually(t, func() bool {
@@ -245,10 +225,7 @@ func TestStartCancelledWhenItsClientGoesAway(t *testing.T) {
 // TestBadUserNamesAre400 and the stream caps: 429 past them.
 func TestBadUserNamesAndStreamCaps(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	cfg := e.config(nil)
-	cfg.Streams = service.StreamLimits{Max: 1, PerClient: 1}
-	d := e.start(cfg)
+	e, d := newDemo(t, func(cfg *Config) { cfg.Streams = service.StreamLimits{Max: 1, PerClient: 1} })
 	for _, user := range []string{strings.Repeat("u", maxUserLen+1), "%ff%fe", "a%0Ab", "%00"} {
 		for _, method := range []string{http.MethodPost, http.MethodGet, http.MethodDelete} {
 			r := d.do(method, "/users/"+user+"/server", nil)
@@ -260,7 +237,7 @@ func TestBadUserNamesAndStreamCaps(t *testing.T) {
 	slow := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}}
 	started := make(chan response, 1)
 	go func() { started <- d.do(http.MethodPost, "/users/hal/server", slow) }()
-	require.Eventually(t, func() bool { return e.pod(e.podName("hal")) != nil }, time.Minute, 20*time.Millisecond)
+	e.waitPod(e.podName("hal"))
 	ctx, cancel := context.WithCancel(t.Context())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.url+"/users/hal/server/progress", nil)
 	require.NoError(t, err)
@@ -291,24 +268,12 @@ func TestRunRefusesWideListenWithoutTokenAndChecksHost(t *testing.T) {
 	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(testToken), 0o600))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--kubeconfig", kc, "--namespace", e.ns, "--instance", "demo", "--listen", addr,
+	addr := servicetest.FreeAddr(t)
+	servicetest.RunInBackground(t, func(ctx context.Context) error {
+		return run(ctx, []string{"--kubeconfig", kc, "--namespace", e.ns, "--instance", "demo", "--listen", addr,
 			"--token-file", tokenFile, "--sweep-interval", "0"}, &strings.Builder{})
-	}()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	get := func(host, path string, header http.Header) int {
-		code, _ := service.Probe(t.Context(), "http://"+addr+path, host, header)
-		return code
-	}
+	})
+	get := servicetest.Prober(t, addr)
 	require.Eventually(t, func() bool { return get(addr, "/readyz", nil) == http.StatusOK }, time.Minute, 50*time.Millisecond)
 	bearer := http.Header{"Authorization": {"Bearer " + testToken}}
 	assert.Equal(t, http.StatusForbidden, get("rebind.attacker.example", "/known-pods", bearer))

@@ -114,15 +114,62 @@ func (e *env) podNameOf(instance, user string) string {
 	return n
 }
 
+// orNil is what a Get from the API server returned: nil if NotFound, the
+// object otherwise; any other error fails the test.
+func orNil[T any](t *testing.T, obj *T, err error) *T {
+	t.Helper()
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	return obj
+}
+
 // pod reads the pod from the API server; nil if NotFound.
 func (e *env) pod(name string) *corev1.Pod {
 	e.t.Helper()
 	p, err := e.direct.CoreV1().Pods(e.ns).Get(context.Background(), name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
+	return orNil(e.t, p, err)
+}
+
+// waitPod waits (a minute at most) until the API server has the pod: a
+// start in progress has created it.
+func (e *env) waitPod(name string) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool { return e.pod(name) != nil }, time.Minute, 20*time.Millisecond, "pod %s created", name)
+}
+
+// waitPodGone waits (a minute at most) until the API server has the pod
+// no more.
+func (e *env) waitPodGone(name string, msgAndArgs ...any) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool { return e.pod(name) == nil }, time.Minute, 20*time.Millisecond, msgAndArgs...)
+}
+
+// createPod creates a pod behind the service's back (a leak, another
+// instance's pod, one that is not a spawner's) with meta, one container
+// and a grace period of 1s.
+func (e *env) createPod(meta metav1.ObjectMeta) *corev1.Pod {
+	e.t.Helper()
+	p, err := e.direct.CoreV1().Pods(e.ns).Create(e.t.Context(), &corev1.Pod{
+		ObjectMeta: meta,
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "example.org/notebook:1"}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
+	}, metav1.CreateOptions{})
 	require.NoError(e.t, err)
 	return p
+}
+
+// instanceLabels are the labels of a pod of another spawner instance.
+func instanceLabels(instance string) map[string]string {
+	return map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: instance}
+}
+
+// deletePod deletes the pod behind the service's back (an admin, an
+// eviction) and waits until it is gone.
+func (e *env) deletePod(name string, opts metav1.DeleteOptions) {
+	e.t.Helper()
+	require.NoError(e.t, e.direct.CoreV1().Pods(e.ns).Delete(e.t.Context(), name, opts))
+	e.waitPodGone(name)
 }
 
 // demo is a Server under test behind an httptest server that serves it as
@@ -162,6 +209,32 @@ func (e *env) config(f *reflector.Factory) Config {
 		DeleteGracePeriod: ptr.To(time.Second),
 		LeaseNamespace:    e.ns, Logger: &logger,
 	}
+}
+
+// newDemo is where most tests begin: a fresh env and a demo of the tests'
+// Config (as configure changes it), ready.
+func newDemo(t *testing.T, configure ...func(*Config)) (*env, *demo) {
+	t.Helper()
+	e := newEnv(t)
+	cfg := e.config(nil)
+	for _, c := range configure {
+		c(&cfg)
+	}
+	return e, e.start(cfg)
+}
+
+// twoInstances is the Config of instances a and b as one process runs
+// them in e's namespace: one factory (one pod watch and one event watch)
+// and one metrics registry, the caches' metrics once, the spawners'
+// labelled spawner=<instance>.
+func (e *env) twoInstances(a, b string) (f *reflector.Factory, cfgA, cfgB Config) {
+	e.t.Helper()
+	metrics := prometheus.NewRegistry()
+	f = e.factory(metrics)
+	cfgA, cfgB = e.config(f), e.config(f)
+	cfgA.Instance, cfgB.Instance = a, b
+	cfgA.Metrics, cfgB.Metrics = metrics, metrics
+	return f, cfgA, cfgB
 }
 
 func (e *env) start(cfg Config) *demo {
@@ -240,18 +313,7 @@ func (d *demo) doWith(method, path string, body any, header http.Header) respons
 
 func (d *demo) waitReady() {
 	d.t.Helper()
-	var last string
-	require.Eventually(d.t, func() bool {
-		resp, err := http.Get(d.url + "/readyz")
-		if err != nil {
-			last = err.Error() // not listening yet
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		last = string(b)
-		return resp.StatusCode == http.StatusOK
-	}, time.Minute, 50*time.Millisecond, "ready (last answer %s)", last)
+	servicetest.AwaitOK(d.t, d.url+"/readyz", time.Minute, "ready")
 }
 
 // startUser starts user's server synchronously and checks it runs.
@@ -268,6 +330,14 @@ func (d *demo) stopUser(user string) {
 	d.t.Helper()
 	r := d.do(http.MethodDelete, "/users/"+user+"/server", nil)
 	require.Equal(d.t, http.StatusOK, r.code, "body: %s", r.body)
+}
+
+// startStopUser starts user's server and stops it again: what a test ends
+// with to show that the user is not locked out and nothing is left.
+func (d *demo) startStopUser(user string) {
+	d.t.Helper()
+	d.startUser(user)
+	d.stopUser(user)
 }
 
 func (d *demo) known() KnownPods {

@@ -187,8 +187,7 @@ func (e *env) nothingOf(d *demo, user string) {
 // operator who allows the field lets the same start through.
 func TestRefusedStartsCreateNothing(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	user := "Nina"
 	hostPath := hubPod("claim-nina", "jupyter-nina")
 	spec := hostPath["pod"].(map[string]any)["spec"].(map[string]any)

@@ -5,13 +5,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -19,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/podsim"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 	"github.com/kubespawn/kubespawn/spawner"
@@ -26,8 +25,7 @@ import (
 
 func TestStartPollStop(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	name := e.podName("alice@example.com")
 
 	res := d.startUser("alice@example.com")
@@ -66,14 +64,12 @@ func TestStartPollStop(t *testing.T) {
 	// Stop is idempotent: always a DELETE, NotFound is "already gone".
 	d.stopUser("alice@example.com")
 	// The user can start again.
-	d.startUser("alice@example.com")
-	d.stopUser("alice@example.com")
+	d.startStopUser("alice@example.com")
 }
 
 func TestStartStreamsProgress(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 
 	evs := d.sse(http.MethodPost, "/users/bob/server?progress=sse", map[string]any{"image": "example.org/other:2"})
 	require.NotEmpty(t, evs)
@@ -122,8 +118,7 @@ func TestStartStreamsProgress(t *testing.T) {
 
 func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	body := map[string]any{"image": "example.org/no-such:image", "annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioImagePullFailure}}
 
 	r := d.do(http.MethodPost, "/users/carol/server", body)
@@ -163,8 +158,7 @@ func TestFailingStartReturnsReasonAndLeavesNoPod(t *testing.T) {
 
 func TestKnownPodsListsExactlyRunningUsers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	assert.Equal(t, KnownPods{Namespace: e.ns, Instance: "default", Pods: []string{}}, d.known())
 	for _, u := range []string{"alice", "bob", "carol"} {
 		d.startUser(u)
@@ -184,12 +178,11 @@ func TestKnownPodsListsExactlyRunningUsers(t *testing.T) {
 // 409 "stopped"; a second start while one is in progress is refused.
 func TestStopDuringStart(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	slow := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}}
 	started := make(chan response, 1)
 	go func() { started <- d.do(http.MethodPost, "/users/erin/server", slow) }()
-	require.Eventually(t, func() bool { return e.pod(e.podName("erin")) != nil }, time.Minute, 20*time.Millisecond)
+	e.waitPod(e.podName("erin"))
 	assert.Equal(t, []string{e.podName("erin")}, d.known().Pods, "a starting pod is known")
 	dup := d.do(http.MethodPost, "/users/erin/server", nil)
 	assert.Equal(t, http.StatusConflict, dup.code)
@@ -224,24 +217,13 @@ func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
 	d.startUser("alice")
 
 	// A pod with the service's labels, created behind its back (a leak).
-	orphan, err := e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        e.podName("mallory"),
-			Labels:      map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "default", spawner.LabelKeyHash: spawner.KeyHash("mallory")},
-			Annotations: map[string]string{spawner.AnnotationKey: "mallory"},
-		},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "example.org/notebook:1"}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	orphan := e.createPod(metav1.ObjectMeta{
+		Name:        e.podName("mallory"),
+		Labels:      map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "default", spawner.LabelKeyHash: spawner.KeyHash("mallory")},
+		Annotations: map[string]string{spawner.AnnotationKey: "mallory"},
+	})
 	// Another instance's pod: not this sweeper's business.
-	foreign, err := e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   "kubespawn-other-instance",
-			Labels: map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "hub-2"},
-		},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "notebook", Image: "example.org/notebook:1"}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	foreign := e.createPod(metav1.ObjectMeta{Name: "kubespawn-other-instance", Labels: instanceLabels("hub-2")})
 
 	// Not the leader: well past Config.OrphanMinAge and many retry periods, the
 	// orphan is still there.
@@ -251,7 +233,7 @@ func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
 	// The other replica goes away (its Lease released): this one leads
 	// and sweeps the orphan.
 	require.NoError(t, e.direct.CoordinationV1().Leases(e.ns).Delete(t.Context(), leaseName, metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool { return e.pod(orphan.Name) == nil }, time.Minute, 50*time.Millisecond)
+	e.waitPodGone(orphan.Name)
 	lease, err := e.direct.CoordinationV1().Leases(e.ns).Get(t.Context(), leaseName, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "demo-1", *lease.Spec.HolderIdentity)
@@ -264,8 +246,7 @@ func TestSweeperDeletesOrphanWhenLeader(t *testing.T) {
 	require.NotNil(t, e.pod(foreign.Name), "another instance's pod is never swept")
 
 	d.stopUser("alice")
-	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), foreign.Name, metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool { return e.pod(foreign.Name) == nil }, time.Minute, 50*time.Millisecond)
+	e.deletePod(foreign.Name, metav1.DeleteOptions{})
 }
 
 // metric returns the /metrics lines of one metric family.
@@ -287,13 +268,7 @@ func metric(t *testing.T, d *demo, name string) string {
 func TestInstancesShareCaches(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	metrics := prometheus.NewRegistry()
-	f := e.factory(metrics)
-	cfgA, cfgB := e.config(f), e.config(f)
-	cfgA.Instance, cfgB.Instance = "hub-a", "hub-b"
-	// One metrics registry too: the caches' metrics once, the spawners'
-	// labelled spawner=<instance>.
-	cfgA.Metrics, cfgB.Metrics = metrics, metrics
+	f, cfgA, cfgB := e.twoInstances("hub-a", "hub-b")
 	a, b := e.start(cfgA), e.start(cfgB)
 	assert.Same(t, a.srv.pods, b.srv.pods)
 	assert.Len(t, f.Status(), 2, "one pod cache and one event cache")
@@ -320,11 +295,7 @@ func TestInstancesShareCaches(t *testing.T) {
 func TestRunGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-
+	addr := servicetest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -338,7 +309,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	slow := map[string]any{"annotations": map[string]string{podsim.AnnotationScenario: podsim.ScenarioSlowStart, podsim.AnnotationStartDelay: "1h"}}
 	started := make(chan response, 1)
 	go func() { started <- d.do(http.MethodPost, "/users/frank/server", slow) }()
-	require.Eventually(t, func() bool { return e.pod(e.podNameOf("demo", "frank")) != nil }, time.Minute, 20*time.Millisecond)
+	e.waitPod(e.podNameOf("demo", "frank"))
 
 	cancel() // SIGTERM
 	r := <-started
@@ -363,10 +334,7 @@ func TestRunExitsOnReflectorFailure(t *testing.T) {
 	require.NoError(t, err)
 	err = run(t.Context(), []string{"--kubeconfig", testcluster.KubeConfig(t, saCfg), "--namespace", e.ns,
 		"--listen", "127.0.0.1:0", "--instance", "demo", "--stall-timeout", "4s", "--failure-timeout", "4s", "--sweep-interval", "0"}, &strings.Builder{})
-	require.Error(t, err)
-	assert.ErrorContains(t, err, "failed")
-	assert.ErrorContains(t, err, "forbidden")
-	assert.ErrorContains(t, err, "restarted")
+	servicetest.AssertReflectorFailure(t, err)
 }
 
 func TestRunBadFlags(t *testing.T) {

@@ -74,6 +74,17 @@ func (e *env) stallPods(p *faultproxy.Proxy, d *demo, pod string) {
 	}, time.Minute, 50*time.Millisecond, "the service reports its cache unhealthy")
 }
 
+// proxiedUser starts a demo over a fault proxy (proxiedConfig) and user's
+// server on it: where the tests of stops the API server fails begin. It
+// returns the proxy, the demo and the user's pod name.
+func (e *env) proxiedUser(user string) (*faultproxy.Proxy, *demo, string) {
+	e.t.Helper()
+	p, cfg := e.proxiedConfig()
+	d := e.start(cfg)
+	d.startUser(user)
+	return p, d, e.podName(user)
+}
+
 // TestStopWhoseReadsFailStillDeletesThePod (issue 17, defect 1): the pod
 // watch stalls, so reads fall back to the API server, whose GETs of pods
 // answer 503. A stop must still send the DELETE (the row has the pod's
@@ -82,10 +93,7 @@ func (e *env) stallPods(p *faultproxy.Proxy, d *demo, pod string) {
 func TestStopWhoseReadsFailStillDeletesThePod(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	p, cfg := e.proxiedConfig()
-	d := e.start(cfg)
-	d.startUser("alice")
-	name := e.podName("alice")
+	p, d, name := e.proxiedUser("alice")
 	uid := e.pod(name).UID
 
 	e.stallPods(p, d, name)
@@ -107,8 +115,7 @@ func TestStopWhoseReadsFailStillDeletesThePod(t *testing.T) {
 	require.Eventually(t, func() bool { state, _ := d.row("alice"); return state == "" && e.pod(name) == nil },
 		time.Minute, 50*time.Millisecond, "the service finished the stop: pod gone and row dropped")
 	assert.Equal(t, http.StatusNotFound, d.do(http.MethodGet, "/users/alice/server", nil).code)
-	d.startUser("alice")
-	d.stopUser("alice")
+	d.startStopUser("alice")
 }
 
 // TestStopWhoseDeleteFailsIsRetried (issue 17, defect 1): the API server
@@ -119,10 +126,7 @@ func TestStopWhoseReadsFailStillDeletesThePod(t *testing.T) {
 func TestStopWhoseDeleteFailsIsRetried(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	p, cfg := e.proxiedConfig()
-	d := e.start(cfg)
-	d.startUser("bob")
-	name := e.podName("bob")
+	p, d, name := e.proxiedUser("bob")
 
 	deletes := faultproxy.Match{Verb: faultproxy.VerbDelete, Resource: "pods"}
 	p.InjectStatus(deletes, http.StatusServiceUnavailable, 1<<30, 0)
@@ -149,8 +153,7 @@ func TestStopWhoseDeleteFailsIsRetried(t *testing.T) {
 	require.Eventually(t, func() bool { state, _ := d.row("bob"); return state == "" && e.pod(name) == nil },
 		time.Minute, 50*time.Millisecond, "the service's retry deleted the pod and dropped the row")
 	assert.Greater(t, p.Stats()[faultproxy.Key{Verb: faultproxy.VerbDelete, Resource: "pods"}].Requests, int64(2), "DELETEs were retried")
-	d.startUser("bob")
-	d.stopUser("bob")
+	d.startStopUser("bob")
 }
 
 // TestSweeperSelection: the sweeper's selection keeps the table's pods,
@@ -315,10 +318,7 @@ func TestRebuildTakesTerminatingPodsAsStopPending(t *testing.T) {
 func TestInstancesNeverShareAPod(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	metrics := prometheus.NewRegistry()
-	f := e.factory(metrics)
-	cfgA, cfgB := e.config(f), e.config(f)
-	cfgA.Instance, cfgB.Instance = "hub", "hub-a"
+	_, cfgA, cfgB := e.twoInstances("hub", "hub-a")
 	a, b := e.start(cfgA), e.start(cfgB)
 	// A key long enough to be cut, shaped so that "hub" + it would meet
 	// "hub-a" + it if the names carried the instance readably only.
@@ -350,17 +350,11 @@ func TestInstancesNeverShareAPod(t *testing.T) {
 // no row is a 403 that leaves no row either.
 func TestStopAfterOurPodWasReplacedKeepsNoRow(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	d := e.start(e.config(nil))
+	e, d := newDemo(t)
 	d.startUser("olga")
 	name := e.podName("olga")
-	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
-	require.Eventually(t, func() bool { return e.pod(name) == nil }, time.Minute, 20*time.Millisecond)
-	foreign, err := e.direct.CoreV1().Pods(e.ns).Create(t.Context(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{spawner.LabelManagedBy: spawner.ManagedByValue, spawner.LabelInstance: "hub-2"}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.org/x:1"}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	e.deletePod(name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+	foreign := e.createPod(metav1.ObjectMeta{Name: name, Labels: instanceLabels("hub-2")})
 
 	r := d.do(http.MethodDelete, "/users/olga/server", nil)
 	require.Equal(t, http.StatusOK, r.code, "our pod is gone: the stop is done: %s", r.body)
@@ -381,6 +375,5 @@ func TestStopAfterOurPodWasReplacedKeepsNoRow(t *testing.T) {
 	assert.Empty(t, state, "a 403 keeps no row")
 	assert.Nil(t, e.pod(name).DeletionTimestamp)
 
-	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), name, metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool { return e.pod(name) == nil }, time.Minute, 20*time.Millisecond)
+	e.deletePod(name, metav1.DeleteOptions{})
 }

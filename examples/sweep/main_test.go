@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -222,15 +223,23 @@ func requireAgeAtLeast(t *testing.T, row []string, d time.Duration) {
 	assert.GreaterOrEqual(t, age, d, "AGE of %s", row[1])
 }
 
+// sameObject reports whether a Get of an object whose UID was uid found
+// it: not when NotFound, nor when another object now holds the name. Any
+// other error fails the test.
+func sameObject(t *testing.T, got metav1.Object, err error, uid types.UID) bool {
+	t.Helper()
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	require.NoError(t, err)
+	return got.GetUID() == uid
+}
+
 // present reports whether the API server still has the pod (same UID).
 func (e *env) present(p *corev1.Pod) bool {
 	e.t.Helper()
 	got, err := e.direct.CoreV1().Pods(e.ns).Get(context.Background(), p.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false
-	}
-	require.NoError(e.t, err)
-	return got.UID == p.UID
+	return sameObject(e.t, got, err, p.UID)
 }
 
 func (e *env) requirePresent(pods ...*corev1.Pod) {
@@ -264,6 +273,15 @@ func runCLI(t *testing.T, args ...string) (string, string, error) {
 	err := run(t.Context(), args, &out, &errOut)
 	t.Logf("sweep %s\n%s%serror: %v", strings.Join(args, " "), out.String(), errOut.String(), err)
 	return out.String(), errOut.String(), err
+}
+
+// sweepRows runs the CLI (sweep), which must succeed, and returns its
+// output and its table's rows by pod name.
+func (e *env) sweepRows(args ...string) (string, map[string][]string) {
+	e.t.Helper()
+	out, _, err := e.sweep(args...)
+	require.NoError(e.t, err)
+	return out, table(e.t, out)
 }
 
 // table parses the CLI's table into name -> row fields (NAMESPACE, NAME,

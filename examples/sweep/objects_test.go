@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,11 +44,7 @@ func (e *env) claim(user, instance string) *corev1.PersistentVolumeClaim {
 func (e *env) claimPresent(c *corev1.PersistentVolumeClaim) bool {
 	e.t.Helper()
 	got, err := e.direct.CoreV1().PersistentVolumeClaims(e.ns).Get(context.Background(), c.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false
-	}
-	require.NoError(e.t, err)
-	return got.UID == c.UID
+	return sameObject(e.t, got, err, c.UID)
 }
 
 // ownedService creates a Service as a spawner makes one for the pod name
@@ -69,11 +64,7 @@ func (e *env) ownedService(name, pod string, uid types.UID) *corev1.Service {
 func (e *env) servicePresent(s *corev1.Service) bool {
 	e.t.Helper()
 	got, err := e.direct.CoreV1().Services(e.ns).Get(context.Background(), s.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false
-	}
-	require.NoError(e.t, err)
-	return got.UID == s.UID
+	return sameObject(e.t, got, err, s.UID)
 }
 
 // section returns the rows of the table under the header whose first

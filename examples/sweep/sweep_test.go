@@ -21,18 +21,23 @@ import (
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
 
-func TestDryRunListsButDeletesNothing(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, "sweep")
-	var old, young []*corev1.Pod
+// leakOldAndYoung leaks 3 running pods older than limit, then 2 young
+// ones: what the --older-than tests sweep, the old ones only.
+func (e *env) leakOldAndYoung() (old, young []*corev1.Pod) {
+	e.t.Helper()
 	e.ageTiers(
 		tier{past(limit), func() { old = e.leakMany("old", 3, leak{running: true}) }},
 		tier{0, func() { young = e.leakMany("young", 2, leak{running: true}) }},
 	)
+	return old, young
+}
 
-	out, _, err := e.sweep("--older-than", limit.String())
-	require.NoError(t, err)
-	rows := table(t, out)
+func TestDryRunListsButDeletesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "sweep")
+	old, young := e.leakOldAndYoung()
+
+	out, rows := e.sweepRows("--older-than", limit.String())
 	require.ElementsMatch(t, names(old), keys(rows))
 	for _, p := range old {
 		r := rows[p.Name]
@@ -48,15 +53,9 @@ func TestDryRunListsButDeletesNothing(t *testing.T) {
 func TestDeleteDeletesAndConfirms(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "sweep")
-	var old, young []*corev1.Pod
-	e.ageTiers(
-		tier{past(limit), func() { old = e.leakMany("old", 3, leak{running: true}) }},
-		tier{0, func() { young = e.leakMany("young", 2, leak{running: true}) }},
-	)
+	old, young := e.leakOldAndYoung()
 
-	out, _, err := e.sweep("--older-than", limit.String(), "--delete")
-	require.NoError(t, err)
-	rows := table(t, out)
+	out, rows := e.sweepRows("--older-than", limit.String(), "--delete")
 	require.ElementsMatch(t, names(old), keys(rows))
 	for _, p := range old {
 		assert.Equal(t, "deleted", rows[p.Name][5])
@@ -66,7 +65,7 @@ func TestDeleteDeletesAndConfirms(t *testing.T) {
 	e.requirePresent(young...)
 
 	// Again: nothing left to match, exit 0.
-	out, _, err = e.sweep("--older-than", limit.String(), "--delete")
+	out, _, err := e.sweep("--older-than", limit.String(), "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "no pods matched")
 	e.requirePresent(young...)
@@ -86,9 +85,7 @@ func TestNeverScheduledPodsSweptByCreationAge(t *testing.T) {
 		require.Nil(t, p.Status.StartTime)
 	}
 
-	out, _, err := e.sweep("--older-than", limit.String())
-	require.NoError(t, err)
-	rows := table(t, out)
+	_, rows := e.sweepRows("--older-than", limit.String())
 	require.ElementsMatch(t, names(pending), keys(rows))
 	for _, r := range rows {
 		requireAgeAtLeast(t, r, past(limit))
@@ -96,7 +93,7 @@ func TestNeverScheduledPodsSweptByCreationAge(t *testing.T) {
 	}
 	e.requirePresent(append(pending, fresh...)...)
 
-	out, _, err = e.sweep("--older-than", limit.String(), "--delete")
+	out, _, err := e.sweep("--older-than", limit.String(), "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "3 pods matched, 3 deleted, 0 failed (dry run: no)")
 	e.requireGone(pending...)
@@ -122,9 +119,7 @@ func TestAgeFromCreationNotStartTime(t *testing.T) {
 	require.True(t, fresh.Status.StartTime.Time.Before(fresh.CreationTimestamp.Add(-4*time.Hour)), "startTime %s", fresh.Status.StartTime)
 	require.True(t, early.Status.StartTime.Time.After(early.CreationTimestamp.Add(30*time.Minute)), "startTime %s", early.Status.StartTime)
 
-	out, _, err := e.sweep("--older-than", limit.String())
-	require.NoError(t, err)
-	rows := table(t, out)
+	_, rows := e.sweepRows("--older-than", limit.String())
 	require.ElementsMatch(t, []string{early.Name}, keys(rows))
 	requireAgeAtLeast(t, rows[early.Name], past(limit))
 	assert.Equal(t, []string{"Running", "too-old", "would-delete"}, rows[early.Name][3:])
@@ -132,13 +127,11 @@ func TestAgeFromCreationNotStartTime(t *testing.T) {
 	// The service knows neither pod: only the old one is an orphan, the
 	// start in progress is protected by --orphan-min-age.
 	ts := knownPodsServer(t, KnownPods{Pods: []string{}})
-	out, _, err = e.sweep("--orphans-from", ts.URL+"/known-pods", "--orphan-min-age", limit.String())
-	require.NoError(t, err)
-	rows = table(t, out)
+	_, rows = e.sweepRows("--orphans-from", ts.URL+"/known-pods", "--orphan-min-age", limit.String())
 	require.ElementsMatch(t, []string{early.Name}, keys(rows))
 	assert.Equal(t, "orphan", rows[early.Name][4])
 
-	out, _, err = e.sweep("--older-than", limit.String(), "--delete")
+	out, _, err := e.sweep("--older-than", limit.String(), "--delete")
 	require.NoError(t, err)
 	assert.Contains(t, out, "1 pods matched, 1 deleted, 0 failed (dry run: no)")
 	e.requireGone(early)
@@ -164,15 +157,23 @@ func TestEmptyMatch(t *testing.T) {
 	e.requirePresent(young...)
 }
 
+// proxied is a recording fault proxy in front of the API server, ending
+// with the test, and a kubeconfig for the CLI through it. TLS (HTTP/2):
+// kubeconfig credentials are only sent over TLS.
+func proxied(t *testing.T) (*faultproxy.Proxy, string) {
+	t.Helper()
+	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy, testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
+}
+
 // 8 pods in pages of 3: three list requests (checked at a recording proxy
 // in front of the API server), every pod seen and deleted.
 func TestPagination(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "sweep")
-	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true}) // TLS: kubeconfig credentials are only sent over TLS
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = proxy.Close() })
-	kubeconfig := testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
+	proxy, kubeconfig := proxied(t)
 	var pods []*corev1.Pod
 	e.ageTiers(tier{past(limit), func() { pods = e.leakMany("page", 8, leak{running: true}) }})
 
@@ -197,10 +198,7 @@ func TestPagination(t *testing.T) {
 func TestRequestTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "sweep")
-	proxy, err := faultproxy.New(cluster.Config(), faultproxy.Options{HTTP2: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = proxy.Close() })
-	kubeconfig := testcluster.KubeConfig(t, proxy.ClientConfig(cluster.Config()))
+	proxy, kubeconfig := proxied(t)
 	pods := e.leakMany("p", 2, leak{running: true})
 	lists := faultproxy.Match{Verb: faultproxy.VerbList, Resource: "pods", Namespace: e.ns}
 	proxy.Stall(lists)
@@ -301,9 +299,7 @@ func TestOrphansFromAndOlderThan(t *testing.T) {
 		tier{0, func() { starting = e.leak("starting", leak{running: true}) }},
 	)
 	ts := knownPodsServer(t, KnownPods{Pods: append(names(known), ancient.Name)})
-	out, _, err := e.sweep("--orphans-from", ts.URL+"/known-pods", "--older-than", maxAge.String(), "--orphan-min-age", minAge.String())
-	require.NoError(t, err)
-	rows := table(t, out)
+	_, rows := e.sweepRows("--orphans-from", ts.URL+"/known-pods", "--older-than", maxAge.String(), "--orphan-min-age", minAge.String())
 	require.ElementsMatch(t, []string{ancient.Name, stray.Name}, keys(rows))
 	assert.Equal(t, "too-old", rows[ancient.Name][4])
 	requireAgeAtLeast(t, rows[ancient.Name], past(maxAge))
@@ -363,18 +359,15 @@ func TestNameContainsAndSelector(t *testing.T) {
 	}})
 	olderThan := limit.String()
 
-	out, _, err := e.sweep("--older-than", olderThan, "--name-contains", "ipython")
-	require.NoError(t, err)
-	assert.ElementsMatch(t, names(ipy), keys(table(t, out)))
+	_, rows := e.sweepRows("--older-than", olderThan, "--name-contains", "ipython")
+	assert.ElementsMatch(t, names(ipy), keys(rows))
 
-	out, _, err = e.sweep("--older-than", olderThan, "--selector", "tier=free")
-	require.NoError(t, err)
-	assert.ElementsMatch(t, append(names(ipy), freeBokeh.Name), keys(table(t, out)))
+	_, rows = e.sweepRows("--older-than", olderThan, "--selector", "tier=free")
+	assert.ElementsMatch(t, append(names(ipy), freeBokeh.Name), keys(rows))
 
 	// Both, deleting: only the free bokeh pod.
-	out, _, err = e.sweep("--older-than", olderThan, "--selector", "tier=free", "--name-contains", "bokeh", "--delete")
-	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{freeBokeh.Name}, keys(table(t, out)))
+	_, rows = e.sweepRows("--older-than", olderThan, "--selector", "tier=free", "--name-contains", "bokeh", "--delete")
+	assert.ElementsMatch(t, []string{freeBokeh.Name}, keys(rows))
 	e.requireGone(freeBokeh)
 	e.requirePresent(append(ipy, bokeh...)...)
 }
@@ -395,16 +388,13 @@ func TestInstances(t *testing.T) {
 	require.NoError(t, err)
 	olderThan := limit.String()
 
-	out, _, err := e.sweep("--older-than", olderThan)
-	require.NoError(t, err)
-	assert.ElementsMatch(t, names(mine), keys(table(t, out)))
-	out, _, err = e.sweep("--older-than", olderThan, "--instance", "hub-2")
-	require.NoError(t, err)
-	assert.ElementsMatch(t, names(theirs), keys(table(t, out)))
-	out, _, err = e.sweep("--older-than", olderThan, "--all-instances", "--delete")
-	require.NoError(t, err)
+	_, rows := e.sweepRows("--older-than", olderThan)
+	assert.ElementsMatch(t, names(mine), keys(rows))
+	_, rows = e.sweepRows("--older-than", olderThan, "--instance", "hub-2")
+	assert.ElementsMatch(t, names(theirs), keys(rows))
+	out, rows := e.sweepRows("--older-than", olderThan, "--all-instances", "--delete")
 	assert.Contains(t, out, "(all instances)")
-	assert.ElementsMatch(t, names(mine, theirs), keys(table(t, out)))
+	assert.ElementsMatch(t, names(mine, theirs), keys(rows))
 	e.requireGone(append(mine, theirs...)...)
 	e.requirePresent(foreign)
 }

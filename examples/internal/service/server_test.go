@@ -2,8 +2,6 @@ package service
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -126,116 +124,6 @@ func TestNewHTTPServerRefusesCrossSiteRequests(t *testing.T) {
 				assert.NotEqual(t, http.StatusOK, resp.StatusCode, "CrossOriginProtection refuses it")
 			}
 		})
-	}
-}
-
-// rawRequest is servicetest.RawRequest (which imports this package):
-// it writes head on a new connection and returns everything the server
-// writes until it closes the connection, failing if it is still open
-// after bound.
-func rawRequest(t *testing.T, addr, head string, bound time.Duration) string {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	defer conn.Close()
-	_, err = io.WriteString(conn, head)
-	require.NoError(t, err)
-	require.NoError(t, conn.SetReadDeadline(time.Now().Add(bound)))
-	got, err := io.ReadAll(conn)
-	var ne net.Error
-	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server still holds the connection after %s (read so far: %q)", bound, got)
-	return string(got)
-}
-
-// TestUnsentBodyDoesNotHoldTheConnection: a request that announces a body
-// and never sends it, to a handler that does not read it (401, 415, GET,
-// DELETE) or does (ReadBody), gets its answer and its connection closed
-// within ReadTimeout, instead of the server waiting for the body forever.
-// Unfinished headers and an idle connection are bounded too.
-func TestUnsentBodyDoesNotHoldTheConnection(t *testing.T) {
-	mux := http.NewServeMux()
-	mux.Handle("/authed", NewAuth("s3cret").Require("test", http.HandlerFunc(ok)))
-	mux.HandleFunc("/open", ok)
-	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := ReadBody(w, r, 1<<20); err != nil {
-			WriteError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		ok(w, r)
-	})
-	addr := serve(t, NewHTTPServerWithOptions("127.0.0.1:0", mux, ServerOptions{
-		ReadHeaderTimeout: 200 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, IdleTimeout: 200 * time.Millisecond,
-	}))
-	const bound = 30 * time.Second // generous: the timeouts are far shorter
-	for _, c := range []struct {
-		method, path, contentType string
-		want                      int
-	}{
-		{http.MethodPost, "/authed", "application/json", http.StatusUnauthorized},
-		{http.MethodDelete, "/authed", "application/json", http.StatusUnauthorized},
-		{http.MethodPost, "/authed", "", http.StatusUnsupportedMediaType},
-		{http.MethodGet, "/open", "application/json", http.StatusOK},
-		{http.MethodDelete, "/open", "application/json", http.StatusOK},
-		{http.MethodPost, "/read", "application/json", http.StatusBadRequest},
-	} {
-		head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n", c.method, c.path, addr)
-		if c.contentType != "" {
-			head += "Content-Type: " + c.contentType + "\r\n"
-		}
-		got := rawRequest(t, addr, head+"\r\n", bound)
-		line, _, _ := strings.Cut(got, "\r\n")
-		assert.Contains(t, line, fmt.Sprint(c.want), "%s %s: %q", c.method, c.path, got)
-	}
-	// Headers that never end: closed, unanswered, after ReadHeaderTimeout.
-	got := rawRequest(t, addr, "GET /open HTTP/1.1\r\nHost: "+addr+"\r\n", bound)
-	assert.Empty(t, got, "unfinished headers")
-	// A whole request, then nothing: answered, then closed after IdleTimeout.
-	got = rawRequest(t, addr, "GET /open HTTP/1.1\r\nHost: "+addr+"\r\n\r\n", bound)
-	assert.True(t, strings.HasPrefix(got, "HTTP/1.1 200"), "idle connection: %q", got)
-}
-
-// TestLongAnswersOutliveReadTimeout: ReadTimeout bounds reading the
-// request; once it is read (no body, or ReadBody to its end), a long
-// answer (an event stream, a start that waits for its pod) keeps its
-// context for as long as the client stays: net/http clears the read
-// deadline when it starts watching the connection for the client going
-// away, so that watch does not fail at ReadTimeout and cancel it.
-func TestLongAnswersOutliveReadTimeout(t *testing.T) {
-	const readTimeout = 100 * time.Millisecond
-	long := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := ReadBody(w, r, 1<<20); err != nil {
-			WriteError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		es := StartEventStream(w)
-		select {
-		case <-r.Context().Done():
-			_ = es.Event("cancelled", []byte(r.Context().Err().Error()))
-		case <-time.After(5 * readTimeout):
-			_ = es.Event("done", []byte("{}"))
-		}
-	})
-	addr := serve(t, NewHTTPServerWithOptions("127.0.0.1:0", long, ServerOptions{ReadTimeout: readTimeout}))
-	for _, c := range []struct{ method, body string }{
-		{http.MethodGet, ""},
-		{http.MethodPost, `{"image":"x"}`},
-	} {
-		var body io.Reader
-		if c.body != "" {
-			body = strings.NewReader(c.body)
-		}
-		r, err := http.NewRequestWithContext(t.Context(), c.method, "http://"+addr+"/", body)
-		require.NoError(t, err)
-		if body != nil {
-			r.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(r)
-		require.NoError(t, err)
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
-		assert.Equal(t, "event: done\ndata: {}\n\n", string(b), "%s: the answer's context was not cancelled", c.method)
 	}
 }
 

@@ -1,8 +1,10 @@
-// Package servicetest holds what the example services' tests share: one
+// Package servicetest holds what the example programs' tests share: one
 // HTTP round trip that fails the test on a transport error and returns
 // the status, header and whole body, a raw one for what well-behaved
 // clients never send, and a test server that serves a handler as the
-// programs do.
+// programs do (this file); running a program under test and waiting for
+// it to answer (run.go); the checks of the flags and exit statuses every
+// program has (flags.go).
 package servicetest
 
 import (
