@@ -20,8 +20,8 @@ import (
 func main() { os.Exit(exitCode(service.Main(run), os.Stderr)) }
 
 var (
-	// errUsage marks bad flags (exit status 2).
-	errUsage = errors.New("usage")
+	// errUsage marks bad flags (exit status 2), as service.ParseFlags does.
+	errUsage = service.ErrUsage
 	// errCannotRun marks what keeps the doctor from examining anything:
 	// no configuration, no API server, bad credentials, a namespace that
 	// does not exist (exit status 2).
@@ -92,14 +92,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.kubespawn.IdleTimeout, "idle-timeout", 0, "its IdleTimeout (0: default, negative: off)")
 	fs.DurationVar(&o.kubespawn.AuditInterval, "audit-interval", 0, "its AuditInterval (0: default, negative: off)")
 	fs.DurationVar(&o.kubespawn.FailureTimeout, "failure-timeout", 0, "its FailureTimeout (0: default)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, usageError("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, usageError("unexpected arguments %q", fs.Args())
+	if err := service.ParseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	var problems []string
 	if o.namespace == "" {

@@ -15,5 +15,5 @@ import (
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	t.Parallel()
 	o := servicetest.CheckReflectorFlags(t, parseFlags)
-	assert.Zero(t, o.stallTimeout, "0: the library's default")
+	assert.Zero(t, o.cache.StallTimeout, "0: the library's default")
 }

@@ -4,19 +4,15 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/examples/internal/service"
-	"github.com/kubespawn/kubespawn/reflector"
 )
 
 // run takes no stdout: the service logs with klog, on stderr.
@@ -54,8 +50,7 @@ type options struct {
 	listen          string
 	tokenFile       string
 	streams         service.StreamLimits
-	stallTimeout    time.Duration
-	failureTimeout  time.Duration
+	cache           service.CacheFlags
 	shutdownTimeout time.Duration
 }
 
@@ -70,23 +65,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token that every pod route requires and that enables DELETE /pods/{namespace}/{name}; without it the sidecar serves loopback only, and no DELETE")
 	fs.IntVar(&o.streams.Max, "max-streams", service.DefaultMaxStreams, "event streams open at once, in all (0: no cap); more get 429")
 	fs.IntVar(&o.streams.PerClient, "max-streams-per-client", service.DefaultMaxStreamsPerClient, "event streams open at once from one client IP (0: no cap); more get 429")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", 0, "how long a stalled watch may go unnoticed (reflector.Options.StallTimeout; 0: the library's default)")
-	fs.DurationVar(&o.failureTimeout, "failure-timeout", 0, "how long recovery may fail before the sidecar exits non-zero to be restarted (reflector.Options.FailureTimeout; 0: the library's default)")
+	o.cache.Register(fs, "the sidecar")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "grace period for in-flight requests on SIGTERM")
 	klog.InitFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, service.UsageError(err)
+	if err := service.ParseFlags(fs, args); err != nil {
+		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, service.UsageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
-	}
-	// The library's rules are the only copy: --stall-timeout and
-	// --failure-timeout are checked by it, 0 being its default.
-	if err := o.reflectorOptions().Validate(); err != nil {
-		return nil, service.UsageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
+	if err := o.cache.Validate(); err != nil {
+		return nil, err
 	}
 	if len(o.namespaces.values) == 0 {
 		return nil, service.UsageError(errors.New("--namespace must not be empty"))
@@ -100,10 +86,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// readToken reads the bearer token file. An unreadable or empty file is an
-// error: authentication is never silently disabled when a file was given.
-var readToken = service.ReadTokenFile
-
 // run is the whole program: it returns nil after a graceful shutdown (ctx
 // ended: SIGTERM or SIGINT), a usage error (exit status 2) for bad flags,
 // and an error, which main turns into exit status 1, when the server
@@ -116,25 +98,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := klog.Background().WithName("sidecar")
 	ctx = klog.NewContext(ctx, logger)
-	token, err := readToken(o.tokenFile)
+	// An unreadable or empty token file is an error: authentication is
+	// never silently disabled when a file was given.
+	cfg, token, err := service.Prepare(o.kubeconfig, o.tokenFile, o.listen, userAgent)
 	if err != nil {
 		return err
 	}
-	if err := service.CheckListen(o.listen, service.NewAuth(token)); err != nil {
-		return err
-	}
-	cfg, err := service.RESTConfig(o.kubeconfig)
-	if err != nil {
-		return err
-	}
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = userAgent
-	}
-
-	metrics := newMetrics()
-	ropts := o.reflectorOptions()
-	ropts.Registerer = metrics
-	f, err := reflector.NewFactory(cfg, ropts)
+	f, metrics, err := service.NewFactory(cfg, o.cache.Options())
 	if err != nil {
 		return err
 	}
@@ -165,17 +135,4 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	return service.Run(ctx, hs, ln, o.shutdownTimeout, service.Failures(fctx, f))
-}
-
-// reflectorOptions are the factory's options the flags set.
-func (o *options) reflectorOptions() reflector.Options {
-	return reflector.Options{StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout}
-}
-
-// newMetrics is the registry /metrics serves: the Go runtime's and the
-// process's metrics, and (as the factory's Registerer) the caches'.
-func newMetrics() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
 }

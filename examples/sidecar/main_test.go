@@ -111,7 +111,7 @@ func startSidecarWith(t *testing.T, restCfg *rest.Config, cfg Config, opts servi
 		logs.mu.Unlock()
 	}, funcr.Options{Verbosity: 10})
 	cfg.Logger = &logger
-	metrics := newMetrics()
+	metrics := service.NewRegistry()
 	cfg.Metrics = metrics
 	f, err := reflector.NewFactory(restCfg, reflector.Options{StallTimeout: 5 * time.Second, Registerer: metrics})
 	require.NoError(t, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/kubespawn/kubespawn/examples/internal/service"
 	"github.com/kubespawn/kubespawn/examples/internal/servicetest"
 	"github.com/kubespawn/kubespawn/internal/testcluster"
 )
@@ -30,8 +31,8 @@ func TestParseFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"default"}, o.namespaces.values)
 	assert.Equal(t, "127.0.0.1:8081", o.listen, "loopback unless told otherwise")
-	assert.Zero(t, o.stallTimeout, "the library's default")
-	assert.Zero(t, o.failureTimeout, "the library's default")
+	assert.Zero(t, o.cache.StallTimeout, "the library's default")
+	assert.Zero(t, o.cache.FailureTimeout, "the library's default")
 	assert.Empty(t, o.kubeconfig)
 	assert.Empty(t, o.tokenFile)
 	assert.Empty(t, o.selector)
@@ -42,7 +43,7 @@ func TestParseFlags(t *testing.T) {
 	assert.Equal(t, []string{"a", "b", "c"}, o.namespaces.values)
 	assert.Equal(t, "component=singleuser-server", o.selector)
 	assert.Equal(t, "0.0.0.0:9000", o.listen)
-	assert.Equal(t, 5*time.Second, o.stallTimeout)
+	assert.Equal(t, 5*time.Second, o.cache.StallTimeout)
 	assert.Equal(t, "/k", o.kubeconfig)
 	assert.Equal(t, "/t", o.tokenFile)
 
@@ -65,21 +66,21 @@ func TestParseFlags(t *testing.T) {
 func TestReadToken(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	tok, err := readToken("")
+	tok, err := service.ReadTokenFile("")
 	require.NoError(t, err)
 	assert.Empty(t, tok, "no file: DELETE disabled")
 
 	path := filepath.Join(dir, "token")
 	require.NoError(t, os.WriteFile(path, []byte("  abc123\n"), 0o600))
-	tok, err = readToken(path)
+	tok, err = service.ReadTokenFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, "abc123", tok)
 
 	empty := filepath.Join(dir, "empty")
 	require.NoError(t, os.WriteFile(empty, []byte("\n"), 0o600))
-	_, err = readToken(empty)
+	_, err = service.ReadTokenFile(empty)
 	assert.ErrorContains(t, err, "empty", "a token file that enables nothing is an error")
-	_, err = readToken(filepath.Join(dir, "missing"))
+	_, err = service.ReadTokenFile(filepath.Join(dir, "missing"))
 	assert.Error(t, err)
 
 	// run refuses to start on a bad token file.

@@ -22,7 +22,7 @@ import (
 func TestBadFlagsAreUsageErrors(t *testing.T) {
 	t.Parallel()
 	o := servicetest.CheckReflectorFlags(t, parseFlags, "--instance=demo")
-	assert.Zero(t, o.stallTimeout, "0: the library's default")
+	assert.Zero(t, o.cache.StallTimeout, "0: the library's default")
 }
 
 // TestSpawnerFlagsAreTheLibrarysToCheck (issue 18, item 4): the flags of

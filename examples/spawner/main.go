@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -21,7 +19,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubespawn/kubespawn/examples/internal/service"
-	"github.com/kubespawn/kubespawn/reflector"
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
@@ -35,7 +32,8 @@ func main() {
 type options struct {
 	kubeconfig, namespace, listen, image, instance, leaseNamespace, tokenFile string
 	streams                                                                   service.StreamLimits
-	startTimeout, stopTimeout, stallTimeout, imagePullGrace, failureTimeout   time.Duration
+	cache                                                                     service.CacheFlags
+	startTimeout, stopTimeout, imagePullGrace                                 time.Duration
 	sweepInterval, orphanMinAge, maxAge, maxClaimAge, shutdownTimeout         time.Duration
 	stopRetryInterval, stopRetryMaxInterval                                   time.Duration
 	// storage is nil without --storage-capacity: no claim.
@@ -66,8 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.imagePullGrace, "image-pull-grace", 0, "how long an image pull may fail before the start fails (spawner.Options.ImagePullGrace; 0: the library's default, 30s)")
 	fs.DurationVar(&o.stopRetryInterval, "stop-retry-interval", time.Second, "first wait before the service retries a stop that could not complete (stop-pending), doubling from there; also paces the start-up rebuild of the user table")
 	fs.DurationVar(&o.stopRetryMaxInterval, "stop-retry-max-interval", time.Minute, "longest wait between retries of a pending stop")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", 0, "how long a stalled watch may go unnoticed (reflector.Options.StallTimeout; 0: the library's default)")
-	fs.DurationVar(&o.failureTimeout, "failure-timeout", 0, "how long watch recovery may fail before the process exits non-zero to be restarted (reflector.Options.FailureTimeout; 0: the library's default)")
+	o.cache.Register(fs, "the process")
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", 10*time.Minute, "interval of the leader-elected sweeper; 0 disables it")
 	fs.DurationVar(&o.orphanMinAge, "orphan-min-age", 0, "the sweeper leaves unknown pods, and claims of users without a server, younger than this alone (SweepPolicy.MinAge; 0: the library's default, the start timeout)")
 	fs.DurationVar(&o.maxAge, "max-age", 0, "the sweeper also deletes pods older than this, known or not (0: never)")
@@ -99,19 +96,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	allowHostNamespaces := fs.Bool("allow-host-namespaces", false, "the pod policy allows hostNetwork, hostPID and hostIPC")
 	allowPrivileged := fs.Bool("allow-privileged", false, "the pod policy allows privileged containers")
 	klog.InitFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, service.UsageError(err)
+	if err := service.ParseFlags(fs, args); err != nil {
+		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, service.UsageError(fmt.Errorf("unexpected arguments: %q", fs.Args()))
-	}
-	// The library's rules are the only copy: --stall-timeout and
-	// --failure-timeout are checked by it, 0 being its default.
-	if err := o.reflectorOptions().Validate(); err != nil {
-		return nil, service.UsageError(fmt.Errorf("--stall-timeout, --failure-timeout: %w", err))
+	if err := o.cache.Validate(); err != nil {
+		return nil, err
 	}
 	if o.namespace == "" || o.image == "" || o.instance == "" {
 		return nil, service.UsageError(errors.New("--namespace, --instance and --image must not be empty"))
@@ -195,23 +184,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := klog.Background().WithName("spawner")
 	ctx = klog.NewContext(ctx, logger)
-	token, err := service.ReadTokenFile(o.tokenFile)
+	cfg, token, err := service.Prepare(o.kubeconfig, o.tokenFile, o.listen, "kubespawn-demo-spawner")
 	if err != nil {
 		return err
 	}
-	if err := service.CheckListen(o.listen, service.NewAuth(token)); err != nil {
-		return err
-	}
-	cfg, err := service.RESTConfig(o.kubeconfig)
-	if err != nil {
-		return err
-	}
-	cfg.UserAgent = "kubespawn-demo-spawner"
-	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ropts := o.reflectorOptions()
-	ropts.Registerer = metrics
-	f, err := reflector.NewFactory(cfg, ropts)
+	f, metrics, err := service.NewFactory(cfg, o.cache.Options())
 	if err != nil {
 		return err
 	}
@@ -251,11 +228,6 @@ func (o *options) config() Config {
 		SweepInterval: o.sweepInterval, OrphanMinAge: o.orphanMinAge, MaxAge: o.maxAge, MaxClaimAge: o.maxClaimAge, LeaseNamespace: o.leaseNamespace,
 		Streams: o.streams, Storage: o.storage, ServicesEnabled: o.servicesEnabled, Port: o.port, ClusterDomain: o.clusterDomain, PodPolicy: o.podPolicy,
 	}
-}
-
-// reflectorOptions are the factory's options the flags set.
-func (o *options) reflectorOptions() reflector.Options {
-	return reflector.Options{StallTimeout: o.stallTimeout, FailureTimeout: o.failureTimeout}
 }
 
 // checkConfig applies the library's rules, their only copy, to the

@@ -30,8 +30,8 @@ import (
 
 func main() { os.Exit(exitCode(service.Main(run), os.Stderr)) }
 
-// errUsage marks bad flags (exit status 2).
-var errUsage = errors.New("usage")
+// errUsage marks bad flags (exit status 2), as service.ParseFlags does.
+var errUsage = service.ErrUsage
 
 // errDeleteFailed is returned when at least one selected pod could not be
 // deleted or confirmed gone (exit status 1).
@@ -100,14 +100,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait for each deleted pod to be confirmed gone")
 	fs.IntVar(&o.concurrency, "concurrency", 8, "deletes in flight at once")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 0, "deadline of each request of the scan (the read of the API server's clock, each list page): a stalled API server fails the run instead of hanging it; 0: the library's default")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, err
-		}
-		return nil, nil, usageError("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return nil, nil, usageError("unexpected arguments %q", fs.Args())
+	if err := service.ParseFlags(fs, args); err != nil {
+		return nil, nil, err
 	}
 	var problems []string
 	if o.namespace == "" {

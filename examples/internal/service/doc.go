@@ -5,6 +5,12 @@
 //
 // # Contract
 //
+//   - Main, Exit, ParseFlags, CacheFlags and Prepare are the one copy of
+//     what every command does around its work: SIGTERM cancels its
+//     context; -h is status 0, bad flags or a stray argument status 2;
+//     --stall-timeout and --failure-timeout are checked by reflector's own
+//     validation; a token file that was given and is empty or unreadable
+//     is an error, never "no authentication".
 //   - RESTConfig loads the configuration in the order controller-runtime's
 //     config.GetConfig documents: the --kubeconfig flag, the $KUBECONFIG
 //     environment variable (a list of files, merged), the in-cluster
