@@ -65,10 +65,6 @@ type options struct {
 	kubespawn reflector.Options
 }
 
-func usageError(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
-}
-
 const (
 	kindConfigMap = "configmap"
 	kindLease     = "lease"
@@ -112,7 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		problems = append(problems, err.Error())
 	}
 	if len(problems) > 0 {
-		return nil, usageError("%s", strings.Join(problems, "; "))
+		return nil, service.UsageErrorf("%s", strings.Join(problems, "; "))
 	}
 	return o, nil
 }
@@ -139,7 +135,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func runWith(ctx context.Context, cfg *rest.Config, o *options, stdout io.Writer) error {
 	eff, err := effectiveOptions(o.kubespawn)
 	if err != nil {
-		return usageError("%v", err)
+		return service.UsageErrorf("%v", err)
 	}
 	o.canaryTimeout = cmp.Or(o.canaryTimeout, eff.StallTimeout)
 	cfg = rest.CopyConfig(cfg)

@@ -15,12 +15,7 @@ import (
 	"github.com/kubespawn/kubespawn/examples/internal/service"
 )
 
-// run takes no stdout: the service logs with klog, on stderr.
-func main() {
-	os.Exit(service.Exit("kubespawn-sidecar", service.Main(func(ctx context.Context, args []string, _, stderr io.Writer) error {
-		return run(ctx, args, stderr)
-	})))
-}
+func main() { os.Exit(service.ServiceMain("kubespawn-sidecar", run)) }
 
 // stringList is a repeatable flag that also accepts comma-separated values.
 type stringList struct {

@@ -22,12 +22,7 @@ import (
 	"github.com/kubespawn/kubespawn/spawner"
 )
 
-// run takes no stdout: the service logs with klog, on stderr.
-func main() {
-	os.Exit(service.Exit("kubespawn demo spawner", service.Main(func(ctx context.Context, args []string, _, stderr io.Writer) error {
-		return run(ctx, args, stderr)
-	})))
-}
+func main() { os.Exit(service.ServiceMain("kubespawn demo spawner", run)) }
 
 type options struct {
 	kubeconfig, namespace, listen, image, instance, leaseNamespace, tokenFile string

@@ -75,10 +75,6 @@ type options struct {
 	requestTimeout time.Duration
 }
 
-func usageError(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
-}
-
 func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("sweep", flag.ContinueOnError)
@@ -144,7 +140,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, labels.Selector, err
 		problems = append(problems, fmt.Sprintf("--selector %q: %v", o.selector, err))
 	}
 	if len(problems) > 0 {
-		return nil, nil, usageError("%s", strings.Join(problems, "; "))
+		return nil, nil, service.UsageErrorf("%s", strings.Join(problems, "; "))
 	}
 	return o, sel, nil
 }
@@ -283,13 +279,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Logger:           &logger,
 	})
 	if err != nil {
-		return usageError("%v", err)
+		return service.UsageErrorf("%v", err)
 	}
 	res, sweepErr := sp.Sweep(ctx, policy)
 	failed := len(res.Failed) + countFailed(res.Objects) + countFailed(res.Claims)
 	if sweepErr != nil && failed == 0 && len(res.Deleted) == 0 && countDeleted(res.Objects)+countDeleted(res.Claims) == 0 {
 		if errors.Is(sweepErr, spawner.ErrInvalidArgument) {
-			return usageError("%v", sweepErr) // the policy the flags make, refused before any API request
+			return service.UsageErrorf("%v", sweepErr) // the policy the flags make, refused before any API request
 		}
 		return sweepErr // a list failed and nothing was deleted: no table
 	}

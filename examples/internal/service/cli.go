@@ -29,9 +29,12 @@ func Main(run RunFunc) error {
 	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
-// Exit is a service's exit status for err (ExitCode), once an error that
-// is not a usage error is logged, as name's last words, and klog flushed.
-func Exit(name string, err error) int {
+// ServiceMain is the main of a service that logs with klog (on stderr;
+// it takes no stdout): run under Main, then its exit status (ExitCode),
+// once an error that is not a usage error is logged as name's last words
+// and klog flushed.
+func ServiceMain(name string, run func(ctx context.Context, args []string, stderr io.Writer) error) int {
+	err := Main(func(ctx context.Context, args []string, _, stderr io.Writer) error { return run(ctx, args, stderr) })
 	code := ExitCode(err, os.Stderr)
 	if code == 1 {
 		klog.ErrorS(err, name+" exiting")
@@ -46,6 +49,11 @@ var ErrUsage = errors.New("usage")
 
 // UsageError marks err as a usage error.
 func UsageError(err error) error { return fmt.Errorf("%w: %w", ErrUsage, err) }
+
+// UsageErrorf is a new usage error: fmt.Errorf(format, args...) marked.
+func UsageErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, args...)...)
+}
 
 // ExitCode is a main's exit status for err: 0 after a graceful shutdown or
 // -h, 2 for bad flags (with the message on stderr), 1 for any other error.

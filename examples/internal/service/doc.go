@@ -5,7 +5,7 @@
 //
 // # Contract
 //
-//   - Main, Exit, ParseFlags, CacheFlags and Prepare are the one copy of
+//   - Main, ServiceMain, ParseFlags, CacheFlags and Prepare are the one copy of
 //     what every command does around its work: SIGTERM cancels its
 //     context; -h is status 0, bad flags or a stray argument status 2;
 //     --stall-timeout and --failure-timeout are checked by reflector's own
