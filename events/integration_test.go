@@ -79,6 +79,34 @@ func createPod(t *testing.T, client kubernetes.Interface, ns string, pod *corev1
 	return PodRef{Namespace: ns, Name: p.Name, UID: p.UID}
 }
 
+// openStream opens a Stream of pod on r for the rest of the test.
+func openStream(t *testing.T, r *Index, pod PodRef) <-chan Update {
+	t.Helper()
+	ch, err := r.Stream(t.Context(), pod)
+	require.NoError(t, err)
+	return ch
+}
+
+// newProxy is a fault proxy in front of the package's cluster, closed when
+// the test ends: the tests that stall or count watches give its
+// ClientConfig to the factory.
+func newProxy(t *testing.T) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// createEvent creates e in its namespace through client, as a kubelet or
+// the scheduler would, and returns it as stored.
+func createEvent(t *testing.T, client kubernetes.Interface, e *corev1.Event) *corev1.Event {
+	t.Helper()
+	out, err := client.CoreV1().Events(e.Namespace).Create(t.Context(), e, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return out
+}
+
 // until reads updates until done returns true for one, and returns them
 // all. It fails the test if the stream closes or stays silent for a long
 // time (a guard against hanging, not a performance bound).
@@ -136,8 +164,7 @@ func TestPodLifecycleProgress(t *testing.T) {
 	t.Parallel()
 	client, ns, r := simulated(t)
 	pod := createPod(t, client, ns, newPod("lifecycle", podsim.ScenarioNormal))
-	ch, err := r.Stream(t.Context(), pod)
-	require.NoError(t, err)
+	ch := openStream(t, r, pod)
 	got := until(t, ch, hasReason("Started"))
 	assert.Equal(t, []string{"Scheduled", "Pulling", "Pulled", "Created", "Started"}, reasons(got), messages(got))
 	assertMonotonic(t, got)
@@ -174,8 +201,7 @@ func TestImagePullFailureWarnings(t *testing.T) {
 	t.Parallel()
 	client, ns, r := simulated(t)
 	pod := createPod(t, client, ns, newPod("pullfail", podsim.ScenarioImagePullFailure))
-	ch, err := r.Stream(t.Context(), pod)
-	require.NoError(t, err)
+	ch := openStream(t, r, pod)
 	// Pulling, Warning Failed (the pull error), Warning Failed
 	// (ErrImagePull), Normal BackOff, Warning Failed (ImagePullBackOff).
 	got := until(t, ch, func(u Update) bool { return u.Message == "[Warning] Failed: Error: ImagePullBackOff" })
@@ -205,8 +231,7 @@ func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
 	t.Parallel()
 	client, ns, r := simulated(t)
 	old := createPod(t, client, ns, newPod("same-name", podsim.ScenarioNormal))
-	ch, err := r.Stream(t.Context(), old)
-	require.NoError(t, err)
+	ch := openStream(t, r, old)
 	until(t, ch, hasReason("Started"))
 	require.NoError(t, client.CoreV1().Pods(ns).Delete(t.Context(), old.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
 	require.Eventually(t, func() bool {
@@ -217,8 +242,7 @@ func TestRecreatedPodNeverSeesOldEvents(t *testing.T) {
 	// The new pod fails to pull: its history differs from the old one's.
 	pod := createPod(t, client, ns, newPod("same-name", podsim.ScenarioImagePullFailure))
 	require.NotEqual(t, old.UID, pod.UID)
-	ch2, err := r.Stream(t.Context(), pod)
-	require.NoError(t, err)
+	ch2 := openStream(t, r, pod)
 	got := until(t, ch2, func(u Update) bool { return u.Message == "[Warning] Failed: Error: ImagePullBackOff" })
 	for _, u := range got {
 		assert.Equal(t, pod.UID, u.Event.InvolvedObject.UID, messages(got))
@@ -253,15 +277,8 @@ func TestDuplicateAndCountUpdatedEventsArriveOnce(t *testing.T) {
 	pod := PodRef{Namespace: ns, Name: "dup", UID: "dup-uid-1"}
 	ctx := t.Context()
 	now := time.Now()
-	create := func(e *corev1.Event) *corev1.Event {
-		t.Helper()
-		out, err := client.CoreV1().Events(ns).Create(ctx, e, metav1.CreateOptions{})
-		require.NoError(t, err)
-		return out
-	}
-	ch, err := r.Stream(ctx, pod)
-	require.NoError(t, err)
-	backoff := create(podEvent(ns, pod.Name, pod.UID, "dup.1", corev1.EventTypeWarning, "BackOff", "Back-off pulling image", now))
+	ch := openStream(t, r, pod)
+	backoff := createEvent(t, client, podEvent(ns, pod.Name, pod.UID, "dup.1", corev1.EventTypeWarning, "BackOff", "Back-off pulling image", now))
 	u := until(t, ch, func(Update) bool { return true })[0]
 	assert.Equal(t, "BackOff", u.Event.Reason)
 	assert.EqualValues(t, 1, u.Event.Count)
@@ -270,14 +287,15 @@ func TestDuplicateAndCountUpdatedEventsArriveOnce(t *testing.T) {
 	for i := int32(2); i <= 3; i++ {
 		backoff.Count = i
 		backoff.LastTimestamp = metav1.NewTime(now.Add(time.Duration(i) * time.Second))
+		var err error
 		backoff, err = client.CoreV1().Events(ns).Update(ctx, backoff, metav1.UpdateOptions{})
 		require.NoError(t, err)
 	}
 	// The same reason and message as another object is a duplicate too.
-	create(podEvent(ns, pod.Name, pod.UID, "dup.2", corev1.EventTypeWarning, "BackOff", "Back-off pulling image", now.Add(4*time.Second)))
+	createEvent(t, client, podEvent(ns, pod.Name, pod.UID, "dup.2", corev1.EventTypeWarning, "BackOff", "Back-off pulling image", now.Add(4*time.Second)))
 	// The watch delivers in resourceVersion order: the sentinel comes after
 	// all of the above, so nothing else may arrive before it.
-	create(podEvent(ns, pod.Name, pod.UID, "dup.3", corev1.EventTypeNormal, "Pulling", "sentinel", now.Add(5*time.Second)))
+	createEvent(t, client, podEvent(ns, pod.Name, pod.UID, "dup.3", corev1.EventTypeNormal, "Pulling", "sentinel", now.Add(5*time.Second)))
 	u = until(t, ch, func(Update) bool { return true })[0]
 	assert.Equal(t, "sentinel", u.Event.Message, "the count updates and the duplicate were suppressed")
 
@@ -425,20 +443,15 @@ func TestStalledWatchFallsBackAndRecovers(t *testing.T) {
 	t.Parallel()
 	direct := newClient(t)
 	ns := newNamespace(t)
-	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProxy(t)
 	r := startIndex(t, p.ClientConfig(cluster.Config()), ns, reflector.Options{StallTimeout: 5 * time.Second},
 		Options{FallbackInterval: 200 * time.Millisecond})
 	pod := PodRef{Namespace: ns, Name: "stall", UID: "stall-uid-1"}
-	ctx := t.Context()
 	create := func(name, reason, msg string) {
 		t.Helper()
-		_, err := direct.CoreV1().Events(ns).Create(ctx, podEvent(ns, pod.Name, pod.UID, name, corev1.EventTypeNormal, reason, msg, time.Now()), metav1.CreateOptions{})
-		require.NoError(t, err)
+		createEvent(t, direct, podEvent(ns, pod.Name, pod.UID, name, corev1.EventTypeNormal, reason, msg, time.Now()))
 	}
-	ch, err := r.Stream(ctx, pod)
-	require.NoError(t, err)
+	ch := openStream(t, r, pod)
 	create("stall.1", "Scheduled", "before the stall")
 	u := until(t, ch, hasReason("Scheduled"))
 	assert.False(t, u[len(u)-1].Degraded)
@@ -493,9 +506,7 @@ func TestForSharesOneWatch(t *testing.T) {
 	t.Parallel()
 	client := newClient(t)
 	ns := newNamespace(t)
-	p, err := faultproxy.New(cluster.Config(), faultproxy.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProxy(t)
 	f, err := reflector.NewFactory(p.ClientConfig(cluster.Config()), reflector.Options{})
 	require.NoError(t, err)
 	t.Cleanup(f.Shutdown)
@@ -515,10 +526,8 @@ func TestForSharesOneWatch(t *testing.T) {
 	require.NoError(t, f.Readyz(nil))
 
 	pod := PodRef{Namespace: ns, Name: "shared", UID: "shared-uid"}
-	ch, err := r1.Stream(t.Context(), pod)
-	require.NoError(t, err)
-	_, err = client.CoreV1().Events(ns).Create(t.Context(), podEvent(ns, pod.Name, pod.UID, "shared.1", corev1.EventTypeNormal, "Scheduled", "m", time.Now()), metav1.CreateOptions{})
-	require.NoError(t, err)
+	ch := openStream(t, r1, pod)
+	createEvent(t, client, podEvent(ns, pod.Name, pod.UID, "shared.1", corev1.EventTypeNormal, "Scheduled", "m", time.Now()))
 	until(t, ch, hasReason("Scheduled"))
 	require.Eventually(t, func() bool { return longWatches(p, "events") == 2 }, 10*time.Second, 20*time.Millisecond, "one watch per scope: two scopes")
 	time.Sleep(time.Second)

@@ -387,9 +387,54 @@ func (h *harness) cached(name string) bool {
 	return false
 }
 
+// untilProblem is until with problem p active as the condition: how the
+// rule tests wait for a rule to fire.
+func (h *harness) untilProblem(by, maxFake time.Duration, p reflector.Problem, msg string) {
+	h.t.Helper()
+	h.until(by, maxFake, func() bool { return h.has(p) }, msg)
+}
+
+// untilState is until with the cache in state s as the condition: how the
+// rule tests wait for a cache to fail or to recover.
+func (h *harness) untilState(by, maxFake time.Duration, s reflector.State, msg string) {
+	h.t.Helper()
+	h.until(by, maxFake, func() bool { return h.state() == s }, msg)
+}
+
 func (h *harness) synced() {
 	h.t.Helper()
-	h.until(100*time.Millisecond, 30*time.Second, func() bool { return h.state() == reflector.StateSynced }, "synced")
+	h.untilState(100*time.Millisecond, 30*time.Second, reflector.StateSynced, "synced")
+}
+
+// writeExpected puts pod ns/name and reports it with ExpectWrite, as a
+// writer does after its own write: the canary the tests stall a watch
+// under.
+func (h *harness) writeExpected(name string) *corev1.Pod {
+	h.t.Helper()
+	p := h.srv.put("ns", name, nil)
+	h.pods.ExpectWrite(p)
+	return p
+}
+
+// stallAfterFirstProbe lets the cache's first probe finish, then stalls
+// the main watches: where the canary tests begin, with the next routine
+// probe not yet due.
+func (h *harness) stallAfterFirstProbe() {
+	h.t.Helper()
+	h.step(time.Second, 100*time.Millisecond)
+	h.srv.stall()
+}
+
+// syncedHarness is newHarness with pods ns/<name> on the server and the
+// cache synced: where the rule tests that break a healthy cache begin.
+func syncedHarness(t *testing.T, opts reflector.Options, names ...string) *harness {
+	t.Helper()
+	h := newHarness(t, opts)
+	for _, name := range names {
+		h.srv.put("ns", name, nil)
+	}
+	h.synced()
+	return h
 }
 
 func (h *harness) noFailure() {

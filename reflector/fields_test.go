@@ -10,8 +10,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
@@ -58,21 +60,9 @@ func TestSelectableFieldsMatchTheAPIServer(t *testing.T) {
 	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	require.Len(t, pods.Items, 4)
-	var podSets []fields.Set
-	for i := range pods.Items {
-		podSets = append(podSets, reflector.PodFieldsForTest(&pods.Items[i]))
-	}
-	compare(t, "pods", podSets, func(sel string) ([]string, error) {
-		l, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, p := range l.Items {
-			names = append(names, p.Name)
-		}
-		return names, nil
-	})
+	compare(t, "pods", fieldSets(pods.Items, reflector.PodFieldsForTest), selectedNames(func(o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Pods(ns).List(ctx, o)
+	}))
 
 	mkEvent := func(name, kind, reason, typ, source, controller string) {
 		e := &corev1.Event{
@@ -91,21 +81,41 @@ func TestSelectableFieldsMatchTheAPIServer(t *testing.T) {
 	evs, err := client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	require.Len(t, evs.Items, 4)
-	var eventSets []fields.Set
-	for i := range evs.Items {
-		eventSets = append(eventSets, reflector.EventFieldsForTest(&evs.Items[i]))
+	compare(t, "events", fieldSets(evs.Items, reflector.EventFieldsForTest), selectedNames(func(o metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().Events(ns).List(ctx, o)
+	}))
+}
+
+// fieldSets is the cache's selectable fields of each item, computed by
+// fieldsOf (one of the package's own functions): compare's local side.
+func fieldSets[T any](items []T, fieldsOf func(*T) fields.Set) []fields.Set {
+	var sets []fields.Set
+	for i := range items {
+		sets = append(sets, fieldsOf(&items[i]))
 	}
-	compare(t, "events", eventSets, func(sel string) ([]string, error) {
-		l, err := client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: sel})
+	return sets
+}
+
+// selectedNames is compare's server side for one kind: the names of the
+// objects list returns for a field selector, as the API server selects
+// them.
+func selectedNames(list func(metav1.ListOptions) (runtime.Object, error)) func(selector string) ([]string, error) {
+	return func(sel string) ([]string, error) {
+		l, err := list(metav1.ListOptions{FieldSelector: sel})
 		if err != nil {
 			return nil, err
 		}
 		var names []string
-		for _, e := range l.Items {
-			names = append(names, e.Name)
-		}
-		return names, nil
-	})
+		err = meta.EachListItem(l, func(o runtime.Object) error {
+			m, err := meta.Accessor(o)
+			if err != nil {
+				return err
+			}
+			names = append(names, m.GetName())
+			return nil
+		})
+		return names, err
+	}
 }
 
 // compare checks, for every field of sets and every value it takes (and

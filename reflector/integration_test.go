@@ -100,6 +100,41 @@ func waitSynced(t *testing.T, pods *reflector.PodCache) {
 	require.Equal(t, reflector.StateSynced, pods.State(), "WaitForSync returns once the state says synced: %+v", pods.Status())
 }
 
+// startSynced is start followed by waitSynced: most tests break a cache
+// only once it is healthy.
+func (e *env) startSynced(opts reflector.Options, scope reflector.Scope) *reflector.PodCache {
+	e.t.Helper()
+	pods := e.start(opts, scope)
+	waitSynced(e.t, pods)
+	return pods
+}
+
+// waitState waits up to within for the cache to reach state want.
+func waitState(t *testing.T, pods *reflector.PodCache, want reflector.State, within time.Duration, msgAndArgs ...any) {
+	t.Helper()
+	require.Eventually(t, func() bool { return pods.State() == want }, within, 20*time.Millisecond, msgAndArgs...)
+}
+
+// waitHealedWith waits up to within for the cache to be synced and to
+// hold ns/name: healed, with the change it had missed.
+func waitHealedWith(t *testing.T, pods *reflector.PodCache, ns, name string, within time.Duration, msgAndArgs ...any) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		_, ok := cached(pods, ns, name)
+		return ok && pods.State() == reflector.StateSynced
+	}, within, 20*time.Millisecond, msgAndArgs...)
+}
+
+// waitGap waits up to within for a gap of kind to be counted and returns
+// the Status that first shows it: the cache may heal within milliseconds
+// of it, so a second Status could already say synced.
+func waitGap(t *testing.T, pods *reflector.PodCache, kind reflector.Gap, within time.Duration, msg string) reflector.Status {
+	t.Helper()
+	var st reflector.Status
+	require.Eventually(t, func() bool { st = pods.Status(); return st.Gaps[kind] > 0 }, within, 10*time.Millisecond, msg)
+	return st
+}
+
 func cached(pods *reflector.PodCache, ns, name string) (*corev1.Pod, bool) {
 	list, src, err := pods.List(context.Background(), ns, nil)
 	if err != nil || src != reflector.SourceCache {
@@ -129,8 +164,7 @@ func TestGetFromCacheAndNotFoundOnlyFromAPI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
-	pods := e.start(reflector.Options{}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{})
 
 	p, src, err := pods.Get(t.Context(), e.ns, "a")
 	require.NoError(t, err)
@@ -201,9 +235,9 @@ func TestHungInitialListIsBounded(t *testing.T) {
 	const stall, failure = 4 * time.Second, 8 * time.Second
 	f, pods := e.startFactory(reflector.Options{StallTimeout: stall, FailureTimeout: failure}, reflector.Scope{})
 
-	require.Eventually(t, func() bool { return pods.State() == reflector.StateDegraded }, stall+5*time.Second, 20*time.Millisecond, "degraded: %+v", pods.Status())
+	waitState(t, pods, reflector.StateDegraded, stall+5*time.Second, "degraded: %+v", pods.Status())
 	assert.True(t, has(pods, reflector.ProblemNotSynced))
-	require.Eventually(t, func() bool { return pods.State() == reflector.StateFailed }, failure+5*time.Second, 20*time.Millisecond, "failed: %+v", pods.Status())
+	waitState(t, pods, reflector.StateFailed, failure+5*time.Second, "failed: %+v", pods.Status())
 	select {
 	case <-f.Failed():
 	case <-time.After(5 * time.Second):
@@ -213,7 +247,7 @@ func TestHungInitialListIsBounded(t *testing.T) {
 	require.Error(t, pods.Healthz(nil))
 
 	e.proxy.UnstallAll()
-	require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 30*time.Second, 20*time.Millisecond, "synced once released: %+v", pods.Status())
+	waitState(t, pods, reflector.StateSynced, 30*time.Second, "synced once released: %+v", pods.Status())
 	require.NoError(t, pods.Healthz(nil))
 	_, ok := cached(pods, e.ns, "a")
 	assert.True(t, ok)
@@ -230,8 +264,7 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	e.pod("keep", nil)
 	e.pod("modify", nil)
 	e.pod("remove", nil)
-	pods := e.start(reflector.Options{}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{})
 	stallTimeout := 10 * time.Second // the default
 
 	stalledAt := time.Now()
@@ -244,8 +277,7 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "remove", metav1.DeleteOptions{}))
 
-	var st reflector.Status
-	require.Eventually(t, func() bool { st = pods.Status(); return st.Gaps[reflector.GapStall] > 0 }, 2*stallTimeout, 20*time.Millisecond, "stall detected")
+	st := waitGap(t, pods, reflector.GapStall, 2*stallTimeout, "stall detected")
 	detectedAfter := st.StateSince.Sub(stalledAt)
 	t.Logf("silent stall of every watch detected %s after it began with default options; %s", detectedAfter, st.Reason)
 	require.LessOrEqual(t, detectedAfter, stallTimeout, "the documented bound")
@@ -262,17 +294,10 @@ func TestSilentStallIsDetectedAndRepaired(t *testing.T) {
 
 	// While watches still hang, the relist is a plain LIST (not a
 	// WatchList through the hanging path).
-	require.Eventually(t, func() bool {
-		for _, rec := range e.proxy.Records() {
-			if rec.Verb == faultproxy.VerbList && rec.Resource == "pods" && rec.Namespace == e.ns && rec.Start.After(stalledAt) && rec.Status == 200 {
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, 50*time.Millisecond, "plain LIST after the stall")
+	e.relistAfter(stalledAt, "plain LIST after the stall")
 
 	e.proxy.UnstallAll()
-	require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 30*time.Second, 50*time.Millisecond, "recovered")
+	waitState(t, pods, reflector.StateSynced, 30*time.Second, "recovered")
 	_, ok := cached(pods, e.ns, "created")
 	assert.True(t, ok, "pod created during the stall is cached")
 	_, ok = cached(pods, e.ns, "remove")
@@ -290,21 +315,13 @@ func TestDeadStreamIsFoundByProbe(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("gone", nil)
-	pods := e.start(reflector.Options{}, reflector.Scope{})
-	waitSynced(t, pods)
-	// The main watch only: a probe open at this instant must not stall too.
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns, MinTimeout: time.Minute}
-	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{})
 
-	stalledAt := time.Now()
-	require.Equal(t, 1, e.proxy.StallOpen(m))
+	stalledAt := e.stallMainWatch()
 	e.pod("new", nil)
 	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "gone", metav1.DeleteOptions{}))
 
-	// The snapshot that first shows the gap: the cache may heal within
-	// milliseconds of it, so a second Status could already say synced.
-	var st reflector.Status
-	require.Eventually(t, func() bool { st = pods.Status(); return st.Gaps[reflector.GapStall] > 0 }, 20*time.Second, 20*time.Millisecond, "stall detected")
+	st := waitGap(t, pods, reflector.GapStall, 20*time.Second, "stall detected")
 	t.Logf("dead stream detected after %s: %s", st.StateSince.Sub(stalledAt), st.Reason)
 	require.Contains(t, st.Reason, "the server holds changes")
 	require.LessOrEqual(t, st.StateSince.Sub(stalledAt), 10*time.Second)
@@ -325,32 +342,16 @@ func TestForcedRelistIsAConsistentRead(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
-	pods := e.start(reflector.Options{}, reflector.Scope{})
-	waitSynced(t, pods)
-	m := faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: e.ns, MinTimeout: time.Minute}
-	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
-	stalledAt := time.Now()
-	require.Equal(t, 1, e.proxy.StallOpen(m))
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{})
+	stalledAt := e.stallMainWatch()
 	e.pod("new", nil)
-	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapStall] > 0 }, 20*time.Second, 20*time.Millisecond, "stall detected")
-	var relist faultproxy.Record
-	require.Eventually(t, func() bool {
-		for _, rec := range e.proxy.Records() {
-			if rec.Verb == faultproxy.VerbList && rec.Resource == "pods" && rec.Namespace == e.ns && rec.Start.After(stalledAt) && rec.Status == 200 {
-				relist = rec
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, 20*time.Millisecond, "the stall's relist")
+	waitGap(t, pods, reflector.GapStall, 20*time.Second, "stall detected")
+	relist := e.relistAfter(stalledAt, "the stall's relist")
 	q, err := url.ParseQuery(relist.RawQuery)
 	require.NoError(t, err)
 	assert.Empty(t, q.Get("resourceVersion"), "a consistent read: %s", relist.RawQuery)
 	assert.Empty(t, q.Get("resourceVersionMatch"), relist.RawQuery)
-	require.Eventually(t, func() bool {
-		_, ok := cached(pods, e.ns, "new")
-		return ok && pods.State() == reflector.StateSynced
-	}, 30*time.Second, 50*time.Millisecond, "healed: %+v", pods.Status())
+	waitHealedWith(t, pods, e.ns, "new", 30*time.Second, "healed: %+v", pods.Status())
 }
 
 // TestCanaryFindsAStallAfterAWrite: with probes far apart, a write
@@ -360,26 +361,21 @@ func TestCanaryFindsAStallAfterAWrite(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("before", nil)
-	pods := e.start(reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second}, reflector.Scope{})
 	require.Eventually(t, func() bool { return !pods.Status().LastProbeTime.IsZero() }, 10*time.Second, 10*time.Millisecond, "the first probe is done")
 
 	e.proxy.Stall(podWatches)
 	written := time.Now()
 	p := e.pod("written", nil)
 	pods.ExpectWrite(p)
-	var st reflector.Status
-	require.Eventually(t, func() bool { st = pods.Status(); return st.Gaps[reflector.GapStall] > 0 }, 10*time.Second, 10*time.Millisecond, "canary found the stall")
+	st := waitGap(t, pods, reflector.GapStall, 10*time.Second, "canary found the stall")
 	after := st.StateSince.Sub(written)
 	t.Logf("stall of every watch found %s after the write", after)
 	// canary window 1s + a probe that finds the replay lacking the write
 	// 1s after its headers; 1s of slack for a loaded machine.
 	assert.LessOrEqual(t, after, 3*time.Second)
 	e.proxy.UnstallAll()
-	require.Eventually(t, func() bool {
-		_, ok := cached(pods, e.ns, "written")
-		return ok && pods.State() == reflector.StateSynced
-	}, 30*time.Second, 20*time.Millisecond)
+	waitHealedWith(t, pods, e.ns, "written", 30*time.Second)
 }
 
 // TestHungAuditBlindsNothing: the audit's LIST response is held; then
@@ -390,8 +386,7 @@ func TestHungAuditBlindsNothing(t *testing.T) {
 	e := newEnv(t)
 	e.pod("a", nil)
 	const stall = 5 * time.Second
-	pods := e.start(reflector.Options{StallTimeout: stall, AuditInterval: time.Second}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{StallTimeout: stall, AuditInterval: time.Second}, reflector.Scope{})
 	e.proxy.Stall(podLists)
 	require.Eventually(t, func() bool { return e.proxy.StalledStreams(podLists) > 0 }, 10*time.Second, 10*time.Millisecond, "the audit's list is held")
 
@@ -405,7 +400,7 @@ func TestHungAuditBlindsNothing(t *testing.T) {
 	assert.Equal(t, reflector.SourceAPI, src)
 	assert.Equal(t, "created", p.Name)
 	e.proxy.UnstallAll()
-	require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 60*time.Second, 50*time.Millisecond, "recovered: %+v", pods.Status())
+	waitState(t, pods, reflector.StateSynced, 60*time.Second, "recovered: %+v", pods.Status())
 }
 
 // TestRefusedProbesNeverFail: new watch requests are answered 429 (with
@@ -422,7 +417,7 @@ func TestRefusedProbesNeverFail(t *testing.T) {
 			const stall = 5 * time.Second
 			f, pods := e.startFactory(reflector.Options{StallTimeout: stall, FailureTimeout: 15 * time.Second}, reflector.Scope{})
 			waitSynced(t, pods)
-			require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+			e.waitMainWatch()
 
 			retryAfter := time.Duration(0)
 			if code == 429 {
@@ -438,7 +433,7 @@ func TestRefusedProbesNeverFail(t *testing.T) {
 			}
 			t.Logf("degraded during the refusals: %v (%+v)", sawDegraded, pods.Status().Problems)
 			e.proxy.ClearFaults()
-			require.Eventually(t, func() bool { return pods.State() == reflector.StateSynced }, 3*stall, 20*time.Millisecond, "synced once probes work: %+v", pods.Status())
+			waitState(t, pods, reflector.StateSynced, 3*stall, "synced once probes work: %+v", pods.Status())
 			assert.NoError(t, f.Err(), "the factory's Failed never closed")
 			assert.Zero(t, pods.Status().Relists[reflector.RelistStall], "no restart: the cache was never wrong")
 			_, ok := cached(pods, e.ns, "busy-3")
@@ -453,8 +448,7 @@ func TestIdleHealthyWatchIsNeverFlagged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("idle", map[string]string{"app": "mine"})
-	pods := e.start(reflector.Options{}, reflector.Scope{LabelSelector: "app=mine"})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{LabelSelector: "app=mine"})
 	changes, cancel := pods.NotifyState()
 	defer cancel()
 
@@ -485,12 +479,11 @@ func TestWatchGone410Relists(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("a", nil)
-	pods := e.start(reflector.Options{}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{})
 	e.proxy.InjectWatchError(podWatches, 410, 1_000_000)
 	e.proxy.ResetConnections()
 	e.pod("after", nil)
-	require.Eventually(t, func() bool { return pods.Status().Gaps[reflector.GapExpired] > 0 }, 30*time.Second, 20*time.Millisecond, "410 counted")
+	waitGap(t, pods, reflector.GapExpired, 30*time.Second, "410 counted")
 	e.proxy.ClearFaults()
 	var st reflector.Status
 	var ok bool
@@ -515,10 +508,7 @@ func TestAPIServerRestartRecovers(t *testing.T) {
 
 	require.NoError(t, cluster.RestartAPIServer(t.Context()))
 	e.pod("after", nil)
-	require.Eventually(t, func() bool {
-		_, ok := cached(pods, e.ns, "after")
-		return ok && pods.State() == reflector.StateSynced
-	}, 60*time.Second, 100*time.Millisecond, "recovered after restart: %+v", pods.Status())
+	waitHealedWith(t, pods, e.ns, "after", 60*time.Second, "recovered after restart: %+v", pods.Status())
 	_, ok := cached(pods, e.ns, "before")
 	assert.True(t, ok)
 }
@@ -529,8 +519,7 @@ func TestAuditRepairsDrift(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.pod("ghost", nil)
-	pods := e.start(reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Second}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Second}, reflector.Scope{})
 
 	e.proxy.Stall(podWatches)
 	require.NoError(t, e.direct.CoreV1().Pods(e.ns).Delete(t.Context(), "ghost", metav1.DeleteOptions{}))
@@ -550,10 +539,48 @@ func TestAuditRepairsDrift(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "healthy cache equals the server: %+v", pods.Status())
 }
 
-// mainWatches counts the long-running pod watches open through the proxy
-// in ns: client-go asks for 5-10 minutes; probe watches for 1 second.
-func mainWatches(p *faultproxy.Proxy, ns string) int {
-	return p.OpenWatches(faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: ns, MinTimeout: time.Minute})
+// mainWatch matches the long-running pod watches in ns: client-go asks
+// for 5-10 minutes; probe watches for 1 second.
+func mainWatch(ns string) faultproxy.Match {
+	return faultproxy.Match{Verb: faultproxy.VerbWatch, Resource: "pods", Namespace: ns, MinTimeout: time.Minute}
+}
+
+// mainWatches counts the main pod watches open through the proxy in ns.
+func mainWatches(p *faultproxy.Proxy, ns string) int { return p.OpenWatches(mainWatch(ns)) }
+
+// waitMainWatch waits until the cache's one main watch is open through
+// the proxy: before that there is nothing to stall or count.
+func (e *env) waitMainWatch() {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+}
+
+// stallMainWatch silences the open main watch only, as a silently dead
+// TCP connection does (new requests, probes among them, are fine; a probe
+// open at this instant must not stall too), and returns when it did.
+func (e *env) stallMainWatch() time.Time {
+	e.t.Helper()
+	e.waitMainWatch()
+	stalledAt := time.Now()
+	require.Equal(e.t, 1, e.proxy.StallOpen(mainWatch(e.ns)))
+	return stalledAt
+}
+
+// relistAfter waits for a successful plain LIST of the test's pods
+// started after since (the relist a stall forces) and returns its record.
+func (e *env) relistAfter(since time.Time, msg string) faultproxy.Record {
+	e.t.Helper()
+	var relist faultproxy.Record
+	require.Eventually(e.t, func() bool {
+		for _, rec := range e.proxy.Records() {
+			if rec.Verb == faultproxy.VerbList && rec.Resource == "pods" && rec.Namespace == e.ns && rec.Start.After(since) && rec.Status == 200 {
+				relist = rec
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, msg)
+	return relist
 }
 
 func TestFactorySharesOneWatchPerScope(t *testing.T) {
@@ -568,7 +595,7 @@ func TestFactorySharesOneWatchPerScope(t *testing.T) {
 	require.NoError(t, err)
 	require.Same(t, a, b)
 	waitSynced(t, a)
-	require.Eventually(t, func() bool { return mainWatches(e.proxy, e.ns) == 1 }, 10*time.Second, 20*time.Millisecond)
+	e.waitMainWatch()
 	time.Sleep(time.Second)
 	require.Equal(t, 1, mainWatches(e.proxy, e.ns), "two users, one watch")
 
@@ -580,8 +607,7 @@ func TestFactorySharesOneWatchPerScope(t *testing.T) {
 func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pods := e.start(reflector.Options{HandlerStallThreshold: 500 * time.Millisecond}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{HandlerStallThreshold: 500 * time.Millisecond}, reflector.Scope{})
 
 	block := make(chan struct{})
 	defer close(block)
@@ -608,8 +634,7 @@ func TestStuckHandlerBlocksNeitherOthersNorCache(t *testing.T) {
 func TestNotifySignalsChanges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	pods := e.start(reflector.Options{}, reflector.Scope{})
-	waitSynced(t, pods)
+	pods := e.startSynced(reflector.Options{}, reflector.Scope{})
 	ch, cancel := pods.Notify(e.ns, "watched")
 	defer cancel()
 	e.pod("unrelated", nil)

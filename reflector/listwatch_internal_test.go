@@ -11,12 +11,26 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 )
+
+// podListWatch builds, without starting it, the pod cache of namespace ns
+// on client with opts (defaults applied) and returns it, those options and
+// its one shard's list-watcher: what these tests drive by hand, in place
+// of the informer.
+func podListWatch(t *testing.T, client kubernetes.Interface, opts Options) (*cache[*corev1.Pod], Options, *listWatcher[*corev1.Pod]) {
+	t.Helper()
+	opts, err := opts.withDefaults()
+	require.NoError(t, err)
+	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
+	require.NoError(t, err)
+	return c, opts, c.shards[0].lw
+}
 
 // TestForcedRelistAfterNaturalCloseIsApplied: a relist forced in the gap
 // between a watch that ended by itself and the next watch request is
@@ -27,11 +41,7 @@ func TestForcedRelistAfterNaturalCloseIsApplied(t *testing.T) {
 	client := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}})
 	server := watch.NewRaceFreeFake()
 	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) { return true, server, nil })
-	opts, err := Options{ProbeInterval: -1}.withDefaults()
-	require.NoError(t, err)
-	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
-	require.NoError(t, err)
-	lw := c.shards[0].lw
+	c, _, lw := podListWatch(t, client, Options{ProbeInterval: -1})
 
 	w, err := lw.WatchWithContext(t.Context(), metav1.ListOptions{})
 	require.NoError(t, err)
@@ -72,11 +82,7 @@ func TestForcedRelistDuringWatchOpen(t *testing.T) {
 		<-proceed
 		return true, watch.NewRaceFreeFake(), nil
 	})
-	opts, err := Options{ProbeInterval: -1}.withDefaults()
-	require.NoError(t, err)
-	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
-	require.NoError(t, err)
-	lw := c.shards[0].lw
+	_, _, lw := podListWatch(t, client, Options{ProbeInterval: -1})
 	type res struct {
 		w   watch.Interface
 		err error
@@ -107,11 +113,7 @@ func TestWatchListDeadlineGrowsWithTheState(t *testing.T) {
 	client := fake.NewClientset()
 	server := watch.NewRaceFreeFake()
 	client.PrependWatchReactor("pods", func(k8stesting.Action) (bool, watch.Interface, error) { return true, server, nil })
-	opts, err := Options{ProbeInterval: -1, StallTimeout: 4 * time.Second, Clock: clk}.withDefaults()
-	require.NoError(t, err)
-	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
-	require.NoError(t, err)
-	lw := c.shards[0].lw
+	c, opts, lw := podListWatch(t, client, Options{ProbeInterval: -1, StallTimeout: 4 * time.Second, Clock: clk})
 	deadline := opts.listDeadline() // 24 s
 
 	start := clk.Now()
@@ -174,11 +176,7 @@ func TestRelistAfterRepeated410IsLabelledExpired(t *testing.T) {
 		n++
 		return true, w, nil
 	})
-	opts, err := Options{ProbeInterval: -1}.withDefaults()
-	require.NoError(t, err)
-	c, err := newCache(podKind, opts, Scope{Namespaces: []string{"ns"}}, client, nil, klog.Background())
-	require.NoError(t, err)
-	lw := c.shards[0].lw
+	c, _, lw := podListWatch(t, client, Options{ProbeInterval: -1})
 	watchList := metav1.ListOptions{SendInitialEvents: ptr.To(true)}
 	gone := &metav1.Status{Status: metav1.StatusFailure, Code: 410, Reason: metav1.StatusReasonExpired, Message: "too old resource version"}
 	drain := func(w watch.Interface) {

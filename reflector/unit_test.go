@@ -105,9 +105,9 @@ func TestRuleNotSynced(t *testing.T) {
 	require.NoError(t, h.pods.Healthz(nil))
 	require.Error(t, h.pods.Readyz(nil))
 
-	h.until(time.Second, 15*time.Second, func() bool { return h.has(reflector.ProblemNotSynced) }, "not_synced")
+	h.untilProblem(time.Second, 15*time.Second, reflector.ProblemNotSynced, "not_synced")
 	require.Equal(t, reflector.StateDegraded, h.state())
-	h.until(time.Second, 30*time.Second, func() bool { return h.state() == reflector.StateFailed }, "failed")
+	h.untilState(time.Second, 30*time.Second, reflector.StateFailed, "failed")
 	<-h.f.Failed()
 	require.ErrorIs(t, h.f.Err(), reflector.ErrFailed)
 	assert.ErrorContains(t, h.f.Err(), "etcd is down")
@@ -133,14 +133,12 @@ func TestRuleNotSynced(t *testing.T) {
 // and a probe confirms the cache fresh.
 func TestRuleStallFoundByProbe(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.srv.put("ns", "before", nil)
-	h.synced()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1}, "before")
 
 	h.srv.stall()
 	h.srv.put("ns", "during", nil)
 	start := h.clk.Now()
-	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	h.untilProblem(500*time.Millisecond, 15*time.Second, reflector.ProblemStall, "stall found")
 	found := h.clk.Since(start)
 	assert.LessOrEqual(t, found, 10*time.Second, "within StallTimeout")
 	assert.NotEqual(t, reflector.StateSynced, h.state())
@@ -161,18 +159,16 @@ func TestRuleStallFoundByProbe(t *testing.T) {
 // again after the relist.
 func TestRuleStallWhenProbesHang(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.srv.put("ns", "a", nil)
-	h.synced()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1}, "a")
 	h.srv.stall()
 	h.srv.set(func(f *fakeServer) { f.probe = probeHang })
 	start := h.clk.Now()
-	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	h.untilProblem(500*time.Millisecond, 15*time.Second, reflector.ProblemStall, "stall found")
 	assert.LessOrEqual(t, h.clk.Since(start), 10*time.Second)
 	assert.Contains(t, h.pods.Status().Reason, "not closed by the server")
 
 	h.srv.set(func(f *fakeServer) { f.probe = probeReplay })
-	h.until(500*time.Millisecond, 30*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.untilState(500*time.Millisecond, 30*time.Second, reflector.StateSynced, "recovered")
 	h.noFailure()
 }
 
@@ -180,19 +176,15 @@ func TestRuleStallWhenProbesHang(t *testing.T) {
 // that the watch misses is found within the canary window plus one probe.
 func TestCanaryFindsAMissedWrite(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second, AuditInterval: -1})
-	h.srv.put("ns", "a", nil)
-	h.synced()
-	h.step(time.Second, 100*time.Millisecond) // the first probe is done
-	h.srv.stall()
-	p := h.srv.put("ns", "created", nil)
-	h.pods.ExpectWrite(p)
+	h := syncedHarness(t, reflector.Options{StallTimeout: time.Minute, ProbeInterval: 50 * time.Second, AuditInterval: -1}, "a")
+	h.stallAfterFirstProbe()
+	h.writeExpected("created")
 	start := h.clk.Now()
-	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "canary found the stall")
+	h.untilProblem(100*time.Millisecond, 10*time.Second, reflector.ProblemStall, "canary found the stall")
 	assert.LessOrEqual(t, h.clk.Since(start), time.Second+time.Second, "canary window plus a probe")
 
 	// A write the cache does receive costs nothing but a comparison.
-	h.until(100*time.Millisecond, 30*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.untilState(100*time.Millisecond, 30*time.Second, reflector.StateSynced, "recovered")
 	h.srv.set(func(f *fakeServer) { f.stalled = false })
 	_, _, probesBefore := h.srv.counts()
 	q := h.srv.put("ns", "seen", nil)
@@ -211,15 +203,12 @@ func TestCanaryFindsAMissedWrite(t *testing.T) {
 // window: found within the canary window.
 func TestCanaryIsNotDelayedByARoutineProbe(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{ProbeInterval: 5 * time.Second, AuditInterval: -1})
-	h.srv.put("ns", "a", nil)
-	h.synced()
+	h := syncedHarness(t, reflector.Options{ProbeInterval: 5 * time.Second, AuditInterval: -1}, "a")
 	h.step(4500*time.Millisecond, 100*time.Millisecond) // the next routine probe is 0.5 s away
 	h.srv.stall()
-	p := h.srv.put("ns", "created", nil)
-	h.pods.ExpectWrite(p)
+	h.writeExpected("created")
 	start := h.clk.Now()
-	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the stall is found")
+	h.untilProblem(100*time.Millisecond, 10*time.Second, reflector.ProblemStall, "the stall is found")
 	assert.LessOrEqual(t, h.clk.Since(start), 1200*time.Millisecond, "the canary window (1 s), not the routine probe's grace")
 }
 
@@ -232,17 +221,13 @@ func TestCanaryIsNotDelayedByARoutineProbe(t *testing.T) {
 // ""), past the lagging watch cache.
 func TestCanaryReplayEndedWithoutTheWrite(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.srv.put("ns", "a", nil)
-	h.synced()
-	h.step(time.Second, 100*time.Millisecond) // the first probe is done
-	h.srv.stall()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1}, "a")
+	h.stallAfterFirstProbe()
 	h.srv.set(func(f *fakeServer) { f.probe = probeEmpty })
 	lists, _, _ := h.srv.counts()
-	p := h.srv.put("ns", "written", nil)
-	h.pods.ExpectWrite(p)
+	p := h.writeExpected("written")
 	start := h.clk.Now()
-	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the canary found the stall")
+	h.untilProblem(100*time.Millisecond, 10*time.Second, reflector.ProblemStall, "the canary found the stall")
 	assert.LessOrEqual(t, h.clk.Since(start), 2*time.Second, "canary window plus a probe")
 	assert.Contains(t, h.reason(reflector.ProblemStall), "ended without resourceVersion "+p.ResourceVersion)
 	h.relisted(reflector.RelistStall, 1)
@@ -256,17 +241,13 @@ func TestCanaryReplayEndedWithoutTheWrite(t *testing.T) {
 // next probe, which finds the write missing.
 func TestCanarySurvivesARefusedProbe(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.srv.put("ns", "a", nil)
-	h.synced()
-	h.step(time.Second, 100*time.Millisecond) // the first probe is done
-	h.srv.stall()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1}, "a")
+	h.stallAfterFirstProbe()
 	// The canary's probe is refused; the routine probe after it is
 	// answered without the write.
 	h.srv.set(func(f *fakeServer) { f.probeNext, f.probe = []probeMode{probeRefuse}, probeEmpty })
-	p := h.srv.put("ns", "written", nil)
-	h.pods.ExpectWrite(p)
-	h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the next probe carried the canary")
+	p := h.writeExpected("written")
+	h.untilProblem(100*time.Millisecond, 10*time.Second, reflector.ProblemStall, "the next probe carried the canary")
 	assert.Contains(t, h.reason(reflector.ProblemStall), "ended without resourceVersion "+p.ResourceVersion)
 }
 
@@ -276,15 +257,13 @@ func TestCanarySurvivesARefusedProbe(t *testing.T) {
 // changes.
 func TestRuleStallRelistIsAConsistentRead(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.srv.put("ns", "a", nil)
-	h.synced()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1}, "a")
 	initial := h.srv.listed(0)
 	require.NotEmpty(t, initial)
 	lists, _, _ := h.srv.counts()
 	h.srv.stall()
 	h.srv.put("ns", "during", nil)
-	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	h.untilProblem(500*time.Millisecond, 15*time.Second, reflector.ProblemStall, "stall found")
 	h.relisted(reflector.RelistStall, 1)
 	relists := h.srv.listed(lists)
 	require.Len(t, relists, 1)
@@ -293,7 +272,7 @@ func TestRuleStallRelistIsAConsistentRead(t *testing.T) {
 
 	// A relist that is not forced (client-go's, after a real 410) is
 	// client-go's own: at the last synced version.
-	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.untilState(500*time.Millisecond, 15*time.Second, reflector.StateSynced, "recovered")
 	h.srv.set(func(f *fakeServer) { f.stalled = false })
 	lists, _, _ = h.srv.counts()
 	h.srv.set(func(f *fakeServer) {
@@ -325,9 +304,9 @@ func TestPaginatedRelistIsCountedOnce(t *testing.T) {
 	lists, _, _ := h.srv.counts()
 	h.srv.stall()
 	h.srv.put("ns", "during", nil)
-	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "stall found")
+	h.untilProblem(500*time.Millisecond, 15*time.Second, reflector.ProblemStall, "stall found")
 	h.relisted(reflector.RelistStall, 1)
-	h.until(500*time.Millisecond, 15*time.Second, func() bool { return h.state() == reflector.StateSynced }, "recovered")
+	h.untilState(500*time.Millisecond, 15*time.Second, reflector.StateSynced, "recovered")
 	pages := h.srv.listed(lists)
 	require.Len(t, pages, 3, "the stall's relist came in three pages: %+v", pages)
 	assert.Empty(t, pages[0].ResourceVersion, "a consistent read")
@@ -342,13 +321,12 @@ func TestPaginatedRelistIsCountedOnce(t *testing.T) {
 // restarted, and the problem clears once the new watch is confirmed.
 func TestRuleIdle(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: 150 * time.Second})
-	h.synced()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: 150 * time.Second})
 	h.step(60*time.Second, time.Second)
 	h.srv.bookmark() // a bookmark keeps a watch alive
 	h.step(100*time.Second, time.Second)
 	assert.False(t, h.has(reflector.ProblemIdle), "a bookmark 100s ago")
-	h.until(time.Second, 60*time.Second, func() bool { return h.has(reflector.ProblemIdle) }, "idle")
+	h.untilProblem(time.Second, 60*time.Second, reflector.ProblemIdle, "idle")
 	h.until(100*time.Millisecond, time.Minute, func() bool { return h.pods.Status().Relists[reflector.RelistIdle] == 1 }, "idle restart")
 	assert.Equal(t, 1, h.pods.Status().Gaps[reflector.GapIdle])
 	h.until(500*time.Millisecond, 20*time.Second, func() bool { return h.state() == reflector.StateSynced && !h.has(reflector.ProblemIdle) }, "cleared")
@@ -358,9 +336,7 @@ func TestRuleIdle(t *testing.T) {
 // Without probing, the problem clears once the relist's watch is open.
 func TestRuleDrift(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Minute})
-	h.srv.put("ns", "ghost", nil)
-	h.synced()
+	h := syncedHarness(t, reflector.Options{ProbeInterval: -1, IdleTimeout: -1, AuditInterval: time.Minute}, "ghost")
 	h.srv.stall()
 	h.srv.remove("ns", "ghost") // the watch misses the deletion
 	h.srv.set(func(f *fakeServer) { f.stalled = false })
@@ -382,8 +358,7 @@ func TestRuleProbesFailing(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			const failure = time.Minute
-			h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
-			h.synced()
+			h := syncedHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
 			h.srv.set(func(f *fakeServer) { f.probe = mode })
 			start := h.clk.Now()
 			for i := 0; h.clk.Since(start) < 3*failure; i++ { // the main watch stays busy
@@ -416,7 +391,7 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 	failed := func(h *harness, p reflector.Problem) {
 		t := h.t
 		t.Helper()
-		h.until(time.Second, 5*time.Minute, func() bool { return h.state() == reflector.StateFailed }, "failed")
+		h.untilState(time.Second, 5*time.Minute, reflector.StateFailed, "failed")
 		var since time.Time
 		for _, ps := range h.pods.Status().Problems {
 			if ps.Problem == p {
@@ -434,17 +409,15 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 	}
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: time.Minute, FailureTimeout: failure})
-		h.synced()
+		h := syncedHarness(t, reflector.Options{AuditInterval: -1, IdleTimeout: time.Minute, FailureTimeout: failure})
 		h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
 		h.srv.stall() // the main watch is dead, and every one after it
-		h.until(time.Second, 2*time.Minute, func() bool { return h.has(reflector.ProblemIdle) }, "idle")
+		h.untilProblem(time.Second, 2*time.Minute, reflector.ProblemIdle, "idle")
 		failed(h, reflector.ProblemIdle)
 	})
 	t.Run("hung relist", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
-		h.synced()
+		h := syncedHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
 		h.srv.set(func(f *fakeServer) { f.probe = probeRefuse })
 		h.step(20*time.Second, time.Second)
 		require.True(t, h.has(reflector.ProblemProbesFailing))
@@ -456,22 +429,19 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 				w.Error(&apierrors.NewResourceExpired("too old").ErrStatus)
 			}
 		})
-		h.until(time.Second, 2*time.Minute, func() bool { return h.has(reflector.ProblemHungRequest) }, "hung list cut")
+		h.untilProblem(time.Second, 2*time.Minute, reflector.ProblemHungRequest, "hung list cut")
 		failed(h, reflector.ProblemListWatchError)
 		assert.True(t, h.has(reflector.ProblemHungRequest))
 	})
 	t.Run("stall found by a canary", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure})
-		h.srv.put("ns", "a", nil)
-		h.synced()
-		h.step(time.Second, 100*time.Millisecond) // the first probe is done
-		h.srv.stall()
+		h := syncedHarness(t, reflector.Options{AuditInterval: -1, FailureTimeout: failure}, "a")
+		h.stallAfterFirstProbe()
 		// The canary's probe is answered without the write; every probe
 		// after it is refused, so recovery is never confirmed.
 		h.srv.set(func(f *fakeServer) { f.probeNext, f.probe = []probeMode{probeEmpty}, probeRefuse })
-		h.pods.ExpectWrite(h.srv.put("ns", "written", nil))
-		h.until(100*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemStall) }, "the canary found the stall")
+		h.writeExpected("written")
+		h.untilProblem(100*time.Millisecond, 10*time.Second, reflector.ProblemStall, "the canary found the stall")
 		failed(h, reflector.ProblemStall)
 	})
 }
@@ -480,26 +450,24 @@ func TestProbesFailingHideNoRealProblem(t *testing.T) {
 // next watch opened.
 func TestRuleListWatchError(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.synced()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1})
 	h.srv.set(func(f *fakeServer) {
 		f.watchErr = apierrors.NewInternalError(errString("authn webhook down"))
 		for _, w := range f.mains {
 			w.Stop() // the server ends the watch: client-go re-watches
 		}
 	})
-	h.until(200*time.Millisecond, 10*time.Second, func() bool { return h.has(reflector.ProblemListWatchError) }, "watch error")
+	h.untilProblem(200*time.Millisecond, 10*time.Second, reflector.ProblemListWatchError, "watch error")
 	assert.Equal(t, reflector.StateDegraded, h.state())
 	h.srv.set(func(f *fakeServer) { f.watchErr = nil })
-	h.until(200*time.Millisecond, 60*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared")
+	h.untilState(200*time.Millisecond, 60*time.Second, reflector.StateSynced, "cleared")
 }
 
 // Rule hung_request: a relist whose LIST never answers is cut at its
 // deadline; cleared when a LIST succeeds.
 func TestRuleHungRequest(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, reflector.Options{AuditInterval: -1})
-	h.synced()
+	h := syncedHarness(t, reflector.Options{AuditInterval: -1})
 	release := make(chan struct{})
 	h.srv.set(func(f *fakeServer) {
 		f.listHang = release
@@ -507,11 +475,11 @@ func TestRuleHungRequest(t *testing.T) {
 			w.Error(&apierrors.NewResourceExpired("too old").ErrStatus) // 410: client-go relists
 		}
 	})
-	h.until(time.Second, 90*time.Second, func() bool { return h.has(reflector.ProblemHungRequest) }, "hung list cut")
+	h.untilProblem(time.Second, 90*time.Second, reflector.ProblemHungRequest, "hung list cut")
 	assert.GreaterOrEqual(t, h.pods.Status().Gaps[reflector.GapHungRequest], 1)
 	h.srv.set(func(f *fakeServer) { f.listHang = nil })
 	close(release)
-	h.until(time.Second, 60*time.Second, func() bool { return h.state() == reflector.StateSynced }, "cleared")
+	h.untilState(time.Second, 60*time.Second, reflector.StateSynced, "cleared")
 }
 
 type errString string

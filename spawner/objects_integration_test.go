@@ -55,6 +55,26 @@ func withClaim(req Request, claim *corev1.PersistentVolumeClaim) Request {
 	return req
 }
 
+// startWithHome starts key's pod with a 1Gi home claim named claim and
+// requires it to succeed: where the tests of what becomes of a claim
+// afterwards begin.
+func (e *ienv) startWithHome(t *testing.T, key, claim string) *Result {
+	t.Helper()
+	res, err := e.sp.Start(t.Context(), withClaim(e.request(key, ""), homeClaim(claim, "1Gi")))
+	require.NoError(t, err)
+	return res
+}
+
+// startAndStopWithHome is startWithHome followed by a Stop: the claim stays
+// behind, as it does between a user's sessions, and the next start of the
+// key meets it.
+func (e *ienv) startAndStopWithHome(t *testing.T, key, claim string) *Result {
+	t.Helper()
+	res := e.startWithHome(t, key, claim)
+	e.stop(t, res.Name)
+	return res
+}
+
 func (e *ienv) claim(t *testing.T, name string) (*corev1.PersistentVolumeClaim, error) {
 	t.Helper()
 	return e.direct.CoreV1().PersistentVolumeClaims(e.ns).Get(context.Background(), name, metav1.GetOptions{})
@@ -161,9 +181,7 @@ func TestIntegrationClaimThatIsNotOursFailsBeforeThePod(t *testing.T) {
 	e.noPod(t, e.podName("carol"))
 
 	// Another key's claim of this instance.
-	res, err := e.sp.Start(ctx, withClaim(e.request("dave", ""), homeClaim("claim-shared", "1Gi")))
-	require.NoError(t, err)
-	e.stop(t, res.Name)
+	e.startAndStopWithHome(t, "dave", "claim-shared")
 	_, err = e.sp.Start(ctx, withClaim(e.request("erin", ""), homeClaim("claim-shared", "1Gi")))
 	require.ErrorIs(t, err, ErrClaimConflict)
 	e.noPod(t, e.podName("erin"))
@@ -179,11 +197,9 @@ func TestIntegrationIncompatibleClaimSaysWhichField(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	ctx := t.Context()
-	res, err := e.sp.Start(ctx, withClaim(e.request("frank", ""), homeClaim("claim-frank", "1Gi")))
-	require.NoError(t, err)
-	e.stop(t, res.Name)
+	res := e.startAndStopWithHome(t, "frank", "claim-frank")
 
-	_, err = e.sp.Start(ctx, withClaim(e.request("frank", ""), homeClaim("claim-frank", "1Gi", corev1.ReadWriteMany)))
+	_, err := e.sp.Start(ctx, withClaim(e.request("frank", ""), homeClaim("claim-frank", "1Gi", corev1.ReadWriteMany)))
 	require.ErrorIs(t, err, ErrClaimIncompatible)
 	assert.Contains(t, err.Error(), "spec.accessModes")
 	e.noPod(t, res.Name)
@@ -204,9 +220,7 @@ func TestIntegrationClaimStuckTerminating(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(o *Options) { o.StopTimeout = 3 * time.Second })
 	ctx := t.Context()
-	res, err := e.sp.Start(ctx, withClaim(e.request("grace", ""), homeClaim("claim-grace", "1Gi")))
-	require.NoError(t, err)
-	e.stop(t, res.Name)
+	res := e.startAndStopWithHome(t, "grace", "claim-grace")
 
 	deleted, err := e.sp.DeleteClaims(ctx, e.ns, "grace")
 	require.ErrorIs(t, err, ErrStopTimeout)
@@ -226,10 +240,9 @@ func TestIntegrationDeleteClaimsConfirmsThemGone(t *testing.T) {
 	t.Parallel()
 	e := newEnvOn(t, gcCluster(t), reflector.Options{StallTimeout: 5 * time.Second}, nil)
 	ctx := t.Context()
-	res, err := e.sp.Start(ctx, withClaim(e.request("heidi", ""), homeClaim("claim-heidi", "1Gi")))
-	require.NoError(t, err)
+	res := e.startWithHome(t, "heidi", "claim-heidi")
 
-	_, err = e.sp.DeleteClaims(ctx, e.ns, "heidi")
+	_, err := e.sp.DeleteClaims(ctx, e.ns, "heidi")
 	require.ErrorIs(t, err, ErrClaimInUse, "the pod still uses it")
 	_, err = e.claim(t, "claim-heidi")
 	require.NoError(t, err, "refused: nothing deleted")
@@ -247,8 +260,7 @@ func TestIntegrationDeleteClaimsConfirmsThemGone(t *testing.T) {
 	assert.Empty(t, deleted)
 
 	// And the next start gets a new, empty claim.
-	res, err = e.sp.Start(ctx, withClaim(e.request("heidi", ""), homeClaim("claim-heidi", "1Gi")))
-	require.NoError(t, err)
+	res = e.startWithHome(t, "heidi", "claim-heidi")
 	assert.True(t, res.Claims[0].Created)
 	e.stop(t, res.Name)
 	_, err = e.sp.DeleteClaims(ctx, e.ns, "heidi")
@@ -524,12 +536,9 @@ func TestIntegrationSweepReportsUnknownClaimsAndDeletesOnlyByPolicy(t *testing.T
 	e := newEnvOn(t, gcCluster(t), reflector.Options{StallTimeout: 5 * time.Second}, nil)
 	ctx := t.Context()
 	for _, key := range []string{"known", "lost"} {
-		res, err := e.sp.Start(ctx, withClaim(e.request(key, ""), homeClaim("claim-"+key, "1Gi")))
-		require.NoError(t, err)
-		e.stop(t, res.Name)
+		e.startAndStopWithHome(t, key, "claim-"+key)
 	}
-	running, err := e.sp.Start(ctx, withClaim(e.request("busy", ""), homeClaim("claim-busy", "1Gi")))
-	require.NoError(t, err)
+	running := e.startWithHome(t, "busy", "claim-busy")
 	// The same instance under another NamePrefix (a renamed deployment):
 	// its pod uses its claim as much, though not under PodName(key).
 	renamed := e.spawner(t, func(o *Options) { o.NamePrefix = "renamed" })
@@ -591,9 +600,7 @@ func TestIntegrationPodRefusedByAdmissionLeavesNoNewClaim(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := t.Context()
 
-	res, err := e.sp.Start(ctx, withClaim(e.request("kept", ""), homeClaim("claim-kept", "1Gi")))
-	require.NoError(t, err)
-	e.stop(t, res.Name)
+	e.startAndStopWithHome(t, "kept", "claim-kept")
 	kept, err := e.claim(t, "claim-kept")
 	require.NoError(t, err)
 

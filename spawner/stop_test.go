@@ -113,6 +113,25 @@ func TestStopPermanentDeleteErrorIsReturned(t *testing.T) {
 	assert.True(t, apierrors.IsForbidden(err), "%v", err)
 }
 
+// startAliceInBackground runs a Start of alice's pod on a goroutine of its
+// own, as a hub does while a Stop of the same name may arrive; it returns
+// the pod's name and wait, which returns the Start's answer once Start has
+// returned.
+func (f *fixture) startAliceInBackground(t *testing.T) (name string, wait func() (*Result, error)) {
+	name, _ = PodName("kubespawn", "alice")
+	var res *Result
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res, err = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
+	}()
+	return name, func() (*Result, error) {
+		<-done
+		return res, err
+	}
+}
+
 // Stop during a Start cancels the Start, which deletes its pod; Stop then
 // returns with the pod gone.
 func TestStopCancelsStart(t *testing.T) {
@@ -122,15 +141,10 @@ func TestStopCancelsStart(t *testing.T) {
 		close(created)
 		return false, nil, nil
 	})
-	name, _ := PodName("kubespawn", "alice")
-	var startErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
-	})
+	name, wait := f.startAliceInBackground(t)
 	<-created
 	require.NoError(t, f.sp.Stop(t.Context(), testNS, name, StopOptions{}))
-	wg.Wait()
+	_, startErr := wait()
 	require.ErrorIs(t, startErr, ErrStopRequested)
 	assert.False(t, f.podExists(t, name))
 }
@@ -148,18 +162,12 @@ func TestLateStopNeverStopsASuccessor(t *testing.T) {
 		return false, nil, nil
 	})
 	fakeKubelet(t, f.client, 300*time.Millisecond, setReady)
-	name, _ := PodName("kubespawn", "alice")
-	var res *Result
-	var startErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		res, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
-	})
+	name, wait := f.startAliceInBackground(t)
 	<-created
 	stopCtx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, f.sp.Stop(stopCtx, testNS, name, StopOptions{UID: "uid-of-an-earlier-pod"}), "the earlier pod is gone")
-	wg.Wait()
+	res, startErr := wait()
 	require.NoError(t, startErr, "the successor's start goes on")
 	assert.True(t, f.podExists(t, name))
 	assert.NotEqual(t, types.UID("uid-of-an-earlier-pod"), res.UID)
@@ -180,12 +188,7 @@ func TestStopWithTheStartsUIDCancelsIt(t *testing.T) {
 		uids <- pod.UID
 		return false, nil, nil
 	})
-	name, _ := PodName("kubespawn", "alice")
-	var startErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
-	})
+	name, wait := f.startAliceInBackground(t)
 	uid := <-uids
 	require.Eventually(t, func() bool {
 		f.sp.locks.mu.Lock()
@@ -194,7 +197,7 @@ func TestStopWithTheStartsUIDCancelsIt(t *testing.T) {
 		return nl != nil && nl.startUID == uid
 	}, 5*time.Second, time.Millisecond)
 	require.NoError(t, f.sp.Stop(t.Context(), testNS, name, StopOptions{UID: uid}))
-	wg.Wait()
+	_, startErr := wait()
 	require.ErrorIs(t, startErr, ErrStopRequested)
 	assert.False(t, f.podExists(t, name))
 }
@@ -266,22 +269,19 @@ func TestStopCancelsWaitingStart(t *testing.T) {
 	key := lockKey(testNS, name)
 	unlock, err := f.sp.locks.lock(t.Context(), key, nil)
 	require.NoError(t, err)
-	var startErr, stopErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		_, startErr = f.sp.Start(t.Context(), Request{Key: "alice", Namespace: testNS, Spec: testSpec()})
-	})
+	_, wait := f.startAliceInBackground(t)
 	waiters := func() int {
 		f.sp.locks.mu.Lock()
 		defer f.sp.locks.mu.Unlock()
 		return f.sp.locks.m[key].refs
 	}
 	require.Eventually(t, func() bool { return waiters() == 2 }, 5*time.Second, time.Millisecond)
-	wg.Go(func() { stopErr = f.sp.Stop(t.Context(), testNS, name, StopOptions{}) })
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- f.sp.Stop(t.Context(), testNS, name, StopOptions{}) }()
 	require.Eventually(t, func() bool { return waiters() == 3 }, 5*time.Second, time.Millisecond)
 	unlock()
-	wg.Wait()
-	require.NoError(t, stopErr)
+	require.NoError(t, <-stopErr)
+	_, startErr := wait()
 	require.ErrorIs(t, startErr, ErrStopRequested)
 	assert.NotContains(t, verbs(f.client), "create pods")
 }
