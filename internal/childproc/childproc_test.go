@@ -1,7 +1,6 @@
 package childproc
 
 import (
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,16 +14,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// alive: the process exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
-}
 
 // TestStopEndsTheWholeGroup: a child that ignores SIGTERM and starts a
 // grandchild is killed after the grace, grandchild included; its output
@@ -46,7 +35,7 @@ func TestStopEndsTheWholeGroup(t *testing.T) {
 	exited, _ := p.Exited()
 	assert.False(t, exited)
 	assert.Equal(t, 1, p.Count("hello from "), p.Tail(10))
-	require.True(t, alive(grandchild))
+	require.True(t, Alive(grandchild))
 
 	p.Stop(200 * time.Millisecond)
 	exited, err = p.Exited()
@@ -57,7 +46,7 @@ func TestStopEndsTheWholeGroup(t *testing.T) {
 	default:
 		t.Fatal("Done not closed after Stop")
 	}
-	require.Eventually(t, func() bool { return !alive(grandchild) }, 10*time.Second, 10*time.Millisecond, "the grandchild outlived Stop")
+	require.Eventually(t, func() bool { return !Alive(grandchild) }, 10*time.Second, 10*time.Millisecond, "the grandchild outlived Stop")
 	p.Stop(time.Second) // idempotent
 }
 
@@ -97,9 +86,9 @@ func TestStopSignalsAGroupOnlyWhileItHasMembers(t *testing.T) {
 			grandchild, _ = strconv.Atoi(s)
 		}
 	}
-	require.True(t, grandchild > 0 && alive(grandchild), p.Tail(10))
+	require.True(t, grandchild > 0 && Alive(grandchild), p.Tail(10))
 	p.Stop(time.Second)
-	require.Eventually(t, func() bool { return !alive(grandchild) }, 10*time.Second, 10*time.Millisecond, "the grandchild outlived Stop")
+	require.Eventually(t, func() bool { return !Alive(grandchild) }, 10*time.Second, 10*time.Millisecond, "the grandchild outlived Stop")
 }
 
 func TestStartErrors(t *testing.T) {

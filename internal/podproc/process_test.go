@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kubespawn/kubespawn/internal/podproc"
+
+	"github.com/kubespawn/kubespawn/internal/childproc"
 )
 
 // shellSpec runs script with /bin/sh in a directory of t.
@@ -35,16 +37,6 @@ func logOf(t *testing.T, p *podproc.Process) string {
 	b, err := os.ReadFile(p.LogPath())
 	require.NoError(t, err)
 	return string(b)
-}
-
-// alive: the process exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
 }
 
 // waitLog waits until the process's log has the line s (not just in the
@@ -89,7 +81,7 @@ func TestTheGroupDiesWithTheProcess(t *testing.T) {
 		}
 	}
 	require.Positive(t, child, logOf(t, p))
-	assert.False(t, alive(child), "the container's other process outlived it")
+	assert.False(t, childproc.Alive(child), "the container's other process outlived it")
 	ex, _ := p.Exit()
 	assert.Equal(t, int32(0), ex.Code)
 }
